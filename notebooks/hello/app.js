@@ -1,0 +1,55 @@
+// The hello app's page. The page lives at {base}anvil/apps/hello/, so the client is
+// two folders up; relative URLs keep it working under any base_url.
+import {server, kwargs} from "../../client.js";
+
+const $ = (id) => document.getElementById(id);
+
+/** Run `action` for a form's submit, showing an error in `errorBox` if it fails. */
+function onSubmit(formId, errorBox, action) {
+  $(formId).addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = event.target.querySelector("button");
+    $(errorBox).textContent = "";
+    button.disabled = true;
+    try {
+      await action();
+    } catch (error) {
+      // error.type is the Python exception's name (e.g. "ValueError").
+      $(errorBox).textContent = error.message || String(error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+onSubmit("greet-form", "error", async () => {
+  $("greeting").textContent = "";
+  const name = $("name").value.trim();
+  const greeting = $("excited").checked
+    ? await server.call("shout", `Hello, ${name}`, kwargs({excited: true}))
+    : await server.call("greet", name);
+  $("greeting").textContent = greeting;
+});
+
+// A datetime-local value is local wall time ("2024-02-28T09:30"); new Date() reads
+// it as such, and the client sends it with this browser's UTC offset.
+onSubmit("date-form", "date-error", async () => {
+  $("next-day-result").textContent = "";
+  if (!$("when").value) throw new Error("Please pick a date and time");
+  const next = await server.call("next_day", new Date($("when").value));
+  const shown = next.toLocaleString(undefined, {dateStyle: "full", timeStyle: "short"});
+  $("next-day-result").textContent = shown;
+  $("next-day-result").dataset.iso = next.toISOString();
+});
+
+onSubmit("file-form", "file-error", async () => {
+  $("file-result").textContent = "";
+  const file = $("file").files[0];
+  if (!file) throw new Error("Please choose a file");
+  const copy = await server.call("echo_media", file);
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(copy);
+  link.download = copy.name ?? "download";
+  link.textContent = `${copy.name ?? "(no name)"}: ${copy.size} bytes, ${copy.type || "no type"}`;
+  $("file-result").replaceChildren("Back from the server: ", link);
+});
