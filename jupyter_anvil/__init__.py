@@ -1,0 +1,13 @@
+"""jupyter-anvil: a notebook's ``server`` cells served as an Anvil-style backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .host.app import AnvilApp
+
+    return [{"module": "jupyter_anvil.host.app", "app": AnvilApp}]

@@ -1,0 +1,148 @@
+"""The Jupyter Server extension: configuration and wiring only."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.paths import jupyter_runtime_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Float, Int, Type, Unicode
+
+from .. import __version__
+from .apps import AppDefaults, AppManager
+from .calls import CallService
+from .handlers import admin, calls, static
+from .kernel import AppKernel
+from .logs import AppLog
+from .notebooks import AppSpec
+from .pool import KernelPool, PoolLimits
+from .services import Services
+
+
+class AnvilApp(ExtensionApp):
+    """Serve every notebook with ``server`` cells under the root as an Anvil-style app."""
+
+    name = "jupyter_anvil"
+    app_name = "jupyter anvil"
+    description = __doc__
+    version = __version__
+    load_other_extensions = True
+
+    kernel_manager_class = Type(
+        default_value=AsyncKernelManager,
+        klass=AsyncKernelManager,
+        help="Kernel manager class that starts app kernels (e.g. a gateway-backed manager for a cluster).",
+    ).tag(config=True)
+    kernel_name = Unicode("python3", help="Kernel spec app kernels run.").tag(config=True)
+    kernel_transport = Unicode("ipc", help="ZeroMQ transport to local kernels: 'ipc' (fastest) or 'tcp'.").tag(config=True)
+    kernels_min = Int(1, help="Warm kernels per app (metadata.jupyter_anvil.kernels.min overrides).").tag(config=True)
+    kernels_max = Int(4, help="Most kernels per app under load (metadata.jupyter_anvil.kernels.max overrides).").tag(config=True)
+    calls_per_kernel = Int(4, help="Calls one kernel runs at once, each on its own thread.").tag(config=True)
+    queue_size = Int(100, help="Calls that may wait for a busy app before more are refused with 503.").tag(config=True)
+    idle_seconds = Float(60.0, help="Kernels beyond the minimum are shut down after this long idle.").tag(config=True)
+    call_timeout = Float(30.0, help="Seconds a call may run before its kernel is retired (metadata.jupyter_anvil.call_timeout overrides).").tag(config=True)
+    load_timeout = Float(120.0, help="Seconds a kernel may take to start and run the server cells.").tag(config=True)
+    watch_interval = Float(1.0, help="Seconds between checks of the notebooks for saves.").tag(config=True)
+    log_records_per_app = Int(5000, help="App log records kept per app.").tag(config=True)
+    print_apps = Bool(True, help="Print the URL of every app (and every failure) once loaded.").tag(config=True)
+
+    def initialize_settings(self) -> None:
+        root = Path(self.serverapp.root_dir).resolve()
+        self.app_log = AppLog(self.log_records_per_app)
+        defaults = AppDefaults(
+            kernels_min=self.kernels_min,
+            kernels_max=self.kernels_max,
+            calls_per_kernel=self.calls_per_kernel,
+            queue_size=self.queue_size,
+            idle_seconds=self.idle_seconds,
+            call_timeout=self.call_timeout,
+            load_timeout=self.load_timeout,
+        )
+        self.apps = AppManager(root, defaults, self.app_log, self._make_pool)
+        self.calls = CallService(self.apps, self.app_log)
+        self.settings["jupyter_anvil"] = Services(self.apps, self.calls, self.app_log)
+
+    def initialize_handlers(self) -> None:
+        app = r"(?P<app>[A-Za-z0-9_][A-Za-z0-9_.\-]*)"
+        self.handlers.extend(
+            [
+                (r"/anvil/(client\.js)", static.ClientScriptHandler),
+                (rf"/anvil/apps/{app}/_/call/(?P<function>[^/]+)", calls.HttpCallHandler),
+                (rf"/anvil/apps/{app}/_/ws", calls.CallSocketHandler),
+                (rf"/anvil/apps/{app}/(?P<path>(?!_/).*)", static.AppStaticHandler),
+                (r"/anvil/api/apps", admin.AppsHandler),
+                (r"/anvil/api/logs", admin.LogsHandler),
+            ]
+        )
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:  # type: ignore[override]
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        loads = await self.apps.sync()
+        if self.print_apps:
+            await asyncio.gather(*loads, return_exceptions=True)
+            self._print_apps()
+        await asyncio.sleep(self.watch_interval)
+        await self.apps.watch(self.watch_interval)
+
+    def _print_apps(self) -> None:
+        base = self.serverapp.connection_url
+        lines = []
+        for name, app in sorted(self.apps.apps.items()):
+            if app.status == "ready":
+                lines.append(f"    {name}: {base.rstrip('/')}/anvil/apps/{name}/")
+            else:
+                lines.append(f"    {name}: FAILED: {app.error}")
+        for problem in self.apps.problems:
+            if problem.name is None:
+                lines.append(f"    {problem.notebook}: FAILED: {problem.message}")
+        if not lines:
+            lines.append(f"    (none: no notebook under {self.apps.root} has a cell tagged 'server')")
+        print("[jupyter-anvil] apps:\n" + "\n".join(lines), file=sys.stderr, flush=True)
+
+    async def stop_extension(self) -> None:
+        if getattr(self, "_watcher", None) is not None:
+            self._watcher.cancel()
+        await self.apps.stop_all()
+
+    # -- kernels --------------------------------------------------------------------------
+    def _make_pool(self, spec: AppSpec, limits: PoolLimits) -> KernelPool:
+        pool: KernelPool
+
+        async def start_kernel() -> AppKernel:
+            kernel = AppKernel(
+                self._new_kernel_manager(),
+                spec.name,
+                on_log=lambda call_id, stream, text: self.calls.log(spec.name, call_id, stream, text),
+                on_nested_call=self.calls.nested_call,
+                on_death=lambda k: pool.kernel_died(k),
+            )
+            notebook_dir = (self.apps.root / spec.notebook).parent
+            await kernel.start(spec.notebook, spec.cells, str(notebook_dir), self.load_timeout)
+            return kernel
+
+        pool = KernelPool(spec.name, limits, start_kernel)
+        return pool
+
+    def _new_kernel_manager(self) -> AsyncKernelManager:
+        runtime_dir = jupyter_runtime_dir()
+        os.makedirs(runtime_dir, exist_ok=True)
+        kernel_id = f"anvil-{uuid.uuid4().hex[:12]}"
+        options: dict[str, Any] = {
+            "kernel_name": self.kernel_name,
+            "connection_file": os.path.join(runtime_dir, f"kernel-{kernel_id}.json"),
+            "parent": self,
+        }
+        if self.kernel_transport == "ipc":
+            options.update(transport="ipc", ip=os.path.join(runtime_dir, kernel_id))
+        return self.kernel_manager_class(**options)  # type: ignore[no-any-return]
+
+
+main = launch_new_instance = AnvilApp.launch_instance

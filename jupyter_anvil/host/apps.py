@@ -1,0 +1,189 @@
+"""The apps under the server root: load them, reload them on save, stop them on delete."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .kernel import KernelLoadError
+from .logs import AppLog
+from .notebooks import AppSpec, NotebookProblem, Scanner
+from .pool import KernelPool, PoolLimits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppDefaults:
+    """Server-wide defaults, overridden per app by the notebook's metadata."""
+
+    kernels_min: int = 1
+    kernels_max: int = 4
+    calls_per_kernel: int = 4
+    queue_size: int = 100
+    idle_seconds: float = 60.0
+    call_timeout: float = 30.0
+    load_timeout: float = 120.0
+
+
+PoolFactory = Callable[[AppSpec, PoolLimits], KernelPool]
+
+
+class App:
+    """One app: its current spec, the pool serving it, and its state."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.spec: AppSpec | None = None
+        self.pool: KernelPool | None = None
+        self.status = "loading"  # loading, ready, error, stopped
+        self.error: str | None = None
+        self.loaded = asyncio.Event()
+        self.loading_fingerprint: str | None = None
+
+    @property
+    def call_timeout(self) -> float | None:
+        return self.spec.call_timeout if self.spec else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "notebook": self.spec.notebook if self.spec else None,
+            "status": self.status,
+            "error": self.error,
+            "functions": sorted(self.pool.functions) if self.pool else [],
+            "pool": self.pool.stats() if self.pool else None,
+            "call_timeout": self.spec.call_timeout if self.spec else None,
+        }
+
+
+class AppManager:
+    """Keeps the served apps in step with the notebooks under ``root``."""
+
+    def __init__(self, root: Path, defaults: AppDefaults, app_log: AppLog, make_pool: PoolFactory) -> None:
+        self.root = root
+        self.defaults = defaults
+        self.app_log = app_log
+        self.make_pool = make_pool
+        self.apps: dict[str, App] = {}
+        self.problems: list[NotebookProblem] = []
+        self.scanned = asyncio.Event()
+        self._scanner = Scanner(root)
+        self._loads: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    async def get(self, name: str) -> App | None:
+        await self.scanned.wait()
+        return self.apps.get(name)
+
+    def limits_for(self, spec: AppSpec) -> PoolLimits:
+        d = self.defaults
+        kmin = spec.kernels_min if spec.kernels_min is not None else d.kernels_min
+        kmax = spec.kernels_max if spec.kernels_max is not None else max(d.kernels_max, kmin)
+        return PoolLimits(min=kmin, max=max(kmax, 1), calls_per_kernel=d.calls_per_kernel,
+                          queue_size=d.queue_size, idle_seconds=d.idle_seconds)
+
+    # -- following the notebooks ------------------------------------------------------
+    async def sync(self) -> list[asyncio.Task[None]]:
+        """Scan once and start whatever loads, reloads and stops that calls for."""
+        specs, problems = await asyncio.get_running_loop().run_in_executor(None, self._scanner.scan)
+        self.problems = problems
+        started: list[asyncio.Task[None]] = []
+        blocked = {p.name for p in problems if p.name}
+        for name, app in list(self.apps.items()):
+            if name not in specs and name not in blocked:
+                del self.apps[name]
+                started.append(self._spawn(self._stop(app, "its notebook was removed")))
+        for problem in problems:
+            if problem.name is None:
+                continue
+            app = self.apps.setdefault(problem.name, App(problem.name))
+            if app.status != "error" or app.error != problem.message:
+                message = f"{problem.notebook}: {problem.message}"
+                self._fail(app, message)
+                if app.pool is not None:
+                    pool, app.pool = app.pool, None
+                    started.append(self._spawn(pool.drain(self.defaults.call_timeout)))
+                app.loading_fingerprint = None
+        for name, spec in specs.items():
+            app = self.apps.setdefault(name, App(name))
+            fingerprint = spec.fingerprint
+            if fingerprint != app.loading_fingerprint:
+                app.loading_fingerprint = fingerprint
+                started.append(self._spawn(self._load(app, spec)))
+        self.scanned.set()
+        return started
+
+    async def watch(self, interval: float) -> None:
+        while not self._stopping:
+            try:
+                await self.sync()
+            except Exception:  # noqa: BLE001 - a bad scan must not stop watching
+                log.exception("[jupyter-anvil] scanning %s failed", self.root)
+            await asyncio.sleep(interval)
+
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
+        return task
+
+    # -- loading -----------------------------------------------------------------------------
+    async def _load(self, app: App, spec: AppSpec) -> None:
+        """Warm a new pool with ``spec``; switch to it only if it loads."""
+        fingerprint = spec.fingerprint
+        first = app.pool is None
+        self.app_log.write(app.name, "(load)", "-", "system", f"loading {spec.notebook}")
+        pool = self.make_pool(spec, self.limits_for(spec))
+        try:
+            await pool.start()
+        except KernelLoadError as e:
+            if e.traceback:
+                self.app_log.write(app.name, "(load)", "-", "traceback", e.traceback)
+            self._load_failed(app, spec, str(e), first)
+            return
+        except Exception as e:  # noqa: BLE001 - a kernel that cannot start is the app's error
+            log.exception("[jupyter-anvil] app %s failed to start", app.name)
+            self._load_failed(app, spec, f"{type(e).__name__}: {e}", first)
+            return
+        if app.loading_fingerprint != fingerprint or self._stopping or self.apps.get(app.name) is not app:
+            await pool.drain(0)  # a newer save (or a stop) overtook this load
+            return
+        old, app.pool, app.spec = app.pool, pool, spec
+        app.status, app.error = "ready", None
+        app.loaded.set()
+        self.app_log.write(app.name, "(load)", "-", "system", f"serving {spec.notebook}: {sorted(pool.functions)}")
+        if old is not None:
+            await old.drain(self.defaults.call_timeout)
+
+    def _load_failed(self, app: App, spec: AppSpec, message: str, first: bool) -> None:
+        self.app_log.write(app.name, "(load)", "-", "system", f"failed to load {spec.notebook}: {message}")
+        if first:
+            app.spec = spec
+            self._fail(app, message)
+        else:
+            # the previous version keeps serving; the failure is reported beside it
+            app.error = f"reload failed, still serving the previous version: {message}"
+
+    def _fail(self, app: App, message: str) -> None:
+        app.status, app.error = "error", message
+        app.loaded.set()
+
+    async def _stop(self, app: App, reason: str) -> None:
+        app.status, app.error = "stopped", reason
+        app.loaded.set()
+        self.app_log.write(app.name, "(load)", "-", "system", f"stopped: {reason}")
+        pool, app.pool = app.pool, None
+        if pool is not None:
+            await pool.drain(self.defaults.call_timeout)
+
+    async def stop_all(self) -> None:
+        self._stopping = True
+        for task in list(self._loads):
+            task.cancel()
+        await asyncio.gather(*(self._stop(app, "the server is stopping") for app in self.apps.values()),
+                             return_exceptions=True)

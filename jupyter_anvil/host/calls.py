@@ -1,0 +1,92 @@
+"""Route a server call to a kernel of its app: permissions, leasing, timeouts, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from .. import errors
+from .apps import AppManager
+from .kernel import AppKernel
+from .logs import AppLog
+from .messages import CallReply, CallRequest
+
+MAX_CALL_DEPTH = 10
+
+
+def new_call_id() -> str:
+    return secrets.token_hex(6)
+
+
+class CallService:
+    def __init__(self, apps: AppManager, app_log: AppLog) -> None:
+        self.apps = apps
+        self.app_log = app_log
+        self._functions: dict[str, str] = {}  # call id -> function, to tag log lines
+
+    async def call(self, app_name: str, request: CallRequest) -> CallReply:
+        """Run a call from a client (browser, HTTP) and return its reply; never raises."""
+        request.call_id = request.call_id or new_call_id()
+        try:
+            return await self._call(app_name, request)
+        except errors.AnvilError as e:
+            return CallReply.failure(e)
+
+    async def _call(self, app_name: str, request: CallRequest) -> CallReply:
+        command = request.command
+        if request.from_client and ":" in command:
+            raise errors.PermissionDenied(f'Cannot call scoped server function "{command}" from client code')
+        app = await self.apps.get(app_name)
+        if app is None:
+            raise errors.NoServerFunctionError(f'No app named "{app_name}" is served here')
+        timeout = app.call_timeout or self.apps.defaults.call_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not app.loaded.is_set():
+            try:
+                await asyncio.wait_for(app.loaded.wait(), timeout)
+            except asyncio.TimeoutError:
+                raise errors.RuntimeUnavailableError(f"App '{app_name}' is still starting; try again shortly") from None
+        pool = app.pool
+        if pool is None:
+            raise errors.RuntimeUnavailableError(
+                f"App '{app_name}' is not available ({app.status}); its author can see why in the app log"
+            )
+        if command not in pool.functions:
+            raise errors.NoServerFunctionError(f'No server function matching "{command}" has been registered')
+        try:
+            kernel = await asyncio.wait_for(pool.lease(), deadline - loop.time())
+        except asyncio.TimeoutError:
+            raise errors.TimeoutError(f"Server code took too long: no kernel of '{app_name}' was free in time") from None
+        self._functions[request.call_id] = command
+        try:
+            return await asyncio.wait_for(kernel.call(request), deadline - loop.time())
+        except asyncio.TimeoutError:
+            self.log(app_name, request.call_id, "system", "[SERVER CALL TOOK TOO LONG, WILL BE TERMINATED SHORTLY]")
+            pool.retire(kernel)
+            raise errors.TimeoutError("Server code took too long") from None
+        finally:
+            pool.release(kernel)
+            self._functions.pop(request.call_id, None)
+
+    async def nested_call(self, kernel: AppKernel, request: CallRequest) -> CallReply:
+        """A ``server.call`` from server code: runs on the same kernel (which has a
+        thread free for it), so a pool of one kernel cannot deadlock on itself."""
+        if request.depth > MAX_CALL_DEPTH:
+            return CallReply.failure(errors.StackOverflow("Too many nested anvil.server.call()s"))
+        if request.command not in kernel.functions:
+            return CallReply.failure(
+                errors.NoServerFunctionError(f'No server function matching "{request.command}" has been registered')
+            )
+        self._functions[request.call_id] = request.command
+        kernel.in_flight += 1
+        try:
+            return await kernel.call(request)
+        except errors.AnvilError as e:
+            return CallReply.failure(e)
+        finally:
+            kernel.in_flight -= 1
+            self._functions.pop(request.call_id, None)
+
+    def log(self, app: str, call_id: str, stream: str, text: str) -> None:
+        self.app_log.write(app, self._functions.get(call_id, "(kernel)"), call_id, stream, text)

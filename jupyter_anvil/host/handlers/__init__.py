@@ -1,0 +1,1 @@
+"""Tornado handlers: parse, call one service, encode."""

@@ -1,0 +1,47 @@
+"""The admin API (Jupyter auth): apps and the app log."""
+
+from __future__ import annotations
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+
+from .base import services
+
+AUTH_RESOURCE = "anvil"
+
+
+class AdminHandler(APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+
+class AppsHandler(AdminHandler):
+    """``GET anvil/api/apps``: every app, its state and its error, and notebooks that
+    cannot be apps."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        manager = services(self).apps
+        await manager.scanned.wait()
+        apps = [app.to_json() for app in manager.apps.values()]
+        for app in apps:
+            app["url"] = f"{self.base_url}anvil/apps/{app['name']}/"
+        problems = [{"notebook": p.notebook, "app": p.name, "error": p.message} for p in manager.problems]
+        self.finish({"apps": apps, "problems": problems})
+
+
+class LogsHandler(AdminHandler):
+    """``GET anvil/api/logs?app=NAME&since=SEQ&limit=N``: app log records, oldest first;
+    pass the last ``seq`` you saw as ``since`` to tail."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        app = self.get_argument("app", None)
+        try:
+            since = int(self.get_argument("since", "0"))
+            limit = min(int(self.get_argument("limit", "1000")), 10000)
+        except ValueError:
+            raise web.HTTPError(400, "since and limit must be integers") from None
+        self.finish({"records": services(self).app_log.read(app, since, limit)})

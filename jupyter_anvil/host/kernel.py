@@ -1,0 +1,251 @@
+"""One app kernel: a Jupyter kernel with the runtime installed, spoken to over a comm."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager
+
+from .. import errors, wire
+from .messages import CallReply, CallRequest
+
+COMM_TARGET = "jupyter_anvil"
+#: environment variables a kernel must not see: the server's own secrets
+SECRET_ENV = ("JUPYTER_TOKEN", "JUPYTER_PASSWORD", "JUPYTER_ANVIL_COOKIE_KEY")
+
+log = logging.getLogger(__name__)
+
+LogSink = Callable[[str, str, str], None]  # (call_id, stream, text)
+NestedCallHandler = Callable[["AppKernel", CallRequest], Awaitable[CallReply]]
+
+
+class KernelLoadError(Exception):
+    """The server cells failed to run; ``detail`` holds the wire error with cell info."""
+
+    def __init__(self, message: str, detail: dict[str, Any] | None = None, traceback: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or {}
+        self.traceback = traceback
+
+
+class AppKernel:
+    """A kernel serving one app: started, warmed with the server cells, then called."""
+
+    _numbers = itertools.count(1)
+
+    def __init__(
+        self,
+        manager: AsyncKernelManager,
+        app: str,
+        on_log: LogSink,
+        on_nested_call: NestedCallHandler,
+        on_death: Callable[[AppKernel], None],
+    ) -> None:
+        self.manager = manager
+        self.app = app
+        self.number = next(self._numbers)
+        self.on_log = on_log
+        self.on_nested_call = on_nested_call
+        self.on_death = on_death
+        self.comm_id = uuid.uuid4().hex
+        self.client: Any = None
+        self.functions: set[str] = set()
+        self.in_flight = 0
+        self.retiring = False
+        self.dead = False
+        self.last_used = asyncio.get_running_loop().time()
+        self._pending: dict[str, asyncio.Future[tuple[dict[str, Any], list[Any]]]] = {}
+        self._ids = itertools.count()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def __repr__(self) -> str:
+        return f"<AppKernel {self.app}#{self.number} in_flight={self.in_flight}>"
+
+    # -- life cycle -----------------------------------------------------------------
+    async def start(self, notebook: str, cells: list[dict[str, Any]], cwd: str, load_timeout: float) -> None:
+        """Start the kernel, install the runtime and run the server cells.
+
+        Raises :class:`KernelLoadError` if a cell fails (the kernel is shut down).
+        """
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+        await self.manager.start_kernel(env=env, cwd=cwd)
+        try:
+            self.client = self.manager.client()
+            self.client.start_channels()
+            await self.client.wait_for_ready(timeout=load_timeout)
+            await self._install_runtime(load_timeout)
+            self._tasks.append(asyncio.create_task(self._read_iopub()))
+            self._tasks.append(asyncio.create_task(self._watch_process()))
+            self._send({"op": "open"}, msg_type="comm_open")
+            data, _ = await asyncio.wait_for(
+                self.request({"op": "load", "notebook": notebook, "cells": cells, "call_id": f"load-{self.number}"}),
+                load_timeout,
+            )
+        except BaseException:
+            await self.shutdown()
+            raise
+        if "error" in data:
+            await self.shutdown()
+            raise KernelLoadError(describe_load_error(data["error"]), data["error"], data.get("traceback", ""))
+        self.functions = set(data.get("functions", []))
+
+    async def _install_runtime(self, timeout: float) -> None:
+        code = f"import jupyter_anvil.kernel.runtime as _anvil_runtime\n_anvil_runtime.install({self.app!r})\ndel _anvil_runtime"
+        msg_id = self.client.execute(code, silent=True, store_history=False)
+        while True:
+            reply = await self.client.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        content = reply["content"]
+        if content.get("status") != "ok":
+            raise KernelLoadError(
+                f"Could not start the jupyter-anvil runtime in the kernel: {content.get('ename')}: {content.get('evalue')}"
+                " (is jupyter-anvil installed in the kernel's environment?)"
+            )
+
+    async def shutdown(self) -> None:
+        """Stop the kernel now; calls still in flight fail with ExecutionTerminatedError."""
+        self.retiring = True
+        for task in self._tasks:
+            task.cancel()
+        self._fail_pending(errors.ExecutionTerminatedError("The kernel running this call was shut down"))
+        if self.client is not None:
+            self.client.stop_channels()
+        try:
+            if self.manager.has_kernel:
+                await self.manager.shutdown_kernel(now=True)
+        except Exception:  # noqa: BLE001 - a kernel that is already gone is fine
+            log.debug("shutting down %r", self, exc_info=True)
+
+    # -- requests ---------------------------------------------------------------------
+    def _send(self, data: dict[str, Any], buffers: list[bytes] | None = None, msg_type: str = "comm_msg") -> None:
+        content: dict[str, Any] = {"comm_id": self.comm_id, "data": data}
+        if msg_type == "comm_open":
+            content["target_name"] = COMM_TARGET
+        msg = self.client.session.msg(msg_type, content)
+        self.client.session.send(self.client.shell_channel.socket, msg, buffers=buffers or [])
+
+    def request(self, data: dict[str, Any], buffers: list[bytes] | None = None) -> asyncio.Future[tuple[dict[str, Any], list[Any]]]:
+        """Send a request; the future resolves to the kernel's reply (data, buffers)."""
+        if self.dead:
+            raise errors.ExecutionTerminatedError("The kernel serving this app has died")
+        req = f"h{next(self._ids)}"
+        future: asyncio.Future[tuple[dict[str, Any], list[Any]]] = asyncio.get_running_loop().create_future()
+        self._pending[req] = future
+        future.add_done_callback(lambda _: self._pending.pop(req, None))
+        self._send({**data, "req": req}, buffers)
+        return future
+
+    async def call(self, request: CallRequest) -> CallReply:
+        """Run a server call on this kernel (no timeout here: the caller sets one)."""
+        media_ids, buffers = wire.media_to_buffers(request.media)
+        data, reply_buffers = await self.request(
+            {
+                "op": "call",
+                "call_id": request.call_id,
+                "command": request.command,
+                "depth": request.depth,
+                "args": request.args,
+                "kwargs": request.kwargs,
+                "objects": request.objects,
+                "media": media_ids,
+            },
+            buffers,
+        )
+        return self._reply_from(data, reply_buffers, request)
+
+    def _reply_from(self, data: dict[str, Any], buffers: list[Any], request: CallRequest) -> CallReply:
+        if "error" in data:
+            if data.get("traceback"):
+                self.on_log(request.call_id, "traceback", data["traceback"])
+            return CallReply(error=data["error"])
+        return CallReply(
+            response=data.get("response"),
+            objects=data.get("objects") or [],
+            media=wire.media_from_buffers(data.get("media"), buffers),
+        )
+
+    # -- what the kernel sends ------------------------------------------------------------
+    async def _read_iopub(self) -> None:
+        while True:
+            msg = await self.client.get_iopub_msg()
+            if msg["msg_type"] != "comm_msg" or msg["content"].get("comm_id") != self.comm_id:
+                continue
+            data = msg["content"].get("data") or {}
+            op = data.get("op")
+            if op == "reply":
+                future = self._pending.get(str(data.get("req")))
+                if future is not None and not future.done():
+                    future.set_result((data, msg.get("buffers") or []))
+            elif op == "log":
+                self.on_log(str(data.get("call_id")), str(data.get("stream")), str(data.get("text")))
+            elif op == "call":
+                asyncio.create_task(self._serve_nested_call(data, msg.get("buffers") or []))
+
+    async def _serve_nested_call(self, data: dict[str, Any], buffers: list[Any]) -> None:
+        try:
+            request = CallRequest(
+                command=str(data.get("command")),
+                args=data.get("args") or [],
+                kwargs=data.get("kwargs") or {},
+                objects=data.get("objects") or [],
+                media=wire.media_from_buffers(data.get("media"), buffers),
+                call_id=f"{data.get('parent') or 'kernel'}.{data.get('req')}",
+                depth=int(data.get("depth", 1)),
+                from_client=False,
+            )
+            reply = await self.on_nested_call(self, request)
+        except Exception as e:  # noqa: BLE001 - the nested caller gets the error
+            reply = CallReply.failure(e)
+        out: dict[str, Any] = {"op": "reply", "req": data.get("req")}
+        out_buffers: list[bytes] = []
+        if reply.error is not None:
+            out["error"] = reply.error
+        else:
+            out["response"], out["objects"] = reply.response, reply.objects
+            out["media"], out_buffers = wire.media_to_buffers(reply.media)
+        if not self.dead:
+            self._send(out, out_buffers)
+
+    async def _watch_process(self, interval: float = 0.2) -> None:
+        provisioner = self.manager.provisioner
+        if provisioner is None:
+            return
+        while (exit_code := await provisioner.poll()) is None:
+            await asyncio.sleep(interval)
+        self.dead = True
+        self._fail_pending(errors.ExecutionTerminatedError(describe_exit(exit_code, f"{self.app}#{self.number}")))
+        self.on_death(self)
+
+    def _fail_pending(self, exc: Exception) -> None:
+        for future in list(self._pending.values()):
+            if not future.done():
+                future.set_exception(exc)
+
+
+def describe_exit(exit_code: int | None, kernel: str) -> str:
+    """Anvil's wording for a worker that died."""
+    if exit_code == -signal.SIGKILL:
+        return (
+            "Server code execution process was killed. This is usually caused by running out of memory. "
+            f"({kernel})"
+        )
+    if exit_code is not None and exit_code < 0:
+        return f"Server code execution process was killed with signal {-exit_code} ({kernel})"
+    return f"Server code exited unexpectedly: {kernel} (exit code {exit_code})"
+
+
+def describe_load_error(error: dict[str, Any]) -> str:
+    """``Server cell 3 (`import foo`) raised ModuleNotFoundError: No module named 'foo' (line 1)``."""
+    line = f" (line {error['line']})" if error.get("line") else ""
+    return (
+        f"Server cell {error.get('cell')} (`{error.get('first_line', '')}`) raised "
+        f"{error.get('type')}: {error.get('message')}{line}"
+    )

@@ -1,0 +1,179 @@
+"""Read notebooks under the server root into app specs.
+
+Every notebook with at least one code cell tagged ``server`` is an app. Its name is its
+path under the root without ``.ipynb``, ``/`` replaced by ``.``, unless
+``metadata.jupyter_anvil.app`` names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+SERVER_TAG = "server"
+APP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+SKIPPED_DIRS = {"node_modules", "__pycache__", "site-packages"}
+
+
+@dataclass
+class AppSpec:
+    """One app as its notebook describes it."""
+
+    name: str
+    notebook: str  # path under the root, with '/' separators
+    cells: list[dict[str, Any]]
+    static_dir: Path
+    kernels_min: int | None = None
+    kernels_max: int | None = None
+    call_timeout: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when what the kernels run or how the app is served changes, not when
+        outputs or untagged cells do: saving those does not restart the app."""
+        payload = json.dumps({"cells": self.cells, "metadata": self.metadata}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass
+class NotebookProblem:
+    """A notebook that should be an app but cannot be."""
+
+    notebook: str
+    message: str
+    name: str | None = None
+
+
+def find_notebooks(root: Path) -> list[Path]:
+    """Notebooks under ``root``, skipping hidden folders and checkpoints."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIPPED_DIRS)
+        found.extend(Path(folder) / f for f in sorted(files) if f.endswith(".ipynb") and not f.startswith("."))
+    return found
+
+
+def read_app(root: Path, path: Path) -> AppSpec | NotebookProblem | None:
+    """The app a notebook defines, a problem with it, or None if it is not an app."""
+    relative = path.relative_to(root).as_posix()
+    try:
+        with path.open(encoding="utf-8") as f:
+            notebook = nbformat.read(f, as_version=4)
+    except Exception as e:  # noqa: BLE001 - any unreadable notebook is reported, not raised
+        if _mentions_server_tag(path):
+            return NotebookProblem(relative, f"cannot read the notebook: {type(e).__name__}: {e}")
+        return None
+    cells = [
+        {"index": i, "source": cell.source}
+        for i, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code" and SERVER_TAG in (cell.get("metadata", {}).get("tags") or [])
+    ]
+    if not cells:
+        return None
+    settings = notebook.metadata.get("jupyter_anvil") or {}
+    default_name = relative[: -len(".ipynb")].replace("/", ".")
+    try:
+        if not isinstance(settings, dict):
+            raise ValueError("metadata.jupyter_anvil must be an object")
+        name = settings.get("app", default_name)
+        if not isinstance(name, str) or not APP_NAME.match(name):
+            raise ValueError(f"app name {name!r} must be letters, digits, '_', '-' and '.'")
+        kernels = settings.get("kernels") or {}
+        if not isinstance(kernels, dict):
+            raise ValueError("metadata.jupyter_anvil.kernels must be an object like {\"min\": 1, \"max\": 4}")
+        kmin = _int_or_none(kernels.get("min"), "kernels.min", 0)
+        kmax = _int_or_none(kernels.get("max"), "kernels.max", 1)
+        if kmin is not None and kmax is not None and kmin > kmax:
+            raise ValueError(f"kernels.min ({kmin}) is greater than kernels.max ({kmax})")
+        timeout = settings.get("call_timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ValueError(f"call_timeout must be a positive number of seconds, not {timeout!r}")
+        static = settings.get("static", path.stem)
+        if not isinstance(static, str):
+            raise ValueError("metadata.jupyter_anvil.static must be a folder name")
+        static_dir = (path.parent / static).resolve()
+        if not static_dir.is_relative_to(root.resolve()):
+            raise ValueError(f"static folder {static!r} is outside the server root")
+    except ValueError as e:
+        return NotebookProblem(relative, f"invalid metadata.jupyter_anvil: {e}", default_name)
+    return AppSpec(
+        name=name,
+        notebook=relative,
+        cells=cells,
+        static_dir=static_dir,
+        kernels_min=kmin,
+        kernels_max=kmax,
+        call_timeout=float(timeout) if timeout is not None else None,
+        metadata=dict(settings),
+    )
+
+
+def _int_or_none(value: Any, what: str, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{what} must be an integer of at least {minimum}, not {value!r}")
+    return value
+
+
+def _mentions_server_tag(path: Path) -> bool:
+    try:
+        return '"server"' in path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
+class Scanner:
+    """Scans a root again and again, re-reading only notebooks whose file changed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._cache: dict[Path, tuple[tuple[int, int], AppSpec | NotebookProblem | None]] = {}
+
+    def read(self, root: Path, path: Path) -> AppSpec | NotebookProblem | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        key = (stat.st_mtime_ns, stat.st_size)
+        cached = self._cache.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        result = read_app(root, path)
+        self._cache[path] = (key, result)
+        return result
+
+    def scan(self) -> tuple[dict[str, AppSpec], list[NotebookProblem]]:
+        return scan(self.root, self.read)
+
+
+def scan(root: Path, read: Any = read_app) -> tuple[dict[str, AppSpec], list[NotebookProblem]]:
+    """Every app under ``root`` by name, and the notebooks that cannot be apps.
+
+    Two notebooks claiming one name: neither is served, and the problem names both.
+    """
+    claims: dict[str, list[AppSpec]] = {}
+    problems: list[NotebookProblem] = []
+    for path in find_notebooks(root):
+        result = read(root, path)
+        if isinstance(result, AppSpec):
+            claims.setdefault(result.name, []).append(result)
+        elif isinstance(result, NotebookProblem):
+            problems.append(result)
+    apps: dict[str, AppSpec] = {}
+    for name, specs in claims.items():
+        if len(specs) == 1:
+            apps[name] = specs[0]
+        else:
+            notebooks = " and ".join(s.notebook for s in specs)
+            for spec in specs:
+                problems.append(NotebookProblem(spec.notebook, f"app name '{name}' is claimed by {notebooks}", name))
+    return apps, problems

@@ -1,0 +1,198 @@
+"""A warm pool of app kernels: start, lease, grow under load, shrink when idle, retire."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from .. import errors
+from .kernel import AppKernel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PoolLimits:
+    min: int = 1
+    max: int = 4
+    calls_per_kernel: int = 4
+    queue_size: int = 100
+    idle_seconds: float = 60.0
+
+
+class KernelPool:
+    """Kernels of one version of one app.
+
+    Each kernel runs up to ``calls_per_kernel`` calls at once (on worker threads in the
+    kernel). A lease goes to the least busy kernel; when every kernel is busy the pool
+    starts another, up to ``max``; when they are all full, callers wait in a bounded
+    queue, in arrival order, and beyond it are refused.
+    """
+
+    def __init__(self, app: str, limits: PoolLimits, start_kernel: Callable[[], Awaitable[AppKernel]]) -> None:
+        self.app = app
+        self.limits = limits
+        self._start_kernel = start_kernel
+        self.kernels: list[AppKernel] = []
+        self.starting = 0
+        self.closed = False
+        self._waiters: deque[asyncio.Future[AppKernel]] = deque()
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def functions(self) -> set[str]:
+        return self.kernels[0].functions if self.kernels else set()
+
+    async def start(self) -> None:
+        """Start ``min`` kernels (at least one); raises the first load error."""
+        count = max(1, self.limits.min)
+        results = await asyncio.gather(*(self._start_kernel() for _ in range(count)), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        started = [r for r in results if isinstance(r, AppKernel)]
+        if failures:
+            await asyncio.gather(*(k.shutdown() for k in started))
+            raise failures[0]
+        self.kernels.extend(started)
+        self._reaper = asyncio.create_task(self._reap_idle())
+
+    # -- leasing ----------------------------------------------------------------------
+    async def lease(self) -> AppKernel:
+        """A kernel with room for one more call; waits in the queue if all are full."""
+        if self.closed:
+            raise errors.RuntimeUnavailableError(f"App '{self.app}' is being replaced")
+        kernel = self._least_busy()
+        if kernel is not None:
+            if kernel.in_flight:
+                self._grow()  # every kernel is busy: add capacity for the calls to come
+            return self._take(kernel)
+        self._grow()
+        if len(self._waiters) >= self.limits.queue_size:
+            raise errors.RuntimeUnavailableError(
+                f"App '{self.app}' is overloaded: all {len(self.kernels)} kernels are busy "
+                f"and {len(self._waiters)} calls are already waiting. Try again shortly."
+            )
+        waiter: asyncio.Future[AppKernel] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())  # handed a kernel just as we gave up
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self, kernel: AppKernel) -> None:
+        """Give back a lease."""
+        kernel.in_flight -= 1
+        kernel.last_used = asyncio.get_running_loop().time()
+        if kernel.retiring:
+            if kernel.in_flight == 0:
+                asyncio.create_task(kernel.shutdown())
+            return
+        self._serve_waiters()
+
+    def _take(self, kernel: AppKernel) -> AppKernel:
+        kernel.in_flight += 1
+        return kernel
+
+    def _least_busy(self) -> AppKernel | None:
+        usable = [k for k in self.kernels if not k.retiring and not k.dead and k.in_flight < self.limits.calls_per_kernel]
+        return min(usable, key=lambda k: k.in_flight, default=None)
+
+    def _serve_waiters(self) -> None:
+        while self._waiters:
+            kernel = self._least_busy()
+            if kernel is None:
+                return
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(self._take(kernel))
+
+    # -- growing, shrinking, replacing ---------------------------------------------------
+    def _grow(self) -> bool:
+        """Start one more kernel in the background if every kernel is busy and there is room."""
+        if self.closed or self.starting or len(self.kernels) + self.starting >= self.limits.max:
+            return False
+        if any(k.in_flight == 0 and not k.retiring for k in self.kernels):
+            return False
+        self.starting += 1
+        asyncio.create_task(self._add_kernel())
+        return True
+
+    async def _add_kernel(self) -> None:
+        try:
+            kernel = await self._start_kernel()
+        except Exception:  # noqa: BLE001 - this version loaded before; log and carry on
+            log.exception("[jupyter-anvil] could not start a kernel for app %s", self.app)
+            return
+        finally:
+            self.starting -= 1
+        if self.closed:
+            await kernel.shutdown()
+            return
+        self.kernels.append(kernel)
+        self._serve_waiters()
+
+    def retire(self, kernel: AppKernel) -> None:
+        """Take a kernel out of service (after a timeout): it gets no new calls, is shut
+        down once its other calls finish, and is replaced if the pool is below ``min``."""
+        if kernel in self.kernels:
+            self.kernels.remove(kernel)
+        kernel.retiring = True
+        if kernel.in_flight <= 0:
+            asyncio.create_task(kernel.shutdown())
+        self._replenish()
+
+    def kernel_died(self, kernel: AppKernel) -> None:
+        if kernel in self.kernels:
+            self.kernels.remove(kernel)
+        asyncio.create_task(kernel.shutdown())
+        self._replenish()
+
+    def _replenish(self) -> None:
+        if self.closed:
+            return
+        while len(self.kernels) + self.starting < max(1, self.limits.min) or (
+            self._waiters and not self.kernels and not self.starting
+        ):
+            self.starting += 1
+            asyncio.create_task(self._add_kernel())
+
+    async def _reap_idle(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(min(5.0, self.limits.idle_seconds))
+            now = asyncio.get_running_loop().time()
+            for kernel in list(self.kernels):
+                if len(self.kernels) <= max(1, self.limits.min):
+                    break
+                if kernel.in_flight == 0 and now - kernel.last_used >= self.limits.idle_seconds:
+                    self.retire(kernel)
+
+    # -- closing ---------------------------------------------------------------------------
+    async def drain(self, grace: float) -> None:
+        """Stop taking calls, let those in flight finish (up to ``grace`` seconds), stop."""
+        self.closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(errors.RuntimeUnavailableError(f"App '{self.app}' was stopped"))
+        deadline = asyncio.get_running_loop().time() + grace
+        while any(k.in_flight for k in self.kernels) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        kernels, self.kernels = self.kernels, []
+        await asyncio.gather(*(k.shutdown() for k in kernels))
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "kernels": len(self.kernels),
+            "starting": self.starting,
+            "busy": sum(1 for k in self.kernels if k.in_flight),
+            "in_flight": sum(k.in_flight for k in self.kernels),
+            "queued": len(self._waiters),
+        }

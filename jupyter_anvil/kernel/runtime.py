@@ -1,0 +1,202 @@
+"""The in-kernel runtime: the comm endpoint that runs server cells and server calls.
+
+Each request from the host runs on a worker thread, so the kernel's main thread stays
+free to receive replies to nested ``server.call``\\ s while calls are running.
+"""
+
+from __future__ import annotations
+
+import itertools
+import linecache
+import sys
+import threading
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from .. import errors, wire
+from . import context, registry
+from .output import CallOutput
+
+COMM_TARGET = "jupyter_anvil"
+MAX_CALL_DEPTH = 10
+
+Message = dict[str, Any]
+
+
+class Runtime:
+    """One per kernel: holds the comm to the host and the calls in flight."""
+
+    def __init__(self, app: str) -> None:
+        self.app = app
+        self.comm: Any = None
+        self.cell_labels: dict[str, str] = {}
+        self._send_lock = threading.Lock()
+        self._pending: dict[str, Future[tuple[Message, list[Any]]]] = {}
+        self._ids = itertools.count()
+        self._workers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="anvil-call")
+
+    # -- the comm ---------------------------------------------------------------
+    def on_open(self, comm: Any, open_msg: Message) -> None:
+        self.comm = comm
+        comm.on_msg(self.on_message)
+
+    def on_message(self, msg: Message) -> None:
+        data = msg["content"]["data"]
+        buffers = list(msg.get("buffers") or [])
+        op = data.get("op")
+        if op == "reply":
+            future = self._pending.pop(str(data.get("req")), None)
+            if future is not None:
+                future.set_result((data, buffers))
+        elif op == "call":
+            self._workers.submit(self.run_call, data, buffers)
+        elif op == "load":
+            self._workers.submit(self.run_load, data)
+        elif op == "ping":
+            self.send({"op": "reply", "req": data.get("req"), "response": "pong"})
+
+    def send(self, data: Message, buffers: list[bytes] | None = None) -> None:
+        # comm.send from worker threads: serialise so messages are never interleaved
+        with self._send_lock:
+            self.comm.send(data, buffers=buffers)
+
+    def log(self, call_id: str, stream: str, text: str) -> None:
+        if self.comm is not None:
+            self.send({"op": "log", "call_id": call_id, "stream": stream, "text": text})
+
+    # -- loading the server cells ----------------------------------------------
+    def run_load(self, data: Message) -> None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        notebook = str(data.get("notebook", "notebook"))
+        frame = context.CallFrame(call_id=str(data.get("call_id", "load")), command="(load)")
+        previous = context.push(frame)
+        reply: Message = {"op": "reply", "req": data.get("req")}
+        try:
+            for cell in data.get("cells", []):
+                index, source = int(cell["index"]), str(cell["source"])
+                filename = f"{notebook} cell {index}"
+                self.cell_labels[filename] = filename
+                linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+                try:
+                    code = compile(shell.transform_cell(source), filename, "exec")
+                    exec(code, shell.user_ns)  # noqa: S102 - running the author's server cells is the point
+                except BaseException as e:  # noqa: BLE001 - any failure is the app's load error
+                    trace = self.trace_of(e)
+                    reply["error"] = {
+                        **errors.to_wire(e, trace),
+                        "cell": index,
+                        "first_line": next((line for line in source.splitlines() if line.strip()), ""),
+                        "line": trace[0][1] if trace else None,
+                    }
+                    reply["traceback"] = "".join(traceback.format_exception(e))
+                    break
+            reply["functions"] = sorted(registry.functions)
+        finally:
+            self.flush_output(frame)
+            context.push(previous)
+        self.send(reply)
+
+    # -- serving calls -------------------------------------------------------------
+    def run_call(self, data: Message, buffers: list[Any]) -> None:
+        command = str(data.get("command"))
+        frame = context.CallFrame(call_id=str(data.get("call_id")), command=command, depth=int(data.get("depth", 0)))
+        previous = context.push(frame)
+        reply: Message = {"op": "reply", "req": data.get("req")}
+        out_buffers: list[bytes] = []
+        try:
+            try:
+                media = wire.media_from_buffers(data.get("media"), buffers)
+                message = wire.decode(
+                    {"args": data.get("args") or [], "kwargs": data.get("kwargs") or {}}, data.get("objects"), media
+                )
+            except errors.SerializationError as e:
+                raise errors.SerializationError(f"Cannot serialize arguments to function. {e}") from None
+            registration = registry.functions.get(command)
+            if registration is None:
+                raise errors.NoServerFunctionError(f'No server function matching "{command}" has been registered')
+            result = registration.function(*message["args"], **message["kwargs"])
+            try:
+                encoded = wire.encode({"response": result})
+            except errors.SerializationError as e:
+                raise errors.SerializationError(f"Cannot serialize return value from function. {e}") from None
+            reply.update(encoded.message)
+            reply["objects"] = encoded.objects
+            reply["media"], out_buffers = wire.media_to_buffers(encoded.media)
+        except BaseException as e:  # noqa: BLE001 - every failure becomes the caller's error
+            reply["error"] = errors.to_wire(e, self.trace_of(e))
+            reply["traceback"] = "".join(traceback.format_exception(e))
+        finally:
+            self.flush_output(frame)
+            context.push(previous)
+        self.send(reply, out_buffers)
+
+    def trace_of(self, exc: BaseException) -> list[list[Any]]:
+        """File/line pairs of the frames in server cells, innermost first: nothing else
+        (no paths of the machine) reaches a caller."""
+        frames = traceback.extract_tb(exc.__traceback__)
+        if isinstance(exc, SyntaxError) and exc.filename in self.cell_labels:
+            return [[exc.filename, exc.lineno]]
+        return [[f.filename, f.lineno] for f in reversed(frames) if f.filename in self.cell_labels]
+
+    def flush_output(self, frame: context.CallFrame) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, CallOutput):
+                stream.flush_frame(frame)
+
+    # -- nested calls from server code -----------------------------------------------
+    def call(self, command: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        frame = context.current()
+        depth = (frame.depth if frame else 0) + 1
+        if depth > MAX_CALL_DEPTH:
+            raise errors.StackOverflow("Too many nested anvil.server.call()s")
+        try:
+            encoded = wire.encode({"args": list(args), "kwargs": kwargs})
+        except errors.SerializationError as e:
+            raise errors.SerializationError(f"Cannot serialize arguments to function. {e}") from None
+        req = f"k{next(self._ids)}"
+        future: Future[tuple[Message, list[Any]]] = Future()
+        self._pending[req] = future
+        media_ids, buffers = wire.media_to_buffers(encoded.media)
+        self.send(
+            {
+                "op": "call",
+                "req": req,
+                "parent": frame.call_id if frame else None,
+                "depth": depth,
+                "command": command,
+                **encoded.message,
+                "objects": encoded.objects,
+                "media": media_ids,
+            },
+            buffers,
+        )
+        reply, reply_buffers = future.result()
+        if "error" in reply:
+            raise errors.from_wire(reply["error"])
+        media = wire.media_from_buffers(reply.get("media"), reply_buffers)
+        return wire.decode({"response": reply.get("response")}, reply.get("objects"), media)["response"]
+
+
+_runtime: Runtime | None = None
+
+
+def active() -> Runtime | None:
+    """The runtime, when this kernel is an app kernel."""
+    return _runtime
+
+
+def install(app: str) -> None:
+    """Make this kernel an app kernel: accept the host's comm and capture call output."""
+    global _runtime
+    if _runtime is not None:
+        return
+    import comm
+
+    runtime = Runtime(app)
+    comm.get_comm_manager().register_target(COMM_TARGET, runtime.on_open)
+    sys.stdout = CallOutput(sys.stdout, "stdout", runtime.log)  # type: ignore[assignment]
+    sys.stderr = CallOutput(sys.stderr, "stderr", runtime.log)  # type: ignore[assignment]
+    _runtime = runtime

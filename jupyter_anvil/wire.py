@@ -1,0 +1,294 @@
+"""Anvil's value encoding, shared by every surface (browser, HTTP, kernel comm).
+
+A message is a JSON object plus ``objects``: descriptors of the values JSON cannot carry,
+each with a ``path`` from the top of the message and a ``null`` placeholder at that path
+(reference: anvil-uplink-protocol.md §11). Media bytes never sit in the JSON: ``encode``
+returns them beside the message, keyed by the descriptor's ``id``, and each transport
+carries them its own way (comm buffers, WebSocket chunks, base64 over plain HTTP).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SerializationError
+from .media import BlobMedia, Media
+
+JSON = Any
+Path = list[str | int]
+
+INT_LIMIT = 2147483647
+_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f%z"
+
+_portable_classes: dict[str, type] = {}
+
+
+@dataclass
+class Encoded:
+    """An encoded message: JSON-safe ``message`` with its ``objects`` and Media bytes."""
+
+    message: dict[str, JSON]
+    objects: list[dict[str, JSON]] = field(default_factory=list)
+    media: dict[str, bytes] = field(default_factory=dict)
+
+
+def register_portable_class(cls: type, name: str | None = None) -> type:
+    """Make ``cls`` portable under ``name`` (default ``module.Class``)."""
+    type_name = name or f"{cls.__module__}.{cls.__name__}"
+    cls.SERIALIZATION_INFO = (type_name, cls)  # type: ignore[attr-defined]
+    _portable_classes[type_name] = cls
+    return cls
+
+
+def describe_path(path: Path) -> str:
+    """``['args', 0]`` → ``msg['args'][0]``, as Anvil names a place in a message."""
+    return "msg" + "".join(f"[{p!r}]" for p in path)
+
+
+def format_datetime(value: dt.datetime) -> str:
+    """Anvil's DateTime string: six fraction digits and an offset, always."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.astimezone()  # a naive value is the sender's local time, as in Anvil
+    return value.strftime(_DATETIME_FORMAT)
+
+
+def parse_datetime(text: str) -> dt.datetime:
+    """Parse Anvil's DateTime string (lenient about the fraction, ``T`` and ``Z``)."""
+    return dt.datetime.fromisoformat(text.strip())
+
+
+class _Encoder:
+    def __init__(self) -> None:
+        self.objects: list[dict[str, JSON]] = []
+        self.media: dict[str, bytes] = {}
+
+    def describe(self, kind: str, path: Path, **extra: JSON) -> None:
+        self.objects.append({"type": [kind], "path": list(path), **extra})
+
+    def encode(self, value: Any, path: Path) -> JSON:
+        if value is None or isinstance(value, (bool, str)):
+            return value
+        if isinstance(value, int):
+            if -INT_LIMIT <= value <= INT_LIMIT:
+                return value
+            self.describe("Long", path, value=str(value))
+            return None
+        if isinstance(value, float):
+            if math.isfinite(value):
+                return value
+            text = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            self.describe("Float", path, value=text)
+            return None
+        if isinstance(value, (list, tuple)):
+            return [self.encode(item, [*path, i]) for i, item in enumerate(value)]
+        if isinstance(value, dict):
+            encoded: dict[str, JSON] = {}
+            for key in sorted(value, key=_sort_key):
+                if not isinstance(key, str):
+                    raise SerializationError(
+                        f"Cannot serialize dictionaries with keys that aren't strings at {describe_path(path)}"
+                    )
+                encoded[key] = self.encode(value[key], [*path, key])
+            return encoded
+        if isinstance(value, dt.datetime):
+            self.describe("DateTime", path, value=format_datetime(value))
+            return None
+        if isinstance(value, dt.date):
+            self.describe("Date", path, value=value.isoformat())
+            return None
+        if isinstance(value, Media):
+            media_id = str(len(self.media))
+            self.media[media_id] = value.get_bytes()
+            self.describe("DataMedia", path, id=media_id, **{"mime-type": value.content_type, "name": value.name})
+            return None
+        if isinstance(value, type) and hasattr(value, "SERIALIZATION_INFO"):
+            self.describe("ClassType", path, typeName=value.SERIALIZATION_INFO[0])
+            return None
+        info = getattr(type(value), "SERIALIZATION_INFO", None)
+        if info is not None and info[1] is type(value):
+            data = value.__serialize__(None) if hasattr(value, "__serialize__") else dict(vars(value))
+            encoded_data = self.encode(data, path)
+            # post-order: the descriptors of values inside the object come first
+            self.describe("ValueType", path, typeName=info[0])
+            return encoded_data
+        if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+            return self.encode(value.tolist(), path)
+        if isinstance(value, (bytes, bytearray)):
+            raise SerializationError(
+                f"Cannot serialize binary data (bytes) at {describe_path(path)}: wrap it in a BlobMedia"
+            )
+        raise SerializationError(f"Cannot serialize {type(value).__name__} object at {describe_path(path)}")
+
+
+def _sort_key(key: Any) -> tuple[str, str]:
+    return (type(key).__name__, str(key))
+
+
+def encode(message: dict[str, Any]) -> Encoded:
+    """Encode a message's values (e.g. ``{"args": [...], "kwargs": {...}}``)."""
+    encoder = _Encoder()
+    encoded = {key: encoder.encode(value, [key]) for key, value in message.items()}
+    return Encoded(encoded, encoder.objects, encoder.media)
+
+
+def decode(
+    message: dict[str, JSON],
+    objects: list[dict[str, JSON]] | None,
+    media: dict[str, bytes] | None = None,
+) -> dict[str, Any]:
+    """Replace the placeholders ``objects`` describe with real values, in list order."""
+    media = media or {}
+    if not isinstance(objects, list):
+        if objects is None:
+            return message
+        raise SerializationError("'objects' must be a list of descriptors")
+    for descriptor in objects:
+        if not isinstance(descriptor, dict):
+            raise SerializationError("Each entry of 'objects' must be an object")
+        path = descriptor.get("path")
+        if not isinstance(path, list) or not path:
+            raise SerializationError(f"Descriptor has no valid 'path': {_short(descriptor)}")
+        container, last = _walk(message, path)
+        value = _rebuild(descriptor, container[last], media, path)
+        container[last] = value
+    return message
+
+
+def _walk(message: Any, path: list[Any]) -> tuple[Any, Any]:
+    node = message
+    for depth, step in enumerate(path):
+        at_end = depth == len(path) - 1
+        if isinstance(node, dict) and isinstance(step, str) and step in node:
+            if at_end:
+                return node, step
+            node = node[step]
+        elif isinstance(node, list) and isinstance(step, int) and not isinstance(step, bool) and 0 <= step < len(node):
+            if at_end:
+                return node, step
+            node = node[step]
+        else:
+            break
+    raise SerializationError(f"Descriptor path {path!r} does not lead to a value in the message")
+
+
+def _rebuild(descriptor: dict[str, JSON], inline: JSON, media: dict[str, bytes], path: Path) -> Any:
+    kinds = descriptor.get("type")
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    if not isinstance(kinds, list):
+        raise SerializationError(f"Descriptor at {describe_path(path)} has no 'type'")
+    for kind in kinds:
+        builder = _BUILDERS.get(kind)
+        if builder is not None:
+            try:
+                return builder(descriptor, inline, media)
+            except SerializationError as e:
+                raise SerializationError(f"{e} at {describe_path(path)}") from None
+            except (ValueError, TypeError, KeyError) as e:
+                raise SerializationError(f"Invalid {kind} value at {describe_path(path)}: {e}") from None
+    raise SerializationError(f"Unknown value type {kinds!r} at {describe_path(path)}")
+
+
+def _long(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> int:
+    text = str(d["value"])
+    if len(text) > 4300:
+        raise SerializationError("Integer too long")
+    return int(text)
+
+
+def _float(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> float:
+    text = d["value"]
+    if text not in ("Infinity", "-Infinity", "NaN"):
+        raise ValueError(f"{text!r} is not Infinity, -Infinity or NaN")
+    return float(text.replace("Infinity", "inf"))
+
+
+def _datetime(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> dt.datetime | None:
+    text = d.get("value")
+    return parse_datetime(str(text)) if text else None
+
+
+def _date(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> dt.date | None:
+    text = d.get("value")
+    return dt.date.fromisoformat(str(text)) if text else None
+
+
+def _media(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> Media:
+    media_id = str(d.get("id"))
+    if media_id not in media:
+        raise SerializationError(f"Media {media_id!r} has no content")
+    return BlobMedia(d.get("mime-type"), media[media_id], name=d.get("name"))
+
+
+def _portable_class(type_name: str) -> type:
+    cls = _portable_classes.get(type_name)
+    if cls is None and "." in type_name:
+        module = type_name.rpartition(".")[0]
+        if module not in ("__main__", "builtins"):
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                pass
+        cls = _portable_classes.get(type_name)
+    if cls is None:
+        raise SerializationError(f"No such serializable type: {type_name}")
+    return cls
+
+
+def _value_type(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> Any:
+    cls = _portable_class(str(d.get("typeName")))
+    if hasattr(cls, "__new_deserialized__"):
+        return cls.__new_deserialized__(inline, None)
+    obj = cls.__new__(cls)
+    if hasattr(obj, "__deserialize__"):
+        obj.__deserialize__(inline, None)
+    elif isinstance(inline, dict):
+        obj.__dict__.update(inline)
+    else:
+        raise SerializationError(f"Data for {d.get('typeName')} must be an object")
+    return obj
+
+
+def _class_type(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> type:
+    return _portable_class(str(d.get("typeName")))
+
+
+def _primitive(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> JSON:
+    return d.get("value")
+
+
+_BUILDERS: dict[str, Callable[[dict[str, JSON], JSON, dict[str, bytes]], Any]] = {
+    "Long": _long,
+    "Float": _float,
+    "DateTime": _datetime,
+    "Date": _date,
+    "DataMedia": _media,
+    "ValueType": _value_type,
+    "ClassType": _class_type,
+    "Primitive": _primitive,
+}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+def media_to_buffers(media: dict[str, bytes]) -> tuple[list[str], list[bytes]]:
+    """Media bytes as (ids, buffers) for a transport with binary buffers (the comm)."""
+    ids = list(media)
+    return ids, [media[i] for i in ids]
+
+
+def media_from_buffers(ids: Any, buffers: list[Any]) -> dict[str, bytes]:
+    """The inverse of :func:`media_to_buffers`."""
+    if not ids:
+        return {}
+    if not isinstance(ids, list) or len(ids) != len(buffers):
+        raise SerializationError("Media ids and buffers do not match")
+    return {str(i): bytes(b) for i, b in zip(ids, buffers)}
