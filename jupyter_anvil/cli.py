@@ -21,4 +21,4 @@ def main(argv: list[str] | None = None) -> None:
         args.append("--ServerApp.allow_root=True")
     from .host.app import AnvilApp
 
-    AnvilApp.launch_instance(args)
+    AnvilApp.launch_instance(args)  # type: ignore[no-untyped-call]

@@ -8,6 +8,7 @@ for anything else (``ValueError``), so clients catch exactly what Anvil's client
 from __future__ import annotations
 
 import builtins
+import contextlib
 from typing import Any
 
 WireError = dict[str, Any]
@@ -64,7 +65,7 @@ class ExecutionTerminatedError(AnvilError):
     """The kernel running the call died (killed, out of memory, or exited)."""
 
 
-class TimeoutError(AnvilError):  # noqa: A001 - the Anvil name, on purpose
+class TimeoutError(AnvilError):
     """The call took longer than the app's call timeout."""
 
 
@@ -124,10 +125,7 @@ def wire_name_of(exc: BaseException) -> str:
 
 def to_wire(exc: BaseException, trace: list[list[Any]] | None = None) -> WireError:
     """Encode an exception as a wire error."""
-    if isinstance(exc, KeyError) and exc.args:
-        message = repr(exc.args[0])
-    else:
-        message = str(exc)
+    message = repr(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     return {"type": wire_name_of(exc), "message": message, "trace": trace or []}
 
 
@@ -147,10 +145,8 @@ def from_wire(error: WireError) -> Exception:
         return key_error
     builtin = getattr(builtins, wire_type, None) if wire_type.isidentifier() else None
     if isinstance(builtin, type) and issubclass(builtin, Exception) and wire_type != "TimeoutError":
-        try:
+        with contextlib.suppress(Exception):  # builtins with odd signatures fall through
             return builtin(message)
-        except Exception:  # noqa: BLE001 - builtins with odd signatures fall through
-            pass
     wrapped = AnvilWrappedError(message)
     wrapped.error_obj = dict(error)
     return wrapped

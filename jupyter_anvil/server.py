@@ -72,10 +72,10 @@ C = TypeVar("C", bound=type)
 @overload
 def callable(fn_or_name: F, /) -> F: ...
 @overload
-def callable(fn_or_name: str | None = None, /, *, name: str | None = None, require_user: Any = None) -> Callable[[F], F]: ...
-def callable(  # noqa: A001 - Anvil's name
-    fn_or_name: Any = None, /, *, name: str | None = None, require_user: Any = None
-) -> Any:
+def callable(
+    fn_or_name: str | None = None, /, *, name: str | None = None, require_user: Any = None
+) -> Callable[[F], F]: ...
+def callable(fn_or_name: Any = None, /, *, name: str | None = None, require_user: Any = None) -> Any:
     """Make a function callable from browsers and other server code.
 
     All of Anvil's forms work: ``@server.callable``, ``@server.callable("public_name")``,

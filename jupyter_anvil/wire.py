@@ -9,6 +9,7 @@ carries them its own way (comm buffers, WebSocket chunks, base64 over plain HTTP
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib
 import math
@@ -159,15 +160,19 @@ def decode(
     return message
 
 
+def _has_step(node: Any, step: Any) -> bool:
+    if isinstance(node, dict):
+        return isinstance(step, str) and step in node
+    if isinstance(node, list):
+        return isinstance(step, int) and not isinstance(step, bool) and 0 <= step < len(node)
+    return False
+
+
 def _walk(message: Any, path: list[Any]) -> tuple[Any, Any]:
     node = message
     for depth, step in enumerate(path):
         at_end = depth == len(path) - 1
-        if isinstance(node, dict) and isinstance(step, str) and step in node:
-            if at_end:
-                return node, step
-            node = node[step]
-        elif isinstance(node, list) and isinstance(step, int) and not isinstance(step, bool) and 0 <= step < len(node):
+        if _has_step(node, step):
             if at_end:
                 return node, step
             node = node[step]
@@ -230,10 +235,8 @@ def _portable_class(type_name: str) -> type:
     if cls is None and "." in type_name:
         module = type_name.rpartition(".")[0]
         if module not in ("__main__", "builtins"):
-            try:
+            with contextlib.suppress(ImportError):
                 importlib.import_module(module)
-            except ImportError:
-                pass
         cls = _portable_classes.get(type_name)
     if cls is None:
         raise SerializationError(f"No such serializable type: {type_name}")
@@ -244,7 +247,7 @@ def _value_type(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> An
     cls = _portable_class(str(d.get("typeName")))
     if hasattr(cls, "__new_deserialized__"):
         return cls.__new_deserialized__(inline, None)
-    obj = cls.__new__(cls)
+    obj: Any = object.__new__(cls)
     if hasattr(obj, "__deserialize__"):
         obj.__deserialize__(inline, None)
     elif isinstance(inline, dict):
@@ -291,4 +294,4 @@ def media_from_buffers(ids: Any, buffers: list[Any]) -> dict[str, bytes]:
         return {}
     if not isinstance(ids, list) or len(ids) != len(buffers):
         raise SerializationError("Media ids and buffers do not match")
-    return {str(i): bytes(b) for i, b in zip(ids, buffers)}
+    return {str(i): bytes(b) for i, b in zip(ids, buffers, strict=True)}

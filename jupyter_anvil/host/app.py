@@ -12,6 +12,7 @@ from typing import Any
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.serverapp import ServerApp
 from traitlets import Bool, Float, Int, Type, Unicode
 
 from .. import __version__
@@ -40,20 +41,32 @@ class AnvilApp(ExtensionApp):
         help="Kernel manager class that starts app kernels (e.g. a gateway-backed manager for a cluster).",
     ).tag(config=True)
     kernel_name = Unicode("python3", help="Kernel spec app kernels run.").tag(config=True)
-    kernel_transport = Unicode("ipc", help="ZeroMQ transport to local kernels: 'ipc' (fastest) or 'tcp'.").tag(config=True)
+    kernel_transport = Unicode("ipc", help="ZeroMQ transport to local kernels: 'ipc' (fastest) or 'tcp'.").tag(
+        config=True
+    )
     kernels_min = Int(1, help="Warm kernels per app (metadata.jupyter_anvil.kernels.min overrides).").tag(config=True)
-    kernels_max = Int(4, help="Most kernels per app under load (metadata.jupyter_anvil.kernels.max overrides).").tag(config=True)
+    kernels_max = Int(4, help="Most kernels per app under load (metadata.jupyter_anvil.kernels.max overrides).").tag(
+        config=True
+    )
     calls_per_kernel = Int(4, help="Calls one kernel runs at once, each on its own thread.").tag(config=True)
     queue_size = Int(100, help="Calls that may wait for a busy app before more are refused with 503.").tag(config=True)
     idle_seconds = Float(60.0, help="Kernels beyond the minimum are shut down after this long idle.").tag(config=True)
-    call_timeout = Float(30.0, help="Seconds a call may run before its kernel is retired (metadata.jupyter_anvil.call_timeout overrides).").tag(config=True)
+    call_timeout = Float(
+        30.0,
+        help="Seconds a call may run before its kernel is retired (metadata.jupyter_anvil.call_timeout overrides).",
+    ).tag(config=True)
     load_timeout = Float(120.0, help="Seconds a kernel may take to start and run the server cells.").tag(config=True)
     watch_interval = Float(1.0, help="Seconds between checks of the notebooks for saves.").tag(config=True)
     log_records_per_app = Int(5000, help="App log records kept per app.").tag(config=True)
     print_apps = Bool(True, help="Print the URL of every app (and every failure) once loaded.").tag(config=True)
 
+    @property
+    def server(self) -> ServerApp:
+        assert self.serverapp is not None, "the extension is linked to a server before it runs"
+        return self.serverapp
+
     def initialize_settings(self) -> None:
-        root = Path(self.serverapp.root_dir).resolve()
+        root = Path(self.server.root_dir).resolve()
         self.app_log = AppLog(self.log_records_per_app)
         defaults = AppDefaults(
             kernels_min=self.kernels_min,
@@ -93,7 +106,7 @@ class AnvilApp(ExtensionApp):
         await self.apps.watch(self.watch_interval)
 
     def _print_apps(self) -> None:
-        base = self.serverapp.connection_url
+        base = self.server.connection_url
         lines = []
         for name, app in sorted(self.apps.apps.items()):
             if app.status == "ready":

@@ -84,8 +84,13 @@ class AppManager:
         d = self.defaults
         kmin = spec.kernels_min if spec.kernels_min is not None else d.kernels_min
         kmax = spec.kernels_max if spec.kernels_max is not None else max(d.kernels_max, kmin)
-        return PoolLimits(min=kmin, max=max(kmax, 1), calls_per_kernel=d.calls_per_kernel,
-                          queue_size=d.queue_size, idle_seconds=d.idle_seconds)
+        return PoolLimits(
+            min=kmin,
+            max=max(kmax, 1),
+            calls_per_kernel=d.calls_per_kernel,
+            queue_size=d.queue_size,
+            idle_seconds=d.idle_seconds,
+        )
 
     # -- following the notebooks ------------------------------------------------------
     async def sync(self) -> list[asyncio.Task[None]]:
@@ -122,7 +127,7 @@ class AppManager:
         while not self._stopping:
             try:
                 await self.sync()
-            except Exception:  # noqa: BLE001 - a bad scan must not stop watching
+            except Exception:
                 log.exception("[jupyter-anvil] scanning %s failed", self.root)
             await asyncio.sleep(interval)
 
@@ -146,7 +151,7 @@ class AppManager:
                 self.app_log.write(app.name, "(load)", "-", "traceback", e.traceback)
             self._load_failed(app, spec, str(e), first)
             return
-        except Exception as e:  # noqa: BLE001 - a kernel that cannot start is the app's error
+        except Exception as e:
             log.exception("[jupyter-anvil] app %s failed to start", app.name)
             self._load_failed(app, spec, f"{type(e).__name__}: {e}", first)
             return
@@ -185,5 +190,6 @@ class AppManager:
         self._stopping = True
         for task in list(self._loads):
             task.cancel()
-        await asyncio.gather(*(self._stop(app, "the server is stopping") for app in self.apps.values()),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(self._stop(app, "the server is stopping") for app in self.apps.values()), return_exceptions=True
+        )

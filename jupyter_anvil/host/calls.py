@@ -57,7 +57,9 @@ class CallService:
         try:
             kernel = await asyncio.wait_for(pool.lease(), deadline - loop.time())
         except asyncio.TimeoutError:
-            raise errors.TimeoutError(f"Server code took too long: no kernel of '{app_name}' was free in time") from None
+            raise errors.TimeoutError(
+                f"Server code took too long: no kernel of '{app_name}' was free in time"
+            ) from None
         self._functions[request.call_id] = command
         try:
             return await asyncio.wait_for(kernel.call(request), deadline - loop.time())

@@ -14,6 +14,7 @@ from typing import Any
 from jupyter_client.manager import AsyncKernelManager
 
 from .. import errors, wire
+from .background import spawn
 from .messages import CallReply, CallRequest
 
 COMM_TARGET = "jupyter_anvil"
@@ -97,7 +98,11 @@ class AppKernel:
         self.functions = set(data.get("functions", []))
 
     async def _install_runtime(self, timeout: float) -> None:
-        code = f"import jupyter_anvil.kernel.runtime as _anvil_runtime\n_anvil_runtime.install({self.app!r})\ndel _anvil_runtime"
+        code = (
+            "import jupyter_anvil.kernel.runtime as _anvil_runtime\n"
+            f"_anvil_runtime.install({self.app!r})\n"
+            "del _anvil_runtime"
+        )
         msg_id = self.client.execute(code, silent=True, store_history=False)
         while True:
             reply = await self.client.get_shell_msg(timeout=timeout)
@@ -106,8 +111,9 @@ class AppKernel:
         content = reply["content"]
         if content.get("status") != "ok":
             raise KernelLoadError(
-                f"Could not start the jupyter-anvil runtime in the kernel: {content.get('ename')}: {content.get('evalue')}"
-                " (is jupyter-anvil installed in the kernel's environment?)"
+                "Could not start the jupyter-anvil runtime in the kernel: "
+                f"{content.get('ename')}: {content.get('evalue')} "
+                "(is jupyter-anvil installed in the kernel's environment?)"
             )
 
     async def shutdown(self) -> None:
@@ -121,7 +127,7 @@ class AppKernel:
         try:
             if self.manager.has_kernel:
                 await self.manager.shutdown_kernel(now=True)
-        except Exception:  # noqa: BLE001 - a kernel that is already gone is fine
+        except Exception:
             log.debug("shutting down %r", self, exc_info=True)
 
     # -- requests ---------------------------------------------------------------------
@@ -132,7 +138,9 @@ class AppKernel:
         msg = self.client.session.msg(msg_type, content)
         self.client.session.send(self.client.shell_channel.socket, msg, buffers=buffers or [])
 
-    def request(self, data: dict[str, Any], buffers: list[bytes] | None = None) -> asyncio.Future[tuple[dict[str, Any], list[Any]]]:
+    def request(
+        self, data: dict[str, Any], buffers: list[bytes] | None = None
+    ) -> asyncio.Future[tuple[dict[str, Any], list[Any]]]:
         """Send a request; the future resolves to the kernel's reply (data, buffers)."""
         if self.dead:
             raise errors.ExecutionTerminatedError("The kernel serving this app has died")
@@ -187,7 +195,7 @@ class AppKernel:
             elif op == "log":
                 self.on_log(str(data.get("call_id")), str(data.get("stream")), str(data.get("text")))
             elif op == "call":
-                asyncio.create_task(self._serve_nested_call(data, msg.get("buffers") or []))
+                spawn(self._serve_nested_call(data, msg.get("buffers") or []))
 
     async def _serve_nested_call(self, data: dict[str, Any], buffers: list[Any]) -> None:
         try:
@@ -233,10 +241,7 @@ class AppKernel:
 def describe_exit(exit_code: int | None, kernel: str) -> str:
     """Anvil's wording for a worker that died."""
     if exit_code == -signal.SIGKILL:
-        return (
-            "Server code execution process was killed. This is usually caused by running out of memory. "
-            f"({kernel})"
-        )
+        return f"Server code execution process was killed. This is usually caused by running out of memory. ({kernel})"
     if exit_code is not None and exit_code < 0:
         return f"Server code execution process was killed with signal {-exit_code} ({kernel})"
     return f"Server code exited unexpectedly: {kernel} (exit code {exit_code})"

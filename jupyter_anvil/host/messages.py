@@ -41,5 +41,11 @@ class CallReply:
 
     def to_json(self) -> dict[str, Any]:
         if self.error is not None:
-            return {"error": {"type": self.error.get("type"), "message": self.error.get("message", ""), "trace": self.error.get("trace", [])}}
+            return {
+                "error": {
+                    "type": self.error.get("type"),
+                    "message": self.error.get("message", ""),
+                    "trace": self.error.get("trace", []),
+                }
+            }
         return {"response": self.response, "objects": self.objects}

@@ -54,7 +54,7 @@ class NotebookProblem:
 
 def find_notebooks(root: Path) -> list[Path]:
     """Notebooks under ``root``, skipping hidden folders and checkpoints."""
-    found = []
+    found: list[Path] = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIPPED_DIRS)
         found.extend(Path(folder) / f for f in sorted(files) if f.endswith(".ipynb") and not f.startswith("."))
@@ -66,7 +66,7 @@ def read_app(root: Path, path: Path) -> AppSpec | NotebookProblem | None:
     relative = path.relative_to(root).as_posix()
     try:
         with path.open(encoding="utf-8") as f:
-            notebook = nbformat.read(f, as_version=4)
+            notebook = nbformat.read(f, as_version=4)  # type: ignore[no-untyped-call]
     except Exception as e:  # noqa: BLE001 - any unreadable notebook is reported, not raised
         if _mentions_server_tag(path):
             return NotebookProblem(relative, f"cannot read the notebook: {type(e).__name__}: {e}")
@@ -88,7 +88,7 @@ def read_app(root: Path, path: Path) -> AppSpec | NotebookProblem | None:
             raise ValueError(f"app name {name!r} must be letters, digits, '_', '-' and '.'")
         kernels = settings.get("kernels") or {}
         if not isinstance(kernels, dict):
-            raise ValueError("metadata.jupyter_anvil.kernels must be an object like {\"min\": 1, \"max\": 4}")
+            raise ValueError('metadata.jupyter_anvil.kernels must be an object like {"min": 1, "max": 4}')
         kmin = _int_or_none(kernels.get("min"), "kernels.min", 0)
         kmax = _int_or_none(kernels.get("max"), "kernels.max", 1)
         if kmin is not None and kmax is not None and kmin > kmax:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .. import errors
+from .background import spawn
 from .kernel import AppKernel
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class KernelPool:
             await asyncio.gather(*(k.shutdown() for k in started))
             raise failures[0]
         self.kernels.extend(started)
-        self._reaper = asyncio.create_task(self._reap_idle())
+        self._reaper = spawn(self._reap_idle())
 
     # -- leasing ----------------------------------------------------------------------
     async def lease(self) -> AppKernel:
@@ -91,7 +92,7 @@ class KernelPool:
         kernel.last_used = asyncio.get_running_loop().time()
         if kernel.retiring:
             if kernel.in_flight == 0:
-                asyncio.create_task(kernel.shutdown())
+                spawn(kernel.shutdown())
             return
         self._serve_waiters()
 
@@ -100,7 +101,9 @@ class KernelPool:
         return kernel
 
     def _least_busy(self) -> AppKernel | None:
-        usable = [k for k in self.kernels if not k.retiring and not k.dead and k.in_flight < self.limits.calls_per_kernel]
+        usable = [
+            k for k in self.kernels if not k.retiring and not k.dead and k.in_flight < self.limits.calls_per_kernel
+        ]
         return min(usable, key=lambda k: k.in_flight, default=None)
 
     def _serve_waiters(self) -> None:
@@ -120,13 +123,13 @@ class KernelPool:
         if any(k.in_flight == 0 and not k.retiring for k in self.kernels):
             return False
         self.starting += 1
-        asyncio.create_task(self._add_kernel())
+        spawn(self._add_kernel())
         return True
 
     async def _add_kernel(self) -> None:
         try:
             kernel = await self._start_kernel()
-        except Exception:  # noqa: BLE001 - this version loaded before; log and carry on
+        except Exception:
             log.exception("[jupyter-anvil] could not start a kernel for app %s", self.app)
             return
         finally:
@@ -144,13 +147,13 @@ class KernelPool:
             self.kernels.remove(kernel)
         kernel.retiring = True
         if kernel.in_flight <= 0:
-            asyncio.create_task(kernel.shutdown())
+            spawn(kernel.shutdown())
         self._replenish()
 
     def kernel_died(self, kernel: AppKernel) -> None:
         if kernel in self.kernels:
             self.kernels.remove(kernel)
-        asyncio.create_task(kernel.shutdown())
+        spawn(kernel.shutdown())
         self._replenish()
 
     def _replenish(self) -> None:
@@ -160,7 +163,7 @@ class KernelPool:
             self._waiters and not self.kernels and not self.starting
         ):
             self.starting += 1
-            asyncio.create_task(self._add_kernel())
+            spawn(self._add_kernel())
 
     async def _reap_idle(self) -> None:
         while not self.closed:

@@ -67,9 +67,9 @@ class Runtime:
 
     # -- loading the server cells ----------------------------------------------
     def run_load(self, data: Message) -> None:
-        from IPython import get_ipython
+        from IPython.core.getipython import get_ipython
 
-        shell = get_ipython()
+        shell: Any = get_ipython()  # type: ignore[no-untyped-call]
         notebook = str(data.get("notebook", "notebook"))
         frame = context.CallFrame(call_id=str(data.get("call_id", "load")), command="(load)")
         previous = context.push(frame)
@@ -121,12 +121,15 @@ class Runtime:
             try:
                 encoded = wire.encode({"response": result})
             except errors.SerializationError as e:
+                reply["faulty_response"] = True  # the function's fault, not the caller's
                 raise errors.SerializationError(f"Cannot serialize return value from function. {e}") from None
             reply.update(encoded.message)
             reply["objects"] = encoded.objects
             reply["media"], out_buffers = wire.media_to_buffers(encoded.media)
         except BaseException as e:  # noqa: BLE001 - every failure becomes the caller's error
             reply["error"] = errors.to_wire(e, self.trace_of(e))
+            if reply.pop("faulty_response", False):
+                reply["error"]["status"] = 500
             reply["traceback"] = "".join(traceback.format_exception(e))
         finally:
             self.flush_output(frame)

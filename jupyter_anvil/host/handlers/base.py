@@ -24,6 +24,8 @@ STATUS_BY_TYPE = {
 
 
 def status_for(error: errors.WireError) -> int:
+    if isinstance(error.get("status"), int):  # the kernel knows better (a bad return value is a 500)
+        return int(error["status"])
     return STATUS_BY_TYPE.get(str(error.get("type")), 500)
 
 
@@ -54,4 +56,7 @@ class PublicHandler(web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         reason = self._reason if status_code < 500 else "Internal server error"
-        self.write_json(status_code, {"error": {"type": "anvil.server.InternalError" if status_code >= 500 else "HTTPError", "message": reason}})
+        self.write_json(
+            status_code,
+            {"error": {"type": "anvil.server.InternalError" if status_code >= 500 else "HTTPError", "message": reason}},
+        )

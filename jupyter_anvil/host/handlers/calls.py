@@ -26,7 +26,7 @@ TOO_BIG = (
 def parse_call(body: Any, command: str) -> CallRequest:
     """Validate a decoded JSON call body; raise SerializationError saying what is wrong."""
     if not isinstance(body, dict):
-        raise errors.SerializationError("The request body must be a JSON object like {\"args\": [], \"kwargs\": {}}")
+        raise errors.SerializationError('The request body must be a JSON object like {"args": [], "kwargs": {}}')
     args = body.get("args")
     kwargs = body.get("kwargs")
     objects = body.get("objects")
@@ -186,7 +186,9 @@ class CallSocketHandler(websocket.WebSocketHandler):
         if self._media_bytes > MAX_MEDIA_BYTES:
             del self._waiting[call_id]
             self._media_bytes -= sum(len(c) for parts in chunks.values() for c in parts) + len(chunk)
-            self._send_error(call_id, errors.SerializationError("Too much Media data in flight on this connection (256 MiB)"))
+            self._send_error(
+                call_id, errors.SerializationError("Too much Media data in flight on this connection (256 MiB)")
+            )
             return
         chunks.setdefault(media_id, []).append(chunk)
         if last:
@@ -214,8 +216,13 @@ class CallSocketHandler(websocket.WebSocketHandler):
     def _send_media(self, call_id: str, media_id: str, content: bytes) -> None:
         chunks = [content[i : i + CHUNK_BYTES] for i in range(0, len(content), CHUNK_BYTES)] or [b""]
         for index, chunk in enumerate(chunks):
-            header = {"type": "CHUNK_HEADER", "requestId": call_id, "mediaId": media_id,
-                      "chunkIndex": index, "lastChunk": index == len(chunks) - 1}
+            header = {
+                "type": "CHUNK_HEADER",
+                "requestId": call_id,
+                "mediaId": media_id,
+                "chunkIndex": index,
+                "lastChunk": index == len(chunks) - 1,
+            }
             # header and its binary frame back to back: the client pairs them
             self.write_message(json.dumps(header))
             self.write_message(chunk, binary=True)

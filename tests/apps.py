@@ -1,0 +1,191 @@
+"""The test apps the shared server serves, beside the example notebooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from notebook_files import write_notebook
+
+CORE = [
+    """
+    import datetime, os, sys, time
+    from jupyter_anvil import server
+    from jupyter_anvil.media import BlobMedia
+
+    @server.callable
+    def echo(*args, **kwargs):
+        return {"args": list(args), "kwargs": kwargs}
+
+    @server.callable("renamed")
+    def _renamed():
+        return "by position"
+
+    @server.callable(name="by_keyword")
+    def _by_keyword():
+        return "by keyword"
+
+    @server.callable(require_user=False)
+    def with_require_user():
+        return "ok"
+
+    @server.callable
+    def add(a, b):
+        return a + b
+    """,
+    """
+    @server.callable
+    def boom():
+        x = 1
+        raise ValueError("bad value")
+
+    @server.callable
+    def denied():
+        raise server.PermissionDenied("not for you")
+
+    @server.callable
+    def missing_key():
+        return {}["nope"]
+
+    @server.callable
+    def bad_return():
+        return {1: "int key"}
+
+    @server.callable
+    def bytes_return():
+        return b"raw"
+
+    @server.callable
+    def make_media():
+        return BlobMedia("text/plain", b"hello media", name="h.txt")
+
+    @server.callable
+    def describe_media(m):
+        return [m.content_type, m.name, len(m.get_bytes()), m.get_bytes()[:5].decode()]
+
+    @server.callable
+    def special_values():
+        return {
+            "big": 2**40, "neg_big": -(2**63), "inf": float("inf"), "ninf": float("-inf"), "nan": float("nan"),
+            "when": datetime.datetime(2024, 2, 29, 12, 30, 15, 250000,
+                                      tzinfo=datetime.timezone(datetime.timedelta(hours=-3))),
+            "day": datetime.date(2024, 2, 29),
+            "tuple": (1, 2),
+        }
+
+    @server.callable
+    def inspect_args(*args, **kwargs):
+        return {"types": [type(a).__name__ for a in args], "args": list(args), "kwargs": kwargs}
+
+    @server.portable_class
+    class Point:
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+    @server.callable
+    def scale(p, k):
+        assert isinstance(p, Point), type(p)
+        return Point(p.x * k, p.y * k)
+
+    @server.callable
+    def nested(n):
+        return [n] if n == 0 else [n, *server.call("nested", n - 1)]
+
+    @server.callable
+    def nested_error():
+        try:
+            server.call("boom")
+        except ValueError as e:
+            return f"caught {e}"
+
+    @server.callable
+    def nested_missing():
+        server.call("no_such_function")
+
+    @server.callable
+    def chatty(word):
+        print(f"chatty says {word}")
+        print("to stderr", file=sys.stderr)
+        return word
+
+    @server.callable
+    def sleep(seconds):
+        time.sleep(seconds)
+        return os.getpid()
+
+    @server.callable
+    def pid():
+        return os.getpid()
+
+    @server.callable
+    def die():
+        os._exit(3)
+
+    @server.callable
+    def context_info():
+        return {"type": server.context.type, "app": server.context.app}
+
+    @server.callable
+    def env(name):
+        return os.environ.get(name)
+
+    @server.callable("scoped:name")
+    def scoped():
+        return "scoped"
+    """,
+]
+
+UNTAGGED = [
+    """
+    from jupyter_anvil import server
+
+    @server.callable
+    def untagged():
+        return "should never be served"
+
+    raise RuntimeError("untagged cells never run on app kernels")
+    """,
+]
+
+
+def write_test_apps(root: Path) -> None:
+    write_notebook(root / "core.ipynb", CORE, {"kernels": {"min": 1, "max": 1}}, UNTAGGED)
+    write_notebook(
+        root / "timeouts.ipynb",
+        [
+            CORE[0],
+            "@server.callable\ndef sleep(s):\n    time.sleep(s)\n    return os.getpid()\n\n"
+            "@server.callable\ndef pid():\n    return os.getpid()\n\n"
+            "@server.callable\ndef die():\n    os._exit(3)\n",
+        ],
+        {"kernels": {"min": 1, "max": 1}, "call_timeout": 2},
+    )
+    write_notebook(
+        root / "shop" / "orders.ipynb",
+        [
+            "from jupyter_anvil import server\nimport os, time\n\n"
+            "@server.callable\ndef sleep(s):\n    time.sleep(s)\n    return os.getpid()\n"
+        ],
+        {"kernels": {"min": 1, "max": 2}},
+    )
+    write_notebook(
+        root / "renamed_nb.ipynb",
+        ["from jupyter_anvil import server\n\n@server.callable\ndef who():\n    return 'named by metadata'\n"],
+        {"app": "custom-name"},
+    )
+    write_notebook(
+        root / "broken.ipynb",
+        [
+            "from jupyter_anvil import server\n\n@server.callable\ndef fine():\n    return 1\n",
+            "# the second cell\nx = 1\ny = x / 0\n",
+        ],
+    )
+    for path in (root / "dup_a.ipynb", root / "sub" / "dup_b.ipynb"):
+        write_notebook(path, ["from jupyter_anvil import server\n"], {"app": "dupname"})
+    write_notebook(root / "bad_meta.ipynb", ["x = 1\n"], {"kernels": {"min": 3, "max": 1}})
+    (root / "not_json.ipynb").write_text('{"cells": [{"metadata": {"tags": ["server"]}')
+    static = root / "core"
+    static.mkdir(exist_ok=True)
+    (static / "index.html").write_text("<!doctype html><title>core</title><p>core app</p>")
+    (static / ".secret").write_text("dotfile")
+    (static / "copy.ipynb").write_text("{}")
+    (root / "outside.txt").write_text("outside the static folder")

@@ -1,0 +1,121 @@
+"""One real jupyter-anvil server for the whole session, serving the example notebooks and
+the test apps (tests/apps.py) from a temporary root, with real ipykernels."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from apps import write_test_apps
+
+REPO = Path(__file__).resolve().parent.parent
+TOKEN = "test-token-not-for-apps"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AnvilServer:
+    """A running ``jupyter anvil ROOT`` subprocess."""
+
+    def __init__(self, root: Path, workdir: Path, *options: str) -> None:
+        self.root = root
+        self.workdir = workdir
+        self.token = TOKEN
+        self.options = options
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log_path = workdir / f"server-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_for: tuple[str, ...] = ()) -> None:
+        env = dict(os.environ)
+        for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
+            env[name] = str(self.workdir / name.lower())
+        env["JUPYTER_TOKEN"] = "must-not-reach-kernels"
+        command = [
+            sys.executable, "-m", "jupyter_anvil", str(self.root),
+            f"--ServerApp.port={self.port}", "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={self.token}", "--ServerApp.open_browser=False",
+            "--AnvilApp.watch_interval=0.3", *self.options,
+        ]  # fmt: skip
+        self.log_file = self.log_path.open("ab")
+        self.process = subprocess.Popen(command, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
+        self.wait_until_loaded(wait_for)
+
+    def wait_until_loaded(self, names: tuple[str, ...], timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.log_tail()
+            try:
+                apps = self.apps()
+                if all(a["status"] != "loading" for a in apps.values()) and all(n in apps for n in names):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server did not load its apps in {timeout}s\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.log_file.close()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # -- clients -------------------------------------------------------------------------
+    def admin(self, path: str, **params: Any) -> Any:
+        response = httpx.get(
+            self.url + path, params=params, headers={"Authorization": f"token {self.token}"}, timeout=30
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def apps(self) -> dict[str, dict[str, Any]]:
+        return {a["name"]: a for a in self.admin("anvil/api/apps")["apps"]}
+
+    def post(self, app: str, function: str, body: Any = None, timeout: float = 60, **kw: Any) -> httpx.Response:
+        """A call as a browser or script makes it: no Jupyter token."""
+        return httpx.post(f"{self.url}anvil/apps/{app}/_/call/{function}", json=body, timeout=timeout, **kw)
+
+    def call(self, app: str, function: str, *args: Any, **kwargs: Any) -> Any:
+        response = self.post(app, function, {"args": list(args), "kwargs": kwargs})
+        assert response.status_code == 200, response.text
+        return response.json()["response"]
+
+    def ws_url(self, app: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/anvil/apps/{app}/_/ws"
+
+
+@pytest.fixture(scope="session")
+def anvil_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServer]:
+    root = tmp_path_factory.mktemp("root")
+    shutil.copytree(REPO / "notebooks", root, dirs_exist_ok=True)
+    write_test_apps(root)
+    server = AnvilServer(root, tmp_path_factory.mktemp("server"), "--AnvilApp.queue_size=20")
+    server.start(wait_for=("core", "hello"))
+    yield server
+    server.stop()
