@@ -66,6 +66,7 @@ class _LocalServer:
                 "--ServerApp.ip=127.0.0.1",
                 f"--ServerApp.token={self.token}",
                 "--ServerApp.open_browser=False",
+                "--ServerApp.allow_root=True",
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -175,6 +176,7 @@ class Page:
 @pytest.fixture
 def app(app_server: Any, browser: Any) -> Iterator[Page]:
     context = browser.new_context(timezone_id=TIMEZONE, locale="en-US")
+    context.set_default_timeout(10_000)  # calls take milliseconds; fail fast when a page is broken
     page = Page(context.new_page(), f"{app_server.url}anvil/apps/hello/")
     yield page
     context.close()
