@@ -39,7 +39,8 @@ class AppSpec:
     def fingerprint(self) -> str:
         """Changes when what the kernels run or how the app is served changes, not when
         outputs or untagged cells do: saving those does not restart the app."""
-        payload = json.dumps({"cells": self.cells, "metadata": self.metadata}, sort_keys=True, default=str)
+        sources = [cell["source"] for cell in self.cells]  # not indexes: adding a markdown cell above is no change
+        payload = json.dumps({"cells": sources, "metadata": self.metadata}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -1,0 +1,120 @@
+"""Which notebooks are apps, their names, load failures, reload on save, stop on delete."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from conftest import AnvilServer
+from notebook_files import write_notebook
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_app_names_come_from_paths_or_metadata(anvil_server: AnvilServer) -> None:
+    apps = anvil_server.apps()
+    assert apps["shop.orders"]["notebook"] == "shop/orders.ipynb"
+    assert apps["custom-name"]["notebook"] == "renamed_nb.ipynb"
+    assert "renamed_nb" not in apps
+    assert anvil_server.call("custom-name", "who") == "named by metadata"
+
+
+def test_a_failing_server_cell_puts_the_app_in_error(anvil_server: AnvilServer) -> None:
+    broken = anvil_server.apps()["broken"]
+    assert broken["status"] == "error"
+    assert broken["error"] == "Server cell 1 (`# the second cell`) raised ZeroDivisionError: division by zero (line 3)"
+    response = anvil_server.post("broken", "fine")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["type"] == "anvil.server.RuntimeUnavailableError"
+    assert "ZeroDivisionError" not in error["message"]  # the author's details stay in the admin API and log
+    records = anvil_server.admin("anvil/api/logs", app="broken")["records"]
+    assert any(r["stream"] == "traceback" and "ZeroDivisionError" in r["text"] for r in records)
+
+
+def test_two_notebooks_claiming_one_name_are_both_refused(anvil_server: AnvilServer) -> None:
+    app = anvil_server.apps()["dupname"]
+    assert app["status"] == "error"
+    assert "dup_a.ipynb" in app["error"] and "sub/dup_b.ipynb" in app["error"]
+    assert anvil_server.post("dupname", "anything").status_code == 503
+
+
+def test_broken_notebooks_and_metadata_are_reported(anvil_server: AnvilServer) -> None:
+    listing = anvil_server.admin("anvil/api/apps")
+    problems = {p["notebook"]: p["error"] for p in listing["problems"]}
+    assert problems["not_json.ipynb"].startswith("cannot read the notebook")
+    assert "kernels.min (3) is greater than kernels.max (1)" in problems["bad_meta.ipynb"]
+    assert anvil_server.apps()["bad_meta"]["status"] == "error"
+
+
+def test_the_cli_prints_every_app_and_every_failure(anvil_server: AnvilServer) -> None:
+    log = anvil_server.log_path.read_text()
+    assert f"core: http://127.0.0.1:{anvil_server.port}/anvil/apps/core/" in log
+    assert "broken: FAILED: Server cell 1" in log
+    assert "not_json.ipynb: FAILED: cannot read the notebook" in log
+
+
+def version_app(version: int, extra: str = "") -> list[str]:
+    return [
+        "from jupyter_anvil import server\nimport os, time\n\n"
+        f"@server.callable\ndef version():\n    return {version}\n\n"
+        "@server.callable\ndef slow_version(s):\n    time.sleep(s)\n"
+        f"    return {version}\n" + extra
+    ]
+
+
+def test_saving_reloads_without_a_restart_and_a_bad_save_keeps_the_old_code(anvil_server: AnvilServer) -> None:
+    path = anvil_server.root / "reloading.ipynb"
+    write_notebook(path, version_app(1))
+    wait_for(lambda: anvil_server.apps().get("reloading", {}).get("status") == "ready", what="first load")
+    assert anvil_server.call("reloading", "version") == 1
+
+    # a call in flight during the switch finishes on the old kernels
+    import threading
+
+    in_flight: dict[str, Any] = {}
+    thread = threading.Thread(
+        target=lambda: in_flight.update(r=anvil_server.post("reloading", "slow_version", {"args": [2]}))
+    )
+    thread.start()
+    time.sleep(0.3)
+    write_notebook(path, version_app(2))
+    wait_for(lambda: anvil_server.call("reloading", "version") == 2, what="the new version")
+    thread.join(30)
+    assert in_flight["r"].status_code == 200 and in_flight["r"].json()["response"] == 1
+
+    write_notebook(path, version_app(3, "raise RuntimeError('bad save')\n"))
+    wait_for(lambda: "reload failed" in (anvil_server.apps()["reloading"]["error"] or ""), what="the failed reload")
+    app = anvil_server.apps()["reloading"]
+    assert app["status"] == "ready" and "bad save" in app["error"]
+    assert anvil_server.call("reloading", "version") == 2
+
+    path.unlink()
+    wait_for(lambda: "reloading" not in anvil_server.apps(), what="the app to stop")
+    assert anvil_server.post("reloading", "version").status_code == 404
+
+
+def test_saving_outputs_or_untagged_cells_does_not_restart_kernels(anvil_server: AnvilServer) -> None:
+    path = anvil_server.root / "steady.ipynb"
+    write_notebook(
+        path, ["from jupyter_anvil import server\nimport os\n@server.callable\ndef pid():\n    return os.getpid()\n"]
+    )
+    wait_for(lambda: anvil_server.apps().get("steady", {}).get("status") == "ready", what="load")
+    before = anvil_server.call("steady", "pid")
+    write_notebook(
+        path,
+        ["from jupyter_anvil import server\nimport os\n@server.callable\ndef pid():\n    return os.getpid()\n"],
+        untagged_cells=["print('an exploratory cell')"],
+    )
+    time.sleep(1.5)  # several watch intervals
+    assert anvil_server.call("steady", "pid") == before
+    path.unlink()
