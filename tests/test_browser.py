@@ -8,15 +8,9 @@ so that date handling cannot pass by accident.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,7 +28,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEZONE = "Asia/Kolkata"
-REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs Chromium at {CHROMIUM}")
 
@@ -42,93 +35,24 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs Chr
 # -- the server ------------------------------------------------------------------------
 
 
-class _LocalServer:
-    """A jupyter-anvil server of our own, used when conftest has no `anvil_server`."""
-
-    def __init__(self, root: Path, workdir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/"
-        self.token = "t"
-        self.root = root
-        env = dict(os.environ)
-        for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
-            env[name] = str(workdir / name.lower())
-        self.log = (workdir / "server.log").open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jupyter_anvil",
-                str(root),
-                f"--ServerApp.port={port}",
-                "--ServerApp.ip=127.0.0.1",
-                f"--ServerApp.token={self.token}",
-                "--ServerApp.open_browser=False",
-                "--ServerApp.allow_root=True",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=workdir,
-        )
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
-
-
-def _get(url: str, headers: dict[str, str] | None = None, data: bytes | None = None) -> int:
-    request = urllib.request.Request(url, data=data, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
-
-
-def _wait_until_ready(url: str, token: str, process: subprocess.Popen[bytes] | None, timeout: float = 120) -> None:
-    """Wait for the admin API, then for the hello app to answer a call (its kernel warm)."""
-    deadline = time.monotonic() + timeout
-    call = f"{url}anvil/apps/hello/_/call/greet"
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        if _get(f"{url}anvil/api/apps", {"Authorization": f"token {token}"}) == 200:
-            body = b'{"args": ["ready?"]}'
-            if _get(call, {"Content-Type": "application/json"}, body) == 200:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"the hello app at {url} was not ready within {timeout} s")
-
-
 @pytest.fixture(scope="module")
-def app_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """conftest's `anvil_server` if there is one, else a server started here."""
-    try:
-        shared = request.getfixturevalue("anvil_server")
-    except pytest.FixtureLookupError:
-        shared = None
-    if shared is not None:
-        _wait_until_ready(shared.url, shared.token, None)
-        yield shared
-        return
-    workdir = tmp_path_factory.mktemp("anvil-browser")
-    root = workdir / "notebooks"
-    shutil.copytree(REPO / "notebooks", root)
-    server = _LocalServer(root, workdir)
-    try:
-        _wait_until_ready(server.url, server.token, server.process)
-        yield server
-    finally:
-        server.stop()
+def app_server(anvil_server: Any) -> Any:
+    """conftest's server, once the hello app answers a call from outside (its kernel warm)."""
+    deadline = time.monotonic() + 120
+    call = f"{anvil_server.url}anvil/apps/hello/_/call/greet"
+    while True:
+        request = urllib.request.Request(
+            call, data=b'{"args": ["ready?"]}', headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                if response.status == 200:
+                    return anvil_server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the hello app at {call} did not answer within 120 s")
+        time.sleep(0.5)
 
 
 # -- the browser -----------------------------------------------------------------------
