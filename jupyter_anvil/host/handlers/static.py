@@ -33,14 +33,14 @@ class AppStaticHandler(web.StaticFileHandler):
     def initialize(self, **kwargs: Any) -> None:  # type: ignore[override]
         super().initialize(path="/nonexistent", default_filename="index.html")
 
-    async def get(self, app_name: str, path: str, include_body: bool = True) -> None:  # type: ignore[override]
-        app = await services(self).apps.get(app_name)
-        if app is None or app.spec is None:
+    async def get(self, app: str, path: str, include_body: bool = True) -> None:  # type: ignore[override]
+        served = await services(self).apps.get(app)
+        if served is None or served.spec is None:
             raise web.HTTPError(404)
         parts = [p for p in path.split("/") if p]
         if any(p.startswith(".") for p in parts) or path.endswith(".ipynb"):
             raise web.HTTPError(404)
-        self.root = str(app.spec.static_dir)
+        self.root = str(served.spec.static_dir)
         if not os.path.isdir(self.root):
             raise web.HTTPError(404)
         await super().get(path, include_body)
