@@ -6,7 +6,6 @@ import concurrent.futures
 import time
 
 import httpx
-
 from conftest import AnvilServer
 from test_app_loading import wait_for
 
