@@ -8,9 +8,11 @@ so that date handling cannot pass by accident.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEZONE = "Asia/Kolkata"
+REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs Chromium at {CHROMIUM}")
 
@@ -418,3 +421,50 @@ def test_another_app_object_sends_no_credentials(app: Page) -> None:
         headers = r.all_headers()
         assert "authorization" not in headers
         assert "token" not in r.url
+
+
+# -- under a base_url other than "/" -----------------------------------------------------
+
+PREFIX = "sub/path/"
+
+
+@pytest.fixture(scope="module")
+def prefixed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A second server under --ServerApp.base_url=/sub/path/, serving only the examples."""
+    from conftest import AnvilServer  # tests/ is on sys.path
+
+    root = tmp_path_factory.mktemp("prefixed-root")
+    shutil.copytree(REPO / "notebooks", root, dirs_exist_ok=True)
+    server = AnvilServer(root, tmp_path_factory.mktemp("prefixed-server"), f"--ServerApp.base_url=/{PREFIX}")
+    server.url += PREFIX
+    server.start(wait_for=("hello",))
+    yield server
+    server.stop()
+
+
+def test_the_app_works_under_a_base_url(prefixed_server: Any, browser: Any) -> None:
+    context = browser.new_context(timezone_id=TIMEZONE, locale="en-US")
+    context.set_default_timeout(10_000)
+    try:
+        app = Page(context.new_page(), f"{prefixed_server.url}anvil/apps/hello/")
+        result = app.run("""
+            const overSocket = await server.call("greet", "Ada");
+            const socketTransport = server.transport;
+            server.configure({transport: "http"});
+            const overHttp = await server.call("shout", "hi", kwargs({excited: true}));
+            return {overSocket, socketTransport, overHttp, transport: server.transport};
+        """)
+        assert result == {
+            "overSocket": "Hello, Ada!",
+            "socketTransport": "websocket",
+            "overHttp": "HI!",
+            "transport": "http",
+        }
+        hello = f"{prefixed_server.url}anvil/apps/hello/"
+        assert app.sockets == [hello.replace("http://", "ws://", 1) + "_/ws"]
+        assert [url for url in app.posts if "/_/call/" in url] == [f"{hello}_/call/shout"]
+        app.page.fill("#name", "Ada")
+        app.page.click("#greet")
+        sync_api.expect(app.page.locator("#greeting")).to_have_text("Hello, Ada!")
+    finally:
+        context.close()
