@@ -181,6 +181,13 @@ def write_test_apps(root: Path) -> None:
     )
     for path in (root / "dup_a.ipynb", root / "sub" / "dup_b.ipynb"):
         write_notebook(path, ["from jupyter_anvil import server\n"], {"app": "dupname"})
+    write_notebook(
+        root / "elsewhere.ipynb",
+        ["from jupyter_anvil import server\n"],
+        {"static": "site", "kernels": {"min": 1, "max": 1}},
+    )
+    (root / "site").mkdir(exist_ok=True)
+    (root / "site" / "index.html").write_text("<p>from metadata.static</p>")
     write_notebook(root / "bad_meta.ipynb", ["x = 1\n"], {"kernels": {"min": 3, "max": 1}})
     (root / "not_json.ipynb").write_text('{"cells": [{"metadata": {"tags": ["server"]}')
     static = root / "core"

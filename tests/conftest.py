@@ -115,7 +115,9 @@ def anvil_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServ
     root = tmp_path_factory.mktemp("root")
     shutil.copytree(REPO / "notebooks", root, dirs_exist_ok=True)
     write_test_apps(root)
-    server = AnvilServer(root, tmp_path_factory.mktemp("server"), "--AnvilApp.queue_size=20")
+    server = AnvilServer(
+        root, tmp_path_factory.mktemp("server"), "--AnvilApp.queue_size=20", "--AnvilApp.idle_seconds=2"
+    )
     server.start(wait_for=("core", "hello"))
     yield server
     server.stop()

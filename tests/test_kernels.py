@@ -23,6 +23,9 @@ def test_concurrent_calls_spread_over_the_pool(anvil_server: AnvilServer) -> Non
     assert all(r.status_code == 200 for r in responses)
     assert len({r.json()["response"] for r in responses}) == 2  # two kernel processes answered
     assert elapsed < 3.5, elapsed  # not 8 s in a row
+    # idle for longer than idle_seconds (2 s on the test server), the pool shrinks back to its minimum
+    wait_for(lambda: anvil_server.apps()["shop.orders"]["pool"]["kernels"] == 1, timeout=20, what="the pool to shrink")
+    assert anvil_server.post("shop.orders", "sleep", {"args": [0]}).status_code == 200
 
 
 def test_an_overloaded_app_answers_503_instead_of_waiting_forever(anvil_server: AnvilServer) -> None:

@@ -20,6 +20,10 @@ def test_an_app_serves_the_folder_beside_its_notebook(anvil_server: AnvilServer)
     assert httpx.get(f"{anvil_server.url}anvil/apps/hello/").status_code == 200
 
 
+def test_metadata_names_the_static_folder(anvil_server: AnvilServer) -> None:
+    assert "from metadata.static" in httpx.get(f"{anvil_server.url}anvil/apps/elsewhere/").text
+
+
 def test_never_a_notebook_a_dotfile_or_anything_outside(anvil_server: AnvilServer) -> None:
     base = f"{anvil_server.url}anvil/apps/core/"
     for path in (

@@ -15,6 +15,8 @@ from .notebooks import AppSpec, NotebookProblem, Scanner
 from .pool import KernelPool, PoolLimits
 
 log = logging.getLogger(__name__)
+#: seconds calls in flight get to finish when the server stops
+STOP_GRACE = 5.0
 
 
 @dataclass
@@ -178,18 +180,19 @@ class AppManager:
         app.status, app.error = "error", message
         app.loaded.set()
 
-    async def _stop(self, app: App, reason: str) -> None:
+    async def _stop(self, app: App, reason: str, grace: float | None = None) -> None:
         app.status, app.error = "stopped", reason
         app.loaded.set()
         self.app_log.write(app.name, "(load)", "-", "system", f"stopped: {reason}")
         pool, app.pool = app.pool, None
         if pool is not None:
-            await pool.drain(self.defaults.call_timeout)
+            await pool.drain(self.defaults.call_timeout if grace is None else grace)
 
     async def stop_all(self) -> None:
         self._stopping = True
         for task in list(self._loads):
             task.cancel()
         await asyncio.gather(
-            *(self._stop(app, "the server is stopping") for app in self.apps.values()), return_exceptions=True
+            *(self._stop(app, "the server is stopping", grace=STOP_GRACE) for app in self.apps.values()),
+            return_exceptions=True,
         )

@@ -186,16 +186,21 @@ class AppKernel:
             msg = await self.client.get_iopub_msg()
             if msg["msg_type"] != "comm_msg" or msg["content"].get("comm_id") != self.comm_id:
                 continue
-            data = msg["content"].get("data") or {}
-            op = data.get("op")
-            if op == "reply":
-                future = self._pending.get(str(data.get("req")))
-                if future is not None and not future.done():
-                    future.set_result((data, msg.get("buffers") or []))
-            elif op == "log":
-                self.on_log(str(data.get("call_id")), str(data.get("stream")), str(data.get("text")))
-            elif op == "call":
-                spawn(self._serve_nested_call(data, msg.get("buffers") or []))
+            try:
+                self._on_comm_message(msg["content"].get("data") or {}, msg.get("buffers") or [])
+            except Exception:  # one bad message must not stop the reader
+                log.exception("[jupyter-anvil] bad message from %r", self)
+
+    def _on_comm_message(self, data: dict[str, Any], buffers: list[Any]) -> None:
+        op = data.get("op")
+        if op == "reply":
+            future = self._pending.get(str(data.get("req")))
+            if future is not None and not future.done():
+                future.set_result((data, buffers))
+        elif op == "log":
+            self.on_log(str(data.get("call_id")), str(data.get("stream")), str(data.get("text")))
+        elif op == "call":
+            spawn(self._serve_nested_call(data, buffers))
 
     async def _serve_nested_call(self, data: dict[str, Any], buffers: list[Any]) -> None:
         try:
