@@ -91,7 +91,7 @@ class Runtime:
                         "first_line": next((line for line in source.splitlines() if line.strip()), ""),
                         "line": trace[0][1] if trace else None,
                     }
-                    reply["traceback"] = "".join(traceback.format_exception(e))
+                    reply["traceback"] = author_traceback(e)
                     break
             reply["functions"] = sorted(registry.functions)
         finally:
@@ -130,7 +130,7 @@ class Runtime:
             reply["error"] = errors.to_wire(e, self.trace_of(e))
             if reply.pop("faulty_response", False):
                 reply["error"]["status"] = 500
-            reply["traceback"] = "".join(traceback.format_exception(e))
+            reply["traceback"] = author_traceback(e)
         finally:
             self.flush_output(frame)
             context.push(previous)
@@ -181,6 +181,12 @@ class Runtime:
             raise errors.from_wire(reply["error"])
         media = wire.media_from_buffers(reply.get("media"), reply_buffers)
         return wire.decode({"response": reply.get("response")}, reply.get("objects"), media)["response"]
+
+
+def author_traceback(exc: BaseException) -> str:
+    """The traceback from the author's code down: the runtime's own frame is noise to them."""
+    tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 _runtime: Runtime | None = None
