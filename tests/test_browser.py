@@ -82,7 +82,8 @@ class Page:
         page.on("request", lambda r: self.posts.append(r.url) if r.method == "POST" else None)
         page.on("pageerror", lambda e: self.errors.append(str(e)))
         page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.goto(url)
+        response = page.goto(url)
+        assert response is not None and response.status == 200, f"GET {url}: {response and response.status}"
 
     def run(self, body: str, arg: Any = None) -> Any:
         """Run `body` (an async function body) in the page with the client's exports in
@@ -308,17 +309,21 @@ def test_portable_objects_go_back_as_they_came(app: Page) -> None:
         const p = await server.call("point", 1, 2);
         const moved = await server.call("move", p, kwargs({dx: 10, dy: -1}));
         const seen = await server.call("describe", moved);
+        // One made in the browser, under the name the server uses.
+        const made = await server.call("move", portable(portableTypeName(p), {x: 5, y: 5}), 1, 1);
         return {
             p: [p.x, p.y, Object.keys(p).sort()],
             typeName: portableTypeName(p),
             moved: [moved.x, moved.y, portableTypeName(moved)],
             seen: seen.type,
+            made: [made.x, made.y],
         };
     """)
     assert result["p"] == [1, 2, ["x", "y"]]
     assert result["typeName"].endswith("Point")
     assert result["moved"] == [11, 1, result["typeName"]]
     assert result["seen"] == "Point"
+    assert result["made"] == [6, 6]
 
 
 def test_values_that_cannot_be_sent_are_refused_before_sending(app: Page) -> None:
