@@ -2,7 +2,7 @@
 
 Run by hand, not by CI:
 
-    python bench/calls.py                  # everything, about 2-4 minutes
+    python bench/calls.py                  # everything, about 2 minutes
     python bench/calls.py --targets kg,comm --calls 200 --kernels 1
     python bench/calls.py --json results.json
 
@@ -11,8 +11,9 @@ Every target serves the same function, ``add(a, b) -> a + b``, called with (1, 2
 * ``anvil-http``  POST /anvil/apps/bench/_/call/add on a jupyter-anvil server
 * ``anvil-ws``    CALL messages on /anvil/apps/bench/_/ws of the same server
 * ``kg-http``     POST /add on Jupyter Kernel Gateway's notebook-http personality
-* ``comm``        a bare comm echo to an ipykernel from jupyter_client's asyncio
+* ``comm-*``      a bare comm round trip to ipykernels from jupyter_client's asyncio
                   client, no server in between: the floor anvil's calls sit on
+                  (``-thr``: the add runs on a worker thread, as anvil's kernels run calls)
 
 All targets run in this one process tree, one server at a time, so the ratios are
 fair on the same machine. Only 127.0.0.1 is contacted.
@@ -25,39 +26,41 @@ import asyncio
 import contextlib
 import itertools
 import json
-import math
 import os
 import platform
-import queue
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
 import aiohttp
-import httpx
-import websockets
+from clients import CommCaller, HttpClient, WsCaller
+from harness import (
+    DEFAULT_CALLS,
+    HEAD,
+    HOST,
+    REPO_ROOT,
+    Call,
+    CallFailed,
+    Cell,
+    CpuMeter,
+    ServerFailed,
+    ServerProcess,
+    free_port,
+    measure,
+    no_nan,
+    row,
+    wait_until,
+)
 from jupyter_client.manager import AsyncKernelManager
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
 APP = "bench"
-CALL_TIMEOUT_S = 30.0  # a single call; a healthy one takes milliseconds
-STARTUP_TIMEOUT_S = 180.0  # server up and kernels warm
-STOP_TIMEOUT_S = 20.0
-DEFAULT_CALLS = {1: 500, 8: 2000}
-BODY = json.dumps({"args": [1, 2]}).encode()
-JSON_HEADERS = {"Content-Type": "application/json"}
-
-# The targets the brief sets; each is (label, lhs, op, rhs) checked after the run.
+# What a run is judged against; ratios() marks each PASS or MISS.
 TARGETS_DOC = """\
 targets
   1. C=1: anvil p50 <= 1/3 of KG p50
@@ -65,172 +68,7 @@ targets
   3. anvil, C=8: 2 kernels >= 1.6x the calls/s of 1 kernel
   4. anvil-ws p50 <= 1.5x bare comm p50 (C=1, 1 kernel, same transport as anvil's kernels: ipc)"""
 
-Call = Callable[[], Awaitable[None]]
-
-
-class CallFailed(Exception):
-    """A call came back, but not with the right answer."""
-
-
-class ServerFailed(Exception):
-    """A server did not start or stopped answering."""
-
-
-# ---------------------------------------------------------------- measurement
-
-
-@dataclass
-class Cell:
-    """One measured (target, kernels, concurrency) cell of the table."""
-
-    target: str
-    kernels: int
-    concurrency: int
-    calls: int = 0
-    errors: int = 0
-    wall_s: float = 0.0
-    p50_ms: float = math.nan
-    p99_ms: float = math.nan
-    mean_ms: float = math.nan
-    max_ms: float = math.nan
-    calls_per_s: float = math.nan
-    first_error: str | None = None
-    note: str | None = None
-    latencies_ms: list[float] = field(default_factory=list, repr=False)
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(q * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-if sys.version_info >= (3, 11):
-
-    async def bounded(call: Call) -> None:
-        async with asyncio.timeout(CALL_TIMEOUT_S):  # no extra task per call, unlike wait_for
-            await call()
-
-else:
-
-    async def bounded(call: Call) -> None:
-        await asyncio.wait_for(call(), CALL_TIMEOUT_S)
-
-
-async def drive(
-    call: Call, calls: int, concurrency: int, budget_s: float
-) -> tuple[list[float], int, float, str | None]:
-    """Run ``calls`` calls from ``concurrency`` callers; stop early at ``budget_s``.
-
-    Returns (latencies in seconds of the calls that succeeded, error count, wall
-    time, first error).
-    """
-    latencies: list[float] = []
-    errors = 0
-    first_error: str | None = None
-    issued = 0
-    clock = time.perf_counter
-    give_up_at = clock() + budget_s
-
-    async def caller() -> None:
-        nonlocal issued, errors, first_error
-        while issued < calls and clock() < give_up_at:
-            issued += 1
-            t0 = clock()
-            try:
-                await bounded(call)
-            except Exception as e:
-                errors += 1
-                if first_error is None:
-                    first_error = f"{type(e).__name__}: {e}"[:300]
-                if isinstance(e, (ConnectionError, ServerFailed, websockets.ConnectionClosed)):
-                    await asyncio.sleep(0.05)  # don't spin on a dead server
-                continue
-            latencies.append(clock() - t0)
-
-    start = clock()
-    await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return latencies, errors, clock() - start, first_error
-
-
-async def measure(target: str, kernels: int, concurrency: int, call: Call, args: argparse.Namespace) -> Cell:
-    """Warm up, then measure one cell and print its row."""
-    calls = args.calls or DEFAULT_CALLS.get(concurrency, 1000)
-    if args.warmup:
-        await drive(call, args.warmup, concurrency, args.cell_budget)
-    lat, errors, wall, first_error = await drive(call, calls, concurrency, args.cell_budget)
-    cell = Cell(
-        target,
-        kernels,
-        concurrency,
-        calls=len(lat),
-        errors=errors,
-        wall_s=wall,
-        first_error=first_error,
-    )
-    if lat:
-        ms = sorted(x * 1000 for x in lat)
-        cell.p50_ms = percentile(ms, 0.50)
-        cell.p99_ms = percentile(ms, 0.99)
-        cell.mean_ms = sum(ms) / len(ms)
-        cell.max_ms = ms[-1]
-        cell.calls_per_s = len(ms) / wall if wall > 0 else math.nan
-        cell.latencies_ms = [round(x, 4) for x in ms] if args.raw else []
-    if len(lat) + errors < calls:
-        cell.note = f"stopped at the {args.cell_budget:.0f}s budget"
-    print(row(cell), flush=True)
-    return cell
-
-
 # ---------------------------------------------------------------- clients
-
-
-class HttpClient:
-    """One keep-alive HTTP client, sized for ``concurrency`` connections."""
-
-    def __init__(self, kind: str, concurrency: int) -> None:
-        self.kind = kind
-        if kind == "aiohttp":
-            connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
-            self._aiohttp = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT_S),
-                trust_env=False,
-            )
-        else:
-            limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-            self._httpx = httpx.AsyncClient(limits=limits, timeout=CALL_TIMEOUT_S, trust_env=False)
-
-    async def close(self) -> None:
-        if self.kind == "aiohttp":
-            await self._aiohttp.close()
-        else:
-            await self._httpx.aclose()
-
-    def poster(self, url: str, check: Callable[[bytes], None]) -> Call:
-        """A call that POSTs the add body to ``url`` and checks the answer."""
-        if self.kind == "aiohttp":
-            session = self._aiohttp
-
-            async def call() -> None:
-                async with session.post(url, data=BODY, headers=JSON_HEADERS) as resp:
-                    raw = await resp.read()
-                    if resp.status != 200:
-                        raise CallFailed(f"HTTP {resp.status}: {raw[:200]!r}")
-                    check(raw)
-
-            return call
-        client = self._httpx
-
-        async def call_httpx() -> None:
-            resp = await client.post(url, content=BODY, headers=JSON_HEADERS)
-            if resp.status_code != 200:
-                raise CallFailed(f"HTTP {resp.status_code}: {resp.content[:200]!r}")
-            check(resp.content)
-
-        return call_httpx
 
 
 def check_anvil_reply(raw: bytes) -> None:
@@ -244,151 +82,113 @@ def check_kg_reply(raw: bytes) -> None:
         raise CallFailed(f"unexpected reply {raw[:200]!r}")
 
 
-class WsCaller:
-    """Calls over anvil's WebSocket: replies are matched to calls by ``id``."""
-
-    def __init__(self, url: str, connections: int) -> None:
-        self.url = url
-        self.connections = connections
-        self._ws: list[websockets.ClientConnection] = []
-        self._readers: list[asyncio.Task[None]] = []
-        self._pending: dict[str, asyncio.Future[dict]] = {}
-        self._ids = itertools.count()
-        self._next = itertools.cycle(range(connections))
-
-    async def open(self) -> None:
-        for _ in range(self.connections):
-            ws = await websockets.connect(self.url, compression=None, open_timeout=CALL_TIMEOUT_S, max_size=2**24)
-            self._ws.append(ws)
-            self._readers.append(asyncio.create_task(self._read(ws)))
-
-    async def close(self) -> None:
-        for ws in self._ws:
-            await ws.close()
-        for task in self._readers:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _read(self, ws: websockets.ClientConnection) -> None:
-        try:
-            async for text in ws:
-                msg = json.loads(text)
-                fut = self._pending.pop(msg.get("id"), None) if isinstance(msg, dict) else None
-                if fut is not None and not fut.done():
-                    fut.set_result(msg)
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(ServerFailed("WebSocket closed"))
-
-    async def call(self) -> None:
-        call_id = f"c{next(self._ids)}"
-        fut: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-        self._pending[call_id] = fut
-        msg = {"type": "CALL", "id": call_id, "command": "add", "args": [1, 2], "kwargs": {}}
-        try:
-            await self._ws[next(self._next)].send(json.dumps(msg))
-            reply = await fut
-        finally:
-            self._pending.pop(call_id, None)
-        if reply.get("response") != 3:
-            raise CallFailed(f"unexpected reply {json.dumps(reply)[:200]}")
-
-
 # ---------------------------------------------------------------- bare comm floor
 
-ECHO_TARGET = """
+
+def spin(indent: str, work_ms: float) -> str:
+    """Source that keeps the CPU (and the GIL) busy for ``work_ms``: nothing if 0."""
+    if not work_ms:
+        return ""
+    lines = [
+        f'_end = __import__("time").perf_counter() + {work_ms / 1000!r}',
+        'while __import__("time").perf_counter() < _end:',
+        "    pass",
+    ]
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
+ECHO_TARGETS = """
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 def _bench_add_target(comm, open_msg):
     @comm.on_msg
     def _add(msg):
         data = msg["content"]["data"]
-        a, b = data["args"]
+{spin8}        a, b = data["args"]
         comm.send({"id": data["id"], "response": a + b})
 
-get_ipython().kernel.comm_manager.register_target("bench_add", _bench_add_target)
+# The same add run the way anvil's kernel runtime runs calls: on a worker thread,
+# replies sent under a lock. The difference between the two is that hand-off.
+_bench_workers = ThreadPoolExecutor(max_workers=64)
+_bench_send_lock = threading.Lock()
+
+def _bench_add_thread_target(comm, open_msg):
+    def _run(data):
+{spin8}        a, b = data["args"]
+        with _bench_send_lock:
+            comm.send({"id": data["id"], "response": a + b})
+
+    @comm.on_msg
+    def _add(msg):
+        _bench_workers.submit(_run, msg["content"]["data"])
+
+_cm = get_ipython().kernel.comm_manager
+_cm.register_target("bench_add", _bench_add_target)
+_cm.register_target("bench_add_thread", _bench_add_thread_target)
 """
 
 
+def spread(calls: list[Call]) -> Call:
+    """One call that goes to each of ``calls`` in turn."""
+    if len(calls) == 1:
+        return calls[0]
+    turn = itertools.cycle(calls)
+
+    async def call() -> None:
+        await next(turn)()
+
+    return call
+
+
+async def start_comm_kernel(
+    transport: str, name: str, workdir: Path, stack: contextlib.AsyncExitStack, work_ms: float
+) -> CommCaller:
+    """A kernel with the bench comm targets registered; ``stack`` shuts it down."""
+    km = AsyncKernelManager(kernel_name="python3", transport=transport, connection_file=str(workdir / f"{name}.json"))
+    log = stack.enter_context((workdir / f"{name}.log").open("wb"))
+    await km.start_kernel(cwd=str(workdir), stdout=log, stderr=log)
+    stack.push_async_callback(km.shutdown_kernel, now=True)
+    kc = km.client()
+    kc.start_channels()
+    stack.callback(kc.stop_channels)
+    await kc.wait_for_ready(timeout=60)
+    reply = await kc.execute(ECHO_TARGETS.replace("{spin8}", spin(" " * 8, work_ms)), reply=True, timeout=30)
+    if reply["content"]["status"] != "ok":
+        raise ServerFailed(f"registering the comm targets failed: {reply['content']}")
+    comms = CommCaller(kc)
+    comms.start()
+    stack.push_async_callback(comms.stop)
+    return comms
+
+
 async def bench_comm(args: argparse.Namespace, workdir: Path) -> list[Cell]:
-    """The floor: comm_msg → echoed comm_msg, straight from jupyter_client."""
+    """The floor: comm_msg → comm_msg reply, straight from jupyter_client, no server.
+
+    The floor transport (the first) runs with every kernel count and concurrency,
+    calls spread over the kernels in turn; the others at 1 kernel and C=1.
+    """
     cells: list[Cell] = []
+    meter = CpuMeter()
     for transport in args.comm_transports:
-        km = AsyncKernelManager(
-            kernel_name="python3",
-            transport=transport,
-            connection_file=str(workdir / f"kernel-comm-{transport}.json"),
-        )
-        kernel_log = (workdir / f"kernel-comm-{transport}.log").open("wb")
-        await km.start_kernel(cwd=str(workdir), stdout=kernel_log, stderr=kernel_log)
-        kc = km.client()
-        kc.start_channels()
-        pending: dict[int, asyncio.Future[dict]] = {}
-        comm_id = uuid.uuid4().hex
-        stop = asyncio.Event()
-
-        async def read_iopub(kc=kc, comm_id=comm_id, pending=pending, stop=stop) -> None:
-            while not stop.is_set():
-                try:
-                    msg = await kc.iopub_channel.get_msg(timeout=0.5)
-                except queue.Empty:
-                    continue
-                content = msg["content"]
-                if msg["msg_type"] == "comm_msg" and content.get("comm_id") == comm_id:
-                    fut = pending.pop(content["data"].get("id"), None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(content["data"])
-
-        reader = None
-        try:
-            await kc.wait_for_ready(timeout=60)
-            reply = await kc.execute(ECHO_TARGET, reply=True, timeout=30)
-            if reply["content"]["status"] != "ok":
-                raise ServerFailed(f"registering the comm target failed: {reply['content']}")
-            reader = asyncio.create_task(read_iopub())
-            opener = kc.session.msg("comm_open", {"comm_id": comm_id, "target_name": "bench_add", "data": {}})
-            kc.shell_channel.send(opener)
-            ids = itertools.count()
-
-            async def call(kc=kc, comm_id=comm_id, pending=pending, ids=ids) -> None:
-                i = next(ids)
-                fut: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-                pending[i] = fut
-                try:
-                    kc.shell_channel.send(
-                        kc.session.msg("comm_msg", {"comm_id": comm_id, "data": {"id": i, "args": [1, 2]}})
-                    )
-                    data = await fut
-                finally:
-                    pending.pop(i, None)
-                if data.get("response") != 3:
-                    raise CallFailed(f"unexpected reply {data}")
-
-            for c in args.concurrency:
-                if transport != args.comm_transports[0] and c != 1:
-                    continue  # the other transports are shown for reference at C=1 only
-                cells.append(await measure(f"comm-{transport}", 1, c, call, args))
-        finally:
-            stop.set()
-            if reader is not None:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
-            kc.stop_channels()
-            await km.shutdown_kernel(now=True)
-            kernel_log.close()
+        floor = transport == args.comm_transports[0]
+        counts = args.kernels if floor else [1]
+        async with contextlib.AsyncExitStack() as stack:
+            kernels = [
+                await start_comm_kernel(transport, f"kernel-comm-{transport}-{k}", workdir, stack, args.work_ms)
+                for k in range(max(counts))
+            ]
+            variants = [(f"comm-{transport}", [k.open("bench_add") for k in kernels])]
+            if floor:
+                variants.append((f"comm-{transport}-thr", [k.open("bench_add_thread") for k in kernels]))
+            for target, calls in variants:
+                for n in counts:
+                    for c in args.concurrency if floor else [1]:
+                        cells.append(await measure(target, n, c, spread(calls[:n]), args, meter))
     return cells
 
 
 # ---------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def code_cell(source: str, tags: list[str] | None = None) -> dict:
@@ -416,7 +216,7 @@ from jupyter_anvil import server
 
 @server.callable
 def add(a, b):
-    return a + b
+{spin4}    return a + b
 """
 
 KG_SEED_CELL = "import json"
@@ -424,87 +224,19 @@ KG_ADD_CELL = """\
 # POST /add
 req = json.loads(REQUEST)
 a, b = req["body"]["args"]
-print(a + b)
+{spin0}print(a + b)
 """
-
-
-class ServerProcess:
-    """A server started in its own process group, so its kernels go with it."""
-
-    def __init__(self, name: str, argv: list[str], cwd: Path, log: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.cwd = cwd
-        self.log_path = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-        env["JUPYTER_RUNTIME_DIR"] = str(self.cwd / ".runtime")
-        env["JUPYTER_DATA_DIR"] = str(self.cwd / ".data")
-        env["PYTHONUNBUFFERED"] = "1"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            self.argv,
-            cwd=self.cwd,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise ServerFailed(f"{self.name} exited with {self.proc.returncode}\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join("    | " + x for x in text[-lines:])
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        pgid = self.proc.pid  # start_new_session: the group id is the leader's pid
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                print(
-                    f"  ! {self.name} ignored SIGTERM for {STOP_TIMEOUT_S:.0f}s; killing it",
-                    flush=True,
-                )
-        # Whatever is left of this group (a kernel the server failed to stop) goes too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-        self._log.close()
-
-
-async def wait_until(server: ServerProcess, probe: Callable[[aiohttp.ClientSession], Awaitable[bool]]) -> float:
-    """Poll ``probe`` until it is true; return the seconds it took."""
-    t0 = time.perf_counter()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), trust_env=False) as s:
-        while time.perf_counter() - t0 < STARTUP_TIMEOUT_S:
-            server.check_alive()
-            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError):
-                if await probe(s):
-                    return time.perf_counter() - t0
-            await asyncio.sleep(0.25)
-    raise ServerFailed(f"{server.name} not ready after {STARTUP_TIMEOUT_S:.0f}s\n{server.log_tail()}")
 
 
 async def bench_kg(kernels: int, args: argparse.Namespace, workdir: Path) -> list[Cell]:
     folder = workdir / f"kg-{kernels}"
     folder.mkdir()
     nb = folder / "bench.ipynb"
-    nb.write_text(json.dumps(notebook([code_cell(KG_SEED_CELL), code_cell(KG_ADD_CELL)])))
+    nb.write_text(
+        json.dumps(
+            notebook([code_cell(KG_SEED_CELL), code_cell(KG_ADD_CELL.replace("{spin0}", spin("", args.work_ms)))])
+        )
+    )
     port = free_port()
     server = ServerProcess(
         f"kernel gateway ({kernels} kernel{'s' if kernels > 1 else ''})",
@@ -537,7 +269,7 @@ async def bench_kg(kernels: int, args: argparse.Namespace, workdir: Path) -> lis
             client = HttpClient(args.http_client, c)
             try:
                 call = client.poster(f"{base}/add", check_kg_reply)
-                cells.append(await measure("kg-http", kernels, c, call, args))
+                cells.append(await measure("kg-http", kernels, c, call, args, server.meter()))
             finally:
                 await client.close()
             server.check_alive()
@@ -550,7 +282,7 @@ async def bench_anvil(kernels: int, args: argparse.Namespace, workdir: Path) -> 
     folder = workdir / f"anvil-{kernels}"
     folder.mkdir()
     meta = {"jupyter_anvil": {"kernels": {"min": kernels, "max": kernels}}}
-    nb = notebook([code_cell(ANVIL_SERVER_CELL, tags=["server"])], meta)
+    nb = notebook([code_cell(ANVIL_SERVER_CELL.replace("{spin4}", spin(" " * 4, args.work_ms)), tags=["server"])], meta)
     (folder / f"{APP}.ipynb").write_text(json.dumps(nb))
     port = free_port()
     token = secrets.token_hex(16)
@@ -606,14 +338,14 @@ async def bench_anvil(kernels: int, args: argparse.Namespace, workdir: Path) -> 
             client = HttpClient(args.http_client, c)
             try:
                 call = client.poster(f"{base}/anvil/apps/{APP}/_/call/add", check_anvil_reply)
-                cells.append(await measure("anvil-http", kernels, c, call, args))
+                cells.append(await measure("anvil-http", kernels, c, call, args, server.meter()))
             finally:
                 await client.close()
             server.check_alive()
             ws = WsCaller(f"ws://{HOST}:{port}/anvil/apps/{APP}/_/ws", 1 if args.ws_mux else c)
             try:
                 await ws.open()
-                cells.append(await measure("anvil-ws", kernels, c, ws.call, args))
+                cells.append(await measure("anvil-ws", kernels, c, ws.call, args, server.meter()))
             finally:
                 await ws.close()
             server.check_alive()
@@ -627,25 +359,6 @@ async def bench_anvil(kernels: int, args: argparse.Namespace, workdir: Path) -> 
 # ---------------------------------------------------------------- report
 
 
-def fmt(x: float, digits: int = 2) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-HEAD = f"  {'target':<12}{'kernels':>8}{'C':>4}{'calls':>7}{'errors':>7}{'p50 ms':>9}{'p99 ms':>9}{'calls/s':>9}"
-
-
-def row(c: Cell) -> str:
-    line = (
-        f"  {c.target:<12}{c.kernels:>8}{c.concurrency:>4}{c.calls:>7}{c.errors:>7}"
-        f"{fmt(c.p50_ms):>9}{fmt(c.p99_ms):>9}{fmt(c.calls_per_s, 0):>9}"
-    )
-    if c.first_error:
-        line += f"\n      first error: {c.first_error}"
-    if c.note:
-        line += f"\n      note: {c.note}"
-    return line
-
-
 def find(cells: list[Cell], target: str, kernels: int, conc: int) -> Cell | None:
     for c in cells:
         if (c.target, c.kernels, c.concurrency) == (target, kernels, conc) and c.calls:
@@ -654,10 +367,10 @@ def find(cells: list[Cell], target: str, kernels: int, conc: int) -> Cell | None
 
 
 def ratios(cells: list[Cell], args: argparse.Namespace) -> list[dict]:
-    """The comparisons the targets are about, each with its verdict."""
+    """The comparisons the targets are about, each with its verdict (None: for information)."""
     out: list[dict] = []
 
-    def add(name: str, num: Cell | None, den: Cell | None, attr: str, op: str, bound: float | None) -> None:
+    def add(name: str, num: Cell | None, den: Cell | None, attr: str, op: str, bound: float | None = None) -> None:
         if num is None or den is None:
             return
         value = getattr(num, attr) / getattr(den, attr)
@@ -667,54 +380,43 @@ def ratios(cells: list[Cell], args: argparse.Namespace) -> list[dict]:
         out.append({"name": name, "value": value, "op": op, "bound": bound, "pass": verdict})
 
     cmin, cmax = min(args.concurrency), max(args.concurrency)
+    anvil = ("anvil-http", "anvil-ws")
     for n in args.kernels:
-        for t in ("anvil-http", "anvil-ws"):
-            add(
-                f"p50 {t} / kg-http, C={cmin}, {n}k",
-                find(cells, t, n, cmin),
-                find(cells, "kg-http", n, cmin),
-                "p50_ms",
-                "<=",
-                1 / 3 if cmin == 1 else None,
-            )
-        for t in ("anvil-http", "anvil-ws"):
-            add(
-                f"calls/s {t} / kg-http, C={cmax}, {n}k",
-                find(cells, t, n, cmax),
-                find(cells, "kg-http", n, cmax),
-                "calls_per_s",
-                ">=",
-                3.0 if n == 1 and cmax == 8 else None,
-            )
+        for t in anvil:
+            bound = 1 / 3 if cmin == 1 else None
+            add(f"p50 {t} / kg-http, C={cmin}, {n}k", find(cells, t, n, cmin), find(cells, "kg-http", n, cmin),
+                "p50_ms", "<=", bound)  # fmt: skip
+        for t in anvil:
+            bound = 3.0 if n == 1 and cmax == 8 else None
+            add(f"calls/s {t} / kg-http, C={cmax}, {n}k", find(cells, t, n, cmax), find(cells, "kg-http", n, cmax),
+                "calls_per_s", ">=", bound)  # fmt: skip
+    floor = f"comm-{args.comm_transports[0]}" if args.comm_transports else None
     if 1 in args.kernels and 2 in args.kernels:
-        for t in ("anvil-http", "anvil-ws", "kg-http"):
-            bound = 1.6 if t.startswith("anvil") else None
-            add(
-                f"calls/s {t} 2k / 1k, C={cmax}",
-                find(cells, t, 2, cmax),
-                find(cells, t, 1, cmax),
-                "calls_per_s",
-                ">=",
-                bound,
-            )
+        for t in (*anvil, "kg-http", floor, f"{floor}-thr"):
+            bound = 1.6 if t in anvil else None
+            add(f"calls/s {t} 2k / 1k, C={cmax}", find(cells, t, 2, cmax), find(cells, t, 1, cmax),
+                "calls_per_s", ">=", bound)  # fmt: skip
     for transport in args.comm_transports:
-        add(
-            f"p50 anvil-ws / comm-{transport}, C=1, 1k",
-            find(cells, "anvil-ws", 1, 1),
-            find(cells, f"comm-{transport}", 1, 1),
-            "p50_ms",
-            "<=",
-            1.5 if transport == args.comm_transports[0] else None,
-        )
-        add(
-            f"p50 anvil-http / comm-{transport}, C=1, 1k",
-            find(cells, "anvil-http", 1, 1),
-            find(cells, f"comm-{transport}", 1, 1),
-            "p50_ms",
-            "<=",
-            None,
-        )
+        comm = f"comm-{transport}"
+        for t in anvil:
+            bound = 1.5 if t == "anvil-ws" and comm == floor else None
+            add(f"p50 {t} / {comm}, C=1, 1k", find(cells, t, 1, 1), find(cells, comm, 1, 1), "p50_ms", "<=", bound)
+    if floor:
+        add(f"p50 anvil-ws / {floor}-thr, C=1, 1k", find(cells, "anvil-ws", 1, 1), find(cells, f"{floor}-thr", 1, 1),
+            "p50_ms", "<=")  # fmt: skip
+        add(f"p50 {floor}-thr / {floor}, C=1, 1k", find(cells, f"{floor}-thr", 1, 1), find(cells, floor, 1, 1),
+            "p50_ms", "<=")  # fmt: skip
     return out
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
 
 
 def versions() -> dict[str, str]:
@@ -789,6 +491,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="OPT",
         help="extra option for the jupyter-anvil server, e.g. --anvil-option=--AnvilApp.kernel_transport=tcp",
     )
+    p.add_argument(
+        "--work-ms",
+        type=float,
+        default=0.0,
+        help="make add() keep the CPU busy this long in every target (default 0: a trivial add); "
+        "shows whether more kernels add capacity when the calls, not the plumbing, cost",
+    )
     p.add_argument("--raw", action="store_true", help="include every latency in the JSON")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
@@ -808,6 +517,9 @@ async def run(args: argparse.Namespace) -> dict:
         "ws_connections": "1 (mux)" if args.ws_mux else "one per caller",
         "calls": args.calls or DEFAULT_CALLS,
         "warmup": args.warmup,
+        "work_ms": args.work_ms,
+        "anvil_options": args.anvil_option,
+        "git_commit": git_commit(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     v = meta["versions"]
@@ -824,6 +536,13 @@ async def run(args: argparse.Namespace) -> dict:
         f"websockets {v['websockets']} ({meta['ws_connections']})"
     )
     print(f"  calls per cell: {calls_text}; warm-up: {args.warmup} calls before each cell")
+    print(f"  source tree at {meta['git_commit']}; started {meta['started']}")
+    if args.work_ms:
+        print(f"  add() keeps the CPU busy for {args.work_ms:g} ms per call in every target")
+    if args.anvil_option:
+        print(f"  jupyter-anvil options: {' '.join(args.anvil_option)}")
+    print("  CPU ms per call: CPU time of this process (bench), the server, and all kernels, per call;")
+    print("  cores busy: their CPU seconds per second. p50/p99 are per call, calls/s over the cell.")
     print(TARGETS_DOC)
     print()
     print(HEAD, flush=True)
@@ -848,11 +567,11 @@ async def run(args: argparse.Namespace) -> dict:
                     failures.append(f"{name} with {n} kernel(s): {type(e).__name__}: {e}")
                     print(f"  ! {failures[-1]}", flush=True)
 
-    order = {"comm-ipc": 0, "comm-tcp": 1, "kg-http": 2, "anvil-http": 3, "anvil-ws": 4}
+    order = {"comm-ipc": 0, "comm-ipc-thr": 1, "comm-tcp": 2, "comm-tcp-thr": 3, "kg-http": 4, "anvil-http": 5}
     print()
     print("summary")
     print(HEAD)
-    for c in sorted(cells, key=lambda c: (order.get(c.target, 9), c.kernels, c.concurrency)):
+    for c in sorted(cells, key=lambda c: (order.get(c.target, 6), c.kernels, c.concurrency)):
         print(row(c))
     print()
     print("ratios (targets marked; 'k' = kernels)")
@@ -867,17 +586,6 @@ async def run(args: argparse.Namespace) -> dict:
         for f in failures:
             print(f"  {f}")
     return {"meta": meta, "cells": [asdict(c) for c in cells], "ratios": rs, "failures": failures}
-
-
-def no_nan(value: object) -> object:
-    """NaN is not JSON: missing numbers become null."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: no_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [no_nan(v) for v in value]
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
