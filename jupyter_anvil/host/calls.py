@@ -54,15 +54,17 @@ class CallService:
             )
         if command not in pool.functions:
             raise errors.NoServerFunctionError(f'No server function matching "{command}" has been registered')
-        try:
-            kernel = await asyncio.wait_for(pool.lease(), deadline - loop.time())
-        except asyncio.TimeoutError:
-            raise errors.TimeoutError(
-                f"Server code took too long: no kernel of '{app_name}' was free in time"
-            ) from None
+        kernel = pool.try_lease()
+        if kernel is None:
+            try:
+                kernel = await asyncio.wait_for(pool.lease(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                raise errors.TimeoutError(
+                    f"Server code took too long: no kernel of '{app_name}' was free in time"
+                ) from None
         self._functions[request.call_id] = command
         try:
-            return await asyncio.wait_for(kernel.call(request), deadline - loop.time())
+            return await kernel.call(request, deadline - loop.time())
         except asyncio.TimeoutError:
             self.log(app_name, request.call_id, "system", "[SERVER CALL TOOK TOO LONG, WILL BE TERMINATED SHORTLY]")
             pool.retire(kernel)

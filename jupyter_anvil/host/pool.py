@@ -60,15 +60,22 @@ class KernelPool:
         self._reaper = spawn(self._reap_idle())
 
     # -- leasing ----------------------------------------------------------------------
-    async def lease(self) -> AppKernel:
-        """A kernel with room for one more call; waits in the queue if all are full."""
+    def try_lease(self) -> AppKernel | None:
+        """A kernel with room for one more call, if there is one now (the fast path)."""
         if self.closed:
             raise errors.RuntimeUnavailableError(f"App '{self.app}' is being replaced")
         kernel = self._least_busy()
+        if kernel is None:
+            return None
+        if kernel.in_flight:
+            self._grow()  # every kernel is busy: add capacity for the calls to come
+        return self._take(kernel)
+
+    async def lease(self) -> AppKernel:
+        """A kernel with room for one more call; waits in the queue if all are full."""
+        kernel = self.try_lease()
         if kernel is not None:
-            if kernel.in_flight:
-                self._grow()  # every kernel is busy: add capacity for the calls to come
-            return self._take(kernel)
+            return kernel
         self._grow()
         if len(self._waiters) >= self.limits.queue_size:
             raise errors.RuntimeUnavailableError(
