@@ -197,7 +197,7 @@ class AppKernel:
         socket = self.client.iopub_channel.socket
         # a call's three messages arrive together: after one wait, drain what is there
         # without the asyncio socket's per-message future
-        drain = zmq.Socket.shadow(socket.underlying)
+        drain: zmq.Socket[bytes] = zmq.Socket.shadow(socket.underlying)
         while True:
             await socket.poll(flags=zmq.POLLIN)
             while True:
