@@ -68,15 +68,14 @@ class AnvilApp(ExtensionApp):
     def initialize_settings(self) -> None:
         root = Path(self.server.root_dir).resolve()
         self.app_log = AppLog(self.log_records_per_app)
-        defaults = AppDefaults(
-            kernels_min=self.kernels_min,
-            kernels_max=self.kernels_max,
+        pool = PoolLimits(
+            min=self.kernels_min,
+            max=self.kernels_max,
             calls_per_kernel=self.calls_per_kernel,
             queue_size=self.queue_size,
             idle_seconds=self.idle_seconds,
-            call_timeout=self.call_timeout,
-            load_timeout=self.load_timeout,
         )
+        defaults = AppDefaults(pool, self.call_timeout)
         self.apps = AppManager(root, defaults, self.app_log, self._make_pool)
         self.calls = CallService(self.apps, self.app_log)
         self.settings["jupyter_anvil"] = Services(self.apps, self.calls, self.app_log)

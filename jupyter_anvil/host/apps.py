@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,8 @@ STOP_GRACE = 5.0
 class AppDefaults:
     """Server-wide defaults, overridden per app by the notebook's metadata."""
 
-    kernels_min: int = 1
-    kernels_max: int = 4
-    calls_per_kernel: int = 4
-    queue_size: int = 100
-    idle_seconds: float = 60.0
+    pool: PoolLimits = field(default_factory=PoolLimits)
     call_timeout: float = 30.0
-    load_timeout: float = 120.0
 
 
 PoolFactory = Callable[[AppSpec, PoolLimits], KernelPool]
@@ -83,16 +78,11 @@ class AppManager:
         return self.apps.get(name)
 
     def limits_for(self, spec: AppSpec) -> PoolLimits:
-        d = self.defaults
-        kmin = spec.kernels_min if spec.kernels_min is not None else d.kernels_min
-        kmax = spec.kernels_max if spec.kernels_max is not None else max(d.kernels_max, kmin)
-        return PoolLimits(
-            min=kmin,
-            max=max(kmax, 1),
-            calls_per_kernel=d.calls_per_kernel,
-            queue_size=d.queue_size,
-            idle_seconds=d.idle_seconds,
-        )
+        """The server's pool limits with the notebook's ``kernels`` over them."""
+        pool = self.defaults.pool
+        kmin = spec.kernels_min if spec.kernels_min is not None else pool.min
+        kmax = spec.kernels_max if spec.kernels_max is not None else max(pool.max, kmin)
+        return replace(pool, min=kmin, max=max(kmax, 1))
 
     # -- following the notebooks ------------------------------------------------------
     async def sync(self) -> list[asyncio.Task[None]]:
