@@ -12,6 +12,16 @@
 // drops) and fall back to plain HTTP POSTs while the socket is not open. Values use the
 // Anvil wire encoding: JSON inline, special values (dates, big ints, non-finite floats,
 // Blobs, portable objects) as `null` placeholders described in `objects`.
+//
+// Sessions: the server keeps `server.session` for each browser window. The client holds
+// the window's session token in sessionStorage under "anvil-session:{base}anvil/apps/<app>/"
+// (so two tabs are two sessions and a reload keeps its session), presents it in a HELLO
+// message on every WebSocket connection and in an X-Anvil-Session header on HTTP calls,
+// and never puts it in a URL. A call on an expired session rejects with an AnvilError of
+// type "anvil.server.SessionExpiredError"; `server.resetSession()` starts a new session.
+// Cookies (`server.cookies.local` / `.shared`) are HttpOnly: when a call over the socket
+// changed them, the client trades the reply's ticket for the Set-Cookie headers before
+// the call resolves, so they survive a reload.
 
 const ANVIL_BASE = new URL(".", import.meta.url); // {base}anvil/
 const CHUNK_SIZE = 65536; // the most bytes in one Media chunk (protocol §10.2)
@@ -19,6 +29,7 @@ const INT32_MAX = 2147483647; // larger ints travel as "Long" descriptors
 const CONNECT_TIMEOUT_MS = 5000; // a socket not open by then counts as failed
 const RETRY_FIRST_MS = 250;
 const RETRY_MAX_MS = 30000;
+const SESSION_EXPIRED = "anvil.server.SessionExpiredError";
 
 // Hidden markers. Symbols are skipped by JSON.stringify and Object.keys, so marked
 // values still look like plain dates and objects to the page's own code.
@@ -321,6 +332,71 @@ function connectionLost() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Sessions: one per window and app, shared by every AnvilServer object for that app
+
+const sessions = new Map(); // storage key -> {token, expired, listeners}
+
+function storage() {
+  try {
+    return globalThis.sessionStorage ?? null;
+  } catch { // sandboxed frames and some privacy modes refuse access
+    return null;
+  }
+}
+
+function sessionFor(key) {
+  let state = sessions.get(key);
+  if (!state) {
+    let token = null;
+    try {
+      token = storage()?.getItem(key) ?? null;
+    } catch { /* unreadable storage: start without a token */ }
+    state = {key, token, expired: false, listeners: new Set()};
+    sessions.set(key, state);
+  }
+  return state;
+}
+
+function storeToken(state, token) {
+  state.token = token;
+  try {
+    if (token === null) storage()?.removeItem(state.key);
+    else storage()?.setItem(state.key, token);
+  } catch { /* storage full or refused: the session lasts as long as the page */ }
+}
+
+/** The server gave this window a session token (in answer to `sent`). */
+function adoptToken(state, sent, token) {
+  // A reply to a request made before resetSession() (or before another transport got a
+  // newer token) must not bring the old session back.
+  if (state.token !== sent || typeof token !== "string" || !token) return;
+  state.expired = false;
+  if (token !== state.token) storeToken(state, token);
+}
+
+/** The server says the session `sent` is no longer live. */
+function markExpired(state, sent, error) {
+  if (state.token !== sent || state.expired) return;
+  state.expired = true;
+  // Keep presenting the dead token (the server keeps refusing it, on both transports)
+  // until resetSession(); but forget it in storage, so a reload starts afresh.
+  try {
+    storage()?.removeItem(state.key);
+  } catch { /* nothing stored */ }
+  for (const listener of [...state.listeners]) {
+    try {
+      listener(error);
+    } catch (e) {
+      console.error("anvil: an onSessionExpired callback failed", e);
+    }
+  }
+}
+
+function sessionExpiredError(error) {
+  return new AnvilError(SESSION_EXPIRED, error?.message ?? "Session expired", error ?? undefined);
+}
+
+// ---------------------------------------------------------------------------------------
 // The connection to one app
 
 function appFromLocation() {
@@ -346,6 +422,7 @@ export class AnvilServer {
     this._wanted = true; // false after disconnect(): no reconnecting until the next call
     this._pending = new Map(); // call id -> in-flight call on a socket
     this._chunkHeader = null; // the CHUNK_HEADER whose binary frame comes next
+    this._socketSessions = new WeakMap(); // socket -> {presented, hellos}: its session
     this._lastTransport = null;
     /** How many calls went over each transport (handy in tests and debugging). */
     this.stats = {websocket: 0, http: 0};
@@ -391,7 +468,41 @@ export class AnvilServer {
 
   _appUrl(rest) {
     const app = this.app.split("/").map(encodeURIComponent).join("/");
-    return new URL(`apps/${app}/_/${rest}`, ANVIL_BASE);
+    return new URL(`apps/${app}/${rest}`, ANVIL_BASE);
+  }
+
+  _session() {
+    return sessionFor(`anvil-session:${this._appUrl("").href}`);
+  }
+
+  /** This window's session token for the app (null before the server gave one). */
+  get sessionToken() {
+    return this._session().token;
+  }
+
+  /** True after the server said this window's session expired, until resetSession(). */
+  get sessionExpired() {
+    return this._session().expired;
+  }
+
+  /** Forget this window's session and start a new, empty one (Anvil's reset_session).
+   * Calls made from now on run in the new session; calls already sent finish in the old. */
+  resetSession() {
+    const state = this._session();
+    state.expired = false;
+    storeToken(state, null);
+    // An open socket says HELLO again before its next call (see _callOverSocket).
+  }
+
+  /** Call `callback(error)` when the server says this window's session has expired
+   * (once per expiry). By default nothing happens beyond the call rejecting with an
+   * AnvilError of type "anvil.server.SessionExpiredError". Returns a function that
+   * removes the callback. */
+  onSessionExpired(callback) {
+    if (typeof callback !== "function") throw new TypeError("onSessionExpired needs a function");
+    const {listeners} = this._session();
+    listeners.add(callback);
+    return () => listeners.delete(callback);
   }
 
   /** Call server function `name`. A final `kwargs({...})` argument gives keyword
@@ -437,7 +548,7 @@ export class AnvilServer {
 
   _open() {
     this._wanted = true;
-    const url = this._appUrl("ws");
+    const url = this._appUrl("_/ws");
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     let ws;
     try {
@@ -459,6 +570,8 @@ export class AnvilServer {
         this._opening = null;
         this._ws = ws;
         this._retryDelay = RETRY_FIRST_MS;
+        this._socketSessions.set(ws, {presented: undefined, hellos: []});
+        this._hello(ws); // always the first message on a connection
         resolve(ws);
       };
       ws.onclose = () => {
@@ -498,12 +611,38 @@ export class AnvilServer {
     }, delay);
   }
 
+  /** Present this window's session on `ws`. The server answers with a SESSION message;
+   * calls may follow at once (the server takes them after the HELLO). */
+  _hello(ws) {
+    const token = this._session().token;
+    const socketSession = this._socketSessions.get(ws);
+    socketSession.presented = token;
+    socketSession.hellos.push(token);
+    ws.send(JSON.stringify({type: "HELLO", session: token, client: "browser"}));
+  }
+
+  _onSession(ws, message) {
+    const socketSession = this._socketSessions.get(ws);
+    if (!socketSession || socketSession.hellos.length === 0) return;
+    const sent = socketSession.hellos.shift();
+    const state = this._session();
+    if (typeof message.session === "string" && message.session && !message.error) {
+      if (socketSession.hellos.length === 0) socketSession.presented = message.session;
+      adoptToken(state, sent, message.session);
+    } else {
+      markExpired(state, sent, sessionExpiredError(message.error));
+    }
+  }
+
   _callOverSocket(ws, name, json, objects, media, bytes) {
     this.stats.websocket += 1;
     this._lastTransport = "websocket";
     const id = newId("c");
+    // After resetSession() (or a token got over HTTP) the socket re-presents the session.
+    if (this._socketSessions.get(ws).presented !== this._session().token) this._hello(ws);
+    const token = this._socketSessions.get(ws).presented;
     return new Promise((resolve, reject) => {
-      this._pending.set(id, {socket: ws, resolve, reject, reply: null, media: new Map()});
+      this._pending.set(id, {socket: ws, token, resolve, reject, reply: null, media: new Map()});
       ws.send(JSON.stringify({type: "CALL", id, command: name, ...json, objects}));
       // Each header is followed at once by its binary frame: send() only queues, so no
       // other message can come between them.
@@ -542,6 +681,8 @@ export class AnvilServer {
     }
     if (message.type === "CHUNK_HEADER") {
       this._chunkHeader = message;
+    } else if (message.type === "SESSION") {
+      this._onSession(ws, message);
     } else if (message.type === "MEDIA_ERROR") {
       const call = this._pending.get(message.requestId);
       if (!call) return;
@@ -563,18 +704,44 @@ export class AnvilServer {
     const call = this._pending.get(id);
     const reply = call?.reply;
     if (!reply) return;
-    if (reply.error !== undefined && reply.error !== null) {
-      this._pending.delete(id);
-      call.reject(new AnvilError(reply.error.type, reply.error.message, reply.error));
-      return;
+    const failed = reply.error !== undefined && reply.error !== null;
+    if (!failed) {
+      const mediaIds = (reply.objects ?? []).filter(isDataMedia).map((d) => d.id);
+      if (!mediaIds.every((mid) => call.media.get(mid)?.done)) return;
     }
-    const mediaIds = (reply.objects ?? []).filter(isDataMedia).map((d) => d.id);
-    if (!mediaIds.every((mid) => call.media.get(mid)?.done)) return;
     this._pending.delete(id);
+    let settle;
+    if (failed) {
+      const error = new AnvilError(reply.error.type, reply.error.message, reply.error);
+      if (error.type === SESSION_EXPIRED) markExpired(this._session(), call.token, error);
+      settle = () => call.reject(error);
+    } else {
+      try {
+        const value = decodeMessage(reply, (d) => call.media.get(d.id).parts).response;
+        settle = () => call.resolve(value);
+      } catch (error) {
+        settle = () => call.reject(invalidResponse(error.message));
+      }
+    }
+    // The call changed cookies: store them in the browser before the caller goes on
+    // (say, by reloading the page).
+    if (typeof reply.cookies === "string" && reply.cookies) this._storeCookies(reply.cookies).then(settle);
+    else settle();
+  }
+
+  /** Trade a cookie ticket for the Set-Cookie headers (HttpOnly: JS never sees them). */
+  async _storeCookies(ticket) {
     try {
-      call.resolve(decodeMessage(reply, (d) => call.media.get(d.id).parts).response);
+      const response = await fetch(this._appUrl("_/cookies"), {
+        method: "POST",
+        headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({ticket}),
+        credentials: "same-origin",
+      });
+      if (!response.ok) console.warn(`anvil: could not store cookies (HTTP ${response.status})`);
     } catch (error) {
-      call.reject(invalidResponse(error.message));
+      // The socket still carries the new values for this page; only a reload loses them.
+      console.warn("anvil: could not store cookies", error);
     }
   }
 
@@ -585,25 +752,36 @@ export class AnvilServer {
     this._lastTransport = "http";
     // No binary frames over HTTP: Media bytes ride inline as base64.
     media.forEach((m, i) => { m.descriptor.base64 = bytesToBase64(bytes[i]); });
+    const state = this._session();
+    const token = state.token;
+    const headers = {"Content-Type": "application/json", "X-Anvil-Client": "browser"};
+    if (token !== null) headers["X-Anvil-Session"] = token;
     let response;
     try {
-      response = await fetch(this._appUrl(`call/${encodeURIComponent(name)}`), {
+      response = await fetch(this._appUrl(`_/call/${encodeURIComponent(name)}`), {
         method: "POST",
-        headers: {"Content-Type": "application/json"},
+        headers,
         body: JSON.stringify({...json, objects}),
+        credentials: "same-origin", // cookies go with the call, to this origin only
       });
     } catch (error) {
       throw new AnvilError("anvil.server.RuntimeUnavailableError", `Could not reach the server: ${error.message}`);
     } finally {
       media.forEach((m) => { delete m.descriptor.base64; });
     }
+    const given = response.headers.get("X-Anvil-Session");
+    if (given) adoptToken(state, token, given);
     let reply;
     try {
       reply = await response.json();
     } catch {
       throw invalidResponse(`HTTP ${response.status} ${response.statusText}`);
     }
-    if (reply?.error) throw new AnvilError(reply.error.type, reply.error.message, reply.error);
+    if (reply?.error) {
+      const error = new AnvilError(reply.error.type, reply.error.message, reply.error);
+      if (error.type === SESSION_EXPIRED) markExpired(state, token, error);
+      throw error;
+    }
     if (!response.ok || reply === null || typeof reply !== "object" || !("response" in reply)) {
       throw invalidResponse(`HTTP ${response.status}`);
     }
