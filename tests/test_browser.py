@@ -75,6 +75,7 @@ class Page:
     def __init__(self, page: Any, url: str) -> None:
         self.page = page
         self.url = url
+        self.root = url[: url.rindex("/") + 1]  # the app's folder: {base}anvil/apps/hello/
         self.sockets: list[str] = []
         self.posts: list[str] = []
         self.errors: list[str] = []
@@ -101,13 +102,24 @@ class Page:
         return self.page.evaluate(script, arg)
 
 
-@pytest.fixture
-def app(app_server: Any, browser: Any) -> Iterator[Page]:
+def open_page(browser: Any, url: str) -> Iterator[Page]:
     context = browser.new_context(timezone_id=TIMEZONE, locale="en-US")
     context.set_default_timeout(10_000)  # calls take milliseconds; fail fast when a page is broken
-    page = Page(context.new_page(), f"{app_server.url}anvil/apps/hello/")
+    page = Page(context.new_page(), url)
     yield page
     context.close()
+
+
+@pytest.fixture
+def app(app_server: Any, browser: Any) -> Iterator[Page]:
+    """The hello app's page (it calls the server as it loads)."""
+    yield from open_page(browser, f"{app_server.url}anvil/apps/hello/")
+
+
+@pytest.fixture
+def client(app_server: Any, browser: Any) -> Iterator[Page]:
+    """A page of the hello app that only loads the client: calls are the test's own."""
+    yield from open_page(browser, f"{app_server.url}anvil/apps/hello/console.html")
 
 
 # -- the hello page --------------------------------------------------------------------
@@ -162,20 +174,20 @@ def test_page_file_round_trip(app: Page) -> None:
 # -- the client module -----------------------------------------------------------------
 
 
-def test_calls_go_over_one_websocket(app: Page) -> None:
-    result = app.run("""
+def test_calls_go_over_one_websocket(client: Page) -> None:
+    result = client.run("""
         const greeting = await server.call("greet", "Ada");
         return {greeting, transport: server.transport, stats: {...server.stats}};
     """)
     assert result == {"greeting": "Hello, Ada!", "transport": "websocket", "stats": {"websocket": 1, "http": 0}}
-    assert len(app.sockets) == 1
-    assert app.sockets[0].startswith(app.url.replace("http://", "ws://", 1))
-    assert app.sockets[0].endswith("/_/ws")
-    assert not [url for url in app.posts if "/_/call/" in url]
+    assert len(client.sockets) == 1
+    assert client.sockets[0].startswith(client.root.replace("http://", "ws://", 1))
+    assert client.sockets[0].endswith("/_/ws")
+    assert not [url for url in client.posts if "/_/call/" in url]
 
 
-def test_forcing_http(app: Page) -> None:
-    result = app.run("""
+def test_forcing_http(client: Page) -> None:
+    result = client.run("""
         server.configure({transport: "http"});
         const greeting = await server.call("greet", "Ada");
         const error = await outcome(server.call("greet", ""));
@@ -185,13 +197,13 @@ def test_forcing_http(app: Page) -> None:
     assert result["error"] == {"type": "ValueError", "message": "Please tell me your name", "isAnvilError": True}
     assert result["transport"] == "http"
     assert result["stats"] == {"websocket": 0, "http": 2}
-    assert app.sockets == []
-    assert [url for url in app.posts if "/_/call/" in url] == [f"{app.url}_/call/greet"] * 2
+    assert client.sockets == []
+    assert [url for url in client.posts if "/_/call/" in url] == [f"{client.root}_/call/greet"] * 2
 
 
 @pytest.mark.parametrize("transport", ["websocket", "http"])
-def test_keyword_arguments(app: Page, transport: str) -> None:
-    result = app.run(
+def test_keyword_arguments(client: Page, transport: str) -> None:
+    result = client.run(
         """
         server.configure({transport: arg});
         return [
@@ -207,8 +219,8 @@ def test_keyword_arguments(app: Page, transport: str) -> None:
 
 
 @pytest.mark.parametrize("transport", ["websocket", "http"])
-def test_errors_from_the_server(app: Page, transport: str) -> None:
-    result = app.run(
+def test_errors_from_the_server(client: Page, transport: str) -> None:
+    result = client.run(
         """
         server.configure({transport: arg});
         return {
@@ -228,8 +240,8 @@ def test_errors_from_the_server(app: Page, transport: str) -> None:
 
 
 @pytest.mark.parametrize("transport", ["websocket", "http"])
-def test_blob_round_trip(app: Page, transport: str) -> None:
-    result = app.run(
+def test_blob_round_trip(client: Page, transport: str) -> None:
+    result = client.run(
         """
         server.configure({transport: arg});
         // Every byte value, and more than two 64 KiB chunks.
@@ -258,8 +270,8 @@ def test_blob_round_trip(app: Page, transport: str) -> None:
 
 
 @pytest.mark.parametrize("transport", ["websocket", "http"])
-def test_special_values_round_trip(app: Page, transport: str) -> None:
-    result = app.run(
+def test_special_values_round_trip(client: Page, transport: str) -> None:
+    result = client.run(
         """
         server.configure({transport: arg});
         const described = async (value) => {
@@ -304,8 +316,8 @@ def test_special_values_round_trip(app: Page, transport: str) -> None:
     assert result["nested"] == [True, 2**35]
 
 
-def test_portable_objects_go_back_as_they_came(app: Page) -> None:
-    result = app.run("""
+def test_portable_objects_go_back_as_they_came(client: Page) -> None:
+    result = client.run("""
         const p = await server.call("point", 1, 2);
         const moved = await server.call("move", p, kwargs({dx: 10, dy: -1}));
         const seen = await server.call("describe", moved);
@@ -326,8 +338,8 @@ def test_portable_objects_go_back_as_they_came(app: Page) -> None:
     assert result["made"] == [6, 6]
 
 
-def test_values_that_cannot_be_sent_are_refused_before_sending(app: Page) -> None:
-    result = app.run("""
+def test_values_that_cannot_be_sent_are_refused_before_sending(client: Page) -> None:
+    result = client.run("""
         return [
             await outcome(server.call("describe", new Map())),
             await outcome(server.call("describe", {f: () => 1})),
@@ -340,12 +352,12 @@ def test_values_that_cannot_be_sent_are_refused_before_sending(app: Page) -> Non
     assert refused_function["type"] == "anvil.server.SerializationError"
     assert 'msg["args"][0]["f"]' in refused_function["message"]
     assert transport is None  # nothing was sent
-    assert app.sockets == []
+    assert client.sockets == []
 
 
-def test_many_concurrent_calls(app: Page) -> None:
+def test_many_concurrent_calls(client: Page) -> None:
     # Later calls finish first, so replies arrive out of order on the one socket.
-    result = app.run("""
+    result = client.run("""
         const calls = Array.from({length: 20}, (_, i) =>
             server.call("slow_echo", {i, tag: `call ${i}`}, kwargs({seconds: (20 - i) * 0.02})));
         const results = await Promise.all(calls);
@@ -353,11 +365,11 @@ def test_many_concurrent_calls(app: Page) -> None:
     """)
     assert result["results"] == [{"i": i, "tag": f"call {i}"} for i in range(20)]
     assert result["stats"] == {"websocket": 20, "http": 0}
-    assert len(app.sockets) == 1
+    assert len(client.sockets) == 1
 
 
-def test_lost_connection_fails_calls_in_flight_and_reconnects(app: Page) -> None:
-    result = app.run("""
+def test_lost_connection_fails_calls_in_flight_and_reconnects(client: Page) -> None:
+    result = client.run("""
         await server.call("greet", "before");
         const first = server._socket;
         const inFlight = outcome(server.call("slow_echo", "late", kwargs({seconds: 2})));
@@ -391,11 +403,11 @@ def test_lost_connection_fails_calls_in_flight_and_reconnects(app: Page) -> None
     assert result["after"] == "Hello, after!"
     assert result["transport"] == "websocket"
     assert result["newSocket"] is True
-    assert len(app.sockets) == 2
+    assert len(client.sockets) == 2
 
 
-def test_disconnect_then_call_reopens_the_socket(app: Page) -> None:
-    result = app.run("""
+def test_disconnect_then_call_reopens_the_socket(client: Page) -> None:
+    result = client.run("""
         await server.call("greet", "one");
         server.disconnect();
         const closed = !server.connected;
@@ -403,13 +415,13 @@ def test_disconnect_then_call_reopens_the_socket(app: Page) -> None:
         return {closed, two, transport: server.transport};
     """)
     assert result == {"closed": True, "two": "Hello, two!", "transport": "websocket"}
-    assert len(app.sockets) == 2
+    assert len(client.sockets) == 2
 
 
-def test_another_app_object_sends_no_credentials(app: Page) -> None:
+def test_another_app_object_sends_no_credentials(client: Page) -> None:
     requests: list[Any] = []
-    app.page.on("request", lambda r: requests.append(r) if "/_/call/" in r.url else None)
-    result = app.run("""
+    client.page.on("request", lambda r: requests.append(r) if "/_/call/" in r.url else None)
+    result = client.run("""
         const hello = new AnvilServer({app: "hello", transport: "http"});
         const nowhere = new AnvilServer({app: "no-such-app", transport: "http"});
         return {
@@ -420,7 +432,7 @@ def test_another_app_object_sends_no_credentials(app: Page) -> None:
     assert result["greeting"] == "Hello, Grace!"
     assert result["nowhere"]["isAnvilError"] is True
     assert result["nowhere"]["type"]
-    apps = app.url.removesuffix("hello/")
+    apps = client.root.removesuffix("hello/")
     assert [r.url for r in requests] == [f"{apps}hello/_/call/greet", f"{apps}no-such-app/_/call/greet"]
     for r in requests:
         headers = r.all_headers()
@@ -451,7 +463,7 @@ def test_the_app_works_under_a_base_url(prefixed_server: Any, browser: Any) -> N
     context = browser.new_context(timezone_id=TIMEZONE, locale="en-US")
     context.set_default_timeout(10_000)
     try:
-        app = Page(context.new_page(), f"{prefixed_server.url}anvil/apps/hello/")
+        app = Page(context.new_page(), f"{prefixed_server.url}anvil/apps/hello/console.html")
         result = app.run("""
             const overSocket = await server.call("greet", "Ada");
             const socketTransport = server.transport;
@@ -468,6 +480,7 @@ def test_the_app_works_under_a_base_url(prefixed_server: Any, browser: Any) -> N
         hello = f"{prefixed_server.url}anvil/apps/hello/"
         assert app.sockets == [hello.replace("http://", "ws://", 1) + "_/ws"]
         assert [url for url in app.posts if "/_/call/" in url] == [f"{hello}_/call/shout"]
+        assert app.page.goto(hello).status == 200
         app.page.fill("#name", "Ada")
         app.page.click("#greet")
         sync_api.expect(app.page.locator("#greeting")).to_have_text("Hello, Ada!")
