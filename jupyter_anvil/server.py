@@ -11,7 +11,7 @@ Use it as you would Anvil's::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, TypeVar, overload
 
 from . import wire
@@ -38,6 +38,8 @@ from .errors import (
 from .kernel import context as _context
 from .kernel import registry as _registry
 from .kernel import runtime as _runtime
+from .kernel.cookies import CookieJar
+from .kernel.session import SessionData
 
 __all__ = [
     "AnvilWrappedError",
@@ -61,8 +63,11 @@ __all__ = [
     "call",
     "callable",
     "context",
+    "cookies",
+    "get_session_id",
     "portable_class",
     "serializable_type",
+    "session",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -149,8 +154,137 @@ def portable_class(cls: Any = None, /, name: str | None = None) -> Any:
 serializable_type = portable_class
 
 
+class _SessionProxy(MutableMapping[str, Any]):
+    """``server.session``: the session of the call in progress, a dict of portable values.
+
+    It is restored before each call, on whichever kernel serves it, and saved after it,
+    so a value stored in one call is there in the next call of the same session (the
+    same browser window, HTTP client, background task or inbound email). Media cannot
+    be stored. Sessions expire after 30 idle minutes by default.
+
+    Outside a call (in the notebook you are editing) it is a plain dict, to try things.
+    """
+
+    _notebook = SessionData("notebook", {})
+
+    def _data(self) -> SessionData:
+        frame = _context.current()
+        if frame is None or frame.session is None:
+            return self._notebook
+        return frame.session
+
+    @property
+    def session_id(self) -> str | None:
+        """The session's public id (not its secret token)."""
+        return self._data().session_id
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._data()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._data()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+    def __repr__(self) -> str:
+        return repr(self._data())
+
+
+session = _SessionProxy()
+
+
+def get_session_id() -> str | None:
+    """The id of the current session; the session is stored now even if it holds no data."""
+    data = session._data()
+    data.persist_requested = True
+    return data.session_id
+
+
+class _CookieProxy:
+    """One of ``server.cookies.local`` / ``server.cookies.shared`` for the call in progress.
+
+    ``c[k]``, ``c[k] = v`` (expires in 30 days), ``del c[k]``, ``c.get(k, default)``,
+    ``c.set(timeout_days=30, **values)``, ``c.clear()``. Values are portable types
+    (not Media), kept in an encrypted HttpOnly browser cookie of at most 4000
+    characters (else :class:`CookieError` "Cookie too big"). Only calls that come from
+    a web browser have cookies; elsewhere every use raises :class:`CookieError`.
+    ``local`` belongs to this app on this server; ``shared`` to every app under the
+    server's shared cookie domain.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self._kind = kind
+
+    def _jar(self) -> CookieJar:
+        frame = _context.current()
+        if frame is None or self._kind not in frame.cookies:
+            return CookieJar(self._kind, "*", None)
+        return frame.cookies[self._kind]
+
+    def __getitem__(self, key: str) -> Any:
+        return self._jar()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._jar()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._jar()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._jar()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``, or ``default`` if it is missing or expired."""
+        return self._jar().get(key, default)
+
+    def set(self, timeout_days: float = 30, **values: Any) -> None:
+        """Set several keys at once, each expiring ``timeout_days`` from now."""
+        self._jar().set(timeout_days, **values)
+
+    def clear(self) -> None:
+        """Remove every key."""
+        self._jar().clear()
+
+
+class _Cookies:
+    """``server.cookies``: ``local`` (this app) and ``shared`` (apps under one domain)."""
+
+    local = _CookieProxy("local")
+    shared = _CookieProxy("shared")
+
+
+cookies = _Cookies()
+
+
+class _Info:
+    """A read-only view of one part of the call context (``client``, a stack frame)."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self._fields = fields
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._fields[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __repr__(self) -> str:
+        return f"<{' '.join(f'{k}={v!r}' for k, v in self._fields.items())}>"
+
+
 class CallContext:
-    """What is known about the call in progress (``server.context``)."""
+    """What is known about the call in progress (``server.context``), as in Anvil."""
+
+    def _info(self) -> dict[str, Any]:
+        frame = _context.current()
+        return frame.info if frame is not None else {}
 
     @property
     def type(self) -> str:
@@ -162,6 +296,30 @@ class CallContext:
         """The name of the app this kernel serves (an addition to Anvil's context)."""
         runtime = _runtime.active()
         return runtime.app if runtime else None
+
+    @property
+    def client(self) -> _Info | None:
+        """Who started the session: ``.type`` (``"browser"``, ``"http"``, ``"uplink"``,
+        ``"background_task"``, ``"email"``), ``.ip`` and ``.location`` (``None`` here)."""
+        client = self._info().get("client")
+        return _Info(client) if client else None
+
+    @property
+    def remote_caller(self) -> _Info | None:
+        """The immediate caller: ``.type`` (``"browser"``, ``"http"``, ``"server_module"``,
+        …) and ``.is_trusted`` (True only for server code)."""
+        caller = self._info().get("remote_caller")
+        return _Info(caller) if caller else None
+
+    @property
+    def background_task_id(self) -> str | None:
+        """The id of the background task this code runs in, else ``None``."""
+        return self._info().get("background_task_id")
+
+    @property
+    def call_stack(self) -> list[_Info]:
+        """The chain of callers, outermost first."""
+        return [_Info(f) for f in self._info().get("call_stack", [])]
 
     @property
     def call_id(self) -> str | None:

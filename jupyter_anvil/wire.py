@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -295,3 +296,45 @@ def media_from_buffers(ids: Any, buffers: list[Any]) -> dict[str, bytes]:
     if not isinstance(ids, list) or len(ids) != len(buffers):
         raise SerializationError("Media ids and buffers do not match")
     return {str(i): bytes(b) for i, b in zip(ids, buffers, strict=True)}
+
+
+# -- cookies --------------------------------------------------------------------------
+# A cookie holds, per key, the encoded value and its expiry (epoch seconds). The kernel
+# builds the payload (so it can refuse a cookie that would be too big the moment server
+# code sets it); only the host, which holds the key, seals it.
+
+COOKIE_LIMIT = 4000
+
+
+def encode_value(value: Any, what: str) -> dict[str, JSON]:
+    """One value as ``{"v": json, "objects": [...]}``; Media is refused (``what`` names
+    where it was going, e.g. ``anvil.server.session``)."""
+    encoded = encode({"v": value})
+    if encoded.media:
+        raise SerializationError(f"Cannot store Media in {what}")
+    return {"v": encoded.message["v"], "objects": encoded.objects}
+
+
+def decode_value(encoded: dict[str, JSON]) -> Any:
+    return decode({"v": _copy_json(encoded.get("v"))}, _copy_json(encoded.get("objects") or []))["v"]
+
+
+def _copy_json(value: JSON) -> JSON:
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    return value
+
+
+def cookie_payload(kind: str, app: str, values: dict[str, Any]) -> bytes:
+    """The plaintext of a cookie: its kind and app are inside, so a cookie cannot be
+    replayed as another app's or as the other kind."""
+    return json.dumps({"kind": kind, "app": app, "values": values}, separators=(",", ":"), sort_keys=True).encode()
+
+
+def sealed_cookie_length(payload_length: int) -> int:
+    """Length of the Fernet token for a payload: version, timestamp, IV, AES blocks with
+    PKCS7 padding, HMAC, all in padded URL-safe base64."""
+    raw = 1 + 8 + 16 + (payload_length // 16 + 1) * 16 + 32
+    return 4 * ((raw + 2) // 3)

@@ -134,6 +134,109 @@ CORE = [
     """,
 ]
 
+SESSIONS = [
+    """
+    import os, time
+    from jupyter_anvil import server
+    from jupyter_anvil.media import BlobMedia
+
+    @server.callable
+    def count():
+        server.session["n"] = server.session.get("n", 0) + 1
+        return [server.session["n"], os.getpid()]
+
+    @server.callable
+    def occupy(seconds):
+        time.sleep(seconds)
+        return os.getpid()
+
+    @server.callable
+    def put(key, value, seconds=0):
+        time.sleep(seconds)
+        server.session[key] = value
+
+    @server.callable
+    def append(item):
+        server.session.setdefault("items", [])
+        server.session["items"].append(item)  # changed in place: saved all the same
+
+    @server.callable
+    def remove(key):
+        del server.session[key]
+
+    @server.callable
+    def view():
+        s = server.session
+        return {"id": s.session_id, "keys": sorted(s.keys()), "len": len(s), "items": dict(s.items()),
+                "has_a": "a" in s, "get_default": s.get("nope", "default")}
+
+    @server.callable
+    def store_media():
+        server.session["m"] = BlobMedia("text/plain", b"x")
+
+    @server.callable
+    def store_then_fail(key, value):
+        server.session[key] = value
+        raise ValueError("failed after storing")
+
+    @server.callable
+    def session_id():
+        return server.get_session_id()
+    """,
+    """
+    @server.callable
+    def set_cookie(kind, key, value, days=30):
+        getattr(server.cookies, kind).set(days, **{key: value})
+
+    @server.callable
+    def set_item(kind, key, value):
+        getattr(server.cookies, kind)[key] = value
+
+    @server.callable
+    def get_cookie(kind, key):
+        return getattr(server.cookies, kind).get(key, "missing")
+
+    @server.callable
+    def strict_cookie(key):
+        return server.cookies.local[key]
+
+    @server.callable
+    def del_cookie(kind, key):
+        del getattr(server.cookies, kind)[key]
+
+    @server.callable
+    def clear_cookies(kind):
+        getattr(server.cookies, kind).clear()
+
+    @server.callable
+    def big_cookie(size):
+        server.cookies.local["big"] = "x" * size
+
+    @server.callable
+    def media_cookie():
+        server.cookies.local["m"] = BlobMedia("text/plain", b"x")
+
+    @server.callable
+    def context_info():
+        c = server.context
+        return {
+            "type": c.type, "app": c.app, "task": c.background_task_id,
+            "client": {"type": c.client.type, "ip": c.client.ip, "location": c.client.location},
+            "remote_caller": {"type": c.remote_caller.type, "is_trusted": c.remote_caller.is_trusted},
+            "stack": [f.type for f in c.call_stack],
+        }
+
+    @server.callable
+    def nested_context():
+        return server.call("context_info")
+
+    @server.callable
+    def nested_count():
+        server.call("count")
+        return server.session["n"]
+    """,
+]
+
 UNTAGGED = [
     """
     from jupyter_anvil import server
@@ -145,6 +248,10 @@ UNTAGGED = [
     raise RuntimeError("untagged cells never run on app kernels")
     """,
 ]
+
+
+def write_sessions_app(path: Path, **metadata: object) -> None:
+    write_notebook(path, SESSIONS, {"kernels": {"min": 2, "max": 2}, **metadata})
 
 
 def write_test_apps(root: Path) -> None:
@@ -181,6 +288,12 @@ def write_test_apps(root: Path) -> None:
     )
     for path in (root / "dup_a.ipynb", root / "sub" / "dup_b.ipynb"):
         write_notebook(path, ["from jupyter_anvil import server\n"], {"app": "dupname"})
+    write_sessions_app(root / "sessions.ipynb")
+    write_notebook(
+        root / "partner.ipynb",
+        ["from jupyter_anvil import server\n\n@server.callable\ndef hello():\n    return 'hello, partner'\n"],
+        {"kernels": {"min": 1, "max": 1}, "allowed_origins": ["http://good.example"]},
+    )
     write_notebook(
         root / "elsewhere.ipynb",
         ["from jupyter_anvil import server\n"],

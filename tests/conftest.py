@@ -44,6 +44,7 @@ class AnvilServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_for: tuple[str, ...] = ()) -> None:
+        """Start (or start again, on the same root and data folder) the server."""
         env = dict(os.environ)
         for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
             env[name] = str(self.workdir / name.lower())

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
-from jupyter_core.paths import jupyter_runtime_dir
+from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.serverapp import ServerApp
 from traitlets import Bool, Float, Int, Type, Unicode
@@ -18,12 +18,22 @@ from traitlets import Bool, Float, Int, Type, Unicode
 from .. import __version__
 from .apps import AppDefaults, AppManager
 from .calls import CallService
-from .handlers import admin, calls, static
+from .cookies import CookieSealer, CookieTickets
+from .handlers import admin, calls, socket, static
 from .kernel import AppKernel
 from .logs import AppLog
 from .notebooks import AppSpec
 from .pool import KernelPool, PoolLimits
 from .services import Services
+from .sessions import SessionService
+from .store import Store
+
+COOKIE_KEYS_FILE = "cookie_keys"
+
+
+def data_folder() -> Path:
+    """Where jupyter-anvil keeps its database and keys."""
+    return Path(jupyter_data_dir()) / "jupyter_anvil"
 
 
 class AnvilApp(ExtensionApp):
@@ -59,6 +69,16 @@ class AnvilApp(ExtensionApp):
     watch_interval = Float(1.0, help="Seconds between checks of the notebooks for saves.").tag(config=True)
     log_records_per_app = Int(5000, help="App log records kept per app.").tag(config=True)
     print_apps = Bool(True, help="Print the URL of every app (and every failure) once loaded.").tag(config=True)
+    database_url = Unicode("", help="SQLAlchemy URL of the store (default: SQLite in the Jupyter data folder).").tag(
+        config=True
+    )
+    session_idle_minutes = Float(30.0, help="Sessions expire after this many idle minutes.").tag(config=True)
+    cookie_keys_file = Unicode(
+        "", help="File of cookie encryption keys, newest first (default: in the Jupyter data folder)."
+    ).tag(config=True)
+    shared_cookie_domain = Unicode(
+        "", help="Parent domain of server.cookies.shared (e.g. example.com); default: this host only."
+    ).tag(config=True)
 
     @property
     def server(self) -> ServerApp:
@@ -77,8 +97,19 @@ class AnvilApp(ExtensionApp):
         )
         defaults = AppDefaults(pool, self.call_timeout)
         self.apps = AppManager(root, defaults, self.app_log, self._make_pool)
-        self.calls = CallService(self.apps, self.app_log)
-        self.settings["jupyter_anvil"] = Services(self.apps, self.calls, self.app_log)
+        self.store = Store(self.database_url or f"sqlite:///{data_folder() / 'anvil.db'}")
+        self.store.create_schema()
+        self.sessions = SessionService(self.store, self.session_idle_minutes * 60)
+        self.calls = CallService(self.apps, self.app_log, self.sessions)
+        cookie_keys = Path(self.cookie_keys_file) if self.cookie_keys_file else data_folder() / COOKIE_KEYS_FILE
+        self.settings["jupyter_anvil"] = Services(
+            self.apps,
+            self.calls,
+            self.app_log,
+            self.sessions,
+            CookieSealer(cookie_keys, self.shared_cookie_domain),
+            CookieTickets(),
+        )
 
     def initialize_handlers(self) -> None:
         app = r"(?P<app>[A-Za-z0-9_][A-Za-z0-9_.\-]*)"
@@ -86,7 +117,8 @@ class AnvilApp(ExtensionApp):
             [
                 (r"/anvil/(client\.js)", static.ClientScriptHandler),
                 (rf"/anvil/apps/{app}/_/call/(?P<function>[^/]+)", calls.HttpCallHandler),
-                (rf"/anvil/apps/{app}/_/ws", calls.CallSocketHandler),
+                (rf"/anvil/apps/{app}/_/ws", socket.CallSocketHandler),
+                (rf"/anvil/apps/{app}/_/cookies", calls.CookieTicketHandler),
                 (rf"/anvil/apps/{app}/(?P<path>(?!_/).*)", static.AppStaticHandler),
                 (r"/anvil/api/apps", admin.AppsHandler),
                 (r"/anvil/api/logs", admin.LogsHandler),
@@ -95,6 +127,7 @@ class AnvilApp(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:  # type: ignore[override]
         self._watcher = asyncio.ensure_future(self._watch())
+        self.sessions.start()
 
     async def _watch(self) -> None:
         loads = await self.apps.sync()
@@ -123,6 +156,8 @@ class AnvilApp(ExtensionApp):
         if getattr(self, "_watcher", None) is not None:
             self._watcher.cancel()
         await self.apps.stop_all()
+        self.sessions.stop()
+        self.store.close()
 
     # -- kernels --------------------------------------------------------------------------
     def _make_pool(self, spec: AppSpec, limits: PoolLimits) -> KernelPool:

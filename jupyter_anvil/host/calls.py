@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 
 from .. import errors
@@ -10,6 +11,9 @@ from .apps import AppManager
 from .kernel import AppKernel
 from .logs import AppLog
 from .messages import CallReply, CallRequest
+from .sessions import SessionService
+
+log = logging.getLogger(__name__)
 
 MAX_CALL_DEPTH = 10
 
@@ -19,9 +23,10 @@ def new_call_id() -> str:
 
 
 class CallService:
-    def __init__(self, apps: AppManager, app_log: AppLog) -> None:
+    def __init__(self, apps: AppManager, app_log: AppLog, sessions: SessionService) -> None:
         self.apps = apps
         self.app_log = app_log
+        self.sessions = sessions
         self._functions: dict[str, str] = {}  # call id -> function, to tag log lines
 
     async def call(self, app_name: str, request: CallRequest) -> CallReply:
@@ -64,7 +69,7 @@ class CallService:
                 ) from None
         self._functions[request.call_id] = command
         try:
-            return await kernel.call(request, deadline - loop.time())
+            reply = await kernel.call(request, deadline - loop.time())
         except asyncio.TimeoutError:
             self.log(app_name, request.call_id, "system", "[SERVER CALL TOOK TOO LONG, WILL BE TERMINATED SHORTLY]")
             pool.retire(kernel)
@@ -72,6 +77,25 @@ class CallService:
         finally:
             pool.release(kernel)
             self._functions.pop(request.call_id, None)
+        return await self.keep_state(app_name, request, reply)
+
+    async def keep_state(self, app_name: str, request: CallRequest, reply: CallReply) -> CallReply:
+        """Store what the call changed in its session (before the caller hears back, so
+        nothing acknowledged can be lost) and hand cookie changes to the transport."""
+        caller = request.caller
+        if caller is None:
+            return reply
+        changes = reply.session_changes or {}
+        try:
+            if changes.get("persist"):
+                await self.sessions.persist(caller.session)
+            await self.sessions.save(caller.session, changes.get("changed") or {}, changes.get("deleted") or [])
+        except Exception:
+            log.exception("[jupyter-anvil] could not save session %s of app %s", caller.session.id, app_name)
+            return CallReply.failure(errors.InternalError("The call ran, but its session could not be saved"))
+        if reply.cookie_changes and caller.cookies is not None:
+            caller.cookies.update(reply.cookie_changes)
+        return reply
 
     async def nested_call(self, kernel: AppKernel, request: CallRequest) -> CallReply:
         """A ``server.call`` from server code: runs on the same kernel (which has a

@@ -158,19 +158,24 @@ class AppKernel:
         """Run a server call on this kernel; ``asyncio.TimeoutError`` after ``timeout``."""
         media_ids, buffers = wire.media_to_buffers(request.media)
         # waiting on the reply future itself (not a coroutine) spares a task per call
-        reply = self.request(
-            {
-                "op": "call",
-                "call_id": request.call_id,
-                "command": request.command,
-                "depth": request.depth,
-                "args": request.args,
-                "kwargs": request.kwargs,
-                "objects": request.objects,
-                "media": media_ids,
-            },
-            buffers,
-        )
+        message: dict[str, Any] = {
+            "op": "call",
+            "call_id": request.call_id,
+            "command": request.command,
+            "depth": request.depth,
+            "args": request.args,
+            "kwargs": request.kwargs,
+            "objects": request.objects,
+            "media": media_ids,
+        }
+        if request.parent is not None:
+            message["parent"] = request.parent
+        caller = request.caller
+        if caller is not None:
+            message["session"] = {"id": caller.session.id, "data": caller.session.data}
+            message["cookies"] = caller.cookies
+            message["context"] = caller.context()
+        reply = self.request(message, buffers)
         data, reply_buffers = await asyncio.wait_for(reply, timeout)
         return self._reply_from(data, reply_buffers, request)
 
@@ -178,12 +183,15 @@ class AppKernel:
         if "error" in data:
             if data.get("traceback"):
                 self.on_log(request.call_id, "traceback", data["traceback"])
-            return CallReply(error=data["error"])
-        return CallReply(
-            response=data.get("response"),
-            objects=data.get("objects") or [],
-            media=wire.media_from_buffers(data.get("media"), buffers),
-        )
+            reply = CallReply(error=data["error"])
+        else:
+            reply = CallReply(
+                response=data.get("response"),
+                objects=data.get("objects") or [],
+                media=wire.media_from_buffers(data.get("media"), buffers),
+            )
+        reply.session_changes, reply.cookie_changes = data.get("session"), data.get("cookies")
+        return reply
 
     # -- what the kernel sends ------------------------------------------------------------
     async def _read_iopub(self) -> None:
@@ -246,6 +254,7 @@ class AppKernel:
                 call_id=f"{data.get('parent') or 'kernel'}.{data.get('req')}",
                 depth=int(data.get("depth", 1)),
                 from_client=False,
+                parent=str(data["parent"]) if data.get("parent") else None,
             )
             reply = await self.on_nested_call(self, request)
         except Exception as e:  # noqa: BLE001 - the nested caller gets the error

@@ -7,9 +7,33 @@ classes they name): it only moves encoded JSON, descriptors and Media bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
+
+if TYPE_CHECKING:
+    from .sessions import Session
+
+
+@dataclass
+class Caller:
+    """Who makes a call: their session, their cookies (``None`` unless a web browser
+    makes the call) and what ``server.context`` says of them."""
+
+    session: Session
+    client_type: str  # browser, http, uplink, background_task, email
+    ip: str | None = None
+    cookies: dict[str, dict[str, Any]] | None = None
+    background_task_id: str | None = None
+
+    def context(self) -> dict[str, Any]:
+        caller = {"type": self.client_type, "is_trusted": self.client_type in ("background_task",)}
+        return {
+            "client": {"type": self.client_type, "ip": self.ip, "location": None},
+            "remote_caller": caller,
+            "background_task_id": self.background_task_id,
+            "call_stack": [caller],
+        }
 
 
 @dataclass
@@ -24,6 +48,9 @@ class CallRequest:
     call_id: str = ""
     depth: int = 0
     from_client: bool = True
+    caller: Caller | None = None
+    #: for a nested call, the id of the call that made it (it shares that call's session)
+    parent: str | None = None
 
 
 @dataclass
@@ -34,6 +61,10 @@ class CallReply:
     objects: list[dict[str, Any]] = field(default_factory=list)
     media: dict[str, bytes] = field(default_factory=dict)
     error: errors.WireError | None = None
+    #: what the call changed: ``{"changed", "deleted", "persist"}`` of its session, and
+    #: the new values of each cookie it changed
+    session_changes: dict[str, Any] | None = None
+    cookie_changes: dict[str, dict[str, Any]] | None = None
 
     @classmethod
     def failure(cls, exc: BaseException) -> CallReply:

@@ -19,6 +19,7 @@ import nbformat
 
 SERVER_TAG = "server"
 APP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+ORIGIN = re.compile(r"^(\*|https?://[A-Za-z0-9.\-\[\]:]+/?)$")
 SKIPPED_DIRS = {"node_modules", "__pycache__", "site-packages"}
 
 
@@ -33,6 +34,8 @@ class AppSpec:
     kernels_min: int | None = None
     kernels_max: int | None = None
     call_timeout: float | None = None
+    #: other origins whose pages may call this app ("*": any)
+    allowed_origins: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -97,6 +100,11 @@ def read_app(root: Path, path: Path) -> AppSpec | NotebookProblem | None:
         timeout = settings.get("call_timeout")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
             raise ValueError(f"call_timeout must be a positive number of seconds, not {timeout!r}")
+        origins = settings.get("allowed_origins") or []
+        if not isinstance(origins, list) or not all(isinstance(o, str) and ORIGIN.match(o) for o in origins):
+            raise ValueError(
+                f'allowed_origins must be a list of origins like "https://example.com" (or "*"), not {origins!r}'
+            )
         static = settings.get("static", path.stem)
         if not isinstance(static, str):
             raise ValueError("metadata.jupyter_anvil.static must be a folder name")
@@ -113,6 +121,7 @@ def read_app(root: Path, path: Path) -> AppSpec | NotebookProblem | None:
         kernels_min=kmin,
         kernels_max=kmax,
         call_timeout=float(timeout) if timeout is not None else None,
+        allowed_origins=tuple(o.rstrip("/") for o in origins),
         metadata=dict(settings),
     )
 

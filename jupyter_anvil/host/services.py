@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from .apps import AppManager
 from .calls import CallService
+from .cookies import CookieSealer, CookieTickets
 from .logs import AppLog
+from .sessions import SessionService
 
 
 @dataclass
@@ -14,3 +16,6 @@ class Services:
     apps: AppManager
     calls: CallService
     app_log: AppLog
+    sessions: SessionService
+    cookies: CookieSealer
+    cookie_tickets: CookieTickets

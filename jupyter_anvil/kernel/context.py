@@ -1,10 +1,15 @@
-"""The per-call context, kept per worker thread."""
+"""The per-call state, kept per worker thread: which call this is, its session,
+cookies and context (who called, from where)."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cookies import CookieJar
+    from .session import SessionData
 
 
 @dataclass
@@ -15,7 +20,13 @@ class CallFrame:
     command: str
     depth: int = 0
     output: dict[str, list[str]] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: the session and cookies, shared with the calls it makes (they are one session)
+    session: SessionData | None = None
+    cookies: dict[str, CookieJar] = field(default_factory=dict)
+    #: what the host says about the call: client, remote caller, call stack
+    info: dict[str, Any] = field(default_factory=dict)
+    #: True for the call that owns the session: it reports the changes when it ends
+    owns_session: bool = False
 
 
 _local = threading.local()

@@ -6,6 +6,7 @@ free to receive replies to nested ``server.call``\\ s while calls are running.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import linecache
 import sys
@@ -16,7 +17,9 @@ from typing import Any
 
 from .. import errors, wire
 from . import context, registry
+from .cookies import CookieJar
 from .output import CallOutput
+from .session import SessionData
 
 COMM_TARGET = "jupyter_anvil"
 MAX_CALL_DEPTH = 10
@@ -35,6 +38,7 @@ class Runtime:
         self._pending: dict[str, Future[tuple[Message, list[Any]]]] = {}
         self._ids = itertools.count()
         self._workers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="anvil-call")
+        self._frames: dict[str, context.CallFrame] = {}  # calls running now, by call id
 
     # -- the comm ---------------------------------------------------------------
     def on_open(self, comm: Any, open_msg: Message) -> None:
@@ -102,8 +106,9 @@ class Runtime:
     # -- serving calls -------------------------------------------------------------
     def run_call(self, data: Message, buffers: list[Any]) -> None:
         command = str(data.get("command"))
-        frame = context.CallFrame(call_id=str(data.get("call_id")), command=command, depth=int(data.get("depth", 0)))
+        frame = self.frame_for(data, command)
         previous = context.push(frame)
+        self._frames[frame.call_id] = frame
         reply: Message = {"op": "reply", "req": data.get("req")}
         out_buffers: list[bytes] = []
         try:
@@ -126,15 +131,60 @@ class Runtime:
             reply.update(encoded.message)
             reply["objects"] = encoded.objects
             reply["media"], out_buffers = wire.media_to_buffers(encoded.media)
+            reply.update(self.state_changes(frame))
         except BaseException as e:  # noqa: BLE001 - every failure becomes the caller's error
+            for key in ("response", "objects", "media"):
+                reply.pop(key, None)
+            out_buffers = []
             reply["error"] = errors.to_wire(e, self.trace_of(e))
             if reply.pop("faulty_response", False):
                 reply["error"]["status"] = 500
             reply["traceback"] = author_traceback(e)
+            with contextlib.suppress(errors.SerializationError):
+                reply.update(self.state_changes(frame))  # what the call stored before it failed stays stored
         finally:
             self.flush_output(frame)
+            self._frames.pop(frame.call_id, None)
             context.push(previous)
         self.send(reply, out_buffers)
+
+    def frame_for(self, data: Message, command: str) -> context.CallFrame:
+        """The frame of a call: a top-level call brings its session, cookies and context
+        from the host; a nested call shares its parent's (it is the same session)."""
+        frame = context.CallFrame(call_id=str(data.get("call_id")), command=command, depth=int(data.get("depth", 0)))
+        parent = self._frames.get(str(data.get("parent")))
+        if parent is not None:
+            frame.session, frame.cookies = parent.session, parent.cookies
+            frame.info = {
+                **parent.info,
+                "remote_caller": {"type": "server_module", "is_trusted": True},
+                "call_stack": [*parent.info.get("call_stack", []), {"type": "server_module", "is_trusted": True}],
+            }
+            return frame
+        session = data.get("session")
+        if isinstance(session, dict):
+            frame.session = SessionData(session.get("id"), session.get("data") or {})
+            frame.owns_session = True
+        cookies = data.get("cookies")
+        for kind in ("local", "shared"):
+            values = cookies.get(kind, {}) if isinstance(cookies, dict) else None
+            frame.cookies[kind] = CookieJar(kind, self.app if kind == "local" else "*", values)
+        frame.info = data.get("context") or {}
+        return frame
+
+    def state_changes(self, frame: context.CallFrame) -> Message:
+        """What the call changed in its session and cookies, for the host to store."""
+        if not frame.owns_session:
+            return {}
+        out: Message = {}
+        if frame.session is not None:
+            changed, deleted = frame.session.changes()
+            if changed or deleted or frame.session.persist_requested:
+                out["session"] = {"changed": changed, "deleted": deleted, "persist": frame.session.persist_requested}
+        jars = {kind: jar.values_for_host() for kind, jar in frame.cookies.items() if jar.changed}
+        if jars:
+            out["cookies"] = jars
+        return out
 
     def trace_of(self, exc: BaseException) -> list[list[Any]]:
         """File/line pairs of the frames in server cells, innermost first: nothing else

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 from typing import Any
 
-from tornado import web, websocket
+from tornado import web
 
 from ... import errors
 from ..messages import CallReply, CallRequest
+from ..sessions import SessionExpired
 from .base import PublicHandler, services, status_for
+from .callers import (
+    ALLOWED_HEADERS,
+    CLIENT_HEADER,
+    SESSION_HEADER,
+    admit_origin,
+    cookie_headers,
+    make_caller,
+)
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 MAX_MEDIA_BYTES = 256 * 1024 * 1024
@@ -69,16 +77,42 @@ class HttpCallHandler(PublicHandler):
     async def post(self, app: str, function: str) -> None:
         if self._finished:
             return
+        if not admit_origin(self, app):
+            return
         try:
             request = self._parse(function)
         except errors.SerializationError as e:
             self.write_anvil_error(e, 400)
             return
+        client_type = "browser" if self.request.headers.get(CLIENT_HEADER) == "browser" else "http"
+        token = self.request.headers.get(SESSION_HEADER)
+        sessions = services(self).sessions
+        try:
+            # a caller without a token gets a session that is stored once it holds something
+            session = await sessions.resume(token, app) if token else sessions.new(app, client_type)
+        except SessionExpired:
+            self.write_anvil_error(errors.SessionExpiredError("Session expired"), 401)
+            return
+        request.caller = make_caller(self, app, session, client_type)
         reply = await services(self).calls.call(app, request)
+        if session.persisted:
+            self.set_header(SESSION_HEADER, session.token)
+        for header in cookie_headers(self, app, reply.cookie_changes or {}):
+            self.add_header("Set-Cookie", header)
         body = reply_message(reply)
         if reply.error is None:
             inline_media(body, reply.media)
         self.write_json(200 if reply.error is None else status_for(reply.error), body)
+
+    def options(self, app: str, function: str) -> None:
+        """CORS preflight: only for origins the app lists."""
+        if not admit_origin(self, app):
+            return
+        self.set_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+        self.set_header("Access-Control-Allow-Headers", ALLOWED_HEADERS)
+        self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
 
     def _parse(self, function: str) -> CallRequest:
         content_type = self.request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
@@ -114,122 +148,22 @@ def inline_media(body: dict[str, Any], media: dict[str, bytes]) -> None:
             descriptor["base64"] = base64.b64encode(media[media_id]).decode("ascii")
 
 
-class CallSocketHandler(websocket.WebSocketHandler):
-    """``anvil/apps/<app>/_/ws``: many concurrent calls over one connection.
+class CookieTicketHandler(PublicHandler):
+    """``POST anvil/apps/<app>/_/cookies`` ``{"ticket": ...}``: the ``Set-Cookie`` headers
+    for cookie changes a call made over the WebSocket (a socket cannot set cookies)."""
 
-    ``{"type": "CALL", "id", "command", "args", "kwargs", "objects"}`` in; ``{"id",
-    "response" | "error", "objects"}`` out; Media as CHUNK_HEADER + binary frame pairs
-    both ways (uplink protocol §5, §10).
-    """
-
-    @property
-    def max_message_size(self) -> int:  # type: ignore[override]
-        return MAX_REQUEST_BYTES
-
-    def open(self, app: str) -> None:  # type: ignore[override]
-        self.app = app
-        # calls whose Media is still arriving: the request, media ids not yet complete, chunks so far
-        self._waiting: dict[str, tuple[CallRequest, set[str], dict[str, list[bytes]]]] = {}
-        self._chunk_target: tuple[str, str, bool] | None = None
-        self._media_bytes = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def on_message(self, message: str | bytes) -> None:
-        if isinstance(message, bytes):
-            self._on_chunk(message)
+    def post(self, app: str) -> None:
+        if not admit_origin(self, app):
             return
         try:
-            data = json.loads(message)
-        except ValueError:
-            self._send_error(None, errors.SerializationError("Messages must be JSON objects"))
+            ticket = json.loads(self.request.body or b"{}").get("ticket")
+        except (ValueError, AttributeError):
+            ticket = None
+        headers = services(self).cookie_tickets.redeem(ticket, app) if isinstance(ticket, str) else None
+        if headers is None:
+            self.write_anvil_error(errors.CookieError("Unknown or expired cookie ticket"), 400)
             return
-        if not isinstance(data, dict):
-            self._send_error(None, errors.SerializationError("Messages must be JSON objects"))
-            return
-        kind = data.get("type")
-        if kind == "CALL":
-            self._on_call(data)
-        elif kind == "CHUNK_HEADER":
-            self._chunk_target = (str(data.get("requestId")), str(data.get("mediaId")), bool(data.get("lastChunk")))
-        else:
-            self._send_error(data.get("id"), errors.SerializationError(f"Unknown message type {kind!r}"))
-
-    def _on_call(self, data: dict[str, Any]) -> None:
-        call_id = data.get("id")
-        if not isinstance(call_id, str) or not call_id:
-            self._send_error(None, errors.SerializationError("A CALL needs a string 'id'"))
-            return
-        command = data.get("command")
-        if not isinstance(command, str):
-            self._send_error(call_id, errors.SerializationError("A CALL needs a string 'command'"))
-            return
-        try:
-            request = parse_call(data, command)
-        except errors.SerializationError as e:
-            self._send_error(call_id, e)
-            return
-        media_ids = {str(o.get("id")) for o in request.objects if "DataMedia" in (o.get("type") or [])}
-        if media_ids:
-            self._waiting[call_id] = (request, media_ids, {})
-        else:
-            self._dispatch(call_id, request)
-
-    def _on_chunk(self, chunk: bytes) -> None:
-        target, self._chunk_target = self._chunk_target, None
-        if target is None or target[0] not in self._waiting:
-            return  # a binary frame with no header (or for a call already failed): drop it
-        call_id, media_id, last = target
-        request, outstanding, chunks = self._waiting[call_id]
-        if media_id not in outstanding:
-            return
-        self._media_bytes += len(chunk)
-        if self._media_bytes > MAX_MEDIA_BYTES:
-            del self._waiting[call_id]
-            self._media_bytes -= sum(len(c) for parts in chunks.values() for c in parts) + len(chunk)
-            self._send_error(
-                call_id, errors.SerializationError("Too much Media data in flight on this connection (256 MiB)")
-            )
-            return
-        chunks.setdefault(media_id, []).append(chunk)
-        if last:
-            outstanding.discard(media_id)
-            request.media[media_id] = b"".join(chunks.pop(media_id))
-            self._media_bytes -= len(request.media[media_id])
-            if not outstanding:
-                del self._waiting[call_id]
-                self._dispatch(call_id, request)
-
-    def _dispatch(self, call_id: str, request: CallRequest) -> None:
-        task = asyncio.create_task(self._run(call_id, request))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, call_id: str, request: CallRequest) -> None:
-        reply = await services(self).calls.call(self.app, request)
-        if self.ws_connection is None:
-            return
-        self.write_message(json.dumps({"id": call_id, **reply_message(reply)}, allow_nan=False))
-        if reply.error is None:
-            for media_id, content in reply.media.items():
-                self._send_media(call_id, media_id, content)
-
-    def _send_media(self, call_id: str, media_id: str, content: bytes) -> None:
-        chunks = [content[i : i + CHUNK_BYTES] for i in range(0, len(content), CHUNK_BYTES)] or [b""]
-        for index, chunk in enumerate(chunks):
-            header = {
-                "type": "CHUNK_HEADER",
-                "requestId": call_id,
-                "mediaId": media_id,
-                "chunkIndex": index,
-                "lastChunk": index == len(chunks) - 1,
-            }
-            # header and its binary frame back to back: the client pairs them
-            self.write_message(json.dumps(header))
-            self.write_message(chunk, binary=True)
-
-    def _send_error(self, call_id: Any, exc: errors.AnvilError) -> None:
-        error = errors.to_wire(exc)
-        self.write_message(json.dumps({"id": call_id, "error": {"type": error["type"], "message": error["message"]}}))
-
-    def on_close(self) -> None:
-        self._waiting.clear()
+        for header in headers:
+            self.add_header("Set-Cookie", header)
+        self.set_status(204)
+        self.finish()

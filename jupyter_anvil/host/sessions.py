@@ -1,0 +1,149 @@
+"""Server-side sessions: one per browser window (or HTTP client, task, email), kept in
+the store, restored before each call and saved after it.
+
+A session has two identifiers. The *token* is the caller's secret (at least 256 random
+bits); only its SHA-256 is stored, so the database alone cannot be used to take over a
+session. The *id* is public: it is what server code sees as ``session.session_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from .background import spawn
+from .store import SessionRecord, Store
+
+log = logging.getLogger(__name__)
+TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+#: last_used is written at most this often for a session that is only read
+TOUCH_EVERY = 60.0
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def redact(token: str | None) -> str:
+    """A token as it may appear in a log line: never whole."""
+    return f"{token[:4]}…" if token else "-"
+
+
+class SessionExpired(Exception):
+    """The token names no live session (it expired, or it never existed)."""
+
+
+@dataclass
+class Session:
+    """A live session as the host hands it to a call."""
+
+    token: str
+    record: SessionRecord
+    persisted: bool = True
+    #: when last_used was last written to the store (reads touch it at most once a minute)
+    stored_last_used: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.record.data
+
+
+class SessionService:
+    def __init__(self, store: Store, idle_timeout: float, cache_size: int = 10000) -> None:
+        self.store = store
+        self.idle_timeout = idle_timeout
+        # live sessions of this process, shared by all its connections, so a read needs
+        # no database round trip; every change is written through to the store
+        self._live: OrderedDict[str, Session] = OrderedDict()
+        self._cache_size = cache_size
+        self._purger: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._purger = spawn(self._purge_periodically())
+
+    def stop(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+
+    def new(self, app: str, client_type: str) -> Session:
+        """A fresh session, not yet stored (see :meth:`persist`)."""
+        token = secrets.token_urlsafe(32)
+        now = time.time()
+        record = SessionRecord(hash_token(token), secrets.token_hex(12), app, client_type, {}, now, now)
+        return Session(token, record, persisted=False)
+
+    async def create(self, app: str, client_type: str) -> Session:
+        session = self.new(app, client_type)
+        await self.persist(session)
+        return session
+
+    async def persist(self, session: Session) -> None:
+        if not session.persisted:
+            await self.store.insert_session(session.record)
+            session.persisted = True
+            self._remember(session)
+
+    def _remember(self, session: Session) -> None:
+        self._live[session.record.token_hash] = session
+        self._live.move_to_end(session.record.token_hash)
+        while len(self._live) > self._cache_size:
+            self._live.popitem(last=False)
+
+    async def resume(self, token: str, app: str) -> Session:
+        """The live session of ``app`` with this token; :class:`SessionExpired` if none."""
+        if not isinstance(token, str) or not TOKEN_SHAPE.match(token):
+            raise SessionExpired
+        token_hash = hash_token(token)
+        idle_after = time.time() - self.idle_timeout
+        live = self._live.get(token_hash)
+        if live is not None and live.record.last_used >= idle_after and live.record.app == app:
+            live.record.last_used = time.time()
+            return live
+        self._live.pop(token_hash, None)
+        record = await self.store.load_session(token_hash, idle_after)
+        if record is None or not hmac.compare_digest(record.token_hash, token_hash) or record.app != app:
+            log.info("[jupyter-anvil] expired or unknown session token %s for app %s", redact(token), app)
+            raise SessionExpired
+        session = Session(token, record, stored_last_used=record.last_used)
+        self._remember(session)
+        return session
+
+    async def save(self, session: Session, changed: dict[str, Any], deleted: list[str]) -> None:
+        """Write a call's changes; persist a new session the first time it holds data."""
+        if not changed and not deleted:
+            if session.persisted and time.time() - session.stored_last_used > min(TOUCH_EVERY, self.idle_timeout / 4):
+                session.stored_last_used = time.time()
+                await self.store.save_session_changes(session.record.token_hash, {}, [], touch=True)
+            return
+        async with session._lock:
+            session.data.update(changed)
+            for key in deleted:
+                session.data.pop(key, None)
+            if not session.persisted:
+                await self.persist(session)
+            else:
+                await self.store.save_session_changes(session.record.token_hash, changed, deleted, touch=True)
+            session.record.last_used = session.stored_last_used = time.time()
+
+    async def _purge_periodically(self, every: float = 300.0) -> None:
+        while True:
+            try:
+                removed = await self.store.delete_idle_sessions(time.time() - self.idle_timeout)
+                if removed:
+                    log.info("[jupyter-anvil] removed %d expired sessions", removed)
+            except Exception:  # a failed purge is retried next time
+                log.exception("[jupyter-anvil] could not remove expired sessions")
+            await asyncio.sleep(min(every, max(self.idle_timeout, 1.0)))

@@ -1,0 +1,178 @@
+"""Persistence behind one small interface: SQLAlchemy Core, SQLite by default.
+
+Every method is async and runs its blocking database work on one worker thread, never
+on the event loop. The same code runs on PostgreSQL given a database URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+T = TypeVar("T")
+
+metadata = sa.MetaData()
+
+sessions = sa.Table(
+    "anvil_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(32), nullable=False, unique=True),
+    sa.Column("app", sa.String(255), nullable=False),
+    sa.Column("client_type", sa.String(32), nullable=False),
+    sa.Column("data", sa.Text, nullable=False, default="{}"),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("last_used", sa.Float, nullable=False),
+)
+
+
+@dataclass
+class SessionRecord:
+    """A stored session. ``data`` maps each key to its encoded value (wire form), so
+    concurrent calls can merge their changes key by key without decoding anything."""
+
+    token_hash: str
+    id: str
+    app: str
+    client_type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    created: float = 0.0
+    last_used: float = 0.0
+
+
+class Store:
+    """The one place state is kept (sessions now; tasks, schedules and mail later)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anvil-store")
+
+    async def run(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.engine.dispose()
+
+    # -- sessions ---------------------------------------------------------------------
+    async def insert_session(self, record: SessionRecord) -> None:
+        def work() -> None:
+            with self.engine.begin() as db:
+                db.execute(sessions.insert().values(_session_row(record)))
+
+        await self.run(work)
+
+    async def load_session(self, token_hash: str, idle_after: float) -> SessionRecord | None:
+        """The session with this token hash, unless it has been idle since ``idle_after``."""
+
+        def work() -> SessionRecord | None:
+            with self.engine.begin() as db:
+                row = db.execute(sa.select(sessions).where(sessions.c.token_hash == token_hash)).mappings().first()
+                if row is None:
+                    return None
+                if row["last_used"] < idle_after:
+                    db.execute(sessions.delete().where(sessions.c.token_hash == token_hash))
+                    return None
+                return _session_record(row)
+
+        return await self.run(work)
+
+    async def save_session_changes(
+        self, token_hash: str, changed: dict[str, Any], deleted: list[str], touch: bool
+    ) -> bool:
+        """Merge changed and deleted keys into the stored data in one transaction, so two
+        calls of one session that write different keys both keep their writes."""
+
+        def work() -> bool:
+            now = time.time()
+            with self.engine.begin() as db:
+                if not changed and not deleted:
+                    result = db.execute(
+                        sessions.update().where(sessions.c.token_hash == token_hash).values(last_used=now)
+                    )
+                    return bool(result.rowcount)
+                row = db.execute(
+                    _for_update(sa.select(sessions.c.data).where(sessions.c.token_hash == token_hash), db)
+                ).first()
+                if row is None:
+                    return False
+                data = json.loads(row[0])
+                data.update(changed)
+                for key in deleted:
+                    data.pop(key, None)
+                db.execute(
+                    sessions.update()
+                    .where(sessions.c.token_hash == token_hash)
+                    .values(data=json.dumps(data), last_used=now)
+                )
+                return True
+
+        if not (changed or deleted or touch):
+            return True
+        return await self.run(work)
+
+    async def delete_idle_sessions(self, idle_after: float) -> int:
+        def work() -> int:
+            with self.engine.begin() as db:
+                return int(db.execute(sessions.delete().where(sessions.c.last_used < idle_after)).rowcount)
+
+        return await self.run(work)
+
+
+def create_engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection: Any, _: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+            cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint, fast commits
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _for_update(query: Any, db: Connection) -> Any:
+    # PostgreSQL: lock the row so concurrent merges serialise; SQLite serialises writers anyway
+    return query.with_for_update() if db.dialect.name != "sqlite" else query
+
+
+def _session_row(record: SessionRecord) -> dict[str, Any]:
+    return {
+        "token_hash": record.token_hash,
+        "id": record.id,
+        "app": record.app,
+        "client_type": record.client_type,
+        "data": json.dumps(record.data),
+        "created": record.created,
+        "last_used": record.last_used,
+    }
+
+
+def _session_record(row: Any) -> SessionRecord:
+    return SessionRecord(
+        token_hash=row["token_hash"],
+        id=row["id"],
+        app=row["app"],
+        client_type=row["client_type"],
+        data=json.loads(row["data"]),
+        created=row["created"],
+        last_used=row["last_used"],
+    )
