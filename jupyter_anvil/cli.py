@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
     """Start a Jupyter server rooted at ROOT (default: here) serving its apps."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["rotate-cookie-key"]:
+        rotate_cookie_key(args[1:])
+        return
     positional = [a for a in args if not a.startswith("-")]
     if positional and not any(a.startswith("--ServerApp.root_dir") for a in args):
         if not os.path.isdir(positional[0]):
@@ -22,3 +26,17 @@ def main(argv: list[str] | None = None) -> None:
     from .host.app import AnvilApp
 
     AnvilApp.launch_instance(args)  # type: ignore[no-untyped-call]
+
+
+def rotate_cookie_key(args: list[str]) -> None:
+    """``jupyter anvil rotate-cookie-key [KEYS_FILE]``: put a new cookie key in front.
+
+    New cookies are sealed with it; cookies sealed with the previous keys still open,
+    so nobody is logged out. Restart the server to use it.
+    """
+    from .host.app import COOKIE_KEYS_FILE, data_folder
+    from .host.cookies import KEYS_KEPT, rotate_keys
+
+    path = Path(args[0]) if args else data_folder() / COOKIE_KEYS_FILE
+    rotate_keys(path)
+    print(f"jupyter anvil: new cookie key in {path} (the last {KEYS_KEPT} keys are kept); restart the server to use it")

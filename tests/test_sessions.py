@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-
 from apps import write_sessions_app
 from conftest import AnvilServer
 
