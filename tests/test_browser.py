@@ -481,6 +481,7 @@ def test_the_app_works_under_a_base_url(prefixed_server: Any, browser: Any) -> N
         assert app.sockets == [hello.replace("http://", "ws://", 1) + "_/ws"]
         assert [url for url in app.posts if "/_/call/" in url] == [f"{hello}_/call/shout"]
         assert app.page.goto(hello).status == 200
+        sync_api.expect(app.page.locator("#visits")).to_have_text("1")  # a session under the prefix too
         app.page.fill("#name", "Ada")
         app.page.click("#greet")
         sync_api.expect(app.page.locator("#greeting")).to_have_text("Hello, Ada!")

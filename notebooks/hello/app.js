@@ -22,6 +22,38 @@ function onSubmit(formId, errorBox, action) {
   });
 }
 
+// server.session: the server counts this tab's visits. server.cookies.local: the name
+// to greet you with, kept in this browser (the page never sees the cookie itself).
+let remembered = null; // the name the server remembers for this browser, if any
+
+async function welcome() {
+  $("session-error").textContent = "";
+  try {
+    const {visits, name} = await server.call("welcome");
+    $("visits").textContent = String(visits);
+    $("welcome-back").textContent = name ? `Welcome back, ${name}!` : "";
+    remembered = name ?? null;
+    $("remember").checked = Boolean(name);
+    if (name) $("name").value ||= name;
+  } catch (error) {
+    $("session-error").textContent = error.message || String(error);
+  }
+}
+
+// A session expires after a while without calls; then every call fails with an
+// AnvilError of type "anvil.server.SessionExpiredError" until a new session starts.
+server.onSessionExpired(() => {
+  $("visits").textContent = "…";
+  $("session-error").textContent = "This session has expired: start a new one.";
+});
+
+$("new-session").addEventListener("click", async () => {
+  server.resetSession();
+  await welcome();
+});
+
+welcome();
+
 onSubmit("greet-form", "error", async () => {
   $("greeting").textContent = "";
   const name = $("name").value.trim();
@@ -29,6 +61,11 @@ onSubmit("greet-form", "error", async () => {
     ? await server.call("shout", `Hello, ${name}`, kwargs({excited: true}))
     : await server.call("greet", name);
   $("greeting").textContent = greeting;
+  const wanted = $("remember").checked && name ? name : null;
+  if (wanted !== remembered) {
+    await server.call("remember", wanted ?? "");
+    remembered = wanted;
+  }
 });
 
 // A datetime-local value is local wall time ("2024-02-28T09:30"); new Date() reads
