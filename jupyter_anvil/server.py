@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, TypeVar, overload
 
+from . import errors as _errors
 from . import wire
 from .errors import (
     AnvilWrappedError,
@@ -58,16 +59,22 @@ __all__ = [
     "ServiceNotAdded",
     "SessionExpiredError",
     "StackOverflow",
+    "Task",
     "TimeoutError",
     "UplinkDisconnectedError",
+    "background_task",
     "call",
     "callable",
     "context",
     "cookies",
+    "get_background_task",
     "get_session_id",
+    "launch_background_task",
+    "list_background_tasks",
     "portable_class",
     "serializable_type",
     "session",
+    "task_state",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -152,6 +159,177 @@ def portable_class(cls: Any = None, /, name: str | None = None) -> Any:
 
 
 serializable_type = portable_class
+
+
+# -- background tasks -----------------------------------------------------------------------
+_TASKS = "anvil.private.background_tasks."
+
+
+@overload
+def background_task(fn_or_name: F, /) -> F: ...
+@overload
+def background_task(fn_or_name: str | None = None, /) -> Callable[[F], F]: ...
+def background_task(fn_or_name: Any = None, /) -> Any:
+    """Make a function a background task, launched with :func:`launch_background_task`.
+
+    ``@server.background_task`` or ``@server.background_task("name")``. A task runs on a
+    kernel of its own, in its own session, for as long as it needs (no call timeout),
+    and reports progress through :data:`task_state`. The function is returned unchanged.
+    """
+    if isinstance(fn_or_name, str) or fn_or_name is None:
+        explicit = fn_or_name
+
+        def decorate(fn: F) -> F:
+            _registry.register(f"task:{explicit or fn.__name__}", fn)
+            return fn
+
+        return decorate
+    _registry.register(f"task:{fn_or_name.__name__}", fn_or_name)
+    return fn_or_name
+
+
+def launch_background_task(task_name: str, *args: Any, **kwargs: Any) -> Task:
+    """Start the background task ``task_name`` with these arguments; returns its :class:`Task`.
+
+    The task starts at once if the app runs fewer tasks than its limit, else it waits
+    its turn in launch order. Browsers cannot launch tasks.
+    """
+    return call(f"{_TASKS}launch", task_name, *args, **kwargs)  # type: ignore[no-any-return]
+
+
+def get_background_task(task_id: str) -> Task:
+    """The :class:`Task` with this id; :class:`BackgroundTaskNotFound` if there is none."""
+    return call(f"{_TASKS}get", task_id)  # type: ignore[no-any-return]
+
+
+def list_background_tasks() -> list[Task]:
+    """This app's background tasks, newest first (running and recently finished)."""
+    return call(f"{_TASKS}list")  # type: ignore[no-any-return]
+
+
+@portable_class("anvil.private.BackgroundTask")
+class Task:
+    """A launched background task. Return it to a browser to let a page follow it (a
+    browser can read it but not kill it)."""
+
+    def __init__(self, task_id: str, name: str) -> None:
+        self._id, self._name = task_id, name
+
+    def __serialize__(self, info: Any) -> dict[str, str]:
+        return {"id": self._id, "name": self._name}
+
+    @classmethod
+    def __new_deserialized__(cls, data: dict[str, str], info: Any) -> Task:
+        return cls(data["id"], data["name"])
+
+    def __repr__(self) -> str:
+        return f"<Task {self._name} {self._id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Task) and other._id == self._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def _record(self) -> dict[str, Any]:
+        return call(f"{_TASKS}record", self._id)  # type: ignore[no-any-return]
+
+    def get_id(self) -> str:
+        """The task's id."""
+        return self._id
+
+    def get_task_name(self) -> str:
+        """The name the task was registered under."""
+        return self._name
+
+    def get_start_time(self) -> Any:
+        """When the task was launched (a timezone-aware ``datetime``)."""
+        return self._record()["launched"]
+
+    def get_termination_status(self) -> str | None:
+        """``None`` while it runs (or waits its turn), then ``"completed"``, ``"failed"``,
+        ``"killed"`` or ``"missing"`` (the server stopped while it ran)."""
+        status = self._record()["status"]
+        return status if status in ("completed", "failed", "killed", "missing") else None
+
+    def get_status(self) -> str:
+        """Where the task is: ``"queued"``, ``"running"``, or how it ended (an addition to Anvil)."""
+        return str(self._record()["status"])
+
+    def is_running(self) -> bool:
+        """True until the task has ended (also while it waits its turn)."""
+        return self._record()["status"] in ("queued", "running")
+
+    def is_completed(self) -> bool:
+        """True once it completed; False while it runs. Raises :class:`BackgroundTaskKilled`
+        if it was killed, the task's own exception if it failed, and :class:`InternalError`
+        if it went missing."""
+        record = self._record()
+        _raise_for(record)
+        return bool(record["status"] == "completed")
+
+    def get_error(self) -> None:
+        """Raise the task's exception if it failed; else return ``None``."""
+        record = self._record()
+        if record["status"] == "failed":
+            _raise_for(record)
+
+    def get_return_value(self) -> Any:
+        """What the task returned (``None`` while it runs); raises its exception if it failed."""
+        record = self._record()
+        if record["status"] == "failed":
+            _raise_for(record)
+        return (record.get("result") or None) if record["status"] == "completed" else None
+
+    def get_state(self) -> dict[str, Any]:
+        """The task's ``task_state``: live while it runs, final once it has ended."""
+        return self._record().get("state") or {}
+
+    def kill(self) -> None:
+        """Stop the task: its last state is kept and its status becomes ``"killed"``."""
+        call(f"{_TASKS}kill", self._id)
+
+
+def _raise_for(record: dict[str, Any]) -> None:
+    status = record["status"]
+    if status == "killed":
+        raise BackgroundTaskKilled("The background task was killed.")
+    if status == "failed" and record.get("error"):
+        raise _errors.from_wire(record["error"])
+    if status == "missing":
+        raise InternalError("The background task failed (mia).")
+
+
+class _TaskStateProxy(MutableMapping[str, Any]):
+    """``server.task_state``: inside a background task, a dict of portable values (no
+    Media) that whoever holds the :class:`Task` sees through ``get_state()``, live."""
+
+    def _state(self) -> dict[str, Any]:
+        frame = _context.current()
+        if frame is None or frame.task_state is None:
+            raise Exception("Cannot access anvil.server.task_state outside a background task")
+        return frame.task_state
+
+    def __getitem__(self, key: str) -> Any:
+        return self._state()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._state()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._state()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._state())
+
+    def __len__(self) -> int:
+        return len(self._state())
+
+    def __repr__(self) -> str:
+        return repr(self._state())
+
+
+task_state = _TaskStateProxy()
 
 
 class _SessionProxy(MutableMapping[str, Any]):

@@ -338,3 +338,20 @@ def sealed_cookie_length(payload_length: int) -> int:
     PKCS7 padding, HMAC, all in padded URL-safe base64."""
     raw = 1 + 8 + 16 + (payload_length // 16 + 1) * 16 + 32
     return 4 * ((raw + 2) // 3)
+
+
+def embed(
+    message: dict[str, JSON], objects: list[dict[str, JSON]], path: Path, encoded: dict[str, JSON] | None
+) -> None:
+    """Put an already-encoded value (``{"v", "objects"}``) at ``path`` of a message being
+    built, re-rooting its descriptors: the host composes replies from stored values
+    without decoding them (it may not know their portable classes)."""
+    container: Any = message
+    for step in path[:-1]:
+        container = container[step]
+    if encoded is None:
+        container[path[-1]] = None
+        return
+    container[path[-1]] = _copy_json(encoded.get("v"))
+    for descriptor in encoded.get("objects") or []:
+        objects.append({**descriptor, "path": [*path, *descriptor.get("path", [])[1:]]})

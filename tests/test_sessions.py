@@ -176,7 +176,7 @@ async def test_a_websocket_is_one_session(anvil_server: AnvilServer) -> None:
 def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServer]:
     root = tmp_path_factory.mktemp("sessions-root")
     write_sessions_app(root / "sessions.ipynb", kernels={"min": 1, "max": 1})
-    server = AnvilServer(root, tmp_path_factory.mktemp("sessions-server"), "--AnvilApp.session_idle_minutes=0.1")
+    server = AnvilServer(root, tmp_path_factory.mktemp("sessions-server"), "--AnvilApp.session_idle_minutes=0.2")
     server.start(wait_for=("sessions",))
     yield server
     server.stop()
@@ -192,10 +192,10 @@ def test_sessions_survive_a_restart_and_expire_when_idle(own_server: AnvilServer
     client.call("put", "kept", [1, 2, 3])
     restart(own_server)
     assert client.call("view")["items"] == {"kept": [1, 2, 3]}
-    for _ in range(3):  # used more often than the 6-second idle timeout: alive
-        time.sleep(2.5)
+    for _ in range(3):  # used more often than the 12-second idle timeout: alive for longer than it
+        time.sleep(5)
         assert client.call("view")["items"] == {"kept": [1, 2, 3]}
-    time.sleep(6.5)
+    time.sleep(13)
     response = client.post("view")
     assert response.status_code == 401 and response.json()["error"]["type"] == "anvil.server.SessionExpiredError"
     database = Path(own_server.workdir, "jupyter_data_dir", "jupyter_anvil", "anvil.db")

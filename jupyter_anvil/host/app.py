@@ -19,14 +19,15 @@ from .. import __version__
 from .apps import AppDefaults, AppManager
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
-from .handlers import admin, calls, socket, static
+from .handlers import admin, calls, socket, static, task_admin
 from .kernel import AppKernel
 from .logs import AppLog
 from .notebooks import AppSpec
 from .pool import KernelPool, PoolLimits
 from .services import Services
 from .sessions import SessionService
-from .store import Store
+from .store import Store, TaskStore
+from .tasks import TaskLimits, TaskService
 
 COOKIE_KEYS_FILE = "cookie_keys"
 
@@ -76,6 +77,14 @@ class AnvilApp(ExtensionApp):
     cookie_keys_file = Unicode(
         "", help="File of cookie encryption keys, newest first (default: in the Jupyter data folder)."
     ).tag(config=True)
+    task_concurrency = Int(4, help="Background tasks one app runs at once; more wait in launch order.").tag(config=True)
+    task_spares = Int(1, help="Warm kernels kept ready per app for background tasks.").tag(config=True)
+    task_timeout = Float(0.0, help="Seconds a background task may run (0: no limit).").tag(config=True)
+    task_output_limit = Int(1_000_000, help="Characters of printed output kept per background task.").tag(config=True)
+    task_records_kept = Int(1000, help="Finished background task records kept (newest first).").tag(config=True)
+    task_records_days = Float(30.0, help="Finished background task records older than this are dropped.").tag(
+        config=True
+    )
     shared_cookie_domain = Unicode(
         "", help="Parent domain of server.cookies.shared (e.g. example.com); default: this host only."
     ).tag(config=True)
@@ -94,6 +103,7 @@ class AnvilApp(ExtensionApp):
             calls_per_kernel=self.calls_per_kernel,
             queue_size=self.queue_size,
             idle_seconds=self.idle_seconds,
+            task_spares=self.task_spares,
         )
         defaults = AppDefaults(pool, self.call_timeout)
         self.apps = AppManager(root, defaults, self.app_log, self._make_pool)
@@ -101,6 +111,16 @@ class AnvilApp(ExtensionApp):
         self.store.create_schema()
         self.sessions = SessionService(self.store, self.session_idle_minutes * 60)
         self.calls = CallService(self.apps, self.app_log, self.sessions)
+        task_limits = TaskLimits(
+            concurrency=self.task_concurrency,
+            timeout=self.task_timeout,
+            output_limit=self.task_output_limit,
+            records_kept=self.task_records_kept,
+            records_days=self.task_records_days,
+        )
+        self.tasks = TaskService(self.apps, TaskStore(self.store), self.sessions, task_limits)
+        self.tasks.keep_state = self.calls.keep_state
+        self.calls.tasks = self.tasks
         cookie_keys = Path(self.cookie_keys_file) if self.cookie_keys_file else data_folder() / COOKIE_KEYS_FILE
         self.settings["jupyter_anvil"] = Services(
             self.apps,
@@ -109,6 +129,7 @@ class AnvilApp(ExtensionApp):
             self.sessions,
             CookieSealer(cookie_keys, self.shared_cookie_domain),
             CookieTickets(),
+            self.tasks,
         )
 
     def initialize_handlers(self) -> None:
@@ -122,10 +143,16 @@ class AnvilApp(ExtensionApp):
                 (rf"/anvil/apps/{app}/(?P<path>(?!_/).*)", static.AppStaticHandler),
                 (r"/anvil/api/apps", admin.AppsHandler),
                 (r"/anvil/api/logs", admin.LogsHandler),
+                (r"/anvil/api/tasks", task_admin.TasksHandler),
+                (r"/anvil/api/tasks/feed", task_admin.TaskFeedHandler),
+                (r"/anvil/api/tasks/(?P<task_id>[a-z2-7]{25})", task_admin.TaskHandler),
+                (r"/anvil/api/tasks/(?P<task_id>[a-z2-7]{25})/output", task_admin.TaskOutputHandler),
+                (r"/anvil/api/tasks/(?P<task_id>[a-z2-7]{25})/kill", task_admin.TaskKillHandler),
             ]
         )
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:  # type: ignore[override]
+        await self.tasks.start()
         self._watcher = asyncio.ensure_future(self._watch())
         self.sessions.start()
 
@@ -155,6 +182,7 @@ class AnvilApp(ExtensionApp):
     async def stop_extension(self) -> None:
         if getattr(self, "_watcher", None) is not None:
             self._watcher.cancel()
+        await self.tasks.stop()
         await self.apps.stop_all()
         self.sessions.stop()
         self.store.close()
@@ -167,9 +195,10 @@ class AnvilApp(ExtensionApp):
             kernel = AppKernel(
                 self._new_kernel_manager(),
                 spec.name,
-                on_log=lambda call_id, stream, text: self.calls.log(spec.name, call_id, stream, text),
+                on_log=lambda call_id, stream, text: self._on_output(spec.name, call_id, stream, text),
                 on_nested_call=self.calls.nested_call,
                 on_death=lambda k: pool.kernel_died(k),
+                on_task_state=self.tasks.on_state,
             )
             notebook_dir = (self.apps.root / spec.notebook).parent
             await kernel.start(spec.notebook, spec.cells, str(notebook_dir), self.load_timeout)
@@ -177,6 +206,11 @@ class AnvilApp(ExtensionApp):
 
         pool = KernelPool(spec.name, limits, start_kernel)
         return pool
+
+    def _on_output(self, app: str, call_id: str, stream: str, text: str) -> None:
+        self.calls.log(app, call_id, stream, text)
+        if stream in ("stdout", "stderr"):
+            self.tasks.on_output(call_id, text)
 
     def _new_kernel_manager(self) -> AsyncKernelManager:
         runtime_dir = jupyter_runtime_dir()

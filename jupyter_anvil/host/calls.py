@@ -12,6 +12,8 @@ from .kernel import AppKernel
 from .logs import AppLog
 from .messages import CallReply, CallRequest
 from .sessions import SessionService
+from .task_calls import is_task_call, task_call
+from .tasks import TaskService
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,7 @@ class CallService:
         self.apps = apps
         self.app_log = app_log
         self.sessions = sessions
+        self.tasks: TaskService | None = None  # set once the task service exists
         self._functions: dict[str, str] = {}  # call id -> function, to tag log lines
 
     async def call(self, app_name: str, request: CallRequest) -> CallReply:
@@ -44,6 +47,9 @@ class CallService:
         app = await self.apps.get(app_name)
         if app is None:
             raise errors.NoServerFunctionError(f'No app named "{app_name}" is served here')
+        if is_task_call(command) and self.tasks is not None:
+            launched_by = request.caller.context() if request.caller else {}
+            return await task_call(self.tasks, app_name, request, launched_by)
         timeout = app.call_timeout or self.apps.defaults.call_timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -102,6 +108,11 @@ class CallService:
         thread free for it), so a pool of one kernel cannot deadlock on itself."""
         if request.depth > MAX_CALL_DEPTH:
             return CallReply.failure(errors.StackOverflow("Too many nested anvil.server.call()s"))
+        if is_task_call(request.command) and self.tasks is not None:
+            try:
+                return await task_call(self.tasks, kernel.app, request, request.context or {})
+            except errors.AnvilError as e:
+                return CallReply.failure(e)
         if request.command not in kernel.functions:
             return CallReply.failure(
                 errors.NoServerFunctionError(f'No server function matching "{request.command}" has been registered')

@@ -51,6 +51,7 @@ class AppKernel:
         on_log: LogSink,
         on_nested_call: NestedCallHandler,
         on_death: Callable[[AppKernel], None],
+        on_task_state: Callable[[str, dict[str, Any]], None] = lambda task_id, state: None,
     ) -> None:
         self.manager = manager
         self.app = app
@@ -58,6 +59,7 @@ class AppKernel:
         self.on_log = on_log
         self.on_nested_call = on_nested_call
         self.on_death = on_death
+        self.on_task_state = on_task_state
         self.comm_id = uuid.uuid4().hex
         self.client: Any = None
         self.functions: set[str] = set()
@@ -191,6 +193,7 @@ class AppKernel:
                 media=wire.media_from_buffers(data.get("media"), buffers),
             )
         reply.session_changes, reply.cookie_changes = data.get("session"), data.get("cookies")
+        reply.traceback, reply.task_state = data.get("traceback"), data.get("task_state")
         return reply
 
     # -- what the kernel sends ------------------------------------------------------------
@@ -242,6 +245,8 @@ class AppKernel:
             self.on_log(str(data.get("call_id")), str(data.get("stream")), str(data.get("text")))
         elif op == "call":
             spawn(self._serve_nested_call(data, buffers))
+        elif op == "task_state":
+            self.on_task_state(str(data.get("task_id")), data.get("state") or {})
 
     async def _serve_nested_call(self, data: dict[str, Any], buffers: list[Any]) -> None:
         try:
@@ -255,6 +260,7 @@ class AppKernel:
                 depth=int(data.get("depth", 1)),
                 from_client=False,
                 parent=str(data["parent"]) if data.get("parent") else None,
+                context=data.get("context") if isinstance(data.get("context"), dict) else None,
             )
             reply = await self.on_nested_call(self, request)
         except Exception as e:  # noqa: BLE001 - the nested caller gets the error

@@ -51,6 +51,8 @@ class CallRequest:
     caller: Caller | None = None
     #: for a nested call, the id of the call that made it (it shares that call's session)
     parent: str | None = None
+    #: for a nested call, the making call's context as the kernel knows it
+    context: dict[str, Any] | None = None
 
 
 @dataclass
@@ -65,6 +67,9 @@ class CallReply:
     #: the new values of each cookie it changed
     session_changes: dict[str, Any] | None = None
     cookie_changes: dict[str, dict[str, Any]] | None = None
+    #: for the author (never the caller): the whole traceback; for a task, its final state
+    traceback: str | None = None
+    task_state: dict[str, Any] | None = None
 
     @classmethod
     def failure(cls, exc: BaseException) -> CallReply:

@@ -22,6 +22,8 @@ class PoolLimits:
     calls_per_kernel: int = 4
     queue_size: int = 100
     idle_seconds: float = 60.0
+    #: warm kernels kept aside for background tasks (each task takes one for itself)
+    task_spares: int = 1
 
 
 class KernelPool:
@@ -41,6 +43,8 @@ class KernelPool:
         self.starting = 0
         self.closed = False
         self._waiters: deque[asyncio.Future[AppKernel]] = deque()
+        self.spares: list[AppKernel] = []
+        self._spares_starting = 0
         self._reaper: asyncio.Task[None] | None = None
 
     @property
@@ -58,6 +62,40 @@ class KernelPool:
             raise failures[0]
         self.kernels.extend(started)
         self._reaper = spawn(self._reap_idle())
+        self._refill_spares()
+
+    # -- task kernels ------------------------------------------------------------------------
+    @property
+    def has_tasks(self) -> bool:
+        return any(name.startswith("task:") for name in self.functions)
+
+    async def take_spare(self) -> AppKernel:
+        """A warm kernel of its own for a background task (started now if none is ready)."""
+        if self.closed:
+            raise errors.RuntimeUnavailableError(f"App '{self.app}' is being replaced")
+        kernel = self.spares.pop(0) if self.spares else None
+        self._refill_spares()
+        return kernel if kernel is not None else await self._start_kernel()
+
+    def _refill_spares(self) -> None:
+        if not self.has_tasks:
+            return
+        while not self.closed and len(self.spares) + self._spares_starting < self.limits.task_spares:
+            self._spares_starting += 1
+            spawn(self._add_spare())
+
+    async def _add_spare(self) -> None:
+        try:
+            kernel = await self._start_kernel()
+        except Exception:
+            log.exception("[jupyter-anvil] could not start a task kernel for app %s", self.app)
+            return
+        finally:
+            self._spares_starting -= 1
+        if self.closed:
+            await kernel.shutdown()
+        else:
+            self.spares.append(kernel)
 
     # -- leasing ----------------------------------------------------------------------
     def try_lease(self) -> AppKernel | None:
@@ -160,6 +198,9 @@ class KernelPool:
     def kernel_died(self, kernel: AppKernel) -> None:
         if kernel in self.kernels:
             self.kernels.remove(kernel)
+        if kernel in self.spares:
+            self.spares.remove(kernel)
+            self._refill_spares()
         spawn(kernel.shutdown())
         self._replenish()
 
@@ -195,7 +236,8 @@ class KernelPool:
         deadline = asyncio.get_running_loop().time() + grace
         while any(k.in_flight for k in self.kernels) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-        kernels, self.kernels = self.kernels, []
+        kernels, self.kernels = self.kernels + self.spares, []
+        self.spares = []
         await asyncio.gather(*(k.shutdown() for k in kernels))
 
     def stats(self) -> dict[str, int]:

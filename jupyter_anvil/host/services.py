@@ -9,6 +9,7 @@ from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
 from .logs import AppLog
 from .sessions import SessionService
+from .tasks import TaskService
 
 
 @dataclass
@@ -19,3 +20,4 @@ class Services:
     sessions: SessionService
     cookies: CookieSealer
     cookie_tickets: CookieTickets
+    tasks: TaskService

@@ -35,6 +35,29 @@ sessions = sa.Table(
 )
 
 
+tasks = sa.Table(
+    "anvil_tasks",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("app", sa.String(255), nullable=False, index=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("launched", sa.Float, nullable=False, index=True),
+    sa.Column("started", sa.Float),
+    sa.Column("ended", sa.Float),
+    sa.Column("state", sa.Text),  # encoded task_state, {"v", "objects"}
+    sa.Column("result", sa.Text),  # encoded return value, {"v", "objects", "media"}
+    sa.Column("error", sa.Text),  # wire error
+    sa.Column("traceback", sa.Text),
+    sa.Column("launched_by", sa.Text),  # the launching call's context
+    sa.Column("output", sa.Text, nullable=False, default=""),
+    sa.Column("output_dropped", sa.Integer, nullable=False, default=0),
+)
+
+#: columns kept as JSON text
+TASK_JSON_COLUMNS = ("state", "result", "error", "launched_by")
+
+
 @dataclass
 class SessionRecord:
     """A stored session. ``data`` maps each key to its encoded value (wire form), so
@@ -176,3 +199,96 @@ def _session_record(row: Any) -> SessionRecord:
         created=row["created"],
         last_used=row["last_used"],
     )
+
+
+# -- tasks ----------------------------------------------------------------------------------
+def _task_row(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: json.dumps(v) if k in TASK_JSON_COLUMNS and v is not None else v for k, v in values.items()}
+
+
+def _task_dict(row: Any) -> dict[str, Any]:
+    return {k: json.loads(v) if k in TASK_JSON_COLUMNS and v is not None else v for k, v in dict(row).items()}
+
+
+class TaskStore:
+    """Task records: one row per launch, updated as the task runs and when it ends."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def insert(self, values: dict[str, Any]) -> None:
+        def work() -> None:
+            with self.store.engine.begin() as db:
+                db.execute(tasks.insert().values(_task_row(values)))
+
+        await self.store.run(work)
+
+    async def update(self, task_id: str, values: dict[str, Any]) -> None:
+        def work() -> None:
+            with self.store.engine.begin() as db:
+                db.execute(tasks.update().where(tasks.c.id == task_id).values(_task_row(values)))
+
+        await self.store.run(work)
+
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        def work() -> dict[str, Any] | None:
+            with self.store.engine.begin() as db:
+                row = db.execute(sa.select(tasks).where(tasks.c.id == task_id)).mappings().first()
+                return _task_dict(row) if row is not None else None
+
+        return await self.store.run(work)
+
+    async def list(
+        self,
+        app: str | None = None,
+        status: str | None = None,
+        name: str | None = None,
+        before: float | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Newest first, without output; ``before`` (a launch time) pages back."""
+
+        def work() -> list[dict[str, Any]]:
+            columns = [c for c in tasks.c if c.name not in ("output", "traceback", "result")]
+            query = sa.select(*columns).order_by(tasks.c.launched.desc(), tasks.c.id).limit(limit)
+            for column, value in ((tasks.c.app, app), (tasks.c.status, status), (tasks.c.name, name)):
+                if value is not None:
+                    query = query.where(column == value)
+            if before is not None:
+                query = query.where(tasks.c.launched < before)
+            with self.store.engine.begin() as db:
+                return [_task_dict(row) for row in db.execute(query).mappings()]
+
+        return await self.store.run(work)
+
+    async def mark_missing(self) -> int:
+        """Tasks left queued or running by a server that stopped: they are missing."""
+
+        def work() -> int:
+            with self.store.engine.begin() as db:
+                result = db.execute(
+                    tasks.update()
+                    .where(tasks.c.status.in_(("queued", "running")))
+                    .values(status="missing", ended=time.time())
+                )
+                return int(result.rowcount)
+
+        return await self.store.run(work)
+
+    async def prune(self, keep: int, max_age_days: float) -> int:
+        """Drop finished records beyond the newest ``keep``, or older than ``max_age_days``."""
+
+        def work() -> int:
+            finished = tasks.c.status.notin_(("queued", "running"))
+            removed = 0
+            with self.store.engine.begin() as db:
+                if max_age_days > 0:
+                    too_old = tasks.c.launched < time.time() - max_age_days * 86400
+                    removed += db.execute(tasks.delete().where(finished, too_old)).rowcount
+                newest = sa.select(tasks.c.launched).where(finished).order_by(tasks.c.launched.desc())
+                cutoff = db.execute(newest.offset(keep).limit(1)).scalar()
+                if cutoff is not None:
+                    removed += db.execute(tasks.delete().where(finished, tasks.c.launched <= cutoff)).rowcount
+            return int(removed)
+
+        return await self.store.run(work)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .cookies import CookieJar
     from .session import SessionData
+    from .tasks import TaskState
 
 
 @dataclass
@@ -27,6 +28,8 @@ class CallFrame:
     info: dict[str, Any] = field(default_factory=dict)
     #: True for the call that owns the session: it reports the changes when it ends
     owns_session: bool = False
+    #: the ``task_state`` of a background task (None for ordinary calls)
+    task_state: TaskState | None = None
 
 
 _local = threading.local()

@@ -20,6 +20,7 @@ from . import context, registry
 from .cookies import CookieJar
 from .output import CallOutput
 from .session import SessionData
+from .tasks import StatePump, TaskState, encode_state
 
 COMM_TARGET = "jupyter_anvil"
 MAX_CALL_DEPTH = 10
@@ -39,6 +40,7 @@ class Runtime:
         self._ids = itertools.count()
         self._workers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="anvil-call")
         self._frames: dict[str, context.CallFrame] = {}  # calls running now, by call id
+        self._pump = StatePump(self._task_states, self._send_state)
 
     # -- the comm ---------------------------------------------------------------
     def on_open(self, comm: Any, open_msg: Message) -> None:
@@ -57,6 +59,10 @@ class Runtime:
             self._workers.submit(self.run_call, data, buffers)
         elif op == "load":
             self._workers.submit(self.run_load, data)
+        elif op == "get_task_state":
+            frame = self._frames.get(str(data.get("task_id")))
+            state = encode_state(frame.task_state) if frame is not None and frame.task_state is not None else None
+            self.send({"op": "reply", "req": data.get("req"), "state": state})
         elif op == "ping":
             self.send({"op": "reply", "req": data.get("req"), "response": "pong"})
 
@@ -148,6 +154,12 @@ class Runtime:
             context.push(previous)
         self.send(reply, out_buffers)
 
+    def _task_states(self) -> list[tuple[str, TaskState]]:
+        return [(f.call_id, f.task_state) for f in list(self._frames.values()) if f.task_state is not None]
+
+    def _send_state(self, task_id: str, state: Any) -> None:
+        self.send({"op": "task_state", "task_id": task_id, "state": state})
+
     def frame_for(self, data: Message, command: str) -> context.CallFrame:
         """The frame of a call: a top-level call brings its session, cookies and context
         from the host; a nested call shares its parent's (it is the same session)."""
@@ -170,13 +182,18 @@ class Runtime:
             values = cookies.get(kind, {}) if isinstance(cookies, dict) else None
             frame.cookies[kind] = CookieJar(kind, self.app if kind == "local" else "*", values)
         frame.info = data.get("context") or {}
+        if command.startswith("task:"):
+            frame.task_state = TaskState()
+            self._pump.ensure_started()
         return frame
 
     def state_changes(self, frame: context.CallFrame) -> Message:
         """What the call changed in its session and cookies, for the host to store."""
-        if not frame.owns_session:
-            return {}
         out: Message = {}
+        if frame.task_state is not None:
+            out["task_state"] = encode_state(frame.task_state)  # an illegal final state is dropped, as in Anvil
+        if not frame.owns_session:
+            return out
         if frame.session is not None:
             changed, deleted = frame.session.changes()
             if changed or deleted or frame.session.persist_requested:
@@ -218,6 +235,7 @@ class Runtime:
                 "op": "call",
                 "req": req,
                 "parent": frame.call_id if frame else None,
+                "context": frame.info if frame else None,
                 "depth": depth,
                 "command": command,
                 **encoded.message,

@@ -21,7 +21,9 @@
 // type "anvil.server.SessionExpiredError"; `server.resetSession()` starts a new session.
 // Cookies (`server.cookies.local` / `.shared`) are HttpOnly: when a call over the socket
 // changed them, the client trades the reply's ticket for the Set-Cookie headers before
-// the call resolves, so they survive a reload.
+// the call resolves, so they survive a reload. A socket sees the cookies it was opened
+// with (plus its own changes), so after such a change every other socket of this origin
+// (other tabs, other AnvilServer objects) is replaced before its next call.
 
 const ANVIL_BASE = new URL(".", import.meta.url); // {base}anvil/
 const CHUNK_SIZE = 65536; // the most bytes in one Media chunk (protocol §10.2)
@@ -397,6 +399,19 @@ function sessionExpiredError(error) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Cookie changes: sockets opened before a change are replaced before their next call
+
+let cookieGeneration = 0; // bumped whenever this origin's cookies change
+const cookieChannel = typeof BroadcastChannel === "function" ? new BroadcastChannel("jupyter-anvil.cookies") : null;
+if (cookieChannel) cookieChannel.onmessage = () => { cookieGeneration += 1; };
+
+function cookiesChanged() {
+  cookieGeneration += 1;
+  cookieChannel?.postMessage("changed"); // other tabs of this origin (not this one)
+  return cookieGeneration;
+}
+
+// ---------------------------------------------------------------------------------------
 // The connection to one app
 
 function appFromLocation() {
@@ -423,6 +438,8 @@ export class AnvilServer {
     this._pending = new Map(); // call id -> in-flight call on a socket
     this._chunkHeader = null; // the CHUNK_HEADER whose binary frame comes next
     this._socketSessions = new WeakMap(); // socket -> {presented, hellos}: its session
+    this._socketCookies = new WeakMap(); // socket -> the cookieGeneration it has seen
+    this._retiring = new Set(); // replaced sockets, closed once their calls are answered
     this._lastTransport = null;
     /** How many calls went over each transport (handy in tests and debugging). */
     this.stats = {websocket: 0, http: 0};
@@ -537,6 +554,7 @@ export class AnvilServer {
 
   async _socketForCall() {
     if (this._mode === "http") return null;
+    if (this.connected && this._socketCookies.get(this._ws) !== cookieGeneration) this._retire(this._ws);
     if (this.connected) return this._ws;
     if (this._opening) return this._opening.promise;
     // Between retries, auto mode uses HTTP rather than making the caller wait.
@@ -571,6 +589,7 @@ export class AnvilServer {
         this._ws = ws;
         this._retryDelay = RETRY_FIRST_MS;
         this._socketSessions.set(ws, {presented: undefined, hellos: []});
+        this._socketCookies.set(ws, cookieGeneration);
         this._hello(ws); // always the first message on a connection
         resolve(ws);
       };
@@ -590,7 +609,23 @@ export class AnvilServer {
     return promise;
   }
 
+  /** Stop sending calls on `ws` (its cookies are out of date); close it once the calls
+   * already sent on it are answered. The next call opens a fresh socket. */
+  _retire(ws) {
+    if (this._ws === ws) this._ws = null;
+    this._retiring.add(ws);
+    this._closeIfDone(ws);
+  }
+
+  _closeIfDone(ws) {
+    if (!ws || !this._retiring.has(ws)) return;
+    for (const call of this._pending.values()) if (call.socket === ws) return;
+    this._retiring.delete(ws);
+    ws.close(1000);
+  }
+
   _socketClosed(ws, current) {
+    this._retiring.delete(ws);
     for (const [id, call] of this._pending) {
       if (call.socket === ws) {
         this._pending.delete(id);
@@ -687,6 +722,7 @@ export class AnvilServer {
       const call = this._pending.get(message.requestId);
       if (!call) return;
       this._pending.delete(message.requestId);
+      this._closeIfDone(call.socket);
       const cause = message.cause ?? {};
       call.reject(new AnvilError(cause.type, cause.message ?? "Error during media transfer", cause));
     } else if (message.id !== undefined && ("response" in message || "error" in message)) {
@@ -710,6 +746,7 @@ export class AnvilServer {
       if (!mediaIds.every((mid) => call.media.get(mid)?.done)) return;
     }
     this._pending.delete(id);
+    this._closeIfDone(call.socket);
     let settle;
     if (failed) {
       const error = new AnvilError(reply.error.type, reply.error.message, reply.error);
@@ -725,8 +762,18 @@ export class AnvilServer {
     }
     // The call changed cookies: store them in the browser before the caller goes on
     // (say, by reloading the page).
-    if (typeof reply.cookies === "string" && reply.cookies) this._storeCookies(reply.cookies).then(settle);
-    else settle();
+    if (typeof reply.cookies === "string" && reply.cookies) {
+      this._storeCookies(reply.cookies).then(() => {
+        // Only now may other sockets reconnect: their handshake must carry the new
+        // cookies. This socket has the new values already (unless it missed others).
+        const before = cookieGeneration;
+        const generation = cookiesChanged();
+        if (this._socketCookies.get(call.socket) === before) this._socketCookies.set(call.socket, generation);
+        settle();
+      });
+    } else {
+      settle();
+    }
   }
 
   /** Trade a cookie ticket for the Set-Cookie headers (HttpOnly: JS never sees them). */

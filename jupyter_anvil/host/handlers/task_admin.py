@@ -1,0 +1,126 @@
+"""The tasks admin API (Jupyter auth): list, one task, its output, kill, a live feed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.base.handlers import JupyterHandler
+from tornado import web, websocket
+
+from ... import errors
+from ..tasks import summarize
+from .admin import AUTH_RESOURCE, AdminHandler
+from .base import services
+
+STATUSES = ("queued", "running", "completed", "failed", "killed", "missing")
+
+
+class TasksHandler(AdminHandler):
+    """``GET anvil/api/tasks?app=&status=&name=&limit=50&before=<launched>``: newest
+    first; ``next`` is the ``before`` of the following page (null on the last)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        status = self.get_argument("status", None)
+        if status is not None and status not in STATUSES:
+            raise web.HTTPError(400, f"status must be one of {', '.join(STATUSES)}")
+        try:
+            limit = max(1, min(int(self.get_argument("limit", "50")), 500))
+            before_arg = self.get_argument("before", None)
+            before = float(before_arg) if before_arg is not None else None
+        except ValueError:
+            raise web.HTTPError(400, "limit must be an integer and before a launch time") from None
+        records = await services(self).tasks.list(
+            app=self.get_argument("app", None), status=status, name=self.get_argument("name", None),
+            before=before, limit=limit,
+        )  # fmt: skip
+        self.finish({"tasks": records, "next": records[-1]["launched"] if len(records) == limit else None})
+
+
+class TaskHandler(AdminHandler):
+    """``GET anvil/api/tasks/<id>``: the whole record (with traceback and return value)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, task_id: str) -> None:
+        record = await find(self, task_id)
+        self.finish(json.dumps({k: v for k, v in record.items() if k != "output"}, default=str))
+
+
+class TaskOutputHandler(AdminHandler):
+    """``GET anvil/api/tasks/<id>/output?offset=N``: printed output from ``offset`` on;
+    pass the returned ``offset`` back to tail it."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, task_id: str) -> None:
+        try:
+            offset = max(0, int(self.get_argument("offset", "0")))
+        except ValueError:
+            raise web.HTTPError(400, "offset must be an integer") from None
+        record = await find(self, task_id)
+        output = record.get("output") or ""
+        self.finish(
+            {
+                "text": output[offset:],
+                "offset": len(output),
+                "dropped": record.get("output_dropped", 0),
+                "running": record["status"] in ("queued", "running"),
+            }
+        )
+
+
+class TaskKillHandler(AdminHandler):
+    """``POST anvil/api/tasks/<id>/kill``: the record after the kill."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, task_id: str) -> None:
+        await find(self, task_id)
+        record = await services(self).tasks.kill(task_id)
+        self.finish(json.dumps(summarize(record), default=str))
+
+
+async def find(handler: AdminHandler, task_id: str) -> dict[str, Any]:
+    try:
+        return await services(handler).tasks.get(task_id)
+    except errors.BackgroundTaskNotFound:
+        raise web.HTTPError(404, f"no background task {task_id}") from None
+
+
+class TaskFeedHandler(JupyterHandler, websocket.WebSocketHandler):  # type: ignore[misc]
+    """``anvil/api/tasks/feed`` (WebSocket): ``{"type": "task", "task": summary}`` for
+    every launch, start, state change and end, so a panel need not poll."""
+
+    auth_resource = AUTH_RESOURCE
+
+    async def pre_get(self) -> None:
+        allowed = await ensure_async(self.authorizer.is_authorized(self, self.current_user, "read", AUTH_RESOURCE))
+        if not allowed:
+            raise web.HTTPError(403)
+
+    @ws_authenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        await self.pre_get()
+        result = super().get(*args, **kwargs)
+        if result is not None:
+            await result
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self._unsubscribe = services(self).tasks.subscribe(self._send)
+
+    def _send(self, summary: dict[str, Any]) -> None:
+        try:
+            self.write_message(json.dumps({"type": "task", "task": summary}, default=str))
+        except websocket.WebSocketClosedError:
+            self._unsubscribe()
+
+    def on_message(self, message: str | bytes) -> None:
+        pass  # the feed only speaks
+
+    def on_close(self) -> None:
+        self._unsubscribe()

@@ -1,0 +1,111 @@
+"""The reserved functions behind ``server.launch_background_task`` and the ``Task``
+methods, answered by the host itself (``anvil.private.background_tasks.*``).
+
+Server code may use them all; a browser may only read a task whose id it was given (a
+``Task`` a server function returned): it cannot launch, list, look up or kill tasks.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+
+from .. import errors, wire
+from .messages import CallReply, CallRequest
+from .tasks import PREFIX, TASK_TYPE, TaskService
+
+LAUNCH, GET, LIST, RECORD, KILL = (f"{PREFIX}{n}" for n in ("launch", "get", "list", "record", "kill"))
+FROM_CLIENT = {
+    LAUNCH: "Can't launch background tasks from the client.",
+    GET: "Can't manage background tasks from the client",
+    LIST: "Can't manage background tasks from the client",
+    KILL: "Can't kill background tasks from the client",
+}
+
+
+def is_task_call(command: str) -> bool:
+    return command.startswith(PREFIX)
+
+
+async def task_call(tasks: TaskService, app: str, request: CallRequest, launched_by: dict[str, Any]) -> CallReply:
+    command = request.command
+    if request.from_client and command in FROM_CLIENT:
+        raise errors.BackgroundTaskError(FROM_CLIENT[command])
+    args = request.args if isinstance(request.args, list) else []
+    if command == LAUNCH:
+        return await _launch(tasks, app, request, launched_by)
+    if command == LIST:
+        return task_values([r for r in await tasks.list(app=app, limit=10000)])
+    task_id = args[0] if args else None
+    if not isinstance(task_id, str):
+        raise errors.BackgroundTaskNotFound(f"Background Task not found: {task_id}")
+    record = await tasks.get(task_id)
+    if record["app"] != app:
+        raise errors.BackgroundTaskNotFound(f"Background Task not found: {task_id}")
+    if command == GET:
+        return task_values(record)
+    if command == KILL:
+        await tasks.kill(task_id)
+        return CallReply(response=None)
+    if command == RECORD:
+        return record_reply(record)
+    raise errors.NoServerFunctionError(f'No server function matching "{command}" has been registered')
+
+
+async def _launch(tasks: TaskService, app: str, request: CallRequest, launched_by: dict[str, Any]) -> CallReply:
+    args = request.args if isinstance(request.args, list) else []
+    name = args[0] if args else None
+    if not isinstance(name, str):
+        raise errors.BackgroundTaskError("launch_background_task() needs the name of a background task")
+    # the task's arguments are the launch's, less the name: shift their descriptors
+    objects = []
+    for descriptor in request.objects:
+        path = list(descriptor.get("path") or [])
+        if path[:1] == ["args"] and len(path) > 1 and isinstance(path[1], int):
+            path[1] -= 1
+        objects.append({**descriptor, "path": path})
+    task_request = CallRequest(command="", args=args[1:], kwargs=request.kwargs, objects=objects, media=request.media)
+    record = await tasks.launch(app, name, task_request, launched_by)
+    return task_values(record)
+
+
+def task_values(records: dict[str, Any] | list[dict[str, Any]]) -> CallReply:
+    """A ``Task`` (or a list of them), as the portable value server code and browsers know."""
+    many = isinstance(records, list)
+    items = records if isinstance(records, list) else [records]
+    objects = [
+        {"type": ["ValueType"], "path": ["response", i] if many else ["response"], "typeName": TASK_TYPE}
+        for i in range(len(items))
+    ]
+    values = [{"id": r["id"], "name": r["name"]} for r in items]
+    return CallReply(response=values if many else values[0], objects=objects)
+
+
+def record_reply(record: dict[str, Any]) -> CallReply:
+    """What a ``Task`` needs to answer any of its methods, in one reply."""
+
+    def when(stamp: float | None) -> dt.datetime | None:
+        return dt.datetime.fromtimestamp(stamp, dt.timezone.utc) if stamp else None
+
+    plain = wire.encode(
+        {
+            "response": {
+                "id": record["id"],
+                "name": record["name"],
+                "status": record["status"],
+                "launched": when(record.get("launched")),
+                "started": when(record.get("started")),
+                "ended": when(record.get("ended")),
+                "error": record.get("error"),
+                "state": None,
+                "result": None,
+            }
+        }
+    )
+    objects = plain.objects
+    wire.embed(plain.message, objects, ["response", "state"], record.get("state"))
+    result = record.get("result")
+    wire.embed(plain.message, objects, ["response", "result"], result)
+    media = {k: base64.b64decode(v) for k, v in (result or {}).get("media", {}).items()}
+    return CallReply(response=plain.message["response"], objects=objects, media=media)

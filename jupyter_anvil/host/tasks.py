@@ -1,0 +1,284 @@
+"""Background tasks: each runs on a kernel of its own, taken warm from its app's pool.
+
+A launch is recorded in the store at once (``queued``), runs when the app has room
+under its concurrency limit (``running``), and ends ``completed``, ``failed``,
+``killed`` or, if the server stopped under it, ``missing``. ``task_state`` and printed
+output reach the host while the task runs; the record keeps the final state, the
+return value, the error and the output (bounded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import errors
+from .apps import AppManager
+from .background import spawn
+from .kernel import AppKernel
+from .messages import Caller, CallReply, CallRequest
+from .sessions import SessionService
+from .store import TaskStore
+
+log = logging.getLogger(__name__)
+
+TASK_TYPE = "anvil.private.BackgroundTask"
+PREFIX = "anvil.private.background_tasks."
+FINISHED = ("completed", "failed", "killed", "missing")
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def new_task_id() -> str:
+    """25 lower-case base32 characters (125 random bits), like Anvil's task ids."""
+    return "".join(secrets.choice(_BASE32) for _ in range(25))
+
+
+@dataclass
+class TaskLimits:
+    concurrency: int = 4
+    timeout: float = 0.0  # seconds; 0: none
+    output_limit: int = 1_000_000  # characters kept per task
+    records_kept: int = 1000
+    records_days: float = 30.0
+    state_write_every: float = 1.0  # seconds between writes of live state to the store
+
+
+@dataclass
+class LiveTask:
+    """A task this server has launched and not yet finished."""
+
+    record: dict[str, Any]
+    request: CallRequest
+    kernel: AppKernel | None = None
+    output: list[str] = field(default_factory=list)
+    output_size: int = 0
+    dropped: int = 0
+    killed: bool = False
+    state_written: float = 0.0
+    runner: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.record["id"])
+
+
+class TaskService:
+    def __init__(self, apps: AppManager, store: TaskStore, sessions: SessionService, limits: TaskLimits) -> None:
+        self.apps = apps
+        self.store = store
+        self.sessions = sessions
+        self.limits = limits
+        self.live: dict[str, LiveTask] = {}
+        self._queues: dict[str, deque[LiveTask]] = {}
+        self._subscribers: set[Callable[[dict[str, Any]], None]] = set()
+        self.keep_state: Callable[[str, CallRequest, CallReply], Any] | None = None
+        self.stopping = False
+
+    async def start(self) -> None:
+        missing = await self.store.mark_missing()
+        if missing:
+            log.warning("[jupyter-anvil] %d background tasks were cut off by the last stop: now 'missing'", missing)
+
+    async def stop(self) -> None:
+        """Stop every task's kernel; their records stay 'running' until the next start
+        marks them 'missing' (the server, not the task, ended them)."""
+        self.stopping = True
+        await asyncio.gather(*(t.kernel.shutdown() for t in self.live.values() if t.kernel is not None))
+
+    # -- launching ------------------------------------------------------------------------
+    async def launch(
+        self, app_name: str, name: str, request: CallRequest, launched_by: dict[str, Any]
+    ) -> dict[str, Any]:
+        app = await self.apps.get(app_name)
+        pool = app.pool if app is not None else None
+        if pool is None:
+            raise errors.RuntimeUnavailableError(f"App '{app_name}' is not available")
+        if f"task:{name}" not in pool.functions:
+            raise errors.NoServerFunctionError(f'No background task matching "{name}" has been registered')
+        task_id = new_task_id()
+        record = {
+            "id": task_id,
+            "app": app_name,
+            "name": name,
+            "status": "queued",
+            "launched": time.time(),
+            "launched_by": launched_by,
+            "output": "",
+            "output_dropped": 0,
+        }
+        await self.store.insert(record)
+        request.command, request.call_id, request.from_client = f"task:{name}", task_id, False
+        task = LiveTask(record, request)
+        self.live[task_id] = task
+        self._queues.setdefault(app_name, deque()).append(task)
+        self._publish(task.record)
+        self._schedule(app_name)
+        return record
+
+    def _schedule(self, app_name: str) -> None:
+        queue = self._queues.get(app_name)
+        running = sum(1 for t in self.live.values() if t.record["app"] == app_name and t.record["status"] == "running")
+        while queue and running < self.limits.concurrency:
+            task = queue.popleft()
+            task.record["status"] = "running"  # taken: counts against the limit from now
+            running += 1
+            task.runner = spawn(self._run(task))
+
+    async def _run(self, task: LiveTask) -> None:
+        app_name = task.record["app"]
+        reply: CallReply | None = None
+        try:
+            app = await self.apps.get(app_name)
+            if app is None or app.pool is None:
+                raise errors.RuntimeUnavailableError(f"App '{app_name}' is not available")
+            task.kernel = await app.pool.take_spare()
+            if task.killed:
+                raise errors.BackgroundTaskKilled("The background task was killed.")
+            task.record["started"] = time.time()
+            await self.store.update(task.id, {"status": "running", "started": task.record["started"]})
+            self._publish(task.record)
+            session = self.sessions.new(app_name, "background_task")
+            task.request.caller = Caller(session, "background_task", background_task_id=task.id)
+            timeout = self.limits.timeout or None
+            try:
+                reply = await task.kernel.call(task.request, timeout)
+            except asyncio.TimeoutError:
+                raise errors.TimeoutError("The background task took too long") from None
+            if self.keep_state is not None:
+                reply = await self.keep_state(app_name, task.request, reply)
+        except errors.AnvilError as e:
+            reply = CallReply.failure(e)
+        except Exception as e:
+            log.exception("[jupyter-anvil] background task %s failed to run", task.id)
+            reply = CallReply.failure(errors.InternalError(f"The background task could not run: {e}"))
+        finally:
+            if task.kernel is not None:
+                spawn(task.kernel.shutdown())  # one task, one kernel: nothing leaks into the next
+        await self._finish(task, reply)
+
+    async def _finish(self, task: LiveTask, reply: CallReply) -> None:
+        if self.stopping:
+            return
+        record = task.record
+        record["ended"] = time.time()
+        if task.killed:
+            record["status"] = "killed"
+            record["error"] = errors.to_wire(errors.BackgroundTaskKilled("The background task was killed."))
+        elif reply.error is not None:
+            record["status"] = "failed"
+            record["error"] = {k: reply.error.get(k) for k in ("type", "message", "trace")}
+            record["traceback"] = reply.traceback
+        else:
+            record["status"] = "completed"
+            record["result"] = {
+                "v": reply.response,
+                "objects": reply.objects,
+                "media": {k: base64.b64encode(v).decode() for k, v in reply.media.items()},
+            }
+        if reply.task_state is not None and not task.killed:
+            record["state"] = reply.task_state
+        record["output"] = "".join(task.output)
+        record["output_dropped"] = task.dropped
+        fields = ("status", "ended", "error", "traceback", "result", "state", "output", "output_dropped")
+        try:
+            await self.store.update(task.id, {k: record.get(k) for k in fields})
+            await self.store.prune(self.limits.records_kept, self.limits.records_days)
+        except Exception:
+            log.exception("[jupyter-anvil] could not store the end of background task %s", task.id)
+        self.live.pop(task.id, None)
+        self._publish(record)
+        self._schedule(record["app"])
+
+    # -- while it runs ----------------------------------------------------------------------
+    def on_state(self, task_id: str, state: dict[str, Any]) -> None:
+        task = self.live.get(task_id)
+        if task is None or task.killed:
+            return
+        task.record["state"] = state
+        self._publish(task.record)
+        now = time.monotonic()
+        if now - task.state_written >= self.limits.state_write_every:
+            task.state_written = now
+            spawn(self.store.update(task_id, {"state": state}))
+
+    def on_output(self, task_id: str, text: str) -> None:
+        task = self.live.get(task_id)
+        if task is None:
+            return
+        room = self.limits.output_limit - task.output_size
+        if room <= 0:
+            task.dropped += len(text)
+            return
+        if len(text) > room:
+            task.dropped += len(text) - room
+            text = text[:room]
+        task.output.append(text)
+        task.output_size += len(text)
+
+    async def kill(self, task_id: str) -> dict[str, Any]:
+        """Capture the last state, then stop the task's kernel; status ``killed``."""
+        task = self.live.get(task_id)
+        if task is None:
+            record = await self.get(task_id)
+            return record  # already over: killing it again changes nothing
+        task.killed = True
+        queue = self._queues.get(task.record["app"])
+        if queue is not None and task in queue:
+            queue.remove(task)
+            await self._finish(task, CallReply())
+            return task.record
+        if task.kernel is not None:
+            try:
+                data, _ = await asyncio.wait_for(task.kernel.request({"op": "get_task_state", "task_id": task_id}), 2)
+                if data.get("state") is not None:
+                    task.record["state"] = data["state"]
+            except Exception:  # noqa: BLE001 - a stuck kernel: keep the last state it sent
+                log.info("[jupyter-anvil] task %s gave no final state before being killed", task_id)
+            await task.kernel.shutdown()
+        if task.runner is not None:
+            await asyncio.wait({task.runner}, timeout=10)
+        return task.record
+
+    # -- reading ------------------------------------------------------------------------------
+    async def get(self, task_id: str) -> dict[str, Any]:
+        """The record, live if the task runs here; BackgroundTaskNotFound if none."""
+        task = self.live.get(task_id) if isinstance(task_id, str) else None
+        if task is not None:
+            return {**task.record, "output": "".join(task.output), "output_dropped": task.dropped}
+        record = await self.store.get(task_id) if isinstance(task_id, str) else None
+        if record is None:
+            raise errors.BackgroundTaskNotFound(f"Background Task not found: {task_id}")
+        return record
+
+    async def list(self, **filters: Any) -> list[dict[str, Any]]:
+        records = await self.store.list(**filters)
+        return [{**r, **self._live_summary(r["id"])} for r in records]
+
+    def _live_summary(self, task_id: str) -> dict[str, Any]:
+        task = self.live.get(task_id)
+        return {"status": task.record["status"], "state": task.record.get("state")} if task else {}
+
+    # -- the live feed --------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        self._subscribers.add(callback)
+        return lambda: self._subscribers.discard(callback)
+
+    def _publish(self, record: dict[str, Any]) -> None:
+        summary = summarize(record)
+        for callback in list(self._subscribers):
+            try:
+                callback(summary)
+            except Exception:
+                log.exception("[jupyter-anvil] task feed subscriber failed")
+
+
+def summarize(record: dict[str, Any]) -> dict[str, Any]:
+    """A record without its bulky parts (output, traceback, return value)."""
+    return {k: v for k, v in record.items() if k not in ("output", "traceback", "result")}
