@@ -237,6 +237,121 @@ SESSIONS = [
     """,
 ]
 
+JOBS = [
+    """
+    import datetime, os, time
+    from jupyter_anvil import server
+    from jupyter_anvil.media import BlobMedia
+
+    @server.background_task
+    def count_to(n, pause=0.1):
+        for i in range(n):
+            server.task_state["done"] = i + 1
+            server.task_state["total"] = n
+            print(f"step {i + 1}")
+            time.sleep(pause)
+        return {"counted": n, "day": datetime.date(2024, 1, 2)}
+
+    @server.background_task("renamed_task")
+    def _renamed():
+        return "renamed"
+
+    @server.background_task
+    def fail():
+        print("about to fail")
+        raise ValueError("task failed on purpose")
+
+    @server.background_task
+    def crash():
+        server.task_state["before"] = "crash"
+        time.sleep(0.5)
+        os._exit(9)
+
+    @server.background_task
+    def forever():
+        server.task_state["phase"] = "looping"
+        while True:
+            time.sleep(0.05)
+            server.task_state["ticks"] = server.task_state.get("ticks", 0) + 1
+
+    @server.background_task
+    def media_result():
+        return BlobMedia("text/plain", b"made in a task", name="t.txt")
+
+    @server.background_task
+    def media_state():
+        try:
+            server.task_state["m"] = BlobMedia("text/plain", b"x")
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+
+    @server.background_task
+    def whoami():
+        c = server.context
+        server.session["seen"] = True
+        return {"client": c.client.type, "task": c.background_task_id, "session": server.session.session_id,
+                "caller": c.remote_caller.type, "pid": os.getpid()}
+
+    @server.background_task
+    def tight_loop(n):
+        for i in range(n):
+            server.task_state["i"] = i
+        return n
+
+    @server.background_task
+    def ordered(i):
+        server.task_state["i"] = i
+        time.sleep(0.3)
+        return i
+    """,
+    """
+    @server.callable
+    def start(name, *args, **kwargs):
+        return server.launch_background_task(name, *args, **kwargs)
+
+    @server.callable
+    def describe(task_id):
+        t = server.get_background_task(task_id)
+        return {"id": t.get_id(), "name": t.get_task_name(), "status": t.get_termination_status(),
+                "running": t.is_running(), "state": t.get_state(), "started": t.get_start_time(),
+                "value": t.get_return_value() if t.get_termination_status() != "failed" else None}
+
+    @server.callable
+    def completed(task):
+        return task.is_completed()
+
+    @server.callable
+    def error_of(task):
+        task.get_error()
+        return "no error"
+
+    @server.callable
+    def value_of(task):
+        return task.get_return_value()
+
+    @server.callable
+    def kill(task):
+        task.kill()
+        return task.get_termination_status()
+
+    @server.callable
+    def listing():
+        return [t.get_id() for t in server.list_background_tasks()]
+
+    @server.callable
+    def state_outside():
+        return server.task_state["x"]
+
+    @server.callable
+    def pid():
+        return os.getpid()
+
+    @server.callable
+    def my_session():
+        return server.get_session_id()
+    """,
+]
+
 UNTAGGED = [
     """
     from jupyter_anvil import server
@@ -254,7 +369,12 @@ def write_sessions_app(path: Path, **metadata: object) -> None:
     write_notebook(path, SESSIONS, {"kernels": {"min": 2, "max": 2}, **metadata})
 
 
+def write_jobs_app(path: Path, **metadata: object) -> None:
+    write_notebook(path, JOBS, {"kernels": {"min": 1, "max": 1}, **metadata})
+
+
 def write_test_apps(root: Path) -> None:
+    write_jobs_app(root / "jobs.ipynb")
     write_notebook(root / "core.ipynb", CORE, {"kernels": {"min": 1, "max": 1}}, UNTAGGED)
     write_notebook(
         root / "timeouts.ipynb",

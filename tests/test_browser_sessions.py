@@ -206,11 +206,6 @@ def session_key(server: Any, app: str = SESSIONS_APP) -> str:
 
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["websocket", "http"])
-# Remove when the server sends anvil/client.js with "Access-Control-Allow-Origin: *"
-# (handlers/static.py, ClientScriptHandler): until then no other origin can import it.
-CLIENT_NOT_YET_CORS = pytest.mark.xfail(
-    strict=True, reason="anvil/client.js is served without Access-Control-Allow-Origin: *"
-)
 
 
 def count(tab: Tab, transport: str, n: int = 1) -> list[int]:
@@ -540,7 +535,6 @@ def other_tab(context: Any, server: Any, other_origin: OtherOrigin) -> Tab:
     return Tab(context, f"{other_origin.origin}/index.html", client_url=f"{server.url}anvil/client.js")
 
 
-@CLIENT_NOT_YET_CORS
 def test_another_origin_can_import_the_client(server: Any, context: Any, other_origin: OtherOrigin) -> None:
     tab = other_tab(context, server, other_origin)
     assert tab.run("return typeof server.call;") == "function"
@@ -548,7 +542,6 @@ def test_another_origin_can_import_the_client(server: Any, context: Any, other_o
     assert response.headers.get("access-control-allow-origin") == "*"
 
 
-@CLIENT_NOT_YET_CORS
 @TRANSPORTS
 def test_another_origin_is_refused_by_an_app_that_does_not_list_it(
     server: Any, context: Any, other_origin: OtherOrigin, transport: str, tmp_path: Path
@@ -588,7 +581,6 @@ def test_another_origin_is_refused_by_an_app_that_does_not_list_it(
     assert not marker.exists()
 
 
-@CLIENT_NOT_YET_CORS
 @TRANSPORTS
 def test_another_origin_listed_by_the_app_may_call_it(
     server: Any, context: Any, other_origin: OtherOrigin, transport: str, tmp_path: Path

@@ -45,6 +45,7 @@ class KernelPool:
         self._waiters: deque[asyncio.Future[AppKernel]] = deque()
         self.spares: list[AppKernel] = []
         self._spares_starting = 0
+        self._spare_waiters: deque[asyncio.Future[AppKernel]] = deque()
         self._reaper: asyncio.Task[None] | None = None
 
     @property
@@ -70,32 +71,49 @@ class KernelPool:
         return any(name.startswith("task:") for name in self.functions)
 
     async def take_spare(self) -> AppKernel:
-        """A warm kernel of its own for a background task (started now if none is ready)."""
+        """A warm kernel of its own for a background task. Kernels are handed out in
+        the order asked for, so tasks start in launch order even when some must wait
+        for a kernel to warm up."""
         if self.closed:
             raise errors.RuntimeUnavailableError(f"App '{self.app}' is being replaced")
-        kernel = self.spares.pop(0) if self.spares else None
+        if self.spares and not self._spare_waiters:
+            kernel = self.spares.pop(0)
+            self._refill_spares()
+            return kernel
+        waiter: asyncio.Future[AppKernel] = asyncio.get_running_loop().create_future()
+        self._spare_waiters.append(waiter)
         self._refill_spares()
-        return kernel if kernel is not None else await self._start_kernel()
+        return await waiter
 
     def _refill_spares(self) -> None:
-        if not self.has_tasks:
+        if not self.has_tasks and not self._spare_waiters:
             return
-        while not self.closed and len(self.spares) + self._spares_starting < self.limits.task_spares:
+        wanted = self.limits.task_spares + len(self._spare_waiters)
+        while not self.closed and len(self.spares) + self._spares_starting < wanted:
             self._spares_starting += 1
             spawn(self._add_spare())
 
     async def _add_spare(self) -> None:
         try:
             kernel = await self._start_kernel()
-        except Exception:
+        except Exception as e:
             log.exception("[jupyter-anvil] could not start a task kernel for app %s", self.app)
+            if self._spare_waiters:
+                waiter = self._spare_waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(errors.RuntimeUnavailableError(f"No kernel could start for the task: {e}"))
             return
         finally:
             self._spares_starting -= 1
         if self.closed:
             await kernel.shutdown()
-        else:
-            self.spares.append(kernel)
+            return
+        while self._spare_waiters:
+            waiter = self._spare_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(kernel)
+                return
+        self.spares.append(kernel)
 
     # -- leasing ----------------------------------------------------------------------
     def try_lease(self) -> AppKernel | None:
@@ -236,6 +254,9 @@ class KernelPool:
         deadline = asyncio.get_running_loop().time() + grace
         while any(k.in_flight for k in self.kernels) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
+        for waiter in self._spare_waiters:
+            if not waiter.done():
+                waiter.set_exception(errors.RuntimeUnavailableError(f"App '{self.app}' was stopped"))
         kernels, self.kernels = self.kernels + self.spares, []
         self.spares = []
         await asyncio.gather(*(k.shutdown() for k in kernels))

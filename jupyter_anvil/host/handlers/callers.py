@@ -13,6 +13,8 @@ from ..sessions import Session
 from .base import PublicHandler, services
 
 SESSION_HEADER = "X-Anvil-Session"
+#: on an HTTP reply whose call changed cookies: other connections of the window should renew
+COOKIES_HEADER = "X-Anvil-Cookies"
 CLIENT_HEADER = "X-Anvil-Client"
 ALLOWED_HEADERS = f"Content-Type, {SESSION_HEADER}, {CLIENT_HEADER}"
 
@@ -40,7 +42,7 @@ def set_cors_headers(handler: web.RequestHandler, origin: str | None) -> None:
     if origin and not same_origin(handler, origin):
         handler.set_header("Access-Control-Allow-Origin", origin)
         handler.set_header("Access-Control-Allow-Credentials", "true")
-        handler.set_header("Access-Control-Expose-Headers", SESSION_HEADER)
+        handler.set_header("Access-Control-Expose-Headers", f"{SESSION_HEADER}, {COOKIES_HEADER}")
         handler.add_header("Vary", "Origin")
 
 
@@ -60,7 +62,11 @@ def browser_cookies(handler: web.RequestHandler, app: str) -> dict[str, dict[str
 
 
 def make_caller(handler: web.RequestHandler, app: str, session: Session, client_type: str) -> Caller:
-    cookies = browser_cookies(handler, app) if client_type == "browser" else None
+    # cookies belong to this server's own pages: a page on another origin (even one the
+    # app lets call it) gets none, over either transport
+    origin = handler.request.headers.get("Origin")
+    own_page = not origin or same_origin(handler, origin)
+    cookies = browser_cookies(handler, app) if client_type == "browser" and own_page else None
     return Caller(session, client_type, ip=handler.request.remote_ip, cookies=cookies)
 
 

@@ -16,6 +16,7 @@ from .base import PublicHandler, services, status_for
 from .callers import (
     ALLOWED_HEADERS,
     CLIENT_HEADER,
+    COOKIES_HEADER,
     SESSION_HEADER,
     admit_origin,
     cookie_headers,
@@ -99,6 +100,8 @@ class HttpCallHandler(PublicHandler):
             self.set_header(SESSION_HEADER, session.token)
         for header in cookie_headers(self, app, reply.cookie_changes or {}):
             self.add_header("Set-Cookie", header)
+        if reply.cookie_changes:
+            self.set_header(COOKIES_HEADER, "changed")
         body = reply_message(reply)
         if reply.error is None:
             inline_media(body, reply.media)

@@ -24,6 +24,8 @@ class ClientScriptHandler(web.StaticFileHandler):
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", "no-cache")
+        # public code: pages on other origins import it (whether they may call is the app's say)
+        self.set_header("Access-Control-Allow-Origin", "*")
 
 
 class AppStaticHandler(web.StaticFileHandler):
@@ -47,4 +49,6 @@ class AppStaticHandler(web.StaticFileHandler):
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", "no-cache")
+        # public code: pages on other origins import it (whether they may call is the app's say)
+        self.set_header("Access-Control-Allow-Origin", "*")
         self.set_header("X-Content-Type-Options", "nosniff")
