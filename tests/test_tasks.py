@@ -213,7 +213,7 @@ def test_the_admin_api_kills(anvil_server: AnvilServer) -> None:
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServer]:
     root = tmp_path_factory.mktemp("tasks-root")
     write_jobs_app(root / "jobs.ipynb")
-    options = ("--AnvilApp.task_concurrency=2", "--AnvilApp.task_timeout=4")
+    options = ("--AnvilApp.task_concurrency=2", "--AnvilApp.task_timeout=4", "--AnvilApp.task_output_limit=200")
     server = AnvilServer(root, tmp_path_factory.mktemp("tasks-server"), *options)
     server.start(wait_for=("jobs",))
     yield server
@@ -247,6 +247,15 @@ def test_a_task_over_its_timeout_fails(limited: AnvilServer) -> None:
     done = wait_status(limited, task, "failed", timeout=30)["response"]
     assert done["error"]["type"] == "anvil.server.TimeoutError"
     assert done["state"]["phase"] == "looping"
+
+
+def test_output_is_kept_up_to_a_limit_with_a_marker_where_it_was_cut(limited: AnvilServer) -> None:
+    task = launch(limited, "count_to", 80, 0.005)
+    wait_status(limited, task, "completed")
+    output = limited.admin(f"anvil/api/tasks/{task['id']}/output")
+    kept, marker = output["text"][:200], output["text"][200:]
+    assert kept.startswith("step 1\nstep 2\n") and "output cut here" in marker
+    assert output["dropped"] == sum(len(f"step {i}\n") for i in range(1, 81)) - 200
 
 
 def test_tasks_running_when_the_server_stops_are_missing_after(limited: AnvilServer) -> None:

@@ -268,4 +268,5 @@ class KernelPool:
             "busy": sum(1 for k in self.kernels if k.in_flight),
             "in_flight": sum(k.in_flight for k in self.kernels),
             "queued": len(self._waiters),
+            "task_spares": len(self.spares),
         }

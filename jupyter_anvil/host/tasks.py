@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 TASK_TYPE = "anvil.private.BackgroundTask"
 PREFIX = "anvil.private.background_tasks."
 FINISHED = ("completed", "failed", "killed", "missing")
+OUTPUT_CUT = "\n[jupyter-anvil: output cut here; only the first {limit} characters of a task's output are kept]\n"
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
 
 
@@ -218,7 +219,7 @@ class TaskService:
             return
         if len(text) > room:
             task.dropped += len(text) - room
-            text = text[:room]
+            text = text[:room] + OUTPUT_CUT.format(limit=self.limits.output_limit)
         task.output.append(text)
         task.output_size += len(text)
 
