@@ -9,7 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ class AnvilServer:
         ]  # fmt: skip
         self.log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(command, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
-        self.wait_until_loaded(wait_for)
+        self.wait_until_loaded(wait_for or ())
 
     def wait_until_loaded(self, names: tuple[str, ...], timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -109,6 +110,22 @@ class AnvilServer:
 
     def ws_url(self, app: str) -> str:
         return f"ws://127.0.0.1:{self.port}/anvil/apps/{app}/_/ws"
+
+
+@contextmanager
+def private_server(
+    tmp_path_factory: pytest.TempPathFactory, label: str, write_apps: Callable[[Path], None], *options: str
+) -> Iterator[AnvilServer]:
+    """A server of a test module's own, for what the shared one must not change
+    (configuration, restarts); it serves what ``write_apps`` writes into its root."""
+    root = tmp_path_factory.mktemp(f"{label}-root")
+    write_apps(root)
+    server = AnvilServer(root, tmp_path_factory.mktemp(f"{label}-server"), *options)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import websockets
 from apps import write_sessions_app
-from conftest import AnvilServer
+from conftest import AnvilServer, private_server
 
 BROWSER = {"X-Anvil-Client": "browser"}
 
@@ -175,12 +175,11 @@ def test_cross_origin_calls_need_the_apps_consent(anvil_server: AnvilServer) -> 
 
 @pytest.fixture(scope="module")
 def proxied_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServer]:
-    root = tmp_path_factory.mktemp("cookie-root")
-    write_sessions_app(root / "sessions.ipynb", kernels={"min": 1, "max": 1})
-    server = AnvilServer(root, tmp_path_factory.mktemp("cookie-server"), "--ServerApp.trust_xheaders=True")
-    server.start(wait_for=("sessions",))
-    yield server
-    server.stop()
+    def write(root: Path) -> None:
+        write_sessions_app(root / "sessions.ipynb", kernels={"min": 1, "max": 1})
+
+    with private_server(tmp_path_factory, "cookie", write, "--ServerApp.trust_xheaders=True") as server:
+        yield server
 
 
 def test_rotating_the_key_logs_nobody_out(proxied_server: AnvilServer) -> None:
@@ -200,7 +199,7 @@ def test_rotating_the_key_logs_nobody_out(proxied_server: AnvilServer) -> None:
     )
     assert "new cookie key" in rotated.stdout
     assert len(keys.read_text().split()) == 2 and oct(keys.stat().st_mode & 0o777) == "0o600"
-    proxied_server.start(wait_for=("sessions",))
+    proxied_server.start()
     assert browser.call("get_cookie", "local", "who") == "Ada"  # sealed with the old key, still opens
     browser.call("set_item", "local", "who", "Grace")
     assert browser.http.cookies["anvil-local"] != old_cookie

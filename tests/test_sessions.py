@@ -14,7 +14,7 @@ import httpx
 import pytest
 import websockets
 from apps import write_sessions_app
-from conftest import AnvilServer
+from conftest import AnvilServer, private_server
 
 SESSION = "X-Anvil-Session"
 
@@ -174,17 +174,16 @@ async def test_a_websocket_is_one_session(anvil_server: AnvilServer) -> None:
 
 @pytest.fixture(scope="module")
 def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServer]:
-    root = tmp_path_factory.mktemp("sessions-root")
-    write_sessions_app(root / "sessions.ipynb", kernels={"min": 1, "max": 1})
-    server = AnvilServer(root, tmp_path_factory.mktemp("sessions-server"), "--AnvilApp.session_idle_minutes=0.2")
-    server.start(wait_for=("sessions",))
-    yield server
-    server.stop()
+    def write(root: Path) -> None:
+        write_sessions_app(root / "sessions.ipynb", kernels={"min": 1, "max": 1})
+
+    with private_server(tmp_path_factory, "sessions", write, "--AnvilApp.session_idle_minutes=0.2") as server:
+        yield server
 
 
 def restart(server: AnvilServer) -> None:
     server.stop()
-    server.start(wait_for=("sessions",))
+    server.start()
 
 
 def test_sessions_survive_a_restart_and_expire_when_idle(own_server: AnvilServer) -> None:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import websockets
 from apps import write_jobs_app
-from conftest import AnvilServer
+from conftest import AnvilServer, private_server
 from test_app_loading import wait_for
 
 TASKS = "anvil.private.background_tasks."
@@ -211,13 +211,11 @@ def test_the_admin_api_kills(anvil_server: AnvilServer) -> None:
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServer]:
-    root = tmp_path_factory.mktemp("tasks-root")
-    write_jobs_app(root / "jobs.ipynb")
     options = ("--AnvilApp.task_concurrency=2", "--AnvilApp.task_timeout=4", "--AnvilApp.task_output_limit=200")
-    server = AnvilServer(root, tmp_path_factory.mktemp("tasks-server"), *options)
-    server.start(wait_for=("jobs",))
-    yield server
-    server.stop()
+    with private_server(
+        tmp_path_factory, "tasks", lambda root: write_jobs_app(root / "jobs.ipynb"), *options
+    ) as server:
+        yield server
 
 
 def test_twenty_tasks_over_a_limit_of_two_run_in_launch_order(limited: AnvilServer) -> None:
@@ -262,7 +260,7 @@ def test_tasks_running_when_the_server_stops_are_missing_after(limited: AnvilSer
     task = launch(limited, "count_to", 100, 0.1)
     wait_status(limited, task, "running")
     limited.stop()
-    limited.start(wait_for=("jobs",))
+    limited.start()
     assert status(limited, task) == "missing"
     error = limited.post("jobs", "completed", as_arg(task)).json()["error"]
     assert error["type"] == "anvil.server.InternalError" and "mia" in error["message"]
