@@ -2,8 +2,9 @@
 
 Run by hand, not by CI:
 
-    python bench/calls.py                  # everything, about 2 minutes
+    python bench/calls.py                  # everything, about 3 minutes
     python bench/calls.py --targets kg,comm --calls 200 --kernels 1
+    python bench/calls.py --targets session --kernels 1   # sessions beside plain anvil calls
     python bench/calls.py --json results.json
 
 Every target serves the same function, ``add(a, b) -> a + b``, called with (1, 2):
@@ -14,6 +15,14 @@ Every target serves the same function, ``add(a, b) -> a + b``, called with (1, 2
 * ``comm-*``      a bare comm round trip to ipykernels from jupyter_client's asyncio
                   client, no server in between: the floor anvil's calls sit on
                   (``-thr``: the add runs on a worker thread, as anvil's kernels run calls)
+
+and, to show what sessions cost beside the plain anvil calls, on the same anvil server:
+
+* ``anvil-{http,ws}-session-read``   ``session_read()``: returns ``server.session["n"]``
+* ``anvil-{http,ws}-session-write``  ``session_write()``: increments it (one store write)
+
+each caller in a session of its own (``X-Anvil-Session`` over HTTP, ``HELLO`` on the
+WebSocket), every answer checked against the counter the caller expects.
 
 All targets run in this one process tree, one server at a time, so the ratios are
 fair on the same machine. Only 127.0.0.1 is contacted.
@@ -39,7 +48,8 @@ from importlib import metadata
 from pathlib import Path
 
 import aiohttp
-from clients import CommCaller, HttpClient, WsCaller
+import websockets
+from clients import CommCaller, HttpClient, HttpSessionCaller, WsCaller, WsSessionCaller
 from harness import (
     DEFAULT_CALLS,
     HEAD,
@@ -66,7 +76,9 @@ targets
   1. C=1: anvil p50 <= 1/3 of KG p50
   2. C=8, 1 kernel: anvil calls/s >= 3x KG calls/s
   3. anvil, C=8: 2 kernels >= 1.6x the calls/s of 1 kernel
-  4. anvil-ws p50 <= 1.5x bare comm p50 (C=1, 1 kernel, same transport as anvil's kernels: ipc)"""
+  4. anvil-ws p50 <= 1.5x bare comm p50 (C=1, 1 kernel, same transport as anvil's kernels: ipc)
+  5. C=1: a session read, and a session write, add <= 1 ms to the p50 of a plain anvil call
+     (same transport, same server)"""
 
 # ---------------------------------------------------------------- clients
 
@@ -217,6 +229,15 @@ from jupyter_anvil import server
 @server.callable
 def add(a, b):
 {spin4}    return a + b
+
+@server.callable
+def session_read():
+{spin4}    return server.session.get("n", 0)
+
+@server.callable
+def session_write():
+{spin4}    server.session["n"] = server.session.get("n", 0) + 1
+    return server.session["n"]
 """
 
 KG_SEED_CELL = "import json"
@@ -278,6 +299,49 @@ async def bench_kg(kernels: int, args: argparse.Namespace, workdir: Path) -> lis
     return cells
 
 
+def failed_cell(target: str, kernels: int, conc: int, e: Exception) -> Cell:
+    """A cell that could not be measured: its row says why, and the run goes on."""
+    cell = Cell(target, kernels, conc, errors=1, first_error=f"{type(e).__name__}: {e}"[:300])
+    print(row(cell), flush=True)
+    return cell
+
+
+async def bench_http_session(
+    url: str, write: bool, kernels: int, conc: int, args: argparse.Namespace, server: ServerProcess
+) -> Cell:
+    """``session_read`` / ``session_write`` over HTTP, each caller with its own token."""
+    target = f"anvil-http-session-{'write' if write else 'read'}"
+    client = HttpClient(args.http_client, conc)
+    try:
+        caller = HttpSessionCaller(client, url, write)
+        await caller.prepare(conc)  # a session per caller, made before the warm-up
+        cell = await measure(target, kernels, conc, caller.call, args, server.meter())
+    except (CallFailed, OSError, aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+        cell = failed_cell(target, kernels, conc, e)
+    finally:
+        await client.close()
+    server.check_alive()
+    return cell
+
+
+async def bench_ws_session(
+    url: str, write: bool, kernels: int, conc: int, args: argparse.Namespace, server: ServerProcess
+) -> Cell:
+    """The same over the WebSocket: a connection per caller, each opened with HELLO.
+    (``--ws-mux`` does not apply: one connection is one session.)"""
+    target = f"anvil-ws-session-{'write' if write else 'read'}"
+    caller = WsSessionCaller(url, write)
+    try:
+        await caller.prepare(conc)
+        cell = await measure(target, kernels, conc, caller.call, args, server.meter())
+    except (CallFailed, ServerFailed, OSError, websockets.WebSocketException, asyncio.TimeoutError, ValueError) as e:
+        cell = failed_cell(target, kernels, conc, e)
+    finally:
+        await caller.close()
+    server.check_alive()
+    return cell
+
+
 async def bench_anvil(kernels: int, args: argparse.Namespace, workdir: Path) -> list[Cell]:
     folder = workdir / f"anvil-{kernels}"
     folder.mkdir()
@@ -334,21 +398,29 @@ async def bench_anvil(kernels: int, args: argparse.Namespace, workdir: Path) -> 
         print(f"  {server.name} ready in {took:.1f}s on port {port}", flush=True)
         if args.verbose:
             print(f"    /anvil/api/apps: {json.dumps(last_seen[0])[:400]}")
+        calls_url = f"{base}/anvil/apps/{APP}/_/call"
+        ws_url = f"ws://{HOST}:{port}/anvil/apps/{APP}/_/ws"
         for c in args.concurrency:
             client = HttpClient(args.http_client, c)
             try:
-                call = client.poster(f"{base}/anvil/apps/{APP}/_/call/add", check_anvil_reply)
+                call = client.poster(f"{calls_url}/add", check_anvil_reply)
                 cells.append(await measure("anvil-http", kernels, c, call, args, server.meter()))
             finally:
                 await client.close()
             server.check_alive()
-            ws = WsCaller(f"ws://{HOST}:{port}/anvil/apps/{APP}/_/ws", 1 if args.ws_mux else c)
+            if "session" in args.targets:
+                for write in (False, True):
+                    cells.append(await bench_http_session(calls_url, write, kernels, c, args, server))
+            ws = WsCaller(ws_url, 1 if args.ws_mux else c)
             try:
                 await ws.open()
                 cells.append(await measure("anvil-ws", kernels, c, ws.call, args, server.meter()))
             finally:
                 await ws.close()
             server.check_alive()
+            if "session" in args.targets:
+                for write in (False, True):
+                    cells.append(await bench_ws_session(ws_url, write, kernels, c, args, server))
     finally:
         server.stop()
     if any(cell.errors for cell in cells):
@@ -367,17 +439,24 @@ def find(cells: list[Cell], target: str, kernels: int, conc: int) -> Cell | None
 
 
 def ratios(cells: list[Cell], args: argparse.Namespace) -> list[dict]:
-    """The comparisons the targets are about, each with its verdict (None: for information)."""
+    """The comparisons the targets are about, each with its verdict (None: for information).
+
+    Most are ratios (``unit`` "x"); what sessions add to a call's p50 is a difference
+    (``unit`` "ms"), since the target is an absolute budget.
+    """
     out: list[dict] = []
 
-    def add(name: str, num: Cell | None, den: Cell | None, attr: str, op: str, bound: float | None = None) -> None:
+    def add(
+        name: str, num: Cell | None, den: Cell | None, attr: str, op: str, bound: float | None = None, unit: str = "x"
+    ) -> None:
         if num is None or den is None:
             return
-        value = getattr(num, attr) / getattr(den, attr)
+        a, b = getattr(num, attr), getattr(den, attr)
+        value = a - b if unit == "ms" else a / b
         verdict = None
         if bound is not None:
             verdict = value <= bound if op == "<=" else value >= bound
-        out.append({"name": name, "value": value, "op": op, "bound": bound, "pass": verdict})
+        out.append({"name": name, "value": value, "op": op, "bound": bound, "pass": verdict, "unit": unit})
 
     cmin, cmax = min(args.concurrency), max(args.concurrency)
     anvil = ("anvil-http", "anvil-ws")
@@ -406,6 +485,14 @@ def ratios(cells: list[Cell], args: argparse.Namespace) -> list[dict]:
             "p50_ms", "<=")  # fmt: skip
         add(f"p50 {floor}-thr / {floor}, C=1, 1k", find(cells, f"{floor}-thr", 1, 1), find(cells, floor, 1, 1),
             "p50_ms", "<=")  # fmt: skip
+    for t in anvil:
+        for n in args.kernels:
+            for c in args.concurrency:
+                for kind in ("read", "write"):
+                    add(f"p50 added by session {kind}: {t}, C={c}, {n}k", find(cells, f"{t}-session-{kind}", n, c),
+                        find(cells, t, n, c), "p50_ms", "<=", 1.0 if c == 1 else None, unit="ms")  # fmt: skip
+            add(f"calls/s {t}-session-write / {t}, C={cmax}, {n}k", find(cells, f"{t}-session-write", n, cmax),
+                find(cells, t, n, cmax), "calls_per_s", ">=")  # fmt: skip
     return out
 
 
@@ -457,7 +544,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=100, help="unmeasured calls before each cell (default 100)")
     p.add_argument("--kernels", type=ints, default=[1, 2], help="kernel counts, e.g. 1,2 (default)")
     p.add_argument("--concurrency", type=ints, default=[1, 8], help="concurrent callers, e.g. 1,8 (default)")
-    p.add_argument("--targets", default="comm,kg,anvil", help="any of comm,kg,anvil (default: all)")
+    p.add_argument(
+        "--targets",
+        default="comm,kg,anvil,session",
+        help="any of comm,kg,anvil,session (default: all); session: the session_read/session_write "
+        "targets, which run on the anvil servers and bring the plain anvil ones for comparison",
+    )
     p.add_argument(
         "--comm-transports",
         default="ipc,tcp",
@@ -502,10 +594,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     args.targets = {t.strip() for t in args.targets.split(",") if t.strip()}
-    unknown = args.targets - {"comm", "kg", "anvil"}
+    unknown = args.targets - {"comm", "kg", "anvil", "session"}
     if unknown:
         p.error(f"unknown target(s): {', '.join(sorted(unknown))}")
+    if "session" in args.targets:
+        args.targets.add("anvil")  # what sessions add is read against the plain calls
     return args
+
+
+def summary_order(c: Cell) -> tuple:
+    """Floors, KG, then anvil by transport; each session target right after the plain
+    call of the same kernels and concurrency."""
+    order = {"comm-ipc": 0, "comm-ipc-thr": 1, "comm-tcp": 2, "comm-tcp-thr": 3, "kg-http": 4, "anvil-http": 5}
+    family, _, variant = c.target.partition("-session-")
+    return (order.get(family, 6), c.kernels, c.concurrency, ("", "read", "write").index(variant))
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -523,7 +625,8 @@ async def run(args: argparse.Namespace) -> dict:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     v = meta["versions"]
-    print("jupyter-anvil call benchmark: add(1, 2) served four ways")
+    print("jupyter-anvil call benchmark: add(1, 2) served four ways" + (
+        "; session_read() and session_write() on anvil" if "session" in args.targets else ""))  # fmt: skip
     print(
         f"  python {v['python']}  ipykernel {v['ipykernel']}  jupyter_client {v['jupyter_client']}  "
         f"jupyter_server {v['jupyter_server']}  kernel_gateway {v['jupyter_kernel_gateway']}  "
@@ -567,19 +670,21 @@ async def run(args: argparse.Namespace) -> dict:
                     failures.append(f"{name} with {n} kernel(s): {type(e).__name__}: {e}")
                     print(f"  ! {failures[-1]}", flush=True)
 
-    order = {"comm-ipc": 0, "comm-ipc-thr": 1, "comm-tcp": 2, "comm-tcp-thr": 3, "kg-http": 4, "anvil-http": 5}
     print()
     print("summary")
     print(HEAD)
-    for c in sorted(cells, key=lambda c: (order.get(c.target, 6), c.kernels, c.concurrency)):
+    for c in sorted(cells, key=summary_order):
         print(row(c))
     print()
-    print("ratios (targets marked; 'k' = kernels)")
+    print("ratios (targets marked; 'k' = kernels; 'added': session call p50 minus plain call p50)")
     rs = ratios(cells, args)
     for r in rs:
         mark = "" if r["pass"] is None else ("  PASS" if r["pass"] else "  MISS")
-        bound = "" if r["bound"] is None else f"   target {r['op']} {r['bound']:.2f}"
-        print(f"  {r['name']:<44}{r['value']:>7.2f}{bound}{mark}")
+        ms = r["unit"] == "ms"
+        unit = " ms" if ms else ""
+        bound = "" if r["bound"] is None else f"   target {r['op']} {r['bound']:.2f}{unit}"
+        value = f"{r['value']:>+7.2f}" if ms else f"{r['value']:>7.2f}"
+        print(f"  {r['name']:<52}{value}{unit}{bound}{mark}")
     if failures:
         print()
         print("failures")

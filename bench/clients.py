@@ -1,4 +1,5 @@
-"""Clients of the servers under test, each a ``Call``: one call of ``add(1, 2)``."""
+"""Clients of the servers under test, each a ``Call``: one call of ``add(1, 2)``, or of
+``session_read()`` / ``session_write()`` in a session of the caller's own."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import websockets
 from harness import CALL_TIMEOUT_S, Call, CallFailed, ServerFailed
 
 BODY = json.dumps({"args": [1, 2]}).encode()
+EMPTY_BODY = json.dumps({"args": []}).encode()
 JSON_HEADERS = {"Content-Type": "application/json"}
+SESSION_HEADER = "X-Anvil-Session"
 
 
 class HttpClient:
@@ -107,19 +110,23 @@ class WsCaller:
                     fut.set_exception(ServerFailed("WebSocket closed"))
 
     async def call(self) -> None:
-        call_id = f"c{next(self._ids)}"
+        msg = {"type": "CALL", "command": "add", "args": [1, 2], "kwargs": {}}
+        reply = await self.send(self._ws[next(self._next)], msg)
+        if reply.get("response") != 3:
+            raise CallFailed(f"unexpected reply {json.dumps(reply)[:200]}")
+
+    async def send(self, ws: websockets.ClientConnection, msg: dict) -> dict:
+        """Send ``msg`` (given an ``id`` here) on ``ws``; the reply with the same ``id``."""
+        call_id = msg["id"] = f"c{next(self._ids)}"
         fut: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = fut
-        msg = {"type": "CALL", "id": call_id, "command": "add", "args": [1, 2], "kwargs": {}}
         try:
-            await self._ws[next(self._next)].send(json.dumps(msg))
-            reply = await fut
+            await ws.send(json.dumps(msg))
+            return await fut
         except websockets.ConnectionClosed as e:
             raise ServerFailed(f"WebSocket closed: {e}") from None
         finally:
             self._pending.pop(call_id, None)
-        if reply.get("response") != 3:
-            raise CallFailed(f"unexpected reply {json.dumps(reply)[:200]}")
 
 
 class CommCaller:
@@ -177,3 +184,123 @@ class CommCaller:
                 raise CallFailed(f"unexpected reply {data}")
 
         return call
+
+
+# ---------------------------------------------------------------- sessions
+
+
+class Slot:
+    """One caller's session: its token (or WebSocket), and the counter it should hold."""
+
+    def __init__(self, token: str, n: int, ws: websockets.ClientConnection | None = None) -> None:
+        self.token = token
+        self.n = n
+        self.ws = ws
+
+
+class SessionCaller:
+    """Calls that read or write ``server.session``, each caller with a session of its own.
+
+    A call takes a free slot (a session no other call is using), makes its call in that
+    session and gives the slot back, so C concurrent callers use C sessions and no two
+    calls of one session overlap. ``session_write`` increments the session's counter and
+    ``session_read`` returns it; both are checked against what the slot expects, so a
+    session that was not restored (or a write that was lost) fails the call.
+    """
+
+    def __init__(self, write: bool) -> None:
+        self.command = "session_write" if write else "session_read"
+        self.write = write
+        self._free: list[Slot] = []
+
+    async def prepare(self, sessions: int) -> None:
+        """Make ``sessions`` sessions before anything is timed."""
+        slots = [await self._new_slot() for _ in range(sessions)]
+        self._free.extend(slots)
+
+    async def call(self) -> None:
+        slot = self._free.pop() if self._free else await self._new_slot()
+        value = await self._call(slot, self.command)
+        expected = slot.n + 1 if self.write else slot.n
+        if value != expected:
+            raise CallFailed(f"{self.command} returned {value!r}, expected {expected} (session {slot.token[:4]}…)")
+        slot.n = value
+        self._free.append(slot)  # only after success: a failed call's session is dropped
+
+    async def _new_slot(self) -> Slot:
+        raise NotImplementedError
+
+    async def _call(self, slot: Slot, command: str) -> Any:
+        raise NotImplementedError
+
+
+class HttpSessionCaller(SessionCaller):
+    """Over HTTP: the first ``session_write`` gets the token in ``X-Anvil-Session``,
+    every later call sends it back."""
+
+    def __init__(self, client: HttpClient, base: str, write: bool) -> None:
+        super().__init__(write)
+        self.client = client
+        self.base = base
+
+    async def _new_slot(self) -> Slot:
+        value, token = await self._post("session_write", None)
+        if value != 1 or not token:
+            raise CallFailed(f"a new session's first session_write returned {value!r}, token {token!r}")
+        return Slot(token, 1)
+
+    async def _call(self, slot: Slot, command: str) -> Any:
+        value, token = await self._post(command, slot.token)
+        if token != slot.token:
+            raise CallFailed(f"X-Anvil-Session came back as {token!r}, not the token sent")
+        return value
+
+    async def _post(self, command: str, token: str | None) -> tuple[Any, str | None]:
+        url = f"{self.base}/{command}"
+        headers = {**JSON_HEADERS, SESSION_HEADER: token} if token else JSON_HEADERS
+        if self.client.kind == "aiohttp":
+            async with self.client._aiohttp.post(url, data=EMPTY_BODY, headers=headers) as resp:
+                raw = await resp.read()
+                status, back = resp.status, resp.headers.get(SESSION_HEADER)
+        else:
+            r = await self.client._httpx.post(url, content=EMPTY_BODY, headers=headers)
+            raw, status, back = r.content, r.status_code, r.headers.get(SESSION_HEADER)
+        if status != 200:
+            raise CallFailed(f"HTTP {status}: {raw[:200]!r}")
+        return json.loads(raw).get("response"), back
+
+
+class WsSessionCaller(SessionCaller):
+    """Over the WebSocket: one connection per session, opened with
+    ``{"type": "HELLO", "session": null}`` and answered with ``SESSION``; then a
+    ``session_write`` so the session holds the counter."""
+
+    def __init__(self, url: str, write: bool) -> None:
+        super().__init__(write)
+        self.url = url
+        self._calls = WsCaller(url, 0)
+
+    async def _new_slot(self) -> Slot:
+        ws = await websockets.connect(self.url, compression=None, open_timeout=CALL_TIMEOUT_S, max_size=2**24)
+        self._calls._ws.append(ws)
+        await ws.send(json.dumps({"type": "HELLO", "session": None}))
+        hello = json.loads(await asyncio.wait_for(ws.recv(), CALL_TIMEOUT_S))
+        if hello.get("type") != "SESSION" or not hello.get("session"):
+            raise CallFailed(f"HELLO was answered with {json.dumps(hello)[:200]}")
+        self._calls._readers.append(asyncio.create_task(self._calls._read(ws)))
+        slot = Slot(hello["session"], 0, ws)
+        value = await self._call(slot, "session_write")
+        if value != 1:
+            raise CallFailed(f"a new session's first session_write returned {value!r}")
+        slot.n = 1
+        return slot
+
+    async def _call(self, slot: Slot, command: str) -> Any:
+        assert slot.ws is not None
+        reply = await self._calls.send(slot.ws, {"type": "CALL", "command": command, "args": [], "kwargs": {}})
+        if "response" not in reply:
+            raise CallFailed(f"unexpected reply {json.dumps(reply)[:200]}")
+        return reply["response"]
+
+    async def close(self) -> None:
+        await self._calls.close()

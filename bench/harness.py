@@ -333,15 +333,18 @@ def fmt(x: float, digits: int = 2) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+TARGET_WIDTH = 25  # "anvil-http-session-write" and a space
+
 HEAD = (
-    f"  {'target':<14}{'kernels':>7}{'C':>3}{'calls':>7}{'errors':>7}{'p50 ms':>8}{'p99 ms':>8}{'calls/s':>8}"
+    f"  {'target':<{TARGET_WIDTH}}{'kernels':>7}{'C':>3}{'calls':>7}{'errors':>7}"
+    f"{'p50 ms':>8}{'p99 ms':>8}{'calls/s':>8}"
     f"   {'CPU ms per call: bench':>22}{'server':>7}{'kernels':>8}{'cores busy':>11}"
 )
 
 
 def row(c: Cell) -> str:
     line = (
-        f"  {c.target:<14}{c.kernels:>7}{c.concurrency:>3}{c.calls:>7}{c.errors:>7}"
+        f"  {c.target:<{TARGET_WIDTH}}{c.kernels:>7}{c.concurrency:>3}{c.calls:>7}{c.errors:>7}"
         f"{fmt(c.p50_ms):>8}{fmt(c.p99_ms):>8}{fmt(c.calls_per_s, 0):>8}"
         f"   {fmt(c.cpu_bench_ms):>22}{fmt(c.cpu_server_ms):>7}{fmt(c.cpu_kernels_ms):>8}{fmt(c.cores_busy):>11}"
     )
