@@ -24,6 +24,11 @@
 // the call resolves, so they survive a reload. A socket sees the cookies it was opened
 // with (plus its own changes), so after such a change every other socket of this origin
 // (other tabs, other AnvilServer objects) is replaced before its next call.
+//
+// Background tasks: a server function may return a `Task` (from
+// server.launch_background_task). The client decodes it as a `Task` object whose async
+// methods (getState, isCompleted, getReturnValue, ...) ask the server about it; passed back
+// to a server function it arrives as the same Task. Browsers cannot launch or kill tasks.
 
 const ANVIL_BASE = new URL(".", import.meta.url); // {base}anvil/
 const CHUNK_SIZE = 65536; // the most bytes in one Media chunk (protocol §10.2)
@@ -32,6 +37,9 @@ const CONNECT_TIMEOUT_MS = 5000; // a socket not open by then counts as failed
 const RETRY_FIRST_MS = 250;
 const RETRY_MAX_MS = 30000;
 const SESSION_EXPIRED = "anvil.server.SessionExpiredError";
+const TASK_TYPE = "anvil.private.BackgroundTask";
+const TASK_RECORD = "anvil.private.background_tasks.record";
+const TASK_ERROR = "anvil.server.BackgroundTaskError";
 
 // Hidden markers. Symbols are skipped by JSON.stringify and Object.keys, so marked
 // values still look like plain dates and objects to the page's own code.
@@ -180,6 +188,10 @@ function encodeValue(value, path, objects, media, seen) {
     media.push({id: descriptor.id, blob: value, descriptor});
     return null;
   }
+  if (value instanceof Task) {
+    objects.push({type: ["ValueType"], path, typeName: TASK_TYPE});
+    return {id: value.getId(), name: value.getTaskName()};
+  }
   if (value[RAW_DESCRIPTOR]) {
     // Something the server sent that we do not interpret (a LiveObject, a
     // Capability...): send its descriptor back unchanged.
@@ -275,8 +287,9 @@ function makeBlob(descriptor, parts) {
 }
 
 /** The JS value a descriptor stands for. `current` is what the JSON holds at its path;
- * `mediaParts(descriptor)` gives a DataMedia's bytes as a list of parts. */
-function decodeDescriptor(descriptor, current, mediaParts) {
+ * `mediaParts(descriptor)` gives a DataMedia's bytes as a list of parts; `origin` is the
+ * AnvilServer the value came from (a Task asks it about itself). */
+function decodeDescriptor(descriptor, current, mediaParts, origin) {
   const types = Array.isArray(descriptor.type) ? descriptor.type : [descriptor.type];
   for (const type of types) {
     switch (type) {
@@ -296,6 +309,9 @@ function decodeDescriptor(descriptor, current, mediaParts) {
         return makeBlob(descriptor, mediaParts(descriptor));
       case "ValueType":
         if (current === null || typeof current !== "object") break;
+        if (descriptor.typeName === TASK_TYPE && typeof current.id === "string") {
+          return new Task(current.id, current.name, origin);
+        }
         return portable(descriptor.typeName, current);
     }
   }
@@ -306,7 +322,7 @@ function decodeDescriptor(descriptor, current, mediaParts) {
 }
 
 /** Replace the placeholders of `message` (a reply) in place, in `objects` order. */
-function decodeMessage(message, mediaParts) {
+function decodeMessage(message, mediaParts, origin) {
   for (const descriptor of message.objects ?? []) {
     const path = descriptor.path;
     if (!Array.isArray(path) || path.length === 0) throw new Error("descriptor without a path");
@@ -316,7 +332,7 @@ function decodeMessage(message, mediaParts) {
       if (parent === null || typeof parent !== "object") throw new Error(`no such path ${JSON.stringify(path)}`);
     }
     const last = path[path.length - 1];
-    parent[last] = decodeDescriptor(descriptor, parent[last], mediaParts);
+    parent[last] = decodeDescriptor(descriptor, parent[last], mediaParts, origin);
   }
   return message;
 }
@@ -409,6 +425,127 @@ function cookiesChanged() {
   cookieGeneration += 1;
   cookieChannel?.postMessage("changed"); // other tabs of this origin (not this one)
   return cookieGeneration;
+}
+
+// ---------------------------------------------------------------------------------------
+// Background tasks
+
+const RUNNING = ["queued", "running"];
+const ENDED = ["completed", "failed", "killed", "missing"];
+
+/** The error a task's record stands for (killed, failed or missing), or null. */
+function taskError(record) {
+  switch (record.status) {
+    case "killed":
+      return new AnvilError("anvil.server.BackgroundTaskKilled", "The background task was killed.");
+    case "failed": {
+      const error = record.error ?? {};
+      return new AnvilError(error.type, error.message ?? "The background task failed", record.error ?? undefined);
+    }
+    case "missing":
+      return new AnvilError("anvil.server.InternalError", "The background task failed (mia).");
+    default:
+      return null;
+  }
+}
+
+/** A background task launched by server code and returned to the page. Every method but
+ * getId() and getTaskName() asks the server (over the connection the Task came from) and
+ * returns a promise. Pass the Task to a server function and it arrives as the same Task. */
+export class Task {
+  constructor(id, name, origin = null) {
+    if (typeof id !== "string" || !id) throw new TypeError("Task needs the task's id");
+    this._id = id;
+    this._name = name ?? null;
+    this._origin = origin;
+  }
+
+  /** The task's id (25 characters). */
+  getId() {
+    return this._id;
+  }
+
+  /** The name the task was registered under. */
+  getTaskName() {
+    return this._name;
+  }
+
+  /** Everything the server knows of the task, in one call: {id, name, status, launched,
+   * started, ended, error, state, result}. The methods below are views of it. */
+  async getRecord() {
+    const record = await (this._origin ?? server).call(TASK_RECORD, this._id);
+    if (record === null || typeof record !== "object" || typeof record.status !== "string") {
+      throw invalidResponse("a background task's record has no status");
+    }
+    return record;
+  }
+
+  /** The task's `task_state` (an object): live while it runs, final once it has ended. */
+  async getState() {
+    return (await this.getRecord()).state ?? {};
+  }
+
+  /** "queued", "running", "completed", "failed", "killed" or "missing". */
+  async getStatus() {
+    return (await this.getRecord()).status;
+  }
+
+  /** True until the task has ended (also while it waits its turn). */
+  async isRunning() {
+    return RUNNING.includes((await this.getRecord()).status);
+  }
+
+  /** false while it runs, true once it completed; rejects if it was killed
+   * (anvil.server.BackgroundTaskKilled), failed (the task's own error) or went missing
+   * (anvil.server.InternalError). */
+  async isCompleted() {
+    const record = await this.getRecord();
+    const error = taskError(record);
+    if (error) throw error;
+    return record.status === "completed";
+  }
+
+  /** null while it runs, then "completed", "failed", "killed" or "missing". */
+  async getTerminationStatus() {
+    const {status} = await this.getRecord();
+    return ENDED.includes(status) ? status : null;
+  }
+
+  /** Rejects with the task's error if it failed; else resolves to null. */
+  async getError() {
+    const record = await this.getRecord();
+    if (record.status === "failed") throw taskError(record);
+    return null;
+  }
+
+  /** What the task returned (null until it completed); rejects with its error if it failed. */
+  async getReturnValue() {
+    const record = await this.getRecord();
+    if (record.status === "failed") throw taskError(record);
+    return record.status === "completed" ? record.result ?? null : null;
+  }
+
+  /** When the task was launched (a Date). */
+  async getStartTime() {
+    return (await this.getRecord()).launched ?? null;
+  }
+
+  /** Refused, as in Anvil: a browser cannot kill a task (a server function can). */
+  async kill() {
+    throw new AnvilError(TASK_ERROR, "Can't kill background tasks from the client");
+  }
+
+  get [TYPE_NAME]() {
+    return TASK_TYPE;
+  }
+
+  toJSON() {
+    return {id: this._id, name: this._name};
+  }
+
+  toString() {
+    return `<Task ${this._name} ${this._id}>`;
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -533,6 +670,13 @@ export class AnvilServer {
     if (ws && ws.readyState === WebSocket.OPEN) return this._callOverSocket(ws, name, json, objects, media, bytes);
     if (this._mode === "websocket") throw connectionLost();
     return this._callOverHttp(name, json, objects, media, bytes);
+  }
+
+  /** Refused, as in Anvil: background tasks are launched by server code (a server
+   * function may launch one and return its Task). Rejects with an AnvilError of type
+   * "anvil.server.BackgroundTaskError" without contacting the server. */
+  async launchBackgroundTask(_name, ..._args) {
+    throw new AnvilError(TASK_ERROR, "Can't launch background tasks from the client.");
   }
 
   /** Open the WebSocket now rather than on the first call. Resolves to true if open. */
@@ -754,7 +898,7 @@ export class AnvilServer {
       settle = () => call.reject(error);
     } else {
       try {
-        const value = decodeMessage(reply, (d) => call.media.get(d.id).parts).response;
+        const value = decodeMessage(reply, (d) => call.media.get(d.id).parts, this).response;
         settle = () => call.resolve(value);
       } catch (error) {
         settle = () => call.reject(invalidResponse(error.message));
@@ -836,7 +980,7 @@ export class AnvilServer {
       return decodeMessage(reply, (d) => {
         if (typeof d.base64 !== "string") throw new Error(`Media ${d.id} has no bytes`);
         return [base64ToBytes(d.base64)];
-      }).response;
+      }, this).response;
     } catch (error) {
       throw invalidResponse(error.message);
     }
