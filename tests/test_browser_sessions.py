@@ -509,6 +509,32 @@ def test_other_tabs_see_a_cookie_change_on_their_next_call(server: Any, context:
     assert len(first.sockets) == 1
 
 
+def test_a_cookie_change_over_http_renews_the_sockets_of_this_tab_and_others(server: Any, context: Any) -> None:
+    # The browser stores an HTTP call's cookies itself; the reply's X-Anvil-Cookies header
+    # tells the client that sockets opened before (this page's, other tabs') are stale.
+    first = Tab(context, app_url(server))
+    second = Tab(context, app_url(server))
+    assert cookie_calls(second, "websocket", ("cookie_get", "local", "h")) == [{"found": False}]
+    first.run(
+        """window.other = new AnvilServer({app: arg, transport: "websocket"});
+        await window.other.call("cookie_get", "local", "h");""",
+        SESSIONS_APP,
+    )
+    assert cookie_calls(first, "http", ("cookie_set", "local", "h", "over http")) == [None]
+    (set_call,) = first.calls("/_/call/cookie_set")
+    header = set_call.response().headers.get("x-anvil-cookies")
+    assert header == "changed"
+    assert cookie_calls(second, "websocket", ("cookie_get", "local", "h")) == [{"found": True, "value": "over http"}]
+    assert len(second.sockets) == 2
+    got = first.run('return await window.other.call("cookie_get", "local", "h");')
+    assert got == {"found": True, "value": "over http"}
+    assert len(first.sockets) == 2
+    # A call that changes no cookie renews nothing.
+    assert cookie_calls(first, "http", ("cookie_get", "local", "h")) == [{"found": True, "value": "over http"}]
+    assert cookie_calls(second, "websocket", ("count",))[0][0] >= 1
+    assert len(second.sockets) == 2
+
+
 # -- call context ----------------------------------------------------------------------
 
 

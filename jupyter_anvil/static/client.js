@@ -23,7 +23,8 @@
 // changed them, the client trades the reply's ticket for the Set-Cookie headers before
 // the call resolves, so they survive a reload. A socket sees the cookies it was opened
 // with (plus its own changes), so after such a change every other socket of this origin
-// (other tabs, other AnvilServer objects) is replaced before its next call.
+// (other tabs, other AnvilServer objects) is replaced before its next call. An HTTP call
+// that changed cookies says so in an X-Anvil-Cookies header, with the same effect.
 //
 // Background tasks: a server function may return a `Task` (from
 // server.launch_background_task). The client decodes it as a `Task` object whose async
@@ -37,6 +38,7 @@ const CONNECT_TIMEOUT_MS = 5000; // a socket not open by then counts as failed
 const RETRY_FIRST_MS = 250;
 const RETRY_MAX_MS = 30000;
 const SESSION_EXPIRED = "anvil.server.SessionExpiredError";
+const COOKIES_HEADER = "X-Anvil-Cookies"; // "changed" on an HTTP reply whose call changed cookies
 const TASK_TYPE = "anvil.private.BackgroundTask";
 const TASK_RECORD = "anvil.private.background_tasks.record";
 const TASK_ERROR = "anvil.server.BackgroundTaskError";
@@ -962,6 +964,9 @@ export class AnvilServer {
     }
     const given = response.headers.get("X-Anvil-Session");
     if (given) adoptToken(state, token, given);
+    // The browser stored this call's Set-Cookie headers already; sockets opened before
+    // (this page's and other tabs') carry the old cookies, so they are replaced.
+    if (response.headers.get(COOKIES_HEADER) === "changed") cookiesChanged();
     let reply;
     try {
       reply = await response.json();
