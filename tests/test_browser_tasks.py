@@ -3,7 +3,8 @@
 A server function of the ``jobs`` test app launches a task and returns its ``Task``; the
 page gets a client ``Task`` and follows it (state, completion, return value, error) over
 the transport of the ``AnvilServer`` it came from. The calls go from hello's console page
-(which only loads the client) to ``jobs`` through ``new AnvilServer({app: "jobs"})``.
+(which only loads the client) to ``jobs`` through ``new AnvilServer({app: "jobs"})``; the
+last test drives the hello page's own progress bar.
 """
 
 from __future__ import annotations
@@ -339,3 +340,40 @@ def test_queued_and_missing_tasks_as_the_client_reads_them(tab: Tab) -> None:
         "value": {"ok": None},
         "state": {"n": 1},
     }
+
+
+# -- the hello page --------------------------------------------------------------------
+
+
+def test_the_hello_page_draws_a_progress_bar_to_the_end(app_server: Any, context: Any) -> None:  # noqa: F811
+    hello = Tab(context, f"{app_server.url}anvil/apps/hello/")
+    page = hello.page
+    # Record every value the bar takes (the page sets it about three times a second).
+    page.evaluate("""() => {
+        window.bar = [];
+        const progress = document.getElementById("progress");
+        new MutationObserver(() => window.bar.push([progress.value, progress.max]))
+            .observe(progress, {attributes: true, attributeFilter: ["value", "max"]});
+    }""")
+    words = page.input_value("#words").split()
+    page.click("#count")
+    sync_api.expect(page.locator("#count")).to_be_disabled()
+    result = page.locator("#task-result")
+    sync_api.expect(result).to_contain_text(f"{len(words)} words", timeout=60_000)
+    sync_api.expect(result).to_contain_text("most used: it (4), to (3)")
+    sync_api.expect(result).to_contain_text("done at ")
+    sync_api.expect(page.locator("#task-status")).to_have_text(f"{len(words)} of {len(words)} words")
+    sync_api.expect(page.locator("#count")).to_be_enabled()
+    assert page.evaluate(
+        "() => [document.getElementById('progress').value, document.getElementById('progress').max]"
+    ) == [
+        len(words),
+        len(words),
+    ]
+    bar = page.evaluate("() => window.bar")
+    partway = {value for value, top in bar if top == len(words) and 0 < value < len(words)}
+    assert len(partway) >= 3, bar  # it moved in steps on the way
+    values = [value for value, top in bar if top == len(words)]
+    assert values == sorted(values), bar
+    sync_api.expect(page.locator("#task-error")).to_have_text("")
+    assert hello.errors == []

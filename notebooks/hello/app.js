@@ -90,3 +90,32 @@ onSubmit("file-form", "file-error", async () => {
   link.textContent = `${copy.name ?? "(no name)"}: ${copy.size} bytes, ${copy.type || "no type"}`;
   $("file-result").replaceChildren("Back from the server: ", link);
 });
+
+// A background task: start_counting launches count_words on the server and returns its
+// Task. The page asks the Task for the task's state (its server.task_state) a few times a
+// second to move the progress bar, until the task has completed; isCompleted() rejects
+// if it failed or was killed, and the error shows like any other.
+const POLL_MS = 300;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function showProgress({done = 0, total = 0} = {}) {
+  const bar = $("progress");
+  bar.max = Math.max(total, 1);
+  bar.value = Math.min(done, bar.max);
+  $("task-status").textContent = total ? `${done} of ${total} words` : "starting…";
+}
+
+onSubmit("task-form", "task-error", async () => {
+  $("task-result").textContent = "";
+  showProgress();
+  const task = await server.call("start_counting", $("words").value);
+  while (!(await task.isCompleted())) {
+    showProgress(await task.getState());
+    await sleep(POLL_MS);
+  }
+  showProgress(await task.getState());
+  const {words, distinct, top, finished} = await task.getReturnValue();
+  const most = top.map(([word, n]) => `${word} (${n})`).join(", ");
+  $("task-result").textContent =
+    `${words} words, ${distinct} different; most used: ${most} (done at ${finished.toLocaleTimeString()})`;
+});
