@@ -279,7 +279,7 @@ class Task:
         record = self._record()
         if record["status"] == "failed":
             _raise_for(record)
-        return (record.get("result") or None) if record["status"] == "completed" else None
+        return record.get("result") if record["status"] == "completed" else None
 
     def get_state(self) -> dict[str, Any]:
         """The task's ``task_state``: live while it runs, final once it has ended."""
@@ -294,8 +294,10 @@ def _raise_for(record: dict[str, Any]) -> None:
     status = record["status"]
     if status == "killed":
         raise BackgroundTaskKilled("The background task was killed.")
-    if status == "failed" and record.get("error"):
-        raise _errors.from_wire(record["error"])
+    if status == "failed":
+        raise _errors.from_wire(
+            record.get("error") or {"type": "anvil.server.InternalError", "message": "The background task failed"}
+        )
     if status == "missing":
         raise InternalError("The background task failed (mia).")
 

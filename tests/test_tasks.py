@@ -132,6 +132,12 @@ def test_tasks_run_in_their_own_session_and_kernel(anvil_server: AnvilServer) ->
     assert launched_by["client"]["type"] == "http"
 
 
+def test_falsy_return_values_are_returned_as_they_are(anvil_server: AnvilServer) -> None:
+    task = launch(anvil_server, "tight_loop", 0)
+    wait_status(anvil_server, task, "completed")
+    assert anvil_server.post("jobs", "value_of", as_arg(task)).json()["response"] == 0
+
+
 def test_a_tight_loop_cannot_flood_the_state_channel(anvil_server: AnvilServer) -> None:
     events: list[dict[str, Any]] = []
 

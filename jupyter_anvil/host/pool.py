@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from .. import errors
 from .background import spawn
@@ -46,6 +47,7 @@ class KernelPool:
         self.spares: list[AppKernel] = []
         self._spares_starting = 0
         self._spare_waiters: deque[asyncio.Future[AppKernel]] = deque()
+        self._starting_tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
 
     @property
@@ -64,6 +66,13 @@ class KernelPool:
         self.kernels.extend(started)
         self._reaper = spawn(self._reap_idle())
         self._refill_spares()
+
+    def _track(self, start: Coroutine[Any, Any, None]) -> None:
+        """Start a kernel in the background, remembered so that closing the pool stops it
+        too (a kernel still warming up when the server stops must not outlive it)."""
+        task = spawn(start)
+        self._starting_tasks.add(task)
+        task.add_done_callback(self._starting_tasks.discard)
 
     # -- task kernels ------------------------------------------------------------------------
     @property
@@ -91,7 +100,7 @@ class KernelPool:
         wanted = self.limits.task_spares + len(self._spare_waiters)
         while not self.closed and len(self.spares) + self._spares_starting < wanted:
             self._spares_starting += 1
-            spawn(self._add_spare())
+            self._track(self._add_spare())
 
     async def _add_spare(self) -> None:
         try:
@@ -186,7 +195,7 @@ class KernelPool:
         if any(k.in_flight == 0 and not k.retiring for k in self.kernels):
             return False
         self.starting += 1
-        spawn(self._add_kernel())
+        self._track(self._add_kernel())
         return True
 
     async def _add_kernel(self) -> None:
@@ -229,7 +238,7 @@ class KernelPool:
             self._waiters and not self.kernels and not self.starting
         ):
             self.starting += 1
-            spawn(self._add_kernel())
+            self._track(self._add_kernel())
 
     async def _reap_idle(self) -> None:
         while not self.closed:
@@ -257,6 +266,9 @@ class KernelPool:
         for waiter in self._spare_waiters:
             if not waiter.done():
                 waiter.set_exception(errors.RuntimeUnavailableError(f"App '{self.app}' was stopped"))
+        for starting in list(self._starting_tasks):
+            starting.cancel()  # AppKernel.start shuts down a kernel whose start is cancelled
+        await asyncio.gather(*self._starting_tasks, return_exceptions=True)
         kernels, self.kernels = self.kernels + self.spares, []
         self.spares = []
         await asyncio.gather(*(k.shutdown() for k in kernels))

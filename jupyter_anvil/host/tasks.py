@@ -142,12 +142,13 @@ class TaskService:
             task.kernel = await app.pool.take_spare()
             if task.killed:
                 raise errors.BackgroundTaskKilled("The background task was killed.")
-            task.record["started"] = time.time()
-            await self.store.update(task.id, {"status": "running", "started": task.record["started"]})
-            self._publish(task.record)
             session = self.sessions.new(app_name, "background_task")
             task.request.caller = Caller(session, "background_task", background_task_id=task.id)
             timeout = self.limits.timeout or None
+            task.record["started"] = time.time()
+            # the record follows; the task need not wait for the database to begin
+            spawn(self.store.update(task.id, {"status": "running", "started": task.record["started"]}))
+            self._publish(task.record)
             try:
                 reply = await task.kernel.call(task.request, timeout)
             except asyncio.TimeoutError:
