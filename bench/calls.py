@@ -2,7 +2,7 @@
 
 Run by hand, not by CI:
 
-    python bench/calls.py                  # everything, about 3 minutes
+    python bench/calls.py                  # everything, 2-3 minutes
     python bench/calls.py --targets kg,comm --calls 200 --kernels 1
     python bench/calls.py --targets session --kernels 1   # sessions beside plain anvil calls
     python bench/calls.py --json results.json

@@ -196,6 +196,7 @@ class Slot:
         self.token = token
         self.n = n
         self.ws = ws
+        self.headers = {**JSON_HEADERS, SESSION_HEADER: token}  # built once, not per call
 
 
 class SessionCaller:
@@ -241,23 +242,21 @@ class HttpSessionCaller(SessionCaller):
     def __init__(self, client: HttpClient, base: str, write: bool) -> None:
         super().__init__(write)
         self.client = client
-        self.base = base
+        self.urls = {c: f"{base}/{c}" for c in ("session_read", "session_write")}
 
     async def _new_slot(self) -> Slot:
-        value, token = await self._post("session_write", None)
+        value, token = await self._post(self.urls["session_write"], JSON_HEADERS)
         if value != 1 or not token:
             raise CallFailed(f"a new session's first session_write returned {value!r}, token {token!r}")
         return Slot(token, 1)
 
     async def _call(self, slot: Slot, command: str) -> Any:
-        value, token = await self._post(command, slot.token)
+        value, token = await self._post(self.urls[command], slot.headers)
         if token != slot.token:
             raise CallFailed(f"X-Anvil-Session came back as {token!r}, not the token sent")
         return value
 
-    async def _post(self, command: str, token: str | None) -> tuple[Any, str | None]:
-        url = f"{self.base}/{command}"
-        headers = {**JSON_HEADERS, SESSION_HEADER: token} if token else JSON_HEADERS
+    async def _post(self, url: str, headers: dict[str, str]) -> tuple[Any, str | None]:
         if self.client.kind == "aiohttp":
             async with self.client._aiohttp.post(url, data=EMPTY_BODY, headers=headers) as resp:
                 raw = await resp.read()
