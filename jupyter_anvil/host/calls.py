@@ -11,7 +11,7 @@ from .apps import AppManager
 from .kernel import AppKernel
 from .logs import AppLog
 from .messages import CallReply, CallRequest
-from .sessions import SessionService
+from .sessions import SessionExpired, SessionService
 from .task_calls import is_task_call, task_call
 from .tasks import TaskService
 
@@ -36,9 +36,13 @@ class CallService:
         """Run a call from a client (browser, HTTP) and return its reply; never raises."""
         request.call_id = request.call_id or new_call_id()
         try:
+            if request.caller is not None:
+                self.sessions.use(request.caller.session)
             return await self._call(app_name, request)
         except errors.AnvilError as e:
             return CallReply.failure(e)
+        except SessionExpired:
+            return CallReply.failure(errors.SessionExpiredError("Session expired"))
 
     async def _call(self, app_name: str, request: CallRequest) -> CallReply:
         command = request.command
@@ -96,6 +100,8 @@ class CallService:
             if changes.get("persist"):
                 await self.sessions.persist(caller.session)
             await self.sessions.save(caller.session, changes.get("changed") or {}, changes.get("deleted") or [])
+        except SessionExpired:
+            return CallReply.failure(errors.SessionExpiredError("Session expired"))
         except Exception:
             log.exception("[jupyter-anvil] could not save session %s of app %s", caller.session.id, app_name)
             return CallReply.failure(errors.InternalError("The call ran, but its session could not be saved"))

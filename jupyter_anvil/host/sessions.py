@@ -110,6 +110,7 @@ class SessionService:
         idle_after = time.time() - self.idle_timeout
         live = self._live.get(token_hash)
         if live is not None and live.record.last_used >= idle_after and live.record.app == app:
+            self._live.move_to_end(token_hash)
             live.record.last_used = time.time()
             return live
         self._live.pop(token_hash, None)
@@ -121,22 +122,41 @@ class SessionService:
         self._remember(session)
         return session
 
+    def use(self, session: Session) -> None:
+        """Mark a session used by a call now; :class:`SessionExpired` if it sat idle too
+        long (a connection held open does not keep an idle session alive)."""
+        now = time.time()
+        if session.persisted and session.record.last_used < now - self.idle_timeout:
+            self._live.pop(session.record.token_hash, None)
+            log.info("[jupyter-anvil] session %s expired while its connection stayed open", redact(session.token))
+            raise SessionExpired
+        session.record.last_used = now
+
     async def save(self, session: Session, changed: dict[str, Any], deleted: list[str]) -> None:
-        """Write a call's changes; persist a new session the first time it holds data."""
+        """Write a call's changes; persist a new session the first time it holds data.
+        :class:`SessionExpired` if the session is no longer in the store."""
         if not changed and not deleted:
             if session.persisted and time.time() - session.stored_last_used > min(TOUCH_EVERY, self.idle_timeout / 4):
                 session.stored_last_used = time.time()
-                await self.store.save_session_changes(session.record.token_hash, {}, [], touch=True)
+                if not await self.store.save_session_changes(session.record.token_hash, {}, [], touch=True):
+                    self._expired(session)
             return
         async with session._lock:
+            if not session.persisted:
+                session.data.update(changed)
+                await self.persist(session)
+            elif not await self.store.save_session_changes(session.record.token_hash, changed, deleted, touch=True):
+                self._expired(session)
+            # the live copy changes only once the store has the change
             session.data.update(changed)
             for key in deleted:
                 session.data.pop(key, None)
-            if not session.persisted:
-                await self.persist(session)
-            else:
-                await self.store.save_session_changes(session.record.token_hash, changed, deleted, touch=True)
             session.record.last_used = session.stored_last_used = time.time()
+
+    def _expired(self, session: Session) -> None:
+        self._live.pop(session.record.token_hash, None)
+        session.record.last_used = 0.0  # every later use of it on an open connection is refused too
+        raise SessionExpired
 
     async def _purge_periodically(self, every: float = 300.0) -> None:
         while True:

@@ -20,6 +20,7 @@ STATUS_BY_TYPE = {
     errors.RuntimeUnavailableError.wire_name: 503,
     errors.ExecutionTerminatedError.wire_name: 500,
     errors.TimeoutError.wire_name: 504,
+    errors.SessionExpiredError.wire_name: 401,
 }
 
 

@@ -144,6 +144,8 @@ class CallSocketHandler(websocket.WebSocketHandler):
             return
         request.caller = self.caller
         reply = await services(self).calls.call(self.app, request)
+        if reply.error is not None and reply.error.get("type") == SESSION_EXPIRED.wire_name:
+            self.caller, self.expired = None, True  # until the page starts a new session
         if self.ws_connection is None:
             return
         message = {"id": call_id, **reply_message(reply)}
