@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 T = TypeVar("T")
 
@@ -123,24 +123,16 @@ class Store:
             now = time.time()
             with self.engine.begin() as db:
                 if not changed and not deleted:
-                    result = db.execute(
-                        sessions.update().where(sessions.c.token_hash == token_hash).values(last_used=now)
-                    )
-                    return bool(result.rowcount)
-                row = db.execute(
-                    _for_update(sa.select(sessions.c.data).where(sessions.c.token_hash == token_hash), db)
-                ).first()
+                    return bool(db.execute(_TOUCH_SESSION, {"h": token_hash, "t": now}).rowcount)
+                select = _SELECT_SESSION_DATA_FOR_UPDATE if db.dialect.name != "sqlite" else _SELECT_SESSION_DATA
+                row = db.execute(select, {"h": token_hash}).first()
                 if row is None:
                     return False
                 data = json.loads(row[0])
                 data.update(changed)
                 for key in deleted:
                     data.pop(key, None)
-                db.execute(
-                    sessions.update()
-                    .where(sessions.c.token_hash == token_hash)
-                    .values(data=json.dumps(data), last_used=now)
-                )
+                db.execute(_WRITE_SESSION, {"h": token_hash, "d": json.dumps(data), "t": now})
                 return True
 
         if not (changed or deleted or touch):
@@ -172,9 +164,14 @@ def create_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def _for_update(query: Any, db: Connection) -> Any:
-    # PostgreSQL: lock the row so concurrent merges serialise; SQLite serialises writers anyway
-    return query.with_for_update() if db.dialect.name != "sqlite" else query
+# Built once: a session write is on every call's path, and building statements cost
+# more than running them. PostgreSQL locks the row so concurrent merges serialise;
+# SQLite serialises writers anyway.
+_by_hash = sessions.c.token_hash == sa.bindparam("h")
+_TOUCH_SESSION = sessions.update().where(_by_hash).values(last_used=sa.bindparam("t"))
+_SELECT_SESSION_DATA = sa.select(sessions.c.data).where(_by_hash)
+_SELECT_SESSION_DATA_FOR_UPDATE = _SELECT_SESSION_DATA.with_for_update()
+_WRITE_SESSION = sessions.update().where(_by_hash).values(data=sa.bindparam("d"), last_used=sa.bindparam("t"))
 
 
 def _session_row(record: SessionRecord) -> dict[str, Any]:
