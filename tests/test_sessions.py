@@ -191,23 +191,23 @@ def test_sessions_survive_a_restart_and_expire_when_idle(own_server: AnvilServer
     client = HttpClient(own_server)
     client.call("put", "kept", [1, 2, 3])
     restart(own_server)
-    idle_socket = websockets.sync.client.connect(own_server.ws_url("sessions"))
-    idle_socket.send(json.dumps({"type": "HELLO", "session": None}))
-    assert json.loads(idle_socket.recv())["type"] == "SESSION"
-    idle_socket.send(json.dumps({"type": "CALL", "id": "1", "command": "put", "args": ["k", 1]}))
-    assert json.loads(idle_socket.recv()) == {"id": "1", "response": None, "objects": []}
-    assert client.call("view")["items"] == {"kept": [1, 2, 3]}
-    for _ in range(3):  # used more often than the 12-second idle timeout: alive for longer than it
-        time.sleep(5)
+    with websockets.sync.client.connect(own_server.ws_url("sessions")) as idle_socket:
+        idle_socket.send(json.dumps({"type": "HELLO", "session": None}))
+        assert json.loads(idle_socket.recv())["type"] == "SESSION"
+        idle_socket.send(json.dumps({"type": "CALL", "id": "1", "command": "put", "args": ["k", 1]}))
+        assert json.loads(idle_socket.recv()) == {"id": "1", "response": None, "objects": []}
         assert client.call("view")["items"] == {"kept": [1, 2, 3]}
-    time.sleep(13)
-    response = client.post("view")
-    assert response.status_code == 401 and response.json()["error"]["type"] == "anvil.server.SessionExpiredError"
-    # a socket held open does not keep its idle session alive, and writes are not silently lost
-    idle_socket.send(json.dumps({"type": "CALL", "id": "2", "command": "put", "args": ["k", 2]}))
-    assert json.loads(idle_socket.recv())["error"]["type"] == "anvil.server.SessionExpiredError"
-    idle_socket.send(json.dumps({"type": "CALL", "id": "3", "command": "view"}))
-    assert json.loads(idle_socket.recv())["error"]["type"] == "anvil.server.SessionExpiredError"
-    idle_socket.close()
+        for _ in range(3):  # used more often than the 12-second idle timeout: alive for longer than it
+            time.sleep(5)
+            assert client.call("view")["items"] == {"kept": [1, 2, 3]}
+        time.sleep(13)
+        response = client.post("view")
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "anvil.server.SessionExpiredError"
+        # a socket held open does not keep its idle session alive, and writes are not silently lost
+        idle_socket.send(json.dumps({"type": "CALL", "id": "2", "command": "put", "args": ["k", 2]}))
+        assert json.loads(idle_socket.recv())["error"]["type"] == "anvil.server.SessionExpiredError"
+        idle_socket.send(json.dumps({"type": "CALL", "id": "3", "command": "view"}))
+        assert json.loads(idle_socket.recv())["error"]["type"] == "anvil.server.SessionExpiredError"
     database = Path(own_server.workdir, "jupyter_data_dir", "jupyter_anvil", "anvil.db")
     assert database.exists()
