@@ -265,8 +265,12 @@ def test_output_is_kept_up_to_a_limit_with_a_marker_where_it_was_cut(limited: An
 def test_tasks_running_when_the_server_stops_are_missing_after(limited: AnvilServer) -> None:
     task = launch(limited, "count_to", 100, 0.1)
     wait_status(limited, task, "running")
+    wait_for(lambda: "step 1" in limited.admin(f"anvil/api/tasks/{task['id']}/output")["text"], what="output")
     limited.stop()
     limited.start()
     assert status(limited, task) == "missing"
+    # the app log is in the store too: what the task printed before the stop is still there
+    logged = limited.admin("anvil/api/logs", app="jobs", limit=10000)["records"]
+    assert any(r["function"] == "task:count_to" and r["text"] == "step 1\n" for r in logged), logged[-5:]
     error = limited.post("jobs", "completed", as_arg(task)).json()["error"]
     assert error["type"] == "anvil.server.InternalError" and "mia" in error["message"]

@@ -96,7 +96,6 @@ class AnvilApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         root = Path(self.server.root_dir).resolve()
-        self.app_log = AppLog(self.log_records_per_app)
         pool = PoolLimits(
             min=self.kernels_min,
             max=self.kernels_max,
@@ -106,9 +105,10 @@ class AnvilApp(ExtensionApp):
             task_spares=self.task_spares,
         )
         defaults = AppDefaults(pool, self.call_timeout)
-        self.apps = AppManager(root, defaults, self.app_log, self._make_pool)
         self.store = Store(self.database_url or f"sqlite:///{data_folder() / 'anvil.db'}")
         self.store.create_schema()
+        self.app_log = AppLog(self.store, self.log_records_per_app)
+        self.apps = AppManager(root, defaults, self.app_log, self._make_pool)
         self.sessions = SessionService(self.store, self.session_idle_minutes * 60)
         self.calls = CallService(self.apps, self.app_log, self.sessions)
         task_limits = TaskLimits(
@@ -153,6 +153,7 @@ class AnvilApp(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:  # type: ignore[override]
         await self.tasks.start()
+        self.app_log.start()
         self._watcher = asyncio.ensure_future(self._watch())
         self.sessions.start()
 
@@ -185,6 +186,7 @@ class AnvilApp(ExtensionApp):
         await self.tasks.stop()
         await self.apps.stop_all()
         self.sessions.stop()
+        await self.app_log.stop()
         self.store.close()
 
     # -- kernels --------------------------------------------------------------------------
@@ -208,7 +210,11 @@ class AnvilApp(ExtensionApp):
         return pool
 
     def _on_output(self, app: str, call_id: str, stream: str, text: str) -> None:
-        self.calls.log(app, call_id, stream, text)
+        task = self.tasks.live.get(call_id)
+        if task is None:
+            self.calls.log(app, call_id, stream, text)
+            return
+        self.app_log.write(app, f"task:{task.record['name']}", call_id, stream, text)
         if stream in ("stdout", "stderr"):
             self.tasks.on_output(call_id, text)
 

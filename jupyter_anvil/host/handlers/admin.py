@@ -44,4 +44,4 @@ class LogsHandler(AdminHandler):
             limit = min(int(self.get_argument("limit", "1000")), 10000)
         except ValueError:
             raise web.HTTPError(400, "since and limit must be integers") from None
-        self.finish({"records": services(self).app_log.read(app, since, limit)})
+        self.finish({"records": await services(self).app_log.read(app, since, limit)})
