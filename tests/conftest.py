@@ -22,6 +22,26 @@ sys.path.insert(0, str(Path(__file__).parent))
 from apps import write_test_apps
 
 REPO = Path(__file__).resolve().parent.parent
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEZONE = "Asia/Kolkata"
+
+# Skipped where Chromium is missing, except where the test command installed it
+# (ANVIL_REQUIRE_BROWSER): there a missing browser fails, instead of passing untested.
+NEEDS_CHROMIUM = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM) and not os.environ.get("ANVIL_REQUIRE_BROWSER"),
+    reason=f"needs Chromium at {CHROMIUM}",
+)
+
 TOKEN = "test-token-not-for-apps"
 
 
@@ -139,3 +159,14 @@ def anvil_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServ
     server.start(wait_for=("core", "hello"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One Chromium for every browser test (each test opens its own context)."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

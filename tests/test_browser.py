@@ -7,7 +7,6 @@ so that date handling cannot pass by accident.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import urllib.request
@@ -19,20 +18,11 @@ import pytest
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEZONE = "Asia/Kolkata"
+from conftest import NEEDS_CHROMIUM, TIMEZONE  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs Chromium at {CHROMIUM}")
+pytestmark = NEEDS_CHROMIUM
 
 
 # -- the server ------------------------------------------------------------------------
@@ -59,14 +49,6 @@ def app_server(anvil_server: Any) -> Any:
 
 
 # -- the browser -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 class Page:

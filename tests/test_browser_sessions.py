@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import NEEDS_CHROMIUM, TIMEZONE
 from notebook_files import write_notebook
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEZONE, app_server  # noqa: F401 (fixture)
+from test_browser import app_server  # noqa: F401 (fixture)
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM}")
+pytestmark = NEEDS_CHROMIUM
 
 SESSIONS_APP = "browser_sessions"  # two kernels, no allowed_origins
 CORS_APP = "browser_cors"  # lists the second origin in allowed_origins
@@ -136,14 +137,6 @@ def server(app_server: Any, other_origin: OtherOrigin) -> Any:  # noqa: F811
 
 
 # -- the browser -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

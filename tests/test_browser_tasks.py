@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEZONE, app_server  # noqa: F401 (fixture)
+from conftest import NEEDS_CHROMIUM, TIMEZONE
+from test_browser import app_server  # noqa: F401 (fixture)
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM}")
+pytestmark = NEEDS_CHROMIUM
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["websocket", "http"])
 TASK_TYPE = "anvil.private.BackgroundTask"
@@ -29,14 +29,6 @@ KILLED = {
     "isAnvilError": True,
 }
 FAILED = {"type": "ValueError", "message": "task failed on purpose", "isAnvilError": True}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 class Tab:
