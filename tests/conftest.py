@@ -161,9 +161,11 @@ def anvil_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServ
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One Chromium for every browser test (each test opens its own context)."""
+    """Chromium for a module's browser tests (each test opens its own context). Not one
+    for the session: Playwright's sync API keeps an event loop running while it is open,
+    which the asyncio tests of later modules could not then use."""
     from playwright import sync_api
 
     with sync_api.sync_playwright() as playwright:
