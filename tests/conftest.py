@@ -102,6 +102,18 @@ class AnvilServer:
                 self.process.kill()
         self.log_file.close()
 
+    def kernel_processes(self) -> list[int]:
+        """Kernels of this server still alive: their command lines name its runtime folder."""
+        marker = str(self.workdir / "jupyter_runtime_dir").encode()
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+        return found
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -266,7 +266,11 @@ def test_tasks_running_when_the_server_stops_are_missing_after(limited: AnvilSer
     task = launch(limited, "count_to", 100, 0.1)
     wait_status(limited, task, "running")
     wait_for(lambda: "step 1" in limited.admin(f"anvil/api/tasks/{task['id']}/output")["text"], what="output")
+    launch(limited, "renamed_task")  # its replacement spare is still warming up as the server stops
+    assert limited.kernel_processes()  # the kernels are seen while the server runs
     limited.stop()
+    # none is left behind (an orphan would only notice its parent is gone seconds later)
+    assert not limited.kernel_processes()
     limited.start()
     assert status(limited, task) == "missing"
     # the app log is in the store too: what the task printed before the stop is still there
