@@ -38,7 +38,6 @@ import json
 import os
 import platform
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +53,6 @@ from harness import (
     DEFAULT_CALLS,
     HEAD,
     HOST,
-    REPO_ROOT,
     Call,
     CallFailed,
     Cell,
@@ -62,10 +60,11 @@ from harness import (
     ServerFailed,
     ServerProcess,
     free_port,
+    git_commit,
     measure,
-    no_nan,
     row,
     wait_until,
+    write_json,
 )
 from jupyter_client.manager import AsyncKernelManager
 
@@ -496,16 +495,6 @@ def ratios(cells: list[Cell], args: argparse.Namespace) -> list[dict]:
     return out
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
-
-
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in (
@@ -697,12 +686,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = asyncio.run(run(args))
     if args.json:
-        text = json.dumps(no_nan(result), indent=2, default=str, allow_nan=False)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text)
-            print(f"\nraw numbers written to {args.json}")
+        write_json(result, args.json)
     return 1 if result["failures"] else 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import signal
@@ -366,3 +367,24 @@ def no_nan(value: object) -> object:
     if isinstance(value, list):
         return [no_nan(v) for v in value]
     return value
+
+
+def git_commit() -> str:
+    """The source tree the numbers belong to."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def write_json(result: object, path: str) -> None:
+    """Raw numbers as JSON to ``path`` ('-': stdout)."""
+    text = json.dumps(no_nan(result), indent=2, default=str, allow_nan=False)
+    if path == "-":
+        print(text)
+    else:
+        Path(path).write_text(text)
+        print(f"\nraw numbers written to {path}")

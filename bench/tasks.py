@@ -37,7 +37,6 @@ import math
 import os
 import platform
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,10 +54,11 @@ from harness import (
     ServerProcess,
     descendants,
     free_port,
-    no_nan,
+    git_commit,
     percentile,
     proc_table,
     wait_until,
+    write_json,
 )
 from jupyter_client.manager import AsyncKernelManager
 
@@ -580,16 +580,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
-
-
 def print_table(table: list[Stat], rs: list[dict[str, Any]]) -> None:
     print(f"  {'measure':<38}{'n':>4}{'p50 ms':>10}{'p90 ms':>10}{'max ms':>10}")
     for s in table:
@@ -716,12 +706,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = asyncio.run(run(args))
     if args.json:
-        text = json.dumps(no_nan(result), indent=2, default=str, allow_nan=False)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text)
-            print(f"\nraw numbers written to {args.json}")
+        write_json(result, args.json)
     return 1 if result["failures"] else 0
 
 
