@@ -109,11 +109,6 @@ class SessionExpiredError(AnvilError):
     """The caller's session has expired."""
 
 
-def error_class(wire_name: str) -> type[AnvilError] | None:
-    """The class registered for a wire name, if any."""
-    return _BY_WIRE_NAME.get(wire_name)
-
-
 def wire_name_of(exc: BaseException) -> str:
     """The wire ``type`` of an exception: its Anvil name, else its bare class name."""
     if isinstance(exc, AnvilError):

@@ -30,8 +30,6 @@ log_records = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
 )
 
-FIELDS = ("seq", "time", "app", "function", "call_id", "stream", "text")
-
 
 class AppLog:
     def __init__(self, store: Store, max_records_per_app: int = 5000, flush_every: float = 0.5) -> None:

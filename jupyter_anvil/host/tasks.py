@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 TASK_TYPE = "anvil.private.BackgroundTask"
 PREFIX = "anvil.private.background_tasks."
-FINISHED = ("completed", "failed", "killed", "missing")
 OUTPUT_CUT = "\n[jupyter-anvil: output cut here; only the first {limit} characters of a task's output are kept]\n"
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
 

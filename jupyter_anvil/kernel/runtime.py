@@ -63,8 +63,6 @@ class Runtime:
             frame = self._frames.get(str(data.get("task_id")))
             state = encode_state(frame.task_state) if frame is not None and frame.task_state is not None else None
             self.send({"op": "reply", "req": data.get("req"), "state": state})
-        elif op == "ping":
-            self.send({"op": "reply", "req": data.get("req"), "response": "pong"})
 
     def send(self, data: Message, buffers: list[bytes] | None = None) -> None:
         # comm.send from worker threads: serialise so messages are never interleaved

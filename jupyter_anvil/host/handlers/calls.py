@@ -10,7 +10,7 @@ from typing import Any
 from tornado import web
 
 from ... import errors
-from ..messages import CallReply, CallRequest
+from ..messages import CallRequest
 from ..sessions import SessionExpired
 from .base import PublicHandler, services, status_for
 from .callers import (
@@ -49,10 +49,6 @@ def parse_call(body: Any, command: str) -> CallRequest:
     if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
         raise errors.SerializationError("'objects' must be a JSON array of descriptor objects")
     return CallRequest(command=command, args=args, kwargs=kwargs, objects=objects)
-
-
-def reply_message(reply: CallReply) -> dict[str, Any]:
-    return reply.to_json()
 
 
 @web.stream_request_body
@@ -102,7 +98,7 @@ class HttpCallHandler(PublicHandler):
             self.add_header("Set-Cookie", header)
         if reply.cookie_changes:
             self.set_header(COOKIES_HEADER, "changed")
-        body = reply_message(reply)
+        body = reply.to_json()
         if reply.error is None:
             inline_media(body, reply.media)
         self.write_json(200 if reply.error is None else status_for(reply.error), body)

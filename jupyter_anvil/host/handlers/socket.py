@@ -19,7 +19,7 @@ from ..messages import Caller, CallRequest
 from ..sessions import SessionExpired
 from .base import services
 from .callers import cookie_headers, make_caller, origin_allowed
-from .calls import CHUNK_BYTES, MAX_MEDIA_BYTES, MAX_REQUEST_BYTES, parse_call, reply_message
+from .calls import CHUNK_BYTES, MAX_MEDIA_BYTES, MAX_REQUEST_BYTES, parse_call
 
 SESSION_EXPIRED = errors.SessionExpiredError("Session expired")
 
@@ -148,7 +148,7 @@ class CallSocketHandler(websocket.WebSocketHandler):
             self.caller, self.expired = None, True  # until the page starts a new session
         if self.ws_connection is None:
             return
-        message = {"id": call_id, **reply_message(reply)}
+        message = {"id": call_id, **reply.to_json()}
         if reply.cookie_changes:
             headers = cookie_headers(self, self.app, reply.cookie_changes)
             message["cookies"] = services(self).cookie_tickets.issue(self.app, headers)
