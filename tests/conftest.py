@@ -173,6 +173,19 @@ def anvil_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServ
     server.stop()
 
 
+def record_page(page: Any) -> tuple[list[Any], list[str], list[str]]:
+    """What a browser page does: the requests it makes, the WebSocket URLs it opens, and
+    the errors it logs or throws (lists that fill as the page runs)."""
+    requests: list[Any] = []
+    sockets: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda r: requests.append(r))  # playwright wants a Python function here
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return requests, sockets, errors
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Chromium for a module's browser tests (each test opens its own context). Not one

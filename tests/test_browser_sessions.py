@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import NEEDS_CHROMIUM, TIMEZONE
+from conftest import NEEDS_CHROMIUM, TIMEZONE, record_page
 from notebook_files import write_notebook
 from test_browser import app_server  # noqa: F401 (fixture)
 
@@ -155,13 +155,7 @@ class Tab:
         self.page = context.new_page()
         self.url = url
         self.client_url = client_url or url.split("/anvil/apps/")[0] + "/anvil/client.js"
-        self.requests: list[Any] = []
-        self.sockets: list[str] = []
-        self.errors: list[str] = []
-        self.page.on("request", lambda r: self.requests.append(r))
-        self.page.on("websocket", lambda ws: self.sockets.append(ws.url))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.requests, self.sockets, self.errors = record_page(self.page)
         self.load()
 
     def load(self) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import NEEDS_CHROMIUM, TIMEZONE
+from conftest import NEEDS_CHROMIUM, TIMEZONE, record_page
 from test_browser import app_server  # noqa: F401 (fixture)
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -37,13 +37,7 @@ class Tab:
 
     def __init__(self, context: Any, url: str) -> None:
         self.page = context.new_page()
-        self.requests: list[Any] = []
-        self.sockets: list[str] = []
-        self.errors: list[str] = []
-        self.page.on("request", lambda r: self.requests.append(r))
-        self.page.on("websocket", lambda ws: self.sockets.append(ws.url))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.requests, self.sockets, self.errors = record_page(self.page)
         response = self.page.goto(url)
         assert response is not None and response.status == 200, f"GET {url}: {response and response.status}"
         self.client_url = url.split("/anvil/apps/")[0] + "/anvil/client.js"
