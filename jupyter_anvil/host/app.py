@@ -26,7 +26,7 @@ from .notebooks import AppSpec
 from .pool import KernelPool, PoolLimits
 from .services import Services
 from .sessions import SessionService
-from .store import Store, TaskStore
+from .store import Store, TaskStore, secure_folder
 from .tasks import TaskLimits, TaskService
 
 COOKIE_KEYS_FILE = "cookie_keys"
@@ -105,6 +105,7 @@ class AnvilApp(ExtensionApp):
             task_spares=self.task_spares,
         )
         defaults = AppDefaults(pool, self.call_timeout)
+        secure_folder(data_folder())  # the store and the cookie keys: the owner's alone
         self.store = Store(self.database_url or f"sqlite:///{data_folder() / 'anvil.db'}")
         self.store.create_schema()
         self.app_log = AppLog(self.store, self.log_records_per_app)

@@ -2,15 +2,30 @@
 
 Every method is async and runs its blocking database work on one worker thread, never
 on the event loop. The same code runs on PostgreSQL given a database URL.
+
+The SQLite files hold sessions and everything apps printed: they are the owner's
+alone. The folder is made 0700 and the database 0600 before SQLite opens it; SQLite
+gives the ``-wal`` and ``-shm`` files it creates later the mode of the database file
+(whatever the umask), so they are 0600 too. Files from an older release with wider
+modes are narrowed at start, and the log says so. (The process umask is left alone:
+it belongs to the whole Jupyter server.)
+
+Several servers may share one store: nothing here keeps a counter or a cache of rows
+in memory, so each statement sees what the others committed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
+import logging
+import os
+import queue
+import stat
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +34,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: the files SQLite keeps beside a database (WAL mode, or a rollback journal)
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 metadata = sa.MetaData()
 
@@ -52,7 +71,12 @@ tasks = sa.Table(
     sa.Column("launched_by", sa.Text),  # the launching call's context
     sa.Column("output", sa.Text, nullable=False, default=""),
     sa.Column("output_dropped", sa.Integer, nullable=False, default=0),
+    # the server instance that runs it (see instances.py); NULL on records of older releases
+    sa.Column("owner", sa.String(32)),
 )
+
+#: columns added since the first release, with what an older table lacks; see upgrade_schema
+ADDED_COLUMNS = {"anvil_tasks": ("owner",)}
 
 #: columns kept as JSON text
 TASK_JSON_COLUMNS = ("state", "result", "error", "launched_by")
@@ -78,16 +102,21 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = create_engine(url)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anvil-store")
+        self._worker = _DatabaseThread()
 
     async def run(self, work: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        return await asyncio.wrap_future(self._worker.submit(work))
 
     def create_schema(self) -> None:
         metadata.create_all(self.engine)
+        upgrade_schema(self.engine)
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
+    def close(self, timeout: float = 5.0) -> None:
+        """Finish queued work and close; bounded, so a database that hangs (another
+        server holding a lock) cannot hold up the server's stop."""
+        if not self._worker.stop(timeout):
+            log.warning("[jupyter-anvil] the store was still busy after %.0f s; closed without waiting", timeout)
+            return  # disposing now would pull the connection from under the busy thread
         self.engine.dispose()
 
     # -- sessions ---------------------------------------------------------------------
@@ -147,18 +176,126 @@ class Store:
         return await self.run(work)
 
 
+class _DatabaseThread:
+    """One daemon thread that runs database work in order. Not a ThreadPoolExecutor:
+    its threads are joined at interpreter exit, so one stuck statement would keep a
+    stopped server alive; this one is let go after the stop's bound."""
+
+    _STOP = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="anvil-store", daemon=True)
+        self._thread.start()
+        self._stopped = False
+
+    def submit(self, work: Callable[[], T]) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        if self._stopped:
+            future.set_exception(RuntimeError("the store is closed"))
+        else:
+            self._queue.put((future, work))
+        return future
+
+    def stop(self, timeout: float) -> bool:
+        """Let queued work finish, then end; False if it did not within ``timeout``."""
+        self._stopped = True
+        self._queue.put(self._STOP)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._STOP:
+                return
+            future, work = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(work())
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+                future.set_exception(e)
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring a database of an older release up to this one: add the columns it lacks.
+    Small on purpose (Alembic migrations replace it); every step must be harmless to
+    repeat, since several servers may start on one database at once."""
+    inspector = sa.inspect(engine)
+    for table_name, column_names in ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table_name)}
+        table = metadata.tables[table_name]
+        for name in column_names:
+            if name in present:
+                continue
+            column_type = table.c[name].type.compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as db:
+                    db.execute(sa.text(f"ALTER TABLE {table_name} ADD COLUMN {name} {column_type}"))
+                log.info("[jupyter-anvil] store: added column %s.%s", table_name, name)
+            except sa.exc.OperationalError:  # another server added it just now
+                if name not in {c["name"] for c in sa.inspect(engine).get_columns(table_name)}:
+                    raise
+
+
+def secure_folder(path: Path) -> None:
+    """Make ``path`` a folder only its owner can enter (0700), narrowing it if it was
+    open to others (the log says so)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _narrow(path, 0o700)
+
+
+def secure_sqlite_files(database: Path) -> None:
+    """Create the database file 0600 before SQLite does (SQLite would use the umask),
+    and narrow it and its side files if an older release left them wider."""
+    if not database.parent.exists():
+        database.parent.mkdir(mode=0o700, parents=True)
+    os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o600))
+    for path in (database, *(database.with_name(database.name + side) for side in SQLITE_SIDE_FILES)):
+        _narrow(path, 0o600)
+
+
+def _narrow(path: Path, wanted: int) -> None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        os.chmod(path, wanted)
+        log.warning("[jupyter-anvil] %s was open to other users (mode %03o): now %03o", path, mode, wanted)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for other databases and in-memory SQLite."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
 def create_engine(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("sqlite:"):
+        database = sqlite_path(url)
+        if database is not None:
+            secure_sqlite_files(database)
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection: Any, _: Any) -> None:
+            connection.isolation_level = None  # transactions begin where SQLAlchemy says (below)
             cursor = connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
             cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint, fast commits
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(connection: Any) -> None:
+            # Take the write lock at the start: a read-then-write transaction (a merge,
+            # a sweep) then sees no other server's commit between its read and its write;
+            # a deferred one would either miss it or fail with SQLITE_BUSY at the write.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)

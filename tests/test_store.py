@@ -1,0 +1,78 @@
+"""The store on disk: owner-only files (folder 0700, database and its SQLite side files
+0600, whatever the umask), narrowed at start where an older release left them wider."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from conftest import AnvilServer
+from notebook_files import write_notebook
+
+PRINTER = """
+from jupyter_anvil import server
+
+@server.callable
+def say(text):
+    print(text)
+    return text
+"""
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def store_files(server: AnvilServer) -> tuple[Path, list[Path]]:
+    folder = server.workdir / "jupyter_data_dir" / "jupyter_anvil"
+    return folder, [folder / name for name in ("anvil.db", "anvil.db-wal", "anvil.db-shm")]
+
+
+def test_the_store_is_the_owners_alone_even_under_a_permissive_umask(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    root = tmp_path_factory.mktemp("modes-root")
+    write_notebook(root / "printer.ipynb", [PRINTER], {"kernels": {"min": 1, "max": 1}})
+    server = AnvilServer(root, tmp_path_factory.mktemp("modes-server"))
+    previous = os.umask(0o000)  # the child inherits it: the worst case a user could have
+    try:
+        server.start(wait_for=("printer",))
+    finally:
+        os.umask(previous)
+    try:
+        assert server.call("printer", "say", "written to the log") == "written to the log"
+        server.admin("anvil/api/logs", app="printer")  # flushes the log: the WAL is written
+        folder, files = store_files(server)
+        assert mode(folder) == 0o700
+        for path in files:
+            assert path.exists() and mode(path) == 0o600, (path, oct(mode(path)))
+        assert mode(folder / "cookie_keys") == 0o600
+    finally:
+        server.stop()
+
+
+def test_wider_modes_left_by_an_older_release_are_narrowed_at_start(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    root = tmp_path_factory.mktemp("narrow-root")
+    write_notebook(root / "printer.ipynb", [PRINTER], {"kernels": {"min": 1, "max": 1}})
+    server = AnvilServer(root, tmp_path_factory.mktemp("narrow-server"))
+    server.start(wait_for=("printer",))
+    server.stop()
+    folder, files = store_files(server)
+    os.chmod(folder, 0o755)
+    for path in files:
+        path.touch()
+        os.chmod(path, 0o644)
+    server.start(wait_for=("printer",))
+    try:
+        assert server.call("printer", "say", "again") == "again"
+        assert mode(folder) == 0o700
+        assert all(mode(path) == 0o600 for path in files if path.exists())
+        log = server.log_path.read_text(errors="replace")
+        assert f"{folder} was open to other users (mode 755): now 700" in log
+        assert f"{folder / 'anvil.db'} was open to other users (mode 644): now 600" in log
+    finally:
+        server.stop()
