@@ -20,6 +20,7 @@ from .apps import AppDefaults, AppManager
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
 from .handlers import admin, calls, socket, static, task_admin
+from .instances import ServerInstances
 from .kernel import AppKernel
 from .logs import AppLog
 from .notebooks import AppSpec
@@ -119,7 +120,8 @@ class AnvilApp(ExtensionApp):
             records_kept=self.task_records_kept,
             records_days=self.task_records_days,
         )
-        self.tasks = TaskService(self.apps, TaskStore(self.store), self.sessions, task_limits)
+        self.instances = ServerInstances(self.store)
+        self.tasks = TaskService(self.apps, TaskStore(self.store), self.sessions, task_limits, self.instances)
         self.tasks.keep_state = self.calls.keep_state
         self.calls.tasks = self.tasks
         cookie_keys = Path(self.cookie_keys_file) if self.cookie_keys_file else data_folder() / COOKIE_KEYS_FILE
@@ -182,13 +184,24 @@ class AnvilApp(ExtensionApp):
         print("[jupyter-anvil] apps:\n" + "\n".join(lines), file=sys.stderr, flush=True)
 
     async def stop_extension(self) -> None:
+        """Each step bounded and its failure logged, never raised: a stop that raises or
+        waits forever leaves the server up after SIGTERM."""
         if getattr(self, "_watcher", None) is not None:
             self._watcher.cancel()
-        await self.tasks.stop()
-        await self.apps.stop_all()
-        self.sessions.stop()
-        await self.app_log.stop()
-        self.store.close()
+        for step, work, seconds in (
+            ("background tasks", self.tasks.stop, 8.0),
+            ("app kernels", self.apps.stop_all, 8.0),
+            ("the app log", self.app_log.stop, 5.0),
+        ):
+            try:
+                await asyncio.wait_for(work(), seconds)
+            except Exception:
+                self.log.exception("[jupyter-anvil] stopping %s failed or took over %.0f s", step, seconds)
+        try:
+            self.sessions.stop()
+        except Exception:
+            self.log.exception("[jupyter-anvil] stopping sessions failed")
+        self.store.close(timeout=5.0)  # bounded; the last step, so blocking the loop here holds up nothing
 
     # -- kernels --------------------------------------------------------------------------
     def _make_pool(self, spec: AppSpec, limits: PoolLimits) -> KernelPool:

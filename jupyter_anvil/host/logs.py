@@ -4,6 +4,14 @@ Each record is tagged with app, function and call id. Records go to the server's
 logger (``jupyter_anvil.app.<name>``) at once and to the store in batches (twice a
 second, off the event loop), so the log outlives the server; the newest
 ``max_records_per_app`` records of each app are kept.
+
+Sequence numbers come from the database (an autoincrement key), so several servers can
+write one store. Everything is bounded: a record keeps its first ``RECORD_LIMIT`` bytes
+and a call its first ``CALL_LIMIT`` bytes of printed output, each with a marker where
+it was cut; records waiting for the store are capped too, and if the store falls that
+far behind, what does not fit is dropped and counted in a record of its own. A failed
+write is logged and its records tried again with the next batch (within the cap);
+stopping never raises.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,17 +27,46 @@ import sqlalchemy as sa
 from .background import spawn
 from .store import Store, metadata
 
+log = logging.getLogger(__name__)
+
 log_records = sa.Table(
     "anvil_log",
     metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    # an INTEGER PRIMARY KEY in SQLite (and so in databases of the first release, which
+    # gave seq itself): the database numbers records, whichever server writes them
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("time", sa.Float, nullable=False),
     sa.Column("app", sa.String(255), nullable=False, index=True),
     sa.Column("function", sa.String(255), nullable=False),
     sa.Column("call_id", sa.String(64), nullable=False),
     sa.Column("stream", sa.String(16), nullable=False),  # stdout, stderr, traceback, or system
     sa.Column("text", sa.Text, nullable=False),
+    sqlite_autoincrement=True,  # never reuse a number, so a reader tailing by seq misses nothing
 )
+
+RECORD_LIMIT = 64 * 1024  # bytes of text one record keeps
+CALL_LIMIT = 1024 * 1024  # bytes of printed output (stdout, stderr) one call keeps
+PENDING_LIMIT = 8 * 1024 * 1024  # bytes of records waiting for the store
+CALLS_TRACKED = 4096  # calls whose printed total is remembered (the most recent ones)
+PRINTED = ("stdout", "stderr")
+
+RECORD_CUT = "\n[jupyter-anvil: output cut here: a log record keeps its first {limit} KiB; {more} more bytes dropped]\n"
+CALL_CUT = (
+    "\n[jupyter-anvil: output cut here: the app log keeps the first {limit} KiB a call prints;"
+    " the rest of this call's output is dropped]\n"
+)
+DROPPED = "[jupyter-anvil: {count} log records of this app were dropped: the store could not keep up]"
+
+
+def cut_to_bytes(text: str, limit: int) -> tuple[str, int]:
+    """``text`` cut to at most ``limit`` bytes of UTF-8 (never inside a character), and
+    how many bytes were cut off."""
+    if len(text) * 4 <= limit:  # fast path: cannot be over
+        return text, 0
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text, 0
+    return data[:limit].decode("utf-8", "ignore"), len(data) - limit
 
 
 class AppLog:
@@ -37,35 +75,70 @@ class AppLog:
         self.max_records = max_records_per_app
         self.flush_every = flush_every
         self._pending: list[dict[str, Any]] = []
-        self._seq = self._last_seq()
+        self._pending_bytes = 0
+        self._dropped: dict[str, int] = {}  # app -> records dropped since the last flush
+        self._printed: OrderedDict[str, int] = OrderedDict()  # call id -> bytes printed
         self._flusher: asyncio.Task[None] | None = None
         self._writes = 0
-
-    def _last_seq(self) -> int:
-        with self.store.engine.begin() as db:
-            return int(db.execute(sa.select(sa.func.max(log_records.c.seq))).scalar() or 0)
 
     def start(self) -> None:
         self._flusher = spawn(self._flush_periodically())
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Store what is pending, within ``timeout``; never raises (a failure is logged)."""
         if self._flusher is not None:
             self._flusher.cancel()
-        await self.flush()
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except Exception:
+            log.exception("[jupyter-anvil] could not store the last app log records at stop")
 
     def write(self, app: str, function: str, call_id: str, stream: str, text: str) -> None:
-        self._seq += 1
-        self._pending.append(
-            {"seq": self._seq, "time": time.time(), "app": app, "function": function[:255],
-             "call_id": call_id[:64], "stream": stream, "text": text}
-        )  # fmt: skip
+        kept = self._within_call_limit(call_id, stream, text)
+        if kept is None:
+            return
+        text, cut = cut_to_bytes(kept, RECORD_LIMIT)
+        if cut:
+            text += RECORD_CUT.format(limit=RECORD_LIMIT // 1024, more=cut)
         level = logging.WARNING if stream in ("traceback", "stderr") else logging.INFO
         logging.getLogger(f"jupyter_anvil.app.{app}").log(
             level, "[%s %s %s] %s", app, function, call_id, text.rstrip("\n")
         )
+        size = len(text) + 200  # the other columns, roughly
+        if self._pending_bytes + size > PENDING_LIMIT:
+            self._dropped[app] = self._dropped.get(app, 0) + 1
+            return
+        self._pending_bytes += size
+        self._pending.append(
+            {"time": time.time(), "app": app, "function": function[:255], "call_id": call_id[:64],
+             "stream": stream, "text": text}
+        )  # fmt: skip
+
+    def _within_call_limit(self, call_id: str, stream: str, text: str) -> str | None:
+        """What of ``text`` fits in the call's printed total (None: nothing)."""
+        if stream not in PRINTED:
+            return text  # tracebacks and system notes are not the author's prints
+        printed = self._printed.pop(call_id, 0)
+        self._printed[call_id] = printed  # the most recent last
+        while len(self._printed) > CALLS_TRACKED:
+            self._printed.popitem(last=False)
+        if printed >= CALL_LIMIT:
+            return None
+        kept, cut = cut_to_bytes(text, CALL_LIMIT - printed)
+        if cut:
+            self._printed[call_id] = CALL_LIMIT
+            return kept + CALL_CUT.format(limit=CALL_LIMIT // 1024)
+        self._printed[call_id] = printed + len(kept.encode("utf-8", "surrogatepass"))
+        return kept
 
     async def flush(self) -> None:
-        rows, self._pending = self._pending, []
+        rows, self._pending, self._pending_bytes = self._pending, [], 0
+        for app, count in self._dropped.items():
+            rows.append(
+                {"time": time.time(), "app": app, "function": "(log)", "call_id": "", "stream": "system",
+                 "text": DROPPED.format(count=count)}
+            )  # fmt: skip
+        self._dropped = {}
         if not rows:
             return
         self._writes += 1
@@ -85,19 +158,40 @@ class AppLog:
                                 log_records.delete().where(log_records.c.app == app, log_records.c.seq <= cutoff)
                             )
 
-        await self.store.run(work)
+        try:
+            await self.store.run(work)
+        except BaseException:
+            self._take_back(rows)
+            raise
+
+    def _take_back(self, rows: list[dict[str, Any]]) -> None:
+        """Put records a failed write took back in front of the queue, within its cap."""
+        kept: list[dict[str, Any]] = []
+        size = self._pending_bytes
+        for row in rows:
+            row_size = len(row["text"]) + 200
+            if size + row_size > PENDING_LIMIT:
+                self._dropped[row["app"]] = self._dropped.get(row["app"], 0) + 1
+                continue
+            size += row_size
+            kept.append(row)
+        self._pending[:0] = kept
+        self._pending_bytes = size
 
     async def _flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.flush_every)
             try:
                 await self.flush()
-            except Exception:  # the records are lost, the log goes on; say so
-                logging.getLogger(__name__).exception("[jupyter-anvil] could not store app log records")
+            except Exception:  # kept for the next try; the log goes on; say so
+                log.exception("[jupyter-anvil] could not store app log records (will try again)")
 
     async def read(self, app: str | None = None, since: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """Records after sequence number ``since``, oldest first, for one app or all."""
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception:  # the reader still gets what is stored
+            log.exception("[jupyter-anvil] could not store app log records (will try again)")
 
         def work() -> list[dict[str, Any]]:
             query = sa.select(log_records).where(log_records.c.seq > since).order_by(log_records.c.seq).limit(limit)

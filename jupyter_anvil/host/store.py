@@ -25,7 +25,7 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,6 +73,18 @@ tasks = sa.Table(
     sa.Column("output_dropped", sa.Integer, nullable=False, default=0),
     # the server instance that runs it (see instances.py); NULL on records of older releases
     sa.Column("owner", sa.String(32)),
+)
+
+#: the server instances sharing this store, with their heartbeats (see instances.py)
+servers = sa.Table(
+    "anvil_servers",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("pid_started", sa.String(32)),  # the process's start time, as /proc says it
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("beat", sa.Float, nullable=False),
 )
 
 #: columns added since the first release, with what an older table lacks; see upgrade_schema
@@ -395,19 +407,59 @@ class TaskStore:
 
         return await self.store.run(work)
 
-    async def mark_missing(self) -> int:
-        """Tasks left queued or running by a server that stopped: they are missing."""
+    async def append_output(self, task_id: str, text: str, dropped: int) -> None:
+        """Add printed output to a running task's record (as it comes, so a task cut off
+        by a crash keeps what it printed)."""
+
+        def work() -> None:
+            with self.store.engine.begin() as db:
+                db.execute(
+                    tasks.update()
+                    .where(tasks.c.id == task_id)
+                    .values(output=tasks.c.output + text, output_dropped=dropped)
+                )
+
+        await self.store.run(work)
+
+    async def mark_orphans(self, sweep: Callable[[sa.Connection], Sequence[str]]) -> int:
+        """Tasks left queued or running by servers that are gone: ``missing``. ``sweep``
+        removes the gone servers' rows (instances.py); what is left are the live owners.
+        Tasks without an owner are from a release before owners: theirs is gone too."""
 
         def work() -> int:
             with self.store.engine.begin() as db:
+                sweep(db)
+                live_owners = sa.select(servers.c.id)
+                unfinished = tasks.c.status.in_(("queued", "running"))
+                orphaned = sa.or_(tasks.c.owner.is_(None), tasks.c.owner.notin_(live_owners))
                 result = db.execute(
-                    tasks.update()
-                    .where(tasks.c.status.in_(("queued", "running")))
-                    .values(status="missing", ended=time.time())
+                    tasks.update().where(unfinished, orphaned).values(status="missing", ended=time.time())
                 )
                 return int(result.rowcount)
 
         return await self.store.run(work)
+
+    async def mark_stopped(self, records: Sequence[dict[str, Any]]) -> None:
+        """This server is stopping under these tasks: ``missing``, with the output they
+        printed, unless they ended meanwhile."""
+
+        def work() -> None:
+            now = time.time()
+            with self.store.engine.begin() as db:
+                for record in records:
+                    unfinished = tasks.c.status.in_(("queued", "running"))
+                    db.execute(
+                        tasks.update()
+                        .where(tasks.c.id == record["id"], unfinished)
+                        .values(
+                            status="missing",
+                            ended=now,
+                            output=record["output"],
+                            output_dropped=record["output_dropped"],
+                        )
+                    )
+
+        await self.store.run(work)
 
     async def prune(self, keep: int, max_age_days: float) -> int:
         """Drop finished records beyond the newest ``keep``, or older than ``max_age_days``."""

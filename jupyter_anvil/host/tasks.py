@@ -5,6 +5,11 @@ under its concurrency limit (``running``), and ends ``completed``, ``failed``,
 ``killed`` or, if the server stopped under it, ``missing``. ``task_state`` and printed
 output reach the host while the task runs; the record keeps the final state, the
 return value, the error and the output (bounded).
+
+Printed output is written to the record as it comes, in batches (each second, or at
+once past ``output_batch`` characters), so a task cut off by a crash keeps what it
+printed. Each record names the server that runs it; a server marks ``missing`` only
+tasks whose server is gone (instances.py), so servers can share one store.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 from .. import errors
 from .apps import AppManager
 from .background import spawn
+from .instances import ServerInstances
 from .kernel import AppKernel
 from .messages import Caller, CallReply, CallRequest
 from .sessions import SessionService
@@ -48,6 +54,8 @@ class TaskLimits:
     records_kept: int = 1000
     records_days: float = 30.0
     state_write_every: float = 1.0  # seconds between writes of live state to the store
+    output_write_every: float = 1.0  # seconds between writes of printed output to the store
+    output_batch: int = 64 * 1024  # characters of unwritten output that are written at once
 
 
 @dataclass
@@ -59,6 +67,8 @@ class LiveTask:
     kernel: AppKernel | None = None
     output: list[str] = field(default_factory=list)
     output_size: int = 0
+    output_written: int = 0  # how many of ``output``'s pieces are in the store already
+    output_unwritten: int = 0  # characters printed since the last write
     dropped: int = 0
     killed: bool = False
     state_written: float = 0.0
@@ -70,9 +80,17 @@ class LiveTask:
 
 
 class TaskService:
-    def __init__(self, apps: AppManager, store: TaskStore, sessions: SessionService, limits: TaskLimits) -> None:
+    def __init__(
+        self,
+        apps: AppManager,
+        store: TaskStore,
+        sessions: SessionService,
+        limits: TaskLimits,
+        instances: ServerInstances,
+    ) -> None:
         self.apps = apps
         self.store = store
+        self.instances = instances
         self.sessions = sessions
         self.limits = limits
         self.live: dict[str, LiveTask] = {}
@@ -80,17 +98,47 @@ class TaskService:
         self._subscribers: set[Callable[[dict[str, Any]], None]] = set()
         self.keep_state: Callable[[str, CallRequest, CallReply], Any] | None = None
         self.stopping = False
+        self._loops: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        missing = await self.store.mark_missing()
-        if missing:
-            log.warning("[jupyter-anvil] %d background tasks were cut off by the last stop: now 'missing'", missing)
+        await self.instances.register()
+        await self._mark_orphans()
+        self._loops = [spawn(self._beat_periodically()), spawn(self._write_output_periodically())]
 
-    async def stop(self) -> None:
-        """Stop every task's kernel; their records stay 'running' until the next start
-        marks them 'missing' (the server, not the task, ended them)."""
+    async def _mark_orphans(self) -> None:
+        missing = await self.store.mark_orphans(self.instances.sweep)
+        if missing:
+            log.warning(
+                "[jupyter-anvil] %d background tasks were cut off by their server's end: now 'missing'", missing
+            )
+
+    async def _beat_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.instances.beat_every)
+            try:
+                await self.instances.beat()
+                await self._mark_orphans()
+            except Exception:  # the next beat tries again
+                log.exception("[jupyter-anvil] could not renew this server's heartbeat in the store")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop every task's kernel and record the tasks ``missing`` (the server, not
+        the task, ended them) with what they printed; then leave the servers table."""
         self.stopping = True
-        await asyncio.gather(*(t.kernel.shutdown() for t in self.live.values() if t.kernel is not None))
+        for loop in self._loops:
+            loop.cancel()
+        kernels = [t.kernel.shutdown() for t in self.live.values() if t.kernel is not None]
+        if kernels:
+            done = await asyncio.wait([asyncio.ensure_future(k) for k in kernels], timeout=timeout)
+            if done[1]:
+                log.warning("[jupyter-anvil] %d task kernels did not stop in %.0f s", len(done[1]), timeout)
+        records = [{**t.record, "output": "".join(t.output), "output_dropped": t.dropped} for t in self.live.values()]
+        try:
+            if records:
+                await asyncio.wait_for(self.store.mark_stopped(records), timeout)
+            await asyncio.wait_for(self.instances.unregister(), timeout)
+        except Exception:  # the next start (or another server's sweep) marks them instead
+            log.exception("[jupyter-anvil] could not record the tasks cut off by this stop")
 
     # -- launching ------------------------------------------------------------------------
     async def launch(
@@ -112,6 +160,7 @@ class TaskService:
             "launched_by": launched_by,
             "output": "",
             "output_dropped": 0,
+            "owner": self.instances.id,
         }
         await self.store.insert(record)
         request.command, request.call_id, request.from_client = f"task:{name}", task_id, False
@@ -187,6 +236,7 @@ class TaskService:
             record["state"] = reply.task_state
         record["output"] = "".join(task.output)
         record["output_dropped"] = task.dropped
+        task.output_written = len(task.output)  # the end writes it all: no batch may follow
         fields = ("status", "ended", "error", "traceback", "result", "state", "output", "output_dropped")
         try:
             await self.store.update(task.id, {k: record.get(k) for k in fields})
@@ -222,6 +272,26 @@ class TaskService:
             text = text[:room] + OUTPUT_CUT.format(limit=self.limits.output_limit)
         task.output.append(text)
         task.output_size += len(text)
+        task.output_unwritten += len(text)
+        if task.output_unwritten >= self.limits.output_batch:
+            spawn(self._write_output(task))
+
+    async def _write_output(self, task: LiveTask) -> None:
+        """Append what the task printed since the last write to its record."""
+        start, end = task.output_written, len(task.output)
+        if start >= end or self.stopping:
+            return
+        task.output_written, task.output_unwritten = end, 0  # taken now: a later write takes what follows
+        try:
+            await self.store.append_output(task.id, "".join(task.output[start:end]), task.dropped)
+        except Exception:  # the end of the task writes the whole output anyway
+            log.exception("[jupyter-anvil] could not store the output of background task %s", task.id)
+
+    async def _write_output_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.output_write_every)
+            for task in list(self.live.values()):
+                await self._write_output(task)
 
     async def kill(self, task_id: str) -> dict[str, Any]:
         """Capture the last state, then stop the task's kernel; status ``killed``."""
