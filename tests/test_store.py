@@ -76,3 +76,59 @@ def test_wider_modes_left_by_an_older_release_are_narrowed_at_start(
         assert f"{folder / 'anvil.db'} was open to other users (mode 644): now 600" in log
     finally:
         server.stop()
+
+
+# -- the app log is bounded (issue 13, 3.4) --------------------------------------------------------
+
+FLOODER = """
+import sys
+from jupyter_anvil import server
+
+@server.callable
+def flood(mib):
+    line = "x" * (1024 * 1024 - 1) + "\\n"
+    for _ in range(mib):
+        sys.stdout.write(line)
+    return mib
+
+@server.callable
+def one_long_line(n):
+    print("y" * n)
+    print("after the long line")
+"""
+
+
+def store_size(server: AnvilServer) -> int:
+    _, files = store_files(server)
+    return sum(path.stat().st_size for path in files[:2] if path.exists())  # the database and its WAL
+
+
+def test_a_call_printing_50_mib_grows_the_store_by_little(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = tmp_path_factory.mktemp("flood-root")
+    write_notebook(root / "flood.ipynb", [FLOODER], {"kernels": {"min": 1, "max": 1}, "call_timeout": 120})
+    server = AnvilServer(root, tmp_path_factory.mktemp("flood-server"))
+    server.start(wait_for=("flood",))
+    try:
+        server.admin("anvil/api/logs", app="flood")
+        before = store_size(server)
+        response = server.post("flood", "flood", {"args": [50]}, timeout=180)
+        assert response.json()["response"] == 50
+        records = server.admin("anvil/api/logs", app="flood", limit=10000)["records"]
+        flood = [r for r in records if r["function"] == "flood"]
+        kept = sum(len(r["text"]) for r in flood)
+        assert 1024 * 1024 <= kept < 1024 * 1024 + 1024  # a MiB, with the markers where records were cut
+        marker = "[jupyter-anvil: output cut here: the app log keeps at most 1024 KiB of what a call prints"
+        assert marker in flood[-1]["text"]
+        assert all(len(r["text"].encode()) <= 64 * 1024 + 200 for r in flood)  # no record over its cap
+        grown = store_size(server) - before
+        assert grown < 4 * 1024 * 1024, grown  # 79 MiB before the cap
+
+        server.call("flood", "one_long_line", 200_000)
+        records = server.admin("anvil/api/logs", app="flood", limit=10000)["records"]
+        (long,) = [r for r in records if r["text"].startswith("y")]
+        cut = "\n[jupyter-anvil: output cut here: a log record keeps its first 64 KiB"
+        assert long["text"].startswith("y" * 65536 + cut)
+        assert any(r["text"] == "after the long line\n" for r in records)  # the call's total is not reached
+        assert len(server.log_path.read_bytes()) < 8 * 1024 * 1024  # the server's own log is capped alike
+    finally:
+        server.stop()

@@ -7,7 +7,7 @@ second, off the event loop), so the log outlives the server; the newest
 
 Sequence numbers come from the database (an autoincrement key), so several servers can
 write one store. Everything is bounded: a record keeps its first ``RECORD_LIMIT`` bytes
-and a call its first ``CALL_LIMIT`` bytes of printed output, each with a marker where
+and a call at most ``CALL_LIMIT`` bytes of printed output in the log, each with a marker where
 it was cut; records waiting for the store are capped too, and if the store falls that
 far behind, what does not fit is dropped and counted in a record of its own. A failed
 write is logged and its records tried again with the next batch (within the cap);
@@ -52,7 +52,7 @@ PRINTED = ("stdout", "stderr")
 
 RECORD_CUT = "\n[jupyter-anvil: output cut here: a log record keeps its first {limit} KiB; {more} more bytes dropped]\n"
 CALL_CUT = (
-    "\n[jupyter-anvil: output cut here: the app log keeps the first {limit} KiB a call prints;"
+    "\n[jupyter-anvil: output cut here: the app log keeps at most {limit} KiB of what a call prints;"
     " the rest of this call's output is dropped]\n"
 )
 DROPPED = "[jupyter-anvil: {count} log records of this app were dropped: the store could not keep up]"
@@ -66,7 +66,8 @@ def cut_to_bytes(text: str, limit: int) -> tuple[str, int]:
     data = text.encode("utf-8", "surrogatepass")
     if len(data) <= limit:
         return text, 0
-    return data[:limit].decode("utf-8", "ignore"), len(data) - limit
+    kept = data[:limit].decode("utf-8", "ignore")
+    return kept, len(data) - len(kept.encode("utf-8", "surrogatepass"))
 
 
 class AppLog:
@@ -94,12 +95,13 @@ class AppLog:
             log.exception("[jupyter-anvil] could not store the last app log records at stop")
 
     def write(self, app: str, function: str, call_id: str, stream: str, text: str) -> None:
-        kept = self._within_call_limit(call_id, stream, text)
-        if kept is None:
-            return
-        text, cut = cut_to_bytes(kept, RECORD_LIMIT)
+        text, cut = cut_to_bytes(text, RECORD_LIMIT)
         if cut:
             text += RECORD_CUT.format(limit=RECORD_LIMIT // 1024, more=cut)
+        kept = self._within_call_limit(call_id, stream, text)  # counts what is kept, not what was printed
+        if kept is None:
+            return
+        text = kept
         level = logging.WARNING if stream in ("traceback", "stderr") else logging.INFO
         logging.getLogger(f"jupyter_anvil.app.{app}").log(
             level, "[%s %s %s] %s", app, function, call_id, text.rstrip("\n")
