@@ -60,7 +60,7 @@ def test_progress_is_seen_mid_run_and_the_result_at_the_end(anvil_server: AnvilS
     )
     assert mid["status"] == "running" and mid["state"]["total"] == 15
     admin = anvil_server.admin(f"anvil/api/tasks/{task['id']}")
-    assert admin["status"] == "running" and 0 < admin["state"]["v"]["done"] <= 15
+    assert admin["status"] == "running" and 0 < admin["state"]["done"] <= 15  # plain JSON, not wire form
     described = anvil_server.call("jobs", "describe", task["id"])
     assert described["running"] is True and described["status"] is None and described["name"] == "count_to"
     done = wait_status(anvil_server, task, "completed")

@@ -151,6 +151,10 @@ class AnvilApp(ExtensionApp):
                 (r"/anvil/api/tasks/(?P<task_id>[a-z2-7]{25})", task_admin.TaskHandler),
                 (r"/anvil/api/tasks/(?P<task_id>[a-z2-7]{25})/output", task_admin.TaskOutputHandler),
                 (r"/anvil/api/tasks/(?P<task_id>[a-z2-7]{25})/kill", task_admin.TaskKillHandler),
+                (
+                    r"/anvil/api/tasks/(?P<task_id>[a-z2-7]{25})/media/(?P<media_id>\d{1,6})",
+                    task_admin.TaskMediaHandler,
+                ),
             ]
         )
 

@@ -1,9 +1,15 @@
-"""The tasks admin API (Jupyter auth): list, one task, its output, kill, a live feed."""
+"""The tasks admin API (Jupyter auth): list, one task, its output, its Media, kill, a
+live feed. States and return values are shown as plain JSON (readable.py), not in
+wire form."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 from typing import Any
+from urllib.parse import quote
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
@@ -11,11 +17,28 @@ from jupyter_server.base.handlers import JupyterHandler
 from tornado import web, websocket
 
 from ... import errors
+from ..readable import plain_value
 from ..tasks import summarize
 from .admin import AUTH_RESOURCE, AdminHandler
 from .base import services
 
 STATUSES = ("queued", "running", "completed", "failed", "killed", "missing")
+#: a content type fit for a header: type/subtype and parameters, nothing that could end it
+_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[ -~]*)?")
+
+
+def readable(record: dict[str, Any], base_url: str = "") -> dict[str, Any]:
+    """A task record (or summary) as people read it: state and return value in plain
+    JSON, Media in the return value as download links; bulky output left out."""
+    plain = {k: v for k, v in record.items() if k not in ("output", "state", "result")}
+    if "state" in record:
+        plain["state"] = plain_value(record["state"])
+    if "result" in record:
+        task_id = record["id"]
+        plain["result"] = plain_value(
+            record["result"], lambda media_id: f"{base_url}anvil/api/tasks/{task_id}/media/{media_id}"
+        )
+    return plain
 
 
 class TasksHandler(AdminHandler):
@@ -38,7 +61,15 @@ class TasksHandler(AdminHandler):
             app=self.get_argument("app", None), status=status, name=self.get_argument("name", None),
             before=before, limit=limit,
         )  # fmt: skip
-        self.finish({"tasks": records, "next": records[-1]["launched"] if len(records) == limit else None})
+        self.finish(
+            json.dumps(
+                {
+                    "tasks": [readable(r) for r in records],
+                    "next": records[-1]["launched"] if len(records) == limit else None,
+                },
+                default=str,
+            )
+        )
 
 
 class TaskHandler(AdminHandler):
@@ -48,7 +79,42 @@ class TaskHandler(AdminHandler):
     @authorized
     async def get(self, task_id: str) -> None:
         record = await find(self, task_id)
-        self.finish(json.dumps({k: v for k, v in record.items() if k != "output"}, default=str))
+        self.finish(json.dumps(readable(record, self.base_url), default=str))
+
+
+class TaskMediaHandler(JupyterHandler):  # type: ignore[misc]
+    """``GET anvil/api/tasks/<id>/media/<media_id>``: a Media the task returned, as a
+    download with its content type and name. Never shown inline: a task's Media may hold
+    what a page's user uploaded, and this is the Jupyter server's own origin."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @web.authenticated
+    @authorized
+    async def get(self, task_id: str, media_id: str) -> None:
+        record = await find(self, task_id)
+        result: dict[str, Any] = record["result"] if isinstance(record.get("result"), dict) else {}
+        encoded = (result.get("media") or {}).get(media_id)
+        descriptor = next(
+            (o for o in result.get("objects") or [] if o.get("type") == ["DataMedia"] and str(o.get("id")) == media_id),
+            None,
+        )
+        if not isinstance(encoded, str) or descriptor is None:
+            raise web.HTTPError(404, f"task {task_id} returned no Media {media_id}")
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise web.HTTPError(404, f"task {task_id} returned no Media {media_id}") from None
+        content_type = str(descriptor.get("mime-type") or "")
+        if not _CONTENT_TYPE.fullmatch(content_type):
+            content_type = "application/octet-stream"
+        name = str(descriptor.get("name") or f"media-{media_id}")
+        self.set_header("Content-Type", content_type)
+        fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", name)
+        self.set_header("Content-Disposition", f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
+        self.finish(data)
 
 
 class TaskOutputHandler(AdminHandler):
@@ -82,10 +148,10 @@ class TaskKillHandler(AdminHandler):
     async def post(self, task_id: str) -> None:
         await find(self, task_id)
         record = await services(self).tasks.kill(task_id)
-        self.finish(json.dumps(summarize(record), default=str))
+        self.finish(json.dumps(readable(summarize(record)), default=str))
 
 
-async def find(handler: AdminHandler, task_id: str) -> dict[str, Any]:
+async def find(handler: JupyterHandler, task_id: str) -> dict[str, Any]:
     try:
         return await services(handler).tasks.get(task_id)
     except errors.BackgroundTaskNotFound:
@@ -115,7 +181,7 @@ class TaskFeedHandler(JupyterHandler, websocket.WebSocketHandler):  # type: igno
 
     def _send(self, summary: dict[str, Any]) -> None:
         try:
-            self.write_message(json.dumps({"type": "task", "task": summary}, default=str))
+            self.write_message(json.dumps({"type": "task", "task": readable(summary)}, default=str))
         except websocket.WebSocketClosedError:
             self._unsubscribe()
 

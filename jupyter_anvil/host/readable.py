@@ -1,0 +1,131 @@
+"""Stored values in plain JSON, for people and the panel (the admin API).
+
+Task states and return values are kept in wire form, ``{"v": json, "objects": [...]}``
+(a ``null`` in place of each special value, described in ``objects``). A person reading
+``GET anvil/api/tasks/<id>`` wants the values themselves, so the admin API shows:
+
+* a DateTime as its ISO 8601 string (``2024-02-28T09:30:00+00:00``), a Date as ``2024-02-28``;
+* a big integer as its decimal string (JSON numbers past 2**53 lose digits in browsers),
+  infinities and NaN as ``"Infinity"``, ``"-Infinity"``, ``"NaN"`` (JSON has no numbers for them);
+* Media as ``{"__type__": "Media", "content_type", "name", "size", "url"}``, the url a
+  download from the admin API;
+* a portable class instance as its data with a ``__type__`` key naming the class (its
+  data under ``data`` if it is not an object), a portable class itself as
+  ``{"__type__": "class", "name": ...}``.
+
+All on the host, from the descriptors alone: no class is imported or built, so what a
+kernel registered never runs here. A descriptor that does not fit is left as it was.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+TYPE_KEY = "__type__"
+_ANVIL_DATETIME = "%Y-%m-%d %H:%M:%S.%f%z"
+
+
+def plain_value(encoded: Any, media_url: Callable[[str], str] | None = None) -> Any:
+    """The plain JSON of a stored ``{"v", "objects"[, "media"]}``; anything else as it is.
+
+    Descriptor paths start with the name of the value's place in the message it came in
+    (``v``, ``response``): the rest of the path is inside the value."""
+    if not isinstance(encoded, dict) or "v" not in encoded:
+        return encoded
+    root: dict[str, Any] = {"v": _copy(encoded.get("v"))}
+    media: dict[str, Any] = encoded["media"] if isinstance(encoded.get("media"), dict) else {}
+    objects = encoded.get("objects")
+    for descriptor in objects if isinstance(objects, list) else []:
+        if not isinstance(descriptor, dict):
+            continue
+        path = descriptor.get("path")
+        if not isinstance(path, list) or not path:
+            continue
+        place = _walk(root, ["v", *path[1:]])
+        if place is None:
+            continue
+        container, key = place
+        container[key] = _plain(descriptor, container[key], media, media_url)
+    return root["v"]
+
+
+def _plain(
+    descriptor: dict[str, Any], inline: Any, media: dict[str, Any], media_url: Callable[[str], str] | None
+) -> Any:
+    kinds = descriptor.get("type")
+    kind = kinds[0] if isinstance(kinds, list) and kinds else kinds
+    value = descriptor.get("value")
+    if kind == "DateTime":
+        return iso_datetime(str(value)) if value else None
+    if kind in ("Date", "Long", "Float"):
+        return str(value) if value is not None else None
+    if kind == "Primitive":
+        return value
+    if kind == "DataMedia":
+        media_id = str(descriptor.get("id"))
+        return {
+            TYPE_KEY: "Media",
+            "content_type": descriptor.get("mime-type"),
+            "name": descriptor.get("name"),
+            "size": _decoded_size(media.get(media_id)),
+            "url": media_url(media_id) if media_url is not None and media_id in media else None,
+        }
+    type_name = descriptor.get("typeName")
+    if kind == "ValueType":
+        if isinstance(inline, dict):
+            return {TYPE_KEY: type_name, **inline}
+        return {TYPE_KEY: type_name, "data": inline}
+    if kind == "ClassType":
+        return {TYPE_KEY: "class", "name": type_name}
+    return inline
+
+
+def iso_datetime(text: str) -> str:
+    """Anvil's DateTime string (``2024-02-28 09:30:00.000000+0000``) in ISO 8601;
+    a string in neither form is shown as it is."""
+    for parse in (lambda t: dt.datetime.strptime(t, _ANVIL_DATETIME), dt.datetime.fromisoformat):
+        try:
+            return parse(text.strip()).isoformat()
+        except ValueError:
+            continue
+    return text
+
+
+def _decoded_size(data: Any) -> int | None:
+    if not isinstance(data, str):
+        return None
+    try:
+        return len(base64.b64decode(data, validate=True))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _walk(root: Any, path: list[Any]) -> tuple[Any, Any] | None:
+    node = root
+    for depth, step in enumerate(path):
+        if not _has_step(node, step):
+            return None
+        if depth == len(path) - 1:
+            return node, step
+        node = node[step]
+    return None
+
+
+def _has_step(node: Any, step: Any) -> bool:
+    if isinstance(node, dict):
+        return isinstance(step, str) and step in node
+    if isinstance(node, list):
+        return isinstance(step, int) and not isinstance(step, bool) and 0 <= step < len(node)
+    return False
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
