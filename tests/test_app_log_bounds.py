@@ -4,6 +4,7 @@ and a pending list that cannot grow past its cap while the store is unreachable.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,27 @@ def test_pending_records_are_bounded_and_the_drop_is_said(app_log: AppLog, monke
     assert len(dropped) == 1 and "log records of this app were dropped" in dropped[0]["text"]
     kept = len(records) - 1
     assert dropped[0]["text"].startswith(f"[jupyter-anvil: {1000 - kept} log records")
+
+
+def test_stopping_never_raises_and_keeps_records_for_a_retry(app_log: AppLog, caplog: pytest.LogCaptureFixture) -> None:
+    app_log.write("app", "f", "call-1", "stdout", "kept for the next try\n")
+    app_log.store.close()  # every write now fails
+    asyncio.run(app_log.stop(timeout=1))
+    assert "could not store the last app log records at stop" in caplog.text
+    assert [r["text"] for r in app_log._pending] == ["kept for the next try\n"]
+
+
+def test_closing_a_busy_store_is_bounded(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'anvil.db'}")
+    store.create_schema()
+
+    async def stuck() -> None:
+        store._worker.submit(lambda: time.sleep(5))  # a statement waiting on another server's lock
+        await asyncio.sleep(0.1)
+
+    asyncio.run(stuck())
+    started = time.monotonic()
+    store.close(timeout=0.5)
+    assert time.monotonic() - started < 1.5
+    with pytest.raises(RuntimeError, match="closed"):
+        store._worker.submit(lambda: None).result()

@@ -121,24 +121,25 @@ class TaskService:
             except Exception:  # the next beat tries again
                 log.exception("[jupyter-anvil] could not renew this server's heartbeat in the store")
 
-    async def stop(self, timeout: float = 5.0) -> None:
-        """Stop every task's kernel and record the tasks ``missing`` (the server, not
-        the task, ended them) with what they printed; then leave the servers table."""
+    async def stop(self, timeout: float = 6.0) -> None:
+        """Record the unfinished tasks ``missing`` (the server, not the task, ended them)
+        with what they printed, leave the servers table, then stop the tasks' kernels.
+        The record comes first: it is quick, and the kernels may take their whole bound."""
         self.stopping = True
         for loop in self._loops:
             loop.cancel()
-        kernels = [t.kernel.shutdown() for t in self.live.values() if t.kernel is not None]
-        if kernels:
-            done = await asyncio.wait([asyncio.ensure_future(k) for k in kernels], timeout=timeout)
-            if done[1]:
-                log.warning("[jupyter-anvil] %d task kernels did not stop in %.0f s", len(done[1]), timeout)
         records = [{**t.record, "output": "".join(t.output), "output_dropped": t.dropped} for t in self.live.values()]
         try:
             if records:
-                await asyncio.wait_for(self.store.mark_stopped(records), timeout)
-            await asyncio.wait_for(self.instances.unregister(), timeout)
+                await asyncio.wait_for(self.store.mark_stopped(records), 2.0)
+            await asyncio.wait_for(self.instances.unregister(), 2.0)
         except Exception:  # the next start (or another server's sweep) marks them instead
             log.exception("[jupyter-anvil] could not record the tasks cut off by this stop")
+        kernels = [asyncio.ensure_future(t.kernel.shutdown()) for t in self.live.values() if t.kernel is not None]
+        if kernels:
+            _, late = await asyncio.wait(kernels, timeout=timeout)
+            if late:
+                log.warning("[jupyter-anvil] %d task kernels did not stop in %.0f s", len(late), timeout)
 
     # -- launching ------------------------------------------------------------------------
     async def launch(
