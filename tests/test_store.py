@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import AnvilServer
 from notebook_files import write_notebook
@@ -132,3 +133,11 @@ def test_a_call_printing_50_mib_grows_the_store_by_little(tmp_path_factory: pyte
         assert len(server.log_path.read_bytes()) < 8 * 1024 * 1024  # the server's own log is capped alike
     finally:
         server.stop()
+
+
+def test_the_log_api_refuses_out_of_range_numbers(anvil_server: AnvilServer) -> None:
+    auth = {"Authorization": f"token {anvil_server.token}"}
+    for params in ({"since": str(2**70)}, {"since": "-1"}, {"since": "x"}, {"limit": "many"}):
+        response = httpx.get(f"{anvil_server.url}anvil/api/logs", params=params, headers=auth)
+        assert response.status_code == 400, (params, response.status_code)
+    assert len(anvil_server.admin("anvil/api/logs", limit=-1)["records"]) == 1  # not "no limit"

@@ -17,6 +17,9 @@ provably gone; never merely because another server started. An owner is gone whe
 * its heartbeat is older than ``stale_after`` (for a crash on another host, or a process
   this host cannot see): every live server sweeps for these on each beat.
 
+Assumptions: servers on different machines (or containers, whose process ids are not
+this host's) have different host names, and their clocks agree within ``stale_after``.
+
 Records of the release before owners existed have no owner: their tasks are ``missing``
 at the next start, as that release did. A server whose heartbeat stalled past
 ``stale_after`` (a suspended machine) may see its tasks marked ``missing`` by another;

@@ -41,7 +41,10 @@ class LogsHandler(AdminHandler):
         app = self.get_argument("app", None)
         try:
             since = int(self.get_argument("since", "0"))
-            limit = min(int(self.get_argument("limit", "1000")), 10000)
+            limit = int(self.get_argument("limit", "1000"))
         except ValueError:
             raise web.HTTPError(400, "since and limit must be integers") from None
+        if not 0 <= since < 2**63:
+            raise web.HTTPError(400, "since must be a sequence number (0 or more)")
+        limit = max(1, min(limit, 10000))  # a negative LIMIT would mean none in SQLite
         self.finish({"records": await services(self).app_log.read(app, since, limit)})
