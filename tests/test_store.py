@@ -141,3 +141,9 @@ def test_the_log_api_refuses_out_of_range_numbers(anvil_server: AnvilServer) -> 
         response = httpx.get(f"{anvil_server.url}anvil/api/logs", params=params, headers=auth)
         assert response.status_code == 400, (params, response.status_code)
     assert len(anvil_server.admin("anvil/api/logs", limit=-1)["records"]) == 1  # not "no limit"
+    for path in ("anvil/api/logs?app=", "anvil/api/tasks?name=", "anvil/api/tasks?app="):
+        for odd in ("%00", "%ED%A0%80", "%FF", "x" * 5000):
+            response = httpx.get(f"{anvil_server.url}{path}{odd}", headers=auth)
+            assert response.status_code in (200, 400), (path, odd, response.status_code)
+    for before in ("nan", "inf", "-inf", "1e400"):
+        assert anvil_server.admin("anvil/api/tasks", before=before)["tasks"] is not None
