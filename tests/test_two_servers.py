@@ -187,3 +187,20 @@ def test_a_database_of_the_first_release_opens(tmp_path_factory: pytest.TempPath
         wait_for(lambda: task_record(server, task_id)["status"] == "completed", what="a task on the old database")
     finally:
         server.stop()
+
+
+def test_sigterm_completes_while_another_process_holds_the_store_locked(first: AnvilServer) -> None:
+    """The worst a sharing server can do: hold the write lock through our whole stop.
+    Pending log records cannot be written; the stop still ends in its bound, and says why."""
+    assert first.call("shared", "say", "pending", 3) == 3
+    database = first.workdir / "jupyter_data_dir" / "jupyter_anvil" / "anvil.db"
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        assert first.call("shared", "say", "cannot be stored yet", 3) == 3
+        assert terminate_within(first, 15) < 15
+    finally:
+        holder.rollback()
+        holder.close()
+    log = first.log_path.read_text(errors="replace")
+    assert "could not store the last app log records at stop" in log or "the store was still busy" in log

@@ -204,8 +204,10 @@ class AnvilApp(ExtensionApp):
     async def _bounded(self, step: str, work: Awaitable[Any], seconds: float) -> None:
         try:
             await asyncio.wait_for(work, seconds)
+        except asyncio.TimeoutError:
+            self.log.warning("[jupyter-anvil] stopping %s took over %.0f s: left behind", step, seconds)
         except Exception:
-            self.log.exception("[jupyter-anvil] stopping %s failed or took over %.0f s", step, seconds)
+            self.log.exception("[jupyter-anvil] stopping %s failed", step)
 
     # -- kernels --------------------------------------------------------------------------
     def _make_pool(self, spec: AppSpec, limits: PoolLimits) -> KernelPool:

@@ -91,6 +91,11 @@ class AppLog:
             self._flusher.cancel()
         try:
             await asyncio.wait_for(self.flush(), timeout)
+        except asyncio.TimeoutError:
+            log.warning(
+                "[jupyter-anvil] could not store the last app log records at stop: the store did not answer in %.0f s",
+                timeout,
+            )
         except Exception:
             log.exception("[jupyter-anvil] could not store the last app log records at stop")
 

@@ -129,12 +129,16 @@ class TaskService:
         for loop in self._loops:
             loop.cancel()
         records = [{**t.record, "output": "".join(t.output), "output_dropped": t.dropped} for t in self.live.values()]
-        try:
+        try:  # if this fails, the next start (or another server's sweep) marks them instead
             if records:
                 await asyncio.wait_for(self.store.mark_stopped(records), 2.0)
             await asyncio.wait_for(self.instances.unregister(), 2.0)
-        except Exception:  # the next start (or another server's sweep) marks them instead
-            log.exception("[jupyter-anvil] could not record the tasks cut off by this stop")
+        except asyncio.TimeoutError:
+            log.warning(
+                "[jupyter-anvil] the store did not answer in 2 s: this stop (and %d tasks) not recorded", len(records)
+            )
+        except Exception:
+            log.exception("[jupyter-anvil] could not record this stop (and %d tasks) in the store", len(records))
         kernels = [asyncio.ensure_future(t.kernel.shutdown()) for t in self.live.values() if t.kernel is not None]
         if kernels:
             _, late = await asyncio.wait(kernels, timeout=timeout)
