@@ -273,9 +273,14 @@ def _narrow(path: Path, wanted: int) -> None:
         mode = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
         return
-    if mode & 0o077:
+    if not mode & 0o077:
+        return
+    try:
         os.chmod(path, wanted)
-        log.warning("[jupyter-anvil] %s was open to other users (mode %03o): now %03o", path, mode, wanted)
+    except OSError as e:  # someone else's file: say so, and let opening it decide
+        log.warning("[jupyter-anvil] %s is open to others (mode %03o) and could not be narrowed: %s", path, mode, e)
+        return
+    log.warning("[jupyter-anvil] %s was open to other users (mode %03o): now %03o", path, mode, wanted)
 
 
 def sqlite_path(url: str) -> Path | None:
