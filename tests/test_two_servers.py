@@ -204,3 +204,28 @@ def test_sigterm_completes_while_another_process_holds_the_store_locked(first: A
         holder.close()
     log = first.log_path.read_text(errors="replace")
     assert "could not store the last app log records at stop" in log or "the store was still busy" in log
+
+
+def test_a_crashed_servers_tasks_go_missing_while_another_runs_on(
+    first: AnvilServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    second = sharing(first, tmp_path_factory.mktemp("survivor"))
+    second.start(wait_for=("shared",))
+    try:
+        on_first = first.call("shared", "start", 2, 600)
+        on_second = second.call("shared", "start", 2, 600)
+        for server, task_id in ((first, on_first), (second, on_second)):
+            wait_for(lambda: task_record(server, task_id)["status"] == "running", what="both tasks running")  # noqa: B023
+        printed = "task line 0\ntask line 1\n"
+        # the other server sees what the first one's task printed: it is in the store within a second
+        wait_for(lambda: second.admin(f"anvil/api/tasks/{on_first}/output")["text"] == printed, what="output")
+        assert first.process is not None
+        first.process.kill()
+        first.process.wait()
+        first.log_file.close()
+        # the survivor's next sweep (each heartbeat, 5 s) finds the first server's process gone
+        wait_for(lambda: task_record(second, on_first)["status"] == "missing", timeout=20, what="the orphan missing")
+        assert second.admin(f"anvil/api/tasks/{on_first}/output")["text"] == printed
+        assert task_record(second, on_second)["status"] == "running"  # its own task is left alone
+    finally:
+        second.stop()
