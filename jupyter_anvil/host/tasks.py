@@ -99,6 +99,7 @@ class TaskService:
         self.keep_state: Callable[[str, CallRequest, CallReply], Any] | None = None
         self.stopping = False
         self._loops: list[asyncio.Task[None]] = []
+        self._shutdowns: set[asyncio.Task[None]] = set()  # task kernels being shut down
 
     async def start(self) -> None:
         await self.instances.register()
@@ -121,7 +122,12 @@ class TaskService:
             except Exception:  # the next beat tries again
                 log.exception("[jupyter-anvil] could not renew this server's heartbeat in the store")
 
-    async def stop(self, timeout: float = 6.0) -> None:
+    async def _record_stop(self, records: list[dict[str, Any]]) -> None:
+        if records:
+            await self.store.mark_stopped(records)
+        await self.instances.unregister()
+
+    async def stop(self, timeout: float = 4.0) -> None:
         """Record the unfinished tasks ``missing`` (the server, not the task, ended them)
         with what they printed, leave the servers table, then stop the tasks' kernels.
         The record comes first: it is quick, and the kernels may take their whole bound."""
@@ -130,20 +136,28 @@ class TaskService:
             loop.cancel()
         records = [{**t.record, "output": "".join(t.output), "output_dropped": t.dropped} for t in self.live.values()]
         try:  # if this fails, the next start (or another server's sweep) marks them instead
-            if records:
-                await asyncio.wait_for(self.store.mark_stopped(records), 2.0)
-            await asyncio.wait_for(self.instances.unregister(), 2.0)
+            await asyncio.wait_for(self._record_stop(records), 2.0)
         except asyncio.TimeoutError:
             log.warning(
                 "[jupyter-anvil] the store did not answer in 2 s: this stop (and %d tasks) not recorded", len(records)
             )
         except Exception:
             log.exception("[jupyter-anvil] could not record this stop (and %d tasks) in the store", len(records))
-        kernels = [asyncio.ensure_future(t.kernel.shutdown()) for t in self.live.values() if t.kernel is not None]
-        if kernels:
-            _, late = await asyncio.wait(kernels, timeout=timeout)
-            if late:
-                log.warning("[jupyter-anvil] %d task kernels did not stop in %.0f s", len(late), timeout)
+        # each runner shuts its task's kernel down as it ends (tracked in _shutdowns),
+        # including one that is handed a kernel only now
+        waiting: set[asyncio.Future[Any]] = {
+            asyncio.ensure_future(t.kernel.shutdown()) for t in self.live.values() if t.kernel
+        }
+        waiting.update(t.runner for t in self.live.values() if t.runner is not None)
+        clock = asyncio.get_running_loop()
+        deadline = clock.time() + timeout
+        while True:
+            waiting = {w for w in waiting | self._shutdowns if not w.done()}
+            if not waiting or clock.time() >= deadline:
+                break
+            await asyncio.wait(waiting, timeout=deadline - clock.time())
+        if waiting:
+            log.warning("[jupyter-anvil] %d task kernels did not stop in %.0f s", len(waiting), timeout)
 
     # -- launching ------------------------------------------------------------------------
     async def launch(
@@ -214,8 +228,10 @@ class TaskService:
             log.exception("[jupyter-anvil] background task %s failed to run", task.id)
             reply = CallReply.failure(errors.InternalError(f"The background task could not run: {e}"))
         finally:
-            if task.kernel is not None:
-                spawn(task.kernel.shutdown())  # one task, one kernel: nothing leaks into the next
+            if task.kernel is not None:  # one task, one kernel: nothing leaks into the next
+                shutdown = spawn(task.kernel.shutdown())
+                self._shutdowns.add(shutdown)  # a stop waits for it: no kernel outlives the server
+                shutdown.add_done_callback(self._shutdowns.discard)
         await self._finish(task, reply)
 
     async def _finish(self, task: LiveTask, reply: CallReply) -> None:
