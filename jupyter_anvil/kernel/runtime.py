@@ -116,6 +116,10 @@ class Runtime:
         reply: Message = {"op": "reply", "req": data.get("req")}
         out_buffers: list[bytes] = []
         try:
+            registration = registry.functions.get(command)
+            if registration is None:
+                raise errors.NoServerFunctionError(f'No server function matching "{command}" has been registered')
+            registry.check_caller(registration)  # before anything the caller sent is decoded
             try:
                 media = wire.media_from_buffers(data.get("media"), buffers)
                 message = wire.decode(
@@ -123,9 +127,6 @@ class Runtime:
                 )
             except errors.SerializationError as e:
                 raise errors.SerializationError(f"Cannot serialize arguments to function. {e}") from None
-            registration = registry.functions.get(command)
-            if registration is None:
-                raise errors.NoServerFunctionError(f'No server function matching "{command}" has been registered')
             result = registration.function(*message["args"], **message["kwargs"])
             try:
                 encoded = wire.encode({"response": result})
