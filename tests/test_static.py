@@ -264,3 +264,10 @@ def test_the_client_script_follows_edits_too(site_server: AnvilServer) -> None:
         httpx.get(f"{site_server.url}anvil/client.js", headers={"If-None-Match": response.headers["etag"]}).status_code
         == 304
     )
+
+
+def test_names_in_local_hostnames_are_served_and_others_refused(site_server: AnvilServer) -> None:
+    url = f"{site_server.url}anvil/apps/site.shop/"
+    assert httpx.get(url, headers={"Host": f"app.test:{site_server.port}"}).text == "<p>the shop</p>"
+    refused = httpx.get(url, headers={"Host": f"other.test:{site_server.port}"})
+    assert refused.status_code == 403 and refused.json()["error"]["type"] == "anvil.server.PermissionDenied"
