@@ -7,10 +7,13 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
 from conftest import AnvilServer, private_server
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from notebook_files import write_notebook
 
 
@@ -271,3 +274,45 @@ def test_names_in_local_hostnames_are_served_and_others_refused(site_server: Anv
     assert httpx.get(url, headers={"Host": f"app.test:{site_server.port}"}).text == "<p>the shop</p>"
     refused = httpx.get(url, headers={"Host": f"other.test:{site_server.port}"})
     assert refused.status_code == 403 and refused.json()["error"]["type"] == "anvil.server.PermissionDenied"
+
+
+# -- odd input never gets a 500 or a traceback -------------------------------------------------
+
+PIECES = ["/", "//", "\\", ".", "..", "%2f", "%2F", "%5c", "%2e", "%00", "%ff", "%0a", "%20", "%25", "~", ";", "?", "#"]
+NAMES = [
+    "shop",
+    "ipynb",
+    ".ipynb",
+    "IPYNB",
+    "index.html",
+    "sub",
+    "page.html",
+    ".env",
+    ".ipynb_checkpoints",
+    "link-out.txt",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(st.sampled_from(PIECES + NAMES) | st.text(max_size=6), max_size=8),
+    method=st.sampled_from(["GET", "HEAD"]),
+    range_header=st.none() | st.sampled_from(["bytes=0-0", "bytes=-1", "bytes=5-1", "bytes=abc", "bytes=99999999-"]),
+)
+def test_odd_static_paths_never_get_a_server_error(
+    site_server: AnvilServer, steps: list[str], method: str, range_header: str | None
+) -> None:
+    path = "".join(steps)
+    target = "/anvil/apps/site.shop/" + quote(path, safe="/%\\;~.")
+    headers = {"Range": range_header} if range_header else {}
+    status, body = raw_get(site_server, target, method, headers)
+    assert status < 500, (target, status, body[:300])
+    assert SECRET.encode() not in body and b"Traceback" not in body
+    if status >= 400 and status != 416 and method == "GET":  # 416: an empty body, as RFC 9110 allows
+        assert body.startswith(b"{"), (target, status, body[:300])
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_other_methods_are_refused_without_a_traceback(site_server: AnvilServer, method: str) -> None:
+    status, body = raw_get(site_server, "/anvil/apps/site.shop/index.html", method)
+    assert status == 405 and b"Traceback" not in body
