@@ -167,3 +167,24 @@ async def test_with_remote_access_allowed_any_host_works(remote_server: AnvilSer
         f"{remote_server.url}anvil/apps/core/_/call/echo", json={}, headers={"Host": host, "Origin": "https://" + host}
     )
     assert other.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("origin", "status"),
+    [
+        ("http://good.example", 200),
+        ("http://good.example:80", 200),
+        ("http://GOOD.example", 200),
+        ("https://good.example", 403),
+        ("http://good.example:8080", 403),
+        ("http://good.example.evil.example", 403),
+        ("null", 403),
+        ("good.example", 403),
+    ],
+)
+def test_listed_origins_are_compared_by_scheme_host_and_port(
+    anvil_server: AnvilServer, origin: str, status: int
+) -> None:
+    # the partner app lists http://good.example
+    response = anvil_server.post("partner", "hello", {}, headers={"Origin": origin})
+    assert response.status_code == status, (origin, response.text)

@@ -86,11 +86,16 @@ def origin_key(scheme: str, netloc: str) -> tuple[str, str, int | None] | None:
     return scheme, parsed.hostname.lower(), port if port is not None else DEFAULT_PORTS.get(scheme)
 
 
+def parse_origin(origin: str) -> tuple[str, str, int | None] | None:
+    """An ``Origin`` header (or a listed origin) as its key; None for ``null`` and junk."""
+    parsed = urlparse(origin.strip())
+    return origin_key(parsed.scheme, parsed.netloc) if parsed.scheme and parsed.netloc else None
+
+
 def same_origin(handler: web.RequestHandler, origin: str) -> bool:
     """The page's origin is this server's own, compared by scheme, host and port (the
     scheme is the one the request came by, or the proxy's when ``trust_xheaders`` is set)."""
-    parsed = urlparse(origin)
-    theirs = origin_key(parsed.scheme, parsed.netloc) if parsed.scheme and parsed.netloc else None
+    theirs = parse_origin(origin)
     return theirs is not None and theirs == origin_key(handler.request.protocol, handler.request.host)
 
 
@@ -104,7 +109,10 @@ def origin_allowed(handler: web.RequestHandler, app: str, origin: str | None) ->
     if not origin or same_origin(handler, origin):
         return True
     listed = allowed_origins(handler, app)
-    return "*" in listed or origin.rstrip("/") in listed
+    if "*" in listed:
+        return True
+    theirs = parse_origin(origin)
+    return theirs is not None and any(parse_origin(entry) == theirs for entry in listed)
 
 
 def set_cors_headers(handler: web.RequestHandler, origin: str | None) -> None:
