@@ -189,7 +189,15 @@ def test_no_spelling_reaches_a_notebook_a_dotfile_or_outside(site_server: AnvilS
 
 @pytest.mark.parametrize(
     ("path", "status"),
-    [("a%00b.html", 400), ("shop.ipynb%00", 400), ("%00", 400), ("sub/%00/", 400), ("a%0ab", 400), ("%ff%fe", 400)],
+    [
+        ("a%00b.html", 400),
+        ("shop.ipynb%00", 400),
+        ("%00", 400),
+        ("sub/%00/", 400),
+        ("a%0ab", 400),
+        ("%ff%fe", 400),
+        ("a" * 2000, 400),
+    ],
 )
 def test_malformed_paths_are_the_callers_fault(site_server: AnvilServer, path: str, status: int) -> None:
     got, body = raw_get(site_server, f"/anvil/apps/site.shop/{path}")

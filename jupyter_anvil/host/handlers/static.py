@@ -32,6 +32,8 @@ SEPARATORS = re.compile(r"[/\\]")
 #: control characters (NUL above all) are in no file name we serve
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_PATH = 1024
+#: what :func:`resolve` answers for a folder asked for without its trailing slash
+ADD_SLASH = ""
 
 
 class _PublicStaticHandler(PublicHandler, web.StaticFileHandler):
@@ -96,7 +98,7 @@ class AppStaticHandler(_PublicStaticHandler):
         found = resolve(root, path)
         if found is None:
             raise web.HTTPError(404)
-        if found == "":
+        if found == ADD_SLASH:
             # a folder asked for without its trailing slash: relative links in its index
             # page need the slash (tornado's behaviour, which we bypass)
             query = f"?{self.request.query}" if self.request.query else ""
@@ -136,8 +138,8 @@ def refused_name(name: str) -> bool:
 
 def resolve(root: str, requested: str) -> str | None:
     """The file to serve for ``requested`` (already percent-decoded) as a ``/``-separated
-    path relative to ``root`` with every symlink resolved; ``""`` for a folder asked for
-    without a trailing slash; ``None`` when there is nothing that may be served.
+    path relative to ``root`` with every symlink resolved; ``ADD_SLASH`` for a folder asked
+    for without a trailing slash; ``None`` when there is nothing that may be served.
 
     ``root`` must itself be resolved (``os.path.realpath``).
     """
@@ -150,7 +152,7 @@ def resolve(root: str, requested: str) -> str | None:
         return None
     if os.path.isdir(target):
         if not wants_folder:
-            return ""
+            return ADD_SLASH
         target = os.path.realpath(os.path.join(target, INDEX))  # the index may be a symlink too
         if not _servable(root, target):
             return None
