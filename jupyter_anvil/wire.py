@@ -9,9 +9,7 @@ carries them its own way (comm buffers, WebSocket chunks, base64 over plain HTTP
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import importlib
 import json
 import math
 from collections.abc import Callable
@@ -231,21 +229,18 @@ def _media(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> Media:
     return BlobMedia(d.get("mime-type"), media[media_id], name=d.get("name"))
 
 
-def _portable_class(type_name: str) -> type:
-    cls = _portable_classes.get(type_name)
-    if cls is None and "." in type_name:
-        module = type_name.rpartition(".")[0]
-        if module not in ("__main__", "builtins"):
-            with contextlib.suppress(ImportError):
-                importlib.import_module(module)
-        cls = _portable_classes.get(type_name)
+def _portable_class(type_name: JSON) -> type:
+    """Only a class server code registered (``@server.portable_class``, run as the server
+    cells load): the name comes from the caller, so it is looked up, never imported."""
+    cls = _portable_classes.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
-        raise SerializationError(f"No such serializable type: {type_name}")
+        name = type_name if isinstance(type_name, str) else repr(type_name)
+        raise SerializationError(f"No such serializable type: {name[:200]}")
     return cls
 
 
 def _value_type(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> Any:
-    cls = _portable_class(str(d.get("typeName")))
+    cls = _portable_class(d.get("typeName"))
     if hasattr(cls, "__new_deserialized__"):
         return cls.__new_deserialized__(inline, None)
     obj: Any = object.__new__(cls)
@@ -259,7 +254,7 @@ def _value_type(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> An
 
 
 def _class_type(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> type:
-    return _portable_class(str(d.get("typeName")))
+    return _portable_class(d.get("typeName"))
 
 
 def _primitive(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> JSON:

@@ -147,18 +147,44 @@ def inline_media(body: dict[str, Any], media: dict[str, bytes]) -> None:
             descriptor["base64"] = base64.b64encode(media[media_id]).decode("ascii")
 
 
+@web.stream_request_body
 class CookieTicketHandler(PublicHandler):
     """``POST anvil/apps/<app>/_/cookies`` ``{"ticket": ...}``: the ``Set-Cookie`` headers
-    for cookie changes a call made over the WebSocket (a socket cannot set cookies)."""
+    for cookie changes a call made over the WebSocket (a socket cannot set cookies).
+
+    Only ``application/json``: a cross-site form or ``text/plain`` fetch cannot send it
+    without a CORS preflight, which only the app's listed origins pass. The body is read
+    as it streams in, up to a few KiB, never buffered whole first."""
+
+    def prepare(self) -> None:
+        self._body = bytearray()
+        if not admit_origin(self, self.path_kwargs["app"]):
+            return
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > MAX_TICKET_BODY:
+            self._too_big()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        if len(self._body) + len(chunk) > MAX_TICKET_BODY:
+            self._too_big()
+            return
+        self._body += chunk
+
+    def _too_big(self) -> None:
+        error = errors.SerializationError(f"A cookie ticket request is at most {MAX_TICKET_BODY} bytes")
+        self.write_anvil_error(error, 413)
 
     def post(self, app: str) -> None:
-        if not admit_origin(self, app):
+        if self._finished:
             return
         try:
-            ticket = json.loads(self.request.body or b"{}").get("ticket")
-        except (ValueError, AttributeError):
-            ticket = None
-        headers = services(self).cookie_tickets.redeem(ticket, app) if isinstance(ticket, str) else None
+            ticket = parse_ticket(self.request.headers.get("Content-Type", ""), bytes(self._body))
+        except TicketRequestError as e:
+            self.write_anvil_error(errors.SerializationError(str(e)), e.status)
+            return
+        headers = services(self).cookie_tickets.redeem(ticket, app)
         if headers is None:
             self.write_anvil_error(errors.CookieError("Unknown or expired cookie ticket"), 400)
             return
@@ -166,3 +192,30 @@ class CookieTicketHandler(PublicHandler):
             self.add_header("Set-Cookie", header)
         self.set_status(204)
         self.finish()
+
+
+MAX_TICKET_BODY = 4096
+
+
+class TicketRequestError(ValueError):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_ticket(content_type: str, body: bytes) -> str:
+    """The ticket of a cookie-ticket request; TicketRequestError saying what is wrong."""
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type != "application/json":
+        shown = repr(media_type[:100]) if media_type else "none"
+        raise TicketRequestError(
+            f'Send the cookie ticket as Content-Type: application/json ({{"ticket": "..."}}), not {shown}', 415
+        )
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise TicketRequestError("The request body is not valid JSON") from None
+    ticket = data.get("ticket") if isinstance(data, dict) else None
+    if not isinstance(ticket, str):
+        raise TicketRequestError('The request body must be a JSON object like {"ticket": "..."}')
+    return ticket

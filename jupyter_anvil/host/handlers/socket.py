@@ -12,13 +12,13 @@ import asyncio
 import json
 from typing import Any
 
-from tornado import websocket
+from tornado import web, websocket
 
 from ... import errors
 from ..messages import Caller, CallRequest
 from ..sessions import SessionExpired
 from .base import services
-from .callers import cookie_headers, make_caller, origin_allowed
+from .callers import cookie_headers, make_caller, socket_admitted
 from .calls import CHUNK_BYTES, MAX_MEDIA_BYTES, MAX_REQUEST_BYTES, parse_call
 
 SESSION_EXPIRED = errors.SessionExpiredError("Session expired")
@@ -31,8 +31,15 @@ class CallSocketHandler(websocket.WebSocketHandler):
     def max_message_size(self) -> int:  # type: ignore[override]
         return MAX_REQUEST_BYTES
 
+    def prepare(self) -> None:
+        # the handshake is judged here, before tornado's own origin check, which counts
+        # http:// and https:// as one origin and asks nothing without an Origin header
+        # (a handshake addressed to a foreign host, DNS rebinding, is refused all the same)
+        if not socket_admitted(self, self.path_kwargs["app"], self.request.headers.get("Origin")):
+            raise web.HTTPError(403)
+
     def check_origin(self, origin: str) -> bool:
-        return origin_allowed(self, self.path_kwargs["app"], origin)
+        return socket_admitted(self, self.path_kwargs["app"], origin)
 
     def open(self, app: str) -> None:  # type: ignore[override]
         self.app = app
