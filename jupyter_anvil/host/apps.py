@@ -51,7 +51,7 @@ class App:
             "name": self.name,
             "notebook": self.spec.notebook if self.spec else None,
             "status": self.status,
-            "error": self.error,
+            "error": "; ".join(p for p in (self.error, self.pool.problem if self.pool else None) if p) or None,
             "functions": sorted(self.pool.functions) if self.pool else [],
             "pool": self.pool.stats() if self.pool else None,
             "call_timeout": self.spec.call_timeout if self.spec else None,
@@ -136,6 +136,7 @@ class AppManager:
         first = app.pool is None
         self.app_log.write(app.name, "(load)", "-", "system", f"loading {spec.notebook}")
         pool = self.make_pool(spec, self.limits_for(spec))
+        pool.on_problem = lambda stream, text: self.app_log.write(app.name, "(load)", "-", stream, text)
         try:
             await pool.start()
         except KernelLoadError as e:
