@@ -174,3 +174,25 @@ def test_a_notebook_caught_half_written_keeps_serving_its_last_good_version(anvi
     path.unlink()
     wait_for(lambda: "halfwritten" not in anvil_server.apps(), what="the app to stop")
     assert anvil_server.post("halfwritten", "version").status_code == 404
+
+
+def test_a_call_queued_when_a_save_replaces_the_version_is_served_by_the_new_one(anvil_server: AnvilServer) -> None:
+    """With the one kernel's four call slots full, a fifth call waits in the queue; a save
+    meanwhile loads a new version and stops the old pool: the waiting call moves to the
+    new version instead of failing with 503, and the calls in flight finish on the old."""
+    import concurrent.futures
+
+    path = anvil_server.root / "switching.ipynb"
+    write_notebook(path, version_app(1), {"kernels": {"min": 1, "max": 1}})
+    wait_for(lambda: anvil_server.apps().get("switching", {}).get("status") == "ready", what="first load")
+    with concurrent.futures.ThreadPoolExecutor(5) as executor:
+        slow = [executor.submit(anvil_server.post, "switching", "slow_version", {"args": [8]}) for _ in range(4)]
+        wait_for(lambda: anvil_server.apps()["switching"]["pool"]["in_flight"] == 4, what="four calls in flight")
+        queued = executor.submit(anvil_server.post, "switching", "version")
+        wait_for(lambda: anvil_server.apps()["switching"]["pool"]["queued"] == 1, what="a call in the queue")
+        write_notebook(path, version_app(2), {"kernels": {"min": 1, "max": 1}})
+        response = queued.result(60)
+        assert response.status_code == 200, response.text
+        assert response.json()["response"] == 2
+        assert [f.result(60).json()["response"] for f in slow] == [1, 1, 1, 1]
+    path.unlink()
