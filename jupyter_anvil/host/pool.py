@@ -204,7 +204,7 @@ class KernelPool:
     @property
     def live_kernels(self) -> list[AppKernel]:
         """Kernels that can take calls (a dead one stays listed until its death is seen)."""
-        return [k for k in self.kernels if not k.retiring and not k.dead]
+        return [k for k in self.kernels if not k.retiring and not k.has_exited()]
 
     def _take(self, kernel: AppKernel) -> AppKernel:
         kernel.in_flight += 1
