@@ -47,18 +47,36 @@ def ok():
     return os.getpid()
 """
 
+# a kernel that starts slowly once the file "slow" exists beside the notebook
+SLOW_START = """
+from jupyter_anvil import server
+import os, time
+
+if os.path.exists("slow"):
+    time.sleep(6)
+
+@server.callable
+def crash():
+    os._exit(1)
+
+@server.callable
+def ok():
+    return os.getpid()
+"""
+
 
 def write_apps(root: Path) -> None:
     write_notebook(root / "crashy.ipynb", [CRASHY], {"kernels": {"min": 1, "max": 4}, "call_timeout": 30})
     (root / "gated").mkdir()
     (root / "gated" / "gate").write_text("open")
     write_notebook(root / "gated" / "gated.ipynb", [GATED], {"kernels": {"min": 1, "max": 2}, "call_timeout": 20})
+    write_notebook(root / "slow" / "slow.ipynb", [SLOW_START], {"kernels": {"min": 1, "max": 1}, "call_timeout": 2})
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServer]:
     with private_server(tmp_path_factory, "faults", write_apps) as server:
-        server.wait_until_loaded(("crashy", "gated.gated"))
+        server.wait_until_loaded(("crashy", "gated.gated", "slow.slow"))
         yield server
 
 
@@ -158,3 +176,21 @@ def test_a_replacement_kernel_that_cannot_start_backs_off_and_recovers(server: A
     assert server.apps()["gated.gated"]["error"] is None
     records = server.admin("anvil/api/logs", app="gated.gated")["records"]
     assert any("started again" in r["text"] for r in records), records
+
+
+def test_a_call_waits_for_a_replacement_kernel_within_its_timeout(server: AnvilServer) -> None:
+    """Every kernel dead and the replacement still warming: a call waits for it, and is
+    answered 504 saying so when its timeout (2 s here) passes first; calls made once the
+    replacement is warm are served."""
+    (server.root / "slow" / "slow").write_text("")  # replacements now take 6 s to warm
+    before = server.call("slow.slow", "ok")
+    assert server.post("slow.slow", "crash").status_code == 500
+    began = time.monotonic()
+    response = server.post("slow.slow", "ok")
+    assert 1.5 < time.monotonic() - began < 5, time.monotonic() - began
+    assert response.status_code == 504, response.text
+    error = error_of(response)
+    assert error["type"] == "anvil.server.TimeoutError"
+    assert "no kernel of 'slow.slow' became ready in time (its kernels are being replaced)" in error["message"]
+    after = wait_for(lambda: server.post("slow.slow", "ok").json().get("response"), what="the warm replacement")
+    assert after != before
