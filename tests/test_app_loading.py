@@ -157,7 +157,7 @@ def test_a_notebook_caught_half_written_keeps_serving_its_last_good_version(anvi
 
     records = anvil_server.admin("anvil/api/logs", app="halfwritten")["records"]
     assert any("cannot read the notebook" in r["text"] and "still serving" in r["text"] for r in records)
-    assert any("can be read again" in r["text"] for r in records)
+    assert any("readable and valid again" in r["text"] for r in records)
 
     path.write_text("")
     wait_for(lambda: anvil_server.apps()["halfwritten"]["error"], what="the problem to be reported")

@@ -139,7 +139,7 @@ class AppManager:
         if message is not None:
             self.app_log.write(app.name, "(load)", "-", "system", f"{message}; still serving the version read before")
         elif app.notebook_problem is not None:
-            self.app_log.write(app.name, "(load)", "-", "system", "the notebook can be read again")
+            self.app_log.write(app.name, "(load)", "-", "system", "the notebook is readable and valid again")
         app.notebook_problem = message
 
     async def watch(self, interval: float) -> None:
