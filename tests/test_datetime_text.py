@@ -13,7 +13,7 @@ from jupyter_anvil import wire
 from jupyter_anvil.errors import SerializationError
 
 UTC = dt.timezone.utc
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+INDIA = dt.timezone(dt.timedelta(hours=5, minutes=30))
 WEST = dt.timezone(-dt.timedelta(hours=3, minutes=30))
 
 
@@ -22,12 +22,12 @@ WEST = dt.timezone(-dt.timedelta(hours=3, minutes=30))
     [
         # Anvil's own form: space, six digits, +HHMM
         ("2024-02-28 09:30:00.000000+0000", dt.datetime(2024, 2, 28, 9, 30, tzinfo=UTC)),
-        ("2024-02-28 09:30:00.123456+0530", dt.datetime(2024, 2, 28, 9, 30, 0, 123456, tzinfo=IST)),
+        ("2024-02-28 09:30:00.123456+0530", dt.datetime(2024, 2, 28, 9, 30, 0, 123456, tzinfo=INDIA)),
         ("2024-02-28 09:30:00.5-0330", dt.datetime(2024, 2, 28, 9, 30, 0, 500000, tzinfo=WEST)),
         # ISO: T, Z, +HH:MM, fractions of any length (past six digits dropped, as Python 3.11 does)
         ("2024-02-28T09:30:00Z", dt.datetime(2024, 2, 28, 9, 30, tzinfo=UTC)),
         ("2024-02-28T09:30:00.123Z", dt.datetime(2024, 2, 28, 9, 30, 0, 123000, tzinfo=UTC)),
-        ("2024-02-28T09:30:00.1234567+05:30", dt.datetime(2024, 2, 28, 9, 30, 0, 123456, tzinfo=IST)),
+        ("2024-02-28T09:30:00.1234567+05:30", dt.datetime(2024, 2, 28, 9, 30, 0, 123456, tzinfo=INDIA)),
         ("2024-02-28T09:30:00,25z", dt.datetime(2024, 2, 28, 9, 30, 0, 250000, tzinfo=UTC)),
         ("2024-02-28T09:30+05", dt.datetime(2024, 2, 28, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=5)))),
         ("2024-02-28 09:30:00 +0000", dt.datetime(2024, 2, 28, 9, 30, tzinfo=UTC)),
