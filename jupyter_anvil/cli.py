@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     """Start a Jupyter server rooted at ROOT (default: here) serving its apps."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["rotate-cookie-key"]:
+        if any(a.startswith("-") for a in args[1:]):
+            print(inspect.cleandoc(rotate_cookie_key.__doc__ or ""))
+            return
         rotate_cookie_key(args[1:])
         return
     before_dashdash = args[: args.index("--")] if "--" in args else args

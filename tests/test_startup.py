@@ -113,6 +113,14 @@ def test_help_shows_the_usage_root_and_the_options_that_matter() -> None:
     assert "running as root" not in result.stderr  # nothing is started
 
 
+def test_rotate_cookie_key_has_help_too(tmp_path: Path) -> None:
+    result = subprocess.run(
+        jupyter("anvil", "rotate-cookie-key", "--help"), capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert result.returncode == 0 and "rotate-cookie-key [KEYS_FILE]" in result.stdout
+    assert list(tmp_path.iterdir()) == []  # no key file named "--help"
+
+
 def test_jupyter_anvil_prints_a_line_per_app_and_no_browser_hints(tmp_path: Path) -> None:
     with running(tmp_path, *jupyter("anvil")) as server:  # no token given: Jupyter makes one
         output = server.wait_for("    plain: ")
