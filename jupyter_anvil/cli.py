@@ -41,12 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     if any(a in ("-h", "--help") for a in before_dashdash) and "--help-all" not in before_dashdash:
         print(help_text())
         return
-    positional = [a for a in args if not a.startswith("-")]
-    if positional and not any(a.startswith("--ServerApp.root_dir") for a in args):
-        if not os.path.isdir(positional[0]):
-            sys.exit(f"jupyter anvil: {positional[0]!r} is not a folder (usage: {USAGE})")
-        args.remove(positional[0])
-        args.append(f"--ServerApp.root_dir={os.path.abspath(positional[0])}")
+    root, args = split_root(args)
+    if root is not None and not any(a.startswith("--ServerApp.root_dir") for a in args):
+        if not os.path.isdir(root):
+            sys.exit(f"jupyter anvil: {root!r} is not a folder (usage: {USAGE})")
+        args.append(f"--ServerApp.root_dir={os.path.abspath(root)}")
     if hasattr(os, "geteuid") and os.geteuid() == 0 and not any("allow_root" in a or a == "--allow-root" for a in args):
         # containers and CI run as root; serving apps there is the point, so say it and go on
         print("[jupyter-anvil] running as root (pass --ServerApp.allow_root=False to refuse)", file=sys.stderr)
@@ -57,6 +56,29 @@ def main(argv: list[str] | None = None) -> None:
     from .host.app import AnvilApp
 
     AnvilApp.launch_instance(args)  # type: ignore[no-untyped-call]
+
+
+def split_root(args: list[str]) -> tuple[str | None, list[str]]:
+    """ROOT (the first argument that is neither an option nor an option's value) and the
+    other arguments: ``--port 8900 notebooks/`` is as good as ``notebooks/ --port=8900``."""
+    from jupyter_server.serverapp import aliases
+
+    rest: list[str] = []
+    root = None
+    expects_value = False
+    for arg in args:
+        if expects_value:
+            rest.append(arg)
+            expects_value = False
+        elif arg.startswith("-"):
+            rest.append(arg)
+            name = arg.lstrip("-")
+            expects_value = "=" not in name and ("." in name or name in aliases)
+        elif root is None:
+            root = arg
+        else:
+            rest.append(arg)
+    return root, rest
 
 
 def _no_browser_file_hint(record: logging.LogRecord) -> bool:

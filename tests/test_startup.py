@@ -188,3 +188,18 @@ def _cmdline_has(proc: Path, marker: bytes) -> bool:
         return marker in (proc / "cmdline").read_bytes()
     except OSError:
         return False
+
+
+@pytest.mark.parametrize(
+    ("args", "root", "rest"),
+    [
+        (["notebooks/", "--port=8900"], "notebooks/", ["--port=8900"]),
+        (["--port", "8900", "notebooks/"], "notebooks/", ["--port", "8900"]),
+        (["--ServerApp.ip", "::1", "--debug", "notebooks/"], "notebooks/", ["--ServerApp.ip", "::1", "--debug"]),
+        (["--no-browser", "--AnvilApp.kernels_max=2"], None, ["--no-browser", "--AnvilApp.kernels_max=2"]),
+    ],
+)
+def test_root_is_found_among_options(args: list[str], root: str | None, rest: list[str]) -> None:
+    from jupyter_anvil.cli import split_root
+
+    assert split_root(args) == (root, rest)
