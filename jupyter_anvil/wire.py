@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,9 +58,39 @@ def format_datetime(value: dt.datetime) -> str:
     return value.strftime(_DATETIME_FORMAT)
 
 
+# Anvil's DateTime form (``2024-02-28 09:30:00.000000+0000``) and the ISO forms browsers
+# send (``T``, ``Z``, any fraction, ``+05:30``). Parsed by hand, not by fromisoformat: on
+# Python 3.10 that takes only what isoformat() writes, not Anvil's ``+0000`` or 3 digits.
+_DATETIME_TEXT = re.compile(
+    r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})"
+    r"(?:[T ](?P<hour>\d{2})(?::(?P<minute>\d{2})(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d+))?)?)?"
+    r" ?(?:(?P<utc>Z)|(?P<sign>[+-])(?P<off_h>\d{2})(?::?(?P<off_m>\d{2})(?::?(?P<off_s>\d{2}))?)?)?)?",
+    re.ASCII | re.IGNORECASE,
+)
+
+
 def parse_datetime(text: str) -> dt.datetime:
-    """Parse Anvil's DateTime string (lenient about the fraction, ``T`` and ``Z``)."""
-    return dt.datetime.fromisoformat(text.strip())
+    """Parse Anvil's DateTime string (lenient about the fraction, ``T`` and ``Z``).
+
+    Naive without an offset, as fromisoformat; ``ValueError`` for anything else.
+    """
+    match = _DATETIME_TEXT.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{_short(text)} is not a date and time (YYYY-MM-DD HH:MM:SS.ffffff+HHMM)")
+    part = match.groupdict()
+    tz: dt.tzinfo | None = None
+    if part["utc"]:
+        tz = dt.timezone.utc
+    elif part["sign"]:
+        hours, minutes, seconds = (int(part[name] or 0) for name in ("off_h", "off_m", "off_s"))
+        offset = dt.timedelta(hours=hours, minutes=minutes, seconds=seconds)
+        tz = dt.timezone(-offset if part["sign"] == "-" else offset)  # ValueError past 24 hours
+    fraction = (part["fraction"] or "")[:6].ljust(6, "0")  # digits past microseconds are dropped, as 3.11 does
+    return dt.datetime(
+        int(part["year"]), int(part["month"]), int(part["day"]),
+        int(part["hour"] or 0), int(part["minute"] or 0), int(part["second"] or 0), int(fraction),
+        tzinfo=tz,
+    )  # fmt: skip
 
 
 class _Encoder:

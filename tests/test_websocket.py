@@ -47,29 +47,31 @@ class Connection:
 
     async def receive_until(self, ids: set[str], timeout: float = 60) -> None:
         """Read until every call in ``ids`` has its reply and all of the replies' Media."""
+        await asyncio.wait_for(self._receive_until(ids), timeout)  # (asyncio.timeout is Python 3.11+)
+
+    async def _receive_until(self, ids: set[str]) -> None:
         header: dict[str, Any] | None = None
         incomplete: set[tuple[str, str]] = set()
-        async with asyncio.timeout(timeout):
-            while not ids.issubset(self.replies) or incomplete or header is not None:
-                frame = await self.socket.recv()
-                if isinstance(frame, bytes):
-                    assert header is not None, "a binary frame without a CHUNK_HEADER"
-                    key = (header["requestId"], header["mediaId"])
-                    self.media[key] = self.media.get(key, b"") + frame
-                    if header["lastChunk"]:
-                        incomplete.discard(key)
-                    header = None
-                    continue
-                message = json.loads(frame)
-                if message.get("type") == "CHUNK_HEADER":
-                    header = message
-                elif message.get("id") in ids:
-                    self.replies[message["id"]] = message
-                    for o in message.get("objects", []):
-                        if o["type"][0] == "DataMedia":
-                            incomplete.add((message["id"], o["id"]))
-                else:
-                    self.unmatched.append(message)
+        while not ids.issubset(self.replies) or incomplete or header is not None:
+            frame = await self.socket.recv()
+            if isinstance(frame, bytes):
+                assert header is not None, "a binary frame without a CHUNK_HEADER"
+                key = (header["requestId"], header["mediaId"])
+                self.media[key] = self.media.get(key, b"") + frame
+                if header["lastChunk"]:
+                    incomplete.discard(key)
+                header = None
+                continue
+            message = json.loads(frame)
+            if message.get("type") == "CHUNK_HEADER":
+                header = message
+            elif message.get("id") in ids:
+                self.replies[message["id"]] = message
+                for o in message.get("objects", []):
+                    if o["type"][0] == "DataMedia":
+                        incomplete.add((message["id"], o["id"]))
+            else:
+                self.unmatched.append(message)
 
 
 async def connect(anvil_server: AnvilServer, app: str = "core") -> Any:

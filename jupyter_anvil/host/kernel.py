@@ -21,8 +21,20 @@ from .background import spawn
 from .messages import CallReply, CallRequest
 
 COMM_TARGET = "jupyter_anvil"
-#: environment variables a kernel must not see: the server's own secrets
-SECRET_ENV = ("JUPYTER_TOKEN", "JUPYTER_PASSWORD", "JUPYTER_ANVIL_COOKIE_KEY")
+#: environment variables a kernel must not see: the server's own credentials. A kernel needs
+#: none of them (it talks to the host over its connection file), and server code is not
+#: given them. (It runs as the server's OS user all the same: see the README's trust model.)
+SECRET_ENV = frozenset(
+    {
+        "JUPYTER_TOKEN",  # Jupyter's own login
+        "JUPYTER_PASSWORD",
+        "JUPYTERHUB_API_TOKEN",  # a JupyterHub single-user server's token to the Hub
+        "JPY_API_TOKEN",  # the same, by its old name
+        "JUPYTER_GATEWAY_AUTH_TOKEN",  # a kernel gateway the server may use
+        "JUPYTER_GATEWAY_HTTP_PWD",
+        "JUPYTER_ANVIL_COOKIE_KEY",
+    }
+)
 
 log = logging.getLogger(__name__)
 
