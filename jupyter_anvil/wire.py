@@ -24,7 +24,8 @@ JSON = Any
 Path = list[str | int]
 
 INT_LIMIT = 2147483647
-_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f%z"
+#: after the year, which strftime leaves unpadded before 1000 (``999-01-01``)
+_DATETIME_FORMAT = "-%m-%d %H:%M:%S.%f%z"
 
 _portable_classes: dict[str, type] = {}
 
@@ -55,7 +56,7 @@ def format_datetime(value: dt.datetime) -> str:
     """Anvil's DateTime string: six fraction digits and an offset, always."""
     if value.tzinfo is None or value.utcoffset() is None:
         value = value.astimezone()  # a naive value is the sender's local time, as in Anvil
-    return value.strftime(_DATETIME_FORMAT)
+    return f"{value.year:04d}{value.strftime(_DATETIME_FORMAT)}"
 
 
 # Anvil's DateTime form (``2024-02-28 09:30:00.000000+0000``) and the ISO forms browsers

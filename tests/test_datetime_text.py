@@ -77,12 +77,17 @@ offsets = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(
 )
 
 
-# From year 1000: format_datetime's strftime writes years before that without padding
-# (``999-01-01``), which is not Anvil's form (left to the owner of format_datetime).
-@given(st.datetimes(min_value=dt.datetime(1000, 1, 1), timezones=offsets))
+# From year 2: an offset can put year 1's first day before datetime.min in UTC.
+@given(st.datetimes(min_value=dt.datetime(2, 1, 1), timezones=offsets))
 def test_what_we_write_we_read(value: dt.datetime) -> None:
     assert wire.parse_datetime(wire.format_datetime(value)) == value
     assert wire.parse_datetime(value.isoformat()) == value
     assert wire.parse_datetime(value.isoformat(sep=" ", timespec="milliseconds")) == value.replace(
         microsecond=value.microsecond // 1000 * 1000
     )
+
+
+def test_years_before_1000_are_written_with_four_digits() -> None:
+    value = dt.datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc)
+    assert wire.format_datetime(value) == "0999-01-02 03:04:05.000006+0000"
+    assert wire.parse_datetime(wire.format_datetime(value)) == value
