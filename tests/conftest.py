@@ -78,7 +78,11 @@ class AnvilServer:
         ]  # fmt: skip
         self.log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(command, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
-        self.wait_until_loaded(wait_for or ())
+        try:
+            self.wait_until_loaded(wait_for or ())
+        except BaseException:
+            self.stop()  # a server that never came up must not outlive the test run
+            raise
 
     def wait_until_loaded(self, names: tuple[str, ...], timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
