@@ -186,8 +186,8 @@ def _rebuild(descriptor: dict[str, JSON], inline: JSON, media: dict[str, bytes],
     kinds = descriptor.get("type")
     if isinstance(kinds, str):
         kinds = [kinds]
-    if not isinstance(kinds, list):
-        raise SerializationError(f"Descriptor at {describe_path(path)} has no 'type'")
+    if not isinstance(kinds, list) or not all(isinstance(kind, str) for kind in kinds):
+        raise SerializationError(f"Descriptor at {describe_path(path)} has no 'type' (a list of kind names)")
     for kind in kinds:
         builder = _BUILDERS.get(kind)
         if builder is not None:

@@ -185,3 +185,46 @@ async def test_a_cross_site_page_cannot_open_the_socket(anvil_server: AnvilServe
     with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
         await websockets.connect(anvil_server.ws_url("core"), origin="http://evil.example")  # type: ignore[arg-type]
     assert refused.value.response.status_code == 403
+
+
+async def test_malformed_calls_each_get_an_error_reply(anvil_server: AnvilServer) -> None:
+    """Each of these once left its call without a reply (or crashed the writer)."""
+    deep = "[" * 5000 + "]" * 5000
+    messages = {
+        "deep": '{"type": "CALL", "id": "deep", "command": "echo", "args": [' + deep + "]}",
+        "deep-ish": '{"type": "CALL", "id": "deep-ish", "command": "echo", "args": [' + deep[4850:5150] + "]}",
+        "surrogate": '{"type": "CALL", "id": "surrogate", "command": "echo", "args": ["\\ud800"]}',
+        "kind-list": json.dumps(
+            {
+                "type": "CALL",
+                "id": "kind-list",
+                "command": "echo",
+                "args": [None],
+                "objects": [{"type": [["DataMedia"]], "path": ["args", 0]}],
+            }
+        ),
+        "kind-int": json.dumps(
+            {
+                "type": "CALL",
+                "id": "kind-int",
+                "command": "echo",
+                "args": [None],
+                "objects": [{"type": 7, "path": ["args", 0]}],
+            }
+        ),
+        "nan": '{"type": "CALL", "id": "nan", "command": "echo", "args": [NaN]}',
+        "broken": '{"type": "CALL", "id": "broken", "command": "echo", "args": [1,',
+    }
+    async with await connect(anvil_server) as socket:
+        connection = Connection(socket)
+        for text in messages.values():
+            await socket.send(text)
+        await connection.send_call("ok", "echo", 1)
+        await connection.receive_until({*messages, "ok"}, timeout=30)
+        assert not connection.unmatched
+        for call_id in messages:
+            error = connection.replies[call_id]["error"]
+            assert error["type"] == "anvil.server.SerializationError", (call_id, error)
+        assert "nested more than 100 levels" in connection.replies["deep"]["error"]["message"]
+        assert "surrogate" in connection.replies["surrogate"]["error"]["message"]
+        assert connection.replies["ok"]["response"] == {"args": [1], "kwargs": {}}

@@ -68,6 +68,10 @@ class SessionService:
         # live sessions of this process, shared by all its connections, so a read needs
         # no database round trip; every change is written through to the store
         self._live: OrderedDict[str, Session] = OrderedDict()
+        # sessions handed out to a WebSocket HELLO that hold nothing yet, so not stored:
+        # in memory only (the newest ``cache_size``), so a page that reconnects resumes
+        # its session; a page whose fresh session was dropped hears it expired
+        self._fresh: OrderedDict[str, Session] = OrderedDict()
         self._cache_size = cache_size
         self._purger: asyncio.Task[None] | None = None
 
@@ -85,6 +89,15 @@ class SessionService:
         record = SessionRecord(hash_token(token), secrets.token_hex(12), app, client_type, {}, now, now)
         return Session(token, record, persisted=False)
 
+    def greet(self, app: str, client_type: str) -> Session:
+        """A fresh session whose token the caller is given at once (a WebSocket HELLO):
+        stored once it holds something, resumable from memory until then."""
+        session = self.new(app, client_type)
+        self._fresh[session.record.token_hash] = session
+        while len(self._fresh) > self._cache_size:
+            self._fresh.popitem(last=False)
+        return session
+
     async def create(self, app: str, client_type: str) -> Session:
         session = self.new(app, client_type)
         await self.persist(session)
@@ -94,6 +107,7 @@ class SessionService:
         if not session.persisted:
             await self.store.insert_session(session.record)
             session.persisted = True
+            self._fresh.pop(session.record.token_hash, None)
             self._remember(session)
 
     def _remember(self, session: Session) -> None:
@@ -108,12 +122,14 @@ class SessionService:
             raise SessionExpired
         token_hash = hash_token(token)
         idle_after = time.time() - self.idle_timeout
-        live = self._live.get(token_hash)
+        live = self._live.get(token_hash) or self._fresh.get(token_hash)
         if live is not None and live.record.last_used >= idle_after and live.record.app == app:
-            self._live.move_to_end(token_hash)
+            (self._live if live.persisted else self._fresh).move_to_end(token_hash)
             live.record.last_used = time.time()
             return live
         self._live.pop(token_hash, None)
+        if self._fresh.pop(token_hash, None) is not None:
+            raise SessionExpired  # fresh, never stored: idle too long, or another app's
         record = await self.store.load_session(token_hash, idle_after)
         if record is None or not hmac.compare_digest(record.token_hash, token_hash) or record.app != app:
             log.info("[jupyter-anvil] expired or unknown session token %s for app %s", redact(token), app)

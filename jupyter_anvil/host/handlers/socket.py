@@ -4,24 +4,57 @@
 ``{"type": "SESSION", "session": token}``), then ``{"type": "CALL", "id", "command",
 "args", "kwargs", "objects"}`` in and ``{"id", "response" | "error", "objects"}`` out,
 with Media as CHUNK_HEADER + binary frame pairs both ways (protocol §5, §10).
+
+Every CALL with an id gets exactly one reply, whatever it held. What a client can make
+the server hold is bounded: calls in flight and calls waiting for Media per connection,
+Media bytes per connection and across the server (:mod:`.socket_limits`), and replies
+the client has not read (past that bound the connection is closed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from tornado import websocket
 
 from ... import errors
-from ..messages import Caller, CallRequest
-from ..sessions import SessionExpired
+from ..messages import Caller, CallReply, CallRequest
+from ..sessions import Session, SessionExpired
 from .base import services
 from .callers import cookie_headers, make_caller, origin_allowed
-from .calls import CHUNK_BYTES, MAX_MEDIA_BYTES, MAX_REQUEST_BYTES, parse_call
+from .calls import CHUNK_BYTES, MAX_REQUEST_BYTES, is_media, load_json, parse_call
+from .socket_limits import (
+    MAX_CALLS_IN_FLIGHT,
+    MAX_CONNECTION_MEDIA_BYTES,
+    MAX_UNREAD_BYTES,
+    MAX_WAITING_CALLS,
+    SERVER_MEDIA,
+    mib,
+)
 
+log = logging.getLogger(__name__)
 SESSION_EXPIRED = errors.SessionExpiredError("Session expired")
+NOT_AN_OBJECT = "Messages must be JSON objects"
+#: a CALL's id among its leading string fields, for a message too malformed to parse
+#: (nested too deeply): its caller still gets a reply to wait on
+_STRING = r'"(?:[^"\\]|\\.)*"'
+_LEADING_ID = re.compile(rf'\s*\{{\s*(?:"(?:type|command)"\s*:\s*{_STRING}\s*,\s*)*"id"\s*:\s*({_STRING})')
+
+
+@dataclass
+class _MediaCall:
+    """A call whose Media is still arriving (or, once dispatched, still running)."""
+
+    request: CallRequest
+    outstanding: set[str]
+    chunks: dict[str, list[bytes]] = field(default_factory=dict)
+    #: Media bytes this call holds against the connection's and the server's budgets
+    held: int = 0
 
 
 class CallSocketHandler(websocket.WebSocketHandler):
@@ -38,9 +71,11 @@ class CallSocketHandler(websocket.WebSocketHandler):
         self.app = app
         self.caller: Caller | None = None
         self.expired = False
+        #: this connection's cookies: read at the handshake, then kept current with the
+        #: changes its own calls make, across HELLOs (a socket cannot see the browser's jar)
+        self._cookies: dict[str, dict[str, Any]] | None = None
         self._greeting: asyncio.Task[None] | None = None
-        # calls whose Media is still arriving: the request, media ids not yet complete, chunks so far
-        self._waiting: dict[str, tuple[CallRequest, set[str], dict[str, list[bytes]]]] = {}
+        self._waiting: dict[str, _MediaCall] = {}
         self._chunk_target: tuple[str, str, bool] | None = None
         self._media_bytes = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -51,11 +86,12 @@ class CallSocketHandler(websocket.WebSocketHandler):
             self._on_chunk(message)
             return
         try:
-            data = json.loads(message)
-        except ValueError:
-            data = None
+            data = load_json(message, invalid=NOT_AN_OBJECT)
+        except errors.SerializationError as e:
+            self._send_error(_call_id_of(message), e)
+            return
         if not isinstance(data, dict):
-            self._send_error(None, errors.SerializationError("Messages must be JSON objects"))
+            self._send_error(None, errors.SerializationError(NOT_AN_OBJECT))
             return
         kind = data.get("type")
         if kind == "CALL":
@@ -69,20 +105,36 @@ class CallSocketHandler(websocket.WebSocketHandler):
 
     async def _on_hello(self, data: dict[str, Any], previous: asyncio.Task[None] | None) -> None:
         """Resume the window's session, or start one (``"session": null``, which is also
-        how a page leaves an expired session: Anvil's ``reset_session``)."""
+        how a page leaves an expired session: Anvil's ``reset_session``). A new session
+        is stored only once it holds something; until then a reconnect finds it in memory."""
         if previous is not None:
             await previous
         client_type = "browser" if data.get("client") == "browser" else "http"
         token = data.get("session")
         sessions = services(self).sessions
         try:
-            session = await sessions.resume(token, self.app) if token else await sessions.create(self.app, client_type)
+            session = await sessions.resume(token, self.app) if token else sessions.greet(self.app, client_type)
         except SessionExpired:
             self.caller, self.expired = None, True
             self._write({"type": "SESSION", "session": None, "error": wire_error(SESSION_EXPIRED)})
             return
-        self.caller, self.expired = make_caller(self, self.app, session, client_type), False
+        except Exception:  # a store fault: the page hears of it, and its calls are refused
+            log.exception("[jupyter-anvil] could not start a session for app %s", self.app)
+            self.caller, self.expired = None, True
+            error = errors.InternalError("The server could not start a session")
+            self._write({"type": "SESSION", "session": None, "error": wire_error(error)})
+            return
+        self.caller, self.expired = self._make_caller(session, client_type), False
         self._write({"type": "SESSION", "session": session.token})
+
+    def _make_caller(self, session: Session, client_type: str) -> Caller:
+        caller = make_caller(self, self.app, session, client_type)
+        if caller.cookies is not None:
+            # one jar per connection: the handshake's cookies plus every change since
+            if self._cookies is None:
+                self._cookies = caller.cookies
+            caller.cookies = self._cookies
+        return caller
 
     def _on_call(self, data: dict[str, Any]) -> None:
         call_id = data.get("id")
@@ -98,69 +150,153 @@ class CallSocketHandler(websocket.WebSocketHandler):
         except errors.SerializationError as e:
             self._send_error(call_id, e)
             return
-        media_ids = {str(o.get("id")) for o in request.objects if "DataMedia" in (o.get("type") or [])}
-        if media_ids:
-            self._waiting[call_id] = (request, media_ids, {})
+        if len(self._tasks) + len(self._waiting) >= MAX_CALLS_IN_FLIGHT:
+            self._send_error(
+                call_id,
+                errors.QuotaExceededError(
+                    f"Too many calls in flight on this connection (the limit is {MAX_CALLS_IN_FLIGHT})"
+                ),
+            )
+            return
+        media_ids = {str(o.get("id")) for o in request.objects if is_media(o)}
+        if not media_ids:
+            self._dispatch(call_id, request, None)
+        elif call_id in self._waiting:
+            self._send_error(call_id, errors.SerializationError(f"Call id {call_id!r} is already waiting for Media"))
+        elif len(self._waiting) >= MAX_WAITING_CALLS:
+            self._send_error(
+                call_id,
+                errors.QuotaExceededError(
+                    f"Too many calls waiting for Media on this connection (the limit is {MAX_WAITING_CALLS})"
+                ),
+            )
         else:
-            self._dispatch(call_id, request)
+            self._waiting[call_id] = _MediaCall(request, media_ids)
 
     def _on_chunk(self, chunk: bytes) -> None:
         target, self._chunk_target = self._chunk_target, None
         if target is None or target[0] not in self._waiting:
             return  # a binary frame with no header (or for a call already failed): drop it
         call_id, media_id, last = target
-        request, outstanding, chunks = self._waiting[call_id]
-        if media_id not in outstanding:
+        waiting = self._waiting[call_id]
+        if media_id not in waiting.outstanding:
             return
-        self._media_bytes += len(chunk)
-        if self._media_bytes > MAX_MEDIA_BYTES:
-            del self._waiting[call_id]
-            self._media_bytes -= sum(len(c) for parts in chunks.values() for c in parts) + len(chunk)
-            self._send_error(call_id, errors.SerializationError("Too much Media data in flight on this connection"))
+        size = len(chunk)
+        if self._media_bytes + size > MAX_CONNECTION_MEDIA_BYTES:
+            self._refuse_media(
+                call_id,
+                f"Too much Media data in flight on this connection (the limit is {mib(MAX_CONNECTION_MEDIA_BYTES)})",
+            )
             return
-        chunks.setdefault(media_id, []).append(chunk)
+        if not SERVER_MEDIA.take(size):
+            self._refuse_media(
+                call_id,
+                f"The server holds too much Media data in flight (the limit is {mib(SERVER_MEDIA.limit)}); "
+                "try again shortly",
+            )
+            return
+        self._media_bytes += size
+        waiting.held += size
+        waiting.chunks.setdefault(media_id, []).append(chunk)
         if last:
-            outstanding.discard(media_id)
-            request.media[media_id] = b"".join(chunks.pop(media_id))
-            self._media_bytes -= len(request.media[media_id])
-            if not outstanding:
+            waiting.outstanding.discard(media_id)
+            waiting.request.media[media_id] = b"".join(waiting.chunks.pop(media_id))
+            if not waiting.outstanding:
                 del self._waiting[call_id]
-                self._dispatch(call_id, request)
+                self._dispatch(call_id, waiting.request, waiting)
+
+    def _refuse_media(self, call_id: str, message: str) -> None:
+        self._release(self._waiting.pop(call_id))
+        self._send_error(call_id, errors.QuotaExceededError(message))
+
+    def _release(self, waiting: _MediaCall | None) -> None:
+        """Give a call's Media bytes back to the connection's and the server's budgets."""
+        if waiting is not None and waiting.held:
+            self._media_bytes -= waiting.held
+            SERVER_MEDIA.give_back(waiting.held)
+            waiting.held = 0
+            waiting.chunks.clear()
 
     # -- running calls ----------------------------------------------------------------------
-    def _dispatch(self, call_id: str, request: CallRequest) -> None:
-        task = asyncio.create_task(self._run(call_id, request))
+    def _dispatch(self, call_id: str, request: CallRequest, media: _MediaCall | None) -> None:
+        task = asyncio.create_task(self._run(call_id, request, media))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, call_id: str, request: CallRequest) -> None:
+    async def _run(self, call_id: str, request: CallRequest, media: _MediaCall | None) -> None:
+        """Run one call and send its one reply, whatever happens on the way."""
+        try:
+            reply = await self._call(request)
+            if self.ws_connection is not None:
+                self._send_reply(call_id, reply)
+        except Exception:
+            log.exception("[jupyter-anvil] call %s over the WebSocket of app %s failed", call_id, self.app)
+            self._send_error(call_id, errors.InternalError("The server could not run this call"))
+        finally:
+            self._release(media)  # the Media bytes stay counted until the call is over
+
+    async def _call(self, request: CallRequest) -> CallReply:
         if self._greeting is not None:
             await self._greeting  # calls sent right after HELLO wait for the session
         elif self.caller is None and not self.expired:
             # a client that never says HELLO still gets a session, stored once it holds something
-            self.caller = make_caller(self, self.app, services(self).sessions.new(self.app, "http"), "http")
+            self.caller = self._make_caller(services(self).sessions.new(self.app, "http"), "http")
         if self.expired or self.caller is None:
-            self._send_error(call_id, SESSION_EXPIRED)
-            return
+            return CallReply.failure(SESSION_EXPIRED)
         request.caller = self.caller
         reply = await services(self).calls.call(self.app, request)
         if reply.error is not None and reply.error.get("type") == SESSION_EXPIRED.wire_name:
             self.caller, self.expired = None, True  # until the page starts a new session
-        if self.ws_connection is None:
-            return
+        return reply
+
+    def _send_reply(self, call_id: str, reply: CallReply) -> None:
         message = {"id": call_id, **reply.to_json()}
         if reply.cookie_changes:
             headers = cookie_headers(self, self.app, reply.cookie_changes)
             message["cookies"] = services(self).cookie_tickets.issue(self.app, headers)
-        self._write(message)
-        if reply.error is None:
+        if self._write(message) and reply.error is None:
             for media_id, content in reply.media.items():
                 self._send_media(call_id, media_id, content)
 
     # -- messages out ----------------------------------------------------------------------
-    def _write(self, message: dict[str, Any]) -> None:
-        if self.ws_connection is not None:
-            self.write_message(json.dumps(message, allow_nan=False))
+    def _write(self, message: dict[str, Any]) -> bool:
+        """Send a message (a reply that cannot be JSON becomes an error reply to its call);
+        False if it was not sent."""
+        if self.ws_connection is None:
+            return False
+        try:
+            # ensure_ascii: a lone surrogate in a reply is escaped, never an encoding error
+            text = json.dumps(message, allow_nan=False, ensure_ascii=True)
+        except (ValueError, TypeError):
+            log.exception("[jupyter-anvil] a reply of app %s could not be encoded as JSON", self.app)
+            error = errors.InternalError("The server could not encode this call's reply")
+            text = json.dumps({"id": message.get("id"), "error": wire_error(error)})
+            self._send_frame(text)
+            return False
+        return self._send_frame(text)
+
+    def _send_frame(self, frame: str | bytes) -> bool:
+        if self.ws_connection is None:
+            return False
+        self.write_message(frame, binary=isinstance(frame, bytes))
+        self._check_unread()
+        return self.ws_connection is not None
+
+    def _check_unread(self) -> None:
+        """Close a connection whose client does not read its replies, before what waits
+        to be sent grows the server's memory without bound."""
+        connection = self.ws_connection
+        stream = getattr(connection, "stream", None)
+        buffer = getattr(stream, "_write_buffer", None)
+        if buffer is not None and len(buffer) > MAX_UNREAD_BYTES:
+            log.warning(
+                "[jupyter-anvil] closing a WebSocket of app %s: over %s of replies unread",
+                self.app,
+                mib(MAX_UNREAD_BYTES),
+            )
+            self.close(1008, "Replies not read: the client fell too far behind")
+            if stream is not None:
+                stream.close()  # drop the unsent data now: this client will not read it
 
     def _send_media(self, call_id: str, media_id: str, content: bytes) -> None:
         chunks = [content[i : i + CHUNK_BYTES] for i in range(0, len(content), CHUNK_BYTES)] or [b""]
@@ -173,16 +309,41 @@ class CallSocketHandler(websocket.WebSocketHandler):
                 "lastChunk": index == len(chunks) - 1,
             }
             # header and its binary frame back to back: the client pairs them
-            self.write_message(json.dumps(header))
-            self.write_message(chunk, binary=True)
+            if not (self._send_frame(json.dumps(header)) and self._send_frame(chunk)):
+                return
 
     def _send_error(self, call_id: Any, exc: errors.AnvilError) -> None:
         self._write({"id": call_id, "error": wire_error(exc)})
 
     def on_close(self) -> None:
+        # calls still waiting for Media will never get it: free their bytes now (calls
+        # already running free theirs when they end; their replies are dropped)
+        for waiting in self._waiting.values():
+            self._release(waiting)
         self._waiting.clear()
+        self._chunk_target = None
 
 
 def wire_error(exc: errors.AnvilError) -> dict[str, Any]:
     error = errors.to_wire(exc)
     return {"type": error["type"], "message": error["message"]}
+
+
+def _call_id_of(text: str) -> str | None:
+    """The id of a message we refused, so its caller hears why: from the plain parse, or
+    for one too malformed to parse, from its leading fields (where clients put it)."""
+    try:
+        data = json.loads(text)
+    except (RecursionError, ValueError):
+        data = None
+    if isinstance(data, dict):
+        call_id = data.get("id")
+        return call_id if isinstance(call_id, str) else None
+    match = _LEADING_ID.match(text[:4096])
+    if match is None:
+        return None
+    try:
+        call_id = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return call_id if isinstance(call_id, str) else None
