@@ -278,6 +278,18 @@ _BUILDERS: dict[str, Callable[[dict[str, JSON], JSON, dict[str, bytes]], Any]] =
 }
 
 
+def without_surrogates(value: JSON) -> JSON:
+    """``value`` with each lone UTF-16 surrogate in its strings (and keys) replaced by
+    U+FFFD: such a string is not Unicode, so no UTF-8 transport can carry it."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {without_surrogates(k): without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_surrogates(v) for v in value]
+    return value
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) < 80 else text[:77] + "..."

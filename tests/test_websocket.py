@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import websockets
 from conftest import AnvilServer
+from notebook_files import write_notebook
 
 
 class Connection:
@@ -228,3 +229,40 @@ async def test_malformed_calls_each_get_an_error_reply(anvil_server: AnvilServer
         assert "nested more than 100 levels" in connection.replies["deep"]["error"]["message"]
         assert "surrogate" in connection.replies["surrogate"]["error"]["message"]
         assert connection.replies["ok"]["response"] == {"args": [1], "kwargs": {}}
+
+
+SURROGATES = """
+from jupyter_anvil import server
+
+@server.callable
+def lone():
+    return {"text": "a" + chr(0xD800) + "b", chr(0xDFFF): 1}
+
+@server.callable
+def lone_error():
+    raise ValueError("bad " + chr(0xD800))
+"""
+
+
+@pytest.fixture(scope="module")
+def surrogates_app(anvil_server: AnvilServer) -> str:
+    write_notebook(anvil_server.root / "surrogates.ipynb", [SURROGATES], {"kernels": {"min": 1, "max": 1}})
+    anvil_server.wait_until_loaded(("surrogates",))
+    return "surrogates"
+
+
+async def test_a_reply_holding_a_lone_surrogate_still_arrives(anvil_server: AnvilServer, surrogates_app: str) -> None:
+    """Server code can make a string that is not Unicode: it arrives with U+FFFD in place
+    of the lone surrogate, instead of the reply being lost (the call hung until timeout)."""
+    replacement = {"text": "a\ufffdb", "\ufffd": 1}
+    response = anvil_server.post(surrogates_app, "lone", timeout=20)
+    assert response.status_code == 200 and response.json()["response"] == replacement
+    failed = anvil_server.post(surrogates_app, "lone_error", timeout=20)
+    assert failed.status_code == 500 and failed.json()["error"]["message"] == "bad \ufffd"
+    async with await connect(anvil_server, surrogates_app) as socket:
+        connection = Connection(socket)
+        await connection.send_call("ok", "lone")
+        await connection.send_call("err", "lone_error")
+        await connection.receive_until({"ok", "err"}, timeout=20)
+    assert connection.replies["ok"]["response"] == replacement
+    assert connection.replies["err"]["error"]["type"] == "ValueError"
