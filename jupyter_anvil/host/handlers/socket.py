@@ -278,7 +278,12 @@ class CallSocketHandler(websocket.WebSocketHandler):
     def _send_frame(self, frame: str | bytes) -> bool:
         if self.ws_connection is None:
             return False
-        self.write_message(frame, binary=isinstance(frame, bytes))
+        try:
+            sent = self.write_message(frame, binary=isinstance(frame, bytes))
+        except websocket.WebSocketClosedError:
+            return False  # the client went away: on_close frees what it held
+        # nobody awaits a write; one cut short by the connection closing is no error
+        sent.add_done_callback(_retrieve)
         self._check_unread()
         return self.ws_connection is not None
 
@@ -322,6 +327,11 @@ class CallSocketHandler(websocket.WebSocketHandler):
             self._release(waiting)
         self._waiting.clear()
         self._chunk_target = None
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def wire_error(exc: errors.AnvilError) -> dict[str, Any]:
