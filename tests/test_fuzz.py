@@ -201,3 +201,37 @@ def test_malformed_socket_calls_each_get_one_error_reply(anvil_server: AnvilServ
         twice = {k: n for k, n in replies.by_id.items() if n > 1 and str(k).startswith("fuzz-")}
         assert not twice, twice
     assert anvil_server.call("core", "echo", 3) == {"args": [3], "kwargs": {}}
+
+
+@FUZZ
+@given(
+    session=json_value
+    | st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", min_size=43, max_size=43),
+    client=json_value | st.sampled_from(["browser", "http"]),
+    header=st.dictionaries(st.sampled_from(["requestId", "mediaId", "chunkIndex", "lastChunk"]), json_value),
+    frame=st.binary(max_size=64),
+)
+def _hello_and_chunks(socket: ClientConnection, session: Any, client: Any, header: Any, frame: bytes) -> None:
+    # stray chunk headers and frames, then a HELLO: exactly one SESSION answers it
+    socket.send(json.dumps({"type": "CHUNK_HEADER", **header}))
+    socket.send(frame)
+    socket.send(json.dumps({"type": "HELLO", "session": session, "client": client}))
+    reply = json.loads(socket.recv(timeout=30))
+    assert reply["type"] == "SESSION", reply
+    if reply.get("error"):
+        assert reply["session"] is None and reply["error"]["type"] == "anvil.server.SessionExpiredError"
+    else:
+        assert isinstance(reply["session"], str)
+
+
+def test_malformed_hellos_and_chunk_headers_each_get_an_answer(anvil_server: AnvilServer) -> None:
+    with ws_connect(anvil_server.ws_url("core")) as socket:
+        _hello_and_chunks(socket)  # type: ignore[call-arg]
+        socket.send(json.dumps({"type": "HELLO", "session": None, "client": "browser"}))
+        assert json.loads(socket.recv(timeout=30))["type"] == "SESSION"
+        socket.send(json.dumps({"type": "CALL", "id": "after", "command": "echo", "args": [1]}))
+        assert json.loads(socket.recv(timeout=30)) == {
+            "id": "after",
+            "response": {"args": [1], "kwargs": {}},
+            "objects": [],
+        }

@@ -123,13 +123,15 @@ class SessionService:
         token_hash = hash_token(token)
         idle_after = time.time() - self.idle_timeout
         live = self._live.get(token_hash) or self._fresh.get(token_hash)
-        if live is not None and live.record.last_used >= idle_after and live.record.app == app:
+        if live is not None and live.record.app == app and live.record.last_used >= idle_after:
             (self._live if live.persisted else self._fresh).move_to_end(token_hash)
             live.record.last_used = time.time()
             return live
+        if live is not None and not live.persisted:
+            if live.record.app == app:  # fresh, never stored, and idle too long
+                self._fresh.pop(token_hash, None)
+            raise SessionExpired  # (another app's fresh session stays its own)
         self._live.pop(token_hash, None)
-        if self._fresh.pop(token_hash, None) is not None:
-            raise SessionExpired  # fresh, never stored: idle too long, or another app's
         record = await self.store.load_session(token_hash, idle_after)
         if record is None or not hmac.compare_digest(record.token_hash, token_hash) or record.app != app:
             log.info("[jupyter-anvil] expired or unknown session token %s for app %s", redact(token), app)
@@ -176,6 +178,9 @@ class SessionService:
 
     async def _purge_periodically(self, every: float = 300.0) -> None:
         while True:
+            idle_after = time.time() - self.idle_timeout
+            for token_hash in [h for h, s in self._fresh.items() if s.record.last_used < idle_after]:
+                del self._fresh[token_hash]  # never stored: forgetting is all there is to do
             try:
                 removed = await self.store.delete_idle_sessions(time.time() - self.idle_timeout)
                 if removed:
