@@ -31,6 +31,7 @@ from .calls import CHUNK_BYTES, MAX_REQUEST_BYTES, is_media, load_json, parse_ca
 from .socket_limits import (
     MAX_CALLS_IN_FLIGHT,
     MAX_CONNECTION_MEDIA_BYTES,
+    MAX_HELLOS_PENDING,
     MAX_UNREAD_BYTES,
     MAX_WAITING_CALLS,
     SERVER_MEDIA,
@@ -74,7 +75,8 @@ class CallSocketHandler(websocket.WebSocketHandler):
         #: this connection's cookies: read at the handshake, then kept current with the
         #: changes its own calls make, across HELLOs (a socket cannot see the browser's jar)
         self._cookies: dict[str, dict[str, Any]] | None = None
-        self._greeting: asyncio.Task[None] | None = None
+        self._greeting: asyncio.Future[None] | None = None
+        self._hellos_pending = 0
         self._waiting: dict[str, _MediaCall] = {}
         self._chunk_target: tuple[str, str, bool] | None = None
         self._media_bytes = 0
@@ -99,16 +101,27 @@ class CallSocketHandler(websocket.WebSocketHandler):
         elif kind == "CHUNK_HEADER":
             self._chunk_target = (str(data.get("requestId")), str(data.get("mediaId")), bool(data.get("lastChunk")))
         elif kind == "HELLO":
+            if self._greeting is not None and self._hellos_pending >= MAX_HELLOS_PENDING:
+                # each waits for the one before: a flood would chain without end
+                self.close(1008, "Too many HELLOs waiting for an answer")
+                return
+            self._hellos_pending += 1
             self._greeting = asyncio.ensure_future(self._on_hello(data, self._greeting))
         else:
             self._send_error(data.get("id"), errors.SerializationError(f"Unknown message type {kind!r}"))
 
-    async def _on_hello(self, data: dict[str, Any], previous: asyncio.Task[None] | None) -> None:
+    async def _on_hello(self, data: dict[str, Any], previous: asyncio.Future[None] | None) -> None:
         """Resume the window's session, or start one (``"session": null``, which is also
         how a page leaves an expired session: Anvil's ``reset_session``). A new session
         is stored only once it holds something; until then a reconnect finds it in memory."""
-        if previous is not None:
-            await previous
+        try:
+            if previous is not None:
+                await previous
+            await self._greet(data)
+        finally:
+            self._hellos_pending -= 1
+
+    async def _greet(self, data: dict[str, Any]) -> None:
         client_type = "browser" if data.get("client") == "browser" else "http"
         token = data.get("session")
         sessions = services(self).sessions

@@ -10,6 +10,9 @@ MIB = 1024 * 1024
 
 #: calls running or waiting for Media on one connection (more are refused with an error)
 MAX_CALLS_IN_FLIGHT = 256
+#: HELLOs not yet answered on one connection (each waits for the one before); past
+#: this the connection is closed
+MAX_HELLOS_PENDING = 4096
 #: calls waiting for their Media to arrive on one connection
 MAX_WAITING_CALLS = 16
 #: Media bytes held (arriving, or passed to a call still running) per connection
