@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import websockets
-from conftest import AnvilServer
+from conftest import AnvilServer, private_server
+from notebook_files import write_notebook
 
 MIB = 1024 * 1024
 
@@ -152,6 +154,28 @@ async def test_calls_waiting_for_media_and_their_bytes_are_bounded(anvil_server:
     after = rss_mib(pid)
     print(f"\nMedia bounds: server RSS {start:.0f} MiB before, {held:.0f} MiB holding 256 MiB, {after:.0f} MiB after")
     assert held - start < 256 + 160, (start, held)
+
+
+def test_the_server_wide_media_bound_is_configurable(tmp_path_factory: pytest.TempPathFactory) -> None:
+    def write_app(root: Path) -> None:
+        source = "from jupyter_anvil import server\n\n@server.callable\ndef size(m):\n    return len(m.get_bytes())\n"
+        write_notebook(root / "media.ipynb", [source], {"kernels": {"min": 1, "max": 1}})
+
+    async def check(server: AnvilServer) -> None:
+        async with await connect(server, "media") as ws:
+            descriptor = {"type": ["DataMedia"], "path": ["args", 0], "id": "m"}
+            message = {"type": "CALL", "command": "size", "args": [None], "objects": [descriptor]}
+            await ws.send(json.dumps({**message, "id": "fits"}))
+            await send_chunk(ws, "fits", 8 * MIB, last=True)
+            assert (await next_reply(ws))["response"] == 8 * MIB
+            await ws.send(json.dumps({**message, "id": "over"}))
+            await send_chunk(ws, "over", 8 * MIB)
+            await send_chunk(ws, "over", 1 * MIB, last=True)
+            refused = await next_reply(ws)
+            assert refused["id"] == "over" and "the limit is 8 MiB" in refused["error"]["message"], refused
+
+    with private_server(tmp_path_factory, "media", write_app, "--AnvilApp.websocket_media_mib=8") as server:
+        asyncio.run(check(server))
 
 
 # -- 3.5: a client that never reads its replies is cut off, and its memory freed ----------------
