@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tornado import websocket
+from tornado import iostream, websocket
 
 from ... import errors
 from ..messages import Caller, CallReply, CallRequest
@@ -29,13 +29,17 @@ from .base import services
 from .callers import cookie_headers, make_caller, origin_allowed
 from .calls import CHUNK_BYTES, MAX_REQUEST_BYTES, is_media, load_json, parse_call
 from .socket_limits import (
+    HEAVY_BYTES,
     MAX_CALLS_IN_FLIGHT,
     MAX_CONNECTION_MEDIA_BYTES,
     MAX_HELLOS_PENDING,
     MAX_UNREAD_BYTES,
     MAX_WAITING_CALLS,
+    SEND_WINDOW,
     SERVER_MEDIA,
+    STALL_SECONDS,
     mib,
+    release_freed_memory_soon,
 )
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,13 @@ class CallSocketHandler(websocket.WebSocketHandler):
         self._chunk_target: tuple[str, str, bool] | None = None
         self._media_bytes = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # replies going out (see _deliver)
+        self._delivering = asyncio.Lock()
+        self._queued = 0  # bytes of replies waiting for their turn
+        self._queued_replies = 0
+        self._last_write: asyncio.Future[None] | None = None
+        #: it held much (Media, big replies): on close, hand the freed memory back
+        self._heavy = False
 
     # -- messages in ----------------------------------------------------------------------
     def on_message(self, message: str | bytes) -> None:
@@ -209,6 +220,7 @@ class CallSocketHandler(websocket.WebSocketHandler):
             )
             return
         self._media_bytes += size
+        self._heavy = self._heavy or self._media_bytes > HEAVY_BYTES
         waiting.held += size
         waiting.chunks.setdefault(media_id, []).append(chunk)
         if last:
@@ -241,7 +253,7 @@ class CallSocketHandler(websocket.WebSocketHandler):
         try:
             reply = await self._call(request)
             if self.ws_connection is not None:
-                self._send_reply(call_id, reply)
+                await self._send_reply(call_id, reply)
         except Exception:
             log.exception("[jupyter-anvil] call %s over the WebSocket of app %s failed", call_id, self.app)
             self._send_error(call_id, errors.InternalError("The server could not run this call"))
@@ -262,31 +274,83 @@ class CallSocketHandler(websocket.WebSocketHandler):
             self.caller, self.expired = None, True  # until the page starts a new session
         return reply
 
-    def _send_reply(self, call_id: str, reply: CallReply) -> None:
+    async def _send_reply(self, call_id: str, reply: CallReply) -> None:
         message = {"id": call_id, **reply.to_json()}
         if reply.cookie_changes:
             headers = cookie_headers(self, self.app, reply.cookie_changes)
             message["cookies"] = services(self).cookie_tickets.issue(self.app, headers)
-        if self._write(message) and reply.error is None:
+        text = self._encode(message)
+        if text is None:
+            return
+        frames: list[str | bytes] = [text]
+        if reply.error is None:
             for media_id, content in reply.media.items():
-                self._send_media(call_id, media_id, content)
+                frames.extend(media_frames(call_id, media_id, content))
+        await self._deliver(frames)
 
     # -- messages out ----------------------------------------------------------------------
+    # Replies go out as the client takes them: while more than SEND_WINDOW bytes sit unread
+    # the next frame waits (one reply at a time, so its Media chunks stay together), and a
+    # big Media download never piles up in the server's memory. A client that lets replies
+    # wait past MAX_UNREAD_BYTES (one bigger reply alone may wait), or takes nothing for
+    # STALL_SECONDS, is not reading: it is cut off.
+
+    async def _deliver(self, frames: list[str | bytes]) -> None:
+        size = sum(len(frame) for frame in frames)
+        self._heavy = self._heavy or size > HEAVY_BYTES
+        if self._queued_replies and self._queued + size > MAX_UNREAD_BYTES:
+            self._cut_off()
+            return
+        self._queued += size
+        self._queued_replies += 1
+        try:
+            async with self._delivering:
+                self._queued -= size  # in delivery now: the window bounds what it adds
+                self._queued_replies -= 1
+                size = 0
+                for frame in frames:
+                    if self._unread() > SEND_WINDOW and not await self._drained():
+                        return
+                    if not self._send_frame(frame):
+                        return
+        finally:
+            if size:  # still waiting when the connection went
+                self._queued -= size
+                self._queued_replies -= 1
+
+    async def _drained(self) -> bool:
+        """Wait until what was written so far has gone; False if the connection closed,
+        or was cut off for taking nothing for STALL_SECONDS."""
+        last = self._last_write
+        while last is not None and not last.done():
+            before = self._unread()
+            try:
+                await asyncio.wait_for(asyncio.shield(last), STALL_SECONDS)
+            except asyncio.TimeoutError:
+                if self._unread() >= before:
+                    self._cut_off()
+                    return False
+            except (websocket.WebSocketClosedError, iostream.StreamClosedError):
+                return False  # the connection is closing
+        return self.ws_connection is not None
+
     def _write(self, message: dict[str, Any]) -> bool:
-        """Send a message (a reply that cannot be JSON becomes an error reply to its call);
-        False if it was not sent."""
-        if self.ws_connection is None:
-            return False
+        """Send a small message (SESSION, an error reply) now; False if it was not sent."""
+        if self._unread() > MAX_UNREAD_BYTES:
+            self._cut_off()
+        text = self._encode(message)
+        return text is not None and self._send_frame(text)
+
+    def _encode(self, message: dict[str, Any]) -> str | None:
+        """A message as JSON; one that cannot be becomes an error reply to its call."""
         try:
             # ensure_ascii: a lone surrogate in a reply is escaped, never an encoding error
-            text = json.dumps(message, allow_nan=False, ensure_ascii=True)
+            return json.dumps(message, allow_nan=False, ensure_ascii=True)
         except (ValueError, TypeError):
             log.exception("[jupyter-anvil] a reply of app %s could not be encoded as JSON", self.app)
             error = errors.InternalError("The server could not encode this call's reply")
-            text = json.dumps({"id": message.get("id"), "error": wire_error(error)})
-            self._send_frame(text)
-            return False
-        return self._send_frame(text)
+            self._send_frame(json.dumps({"id": message.get("id"), "error": wire_error(error)}))
+            return None
 
     def _send_frame(self, frame: str | bytes) -> bool:
         if self.ws_connection is None:
@@ -295,40 +359,28 @@ class CallSocketHandler(websocket.WebSocketHandler):
             sent = self.write_message(frame, binary=isinstance(frame, bytes))
         except websocket.WebSocketClosedError:
             return False  # the client went away: on_close frees what it held
-        # nobody awaits a write; one cut short by the connection closing is no error
+        # only _drained awaits a write; one cut short by the connection closing is no error
         sent.add_done_callback(_retrieve)
-        self._check_unread()
-        return self.ws_connection is not None
+        self._last_write = sent
+        return True
 
-    def _check_unread(self) -> None:
-        """Close a connection whose client does not read its replies, before what waits
-        to be sent grows the server's memory without bound."""
-        connection = self.ws_connection
-        stream = getattr(connection, "stream", None)
+    def _unread(self) -> int:
+        """Bytes written to this connection that the client has not taken yet."""
+        stream = getattr(self.ws_connection, "stream", None)
         buffer = getattr(stream, "_write_buffer", None)
-        if buffer is not None and len(buffer) > MAX_UNREAD_BYTES:
-            log.warning(
-                "[jupyter-anvil] closing a WebSocket of app %s: over %s of replies unread",
-                self.app,
-                mib(MAX_UNREAD_BYTES),
-            )
-            self.close(1008, "Replies not read: the client fell too far behind")
-            if stream is not None:
-                stream.close()  # drop the unsent data now: this client will not read it
+        return len(buffer) if buffer is not None else 0
 
-    def _send_media(self, call_id: str, media_id: str, content: bytes) -> None:
-        chunks = [content[i : i + CHUNK_BYTES] for i in range(0, len(content), CHUNK_BYTES)] or [b""]
-        for index, chunk in enumerate(chunks):
-            header = {
-                "type": "CHUNK_HEADER",
-                "requestId": call_id,
-                "mediaId": media_id,
-                "chunkIndex": index,
-                "lastChunk": index == len(chunks) - 1,
-            }
-            # header and its binary frame back to back: the client pairs them
-            if not (self._send_frame(json.dumps(header)) and self._send_frame(chunk)):
-                return
+    def _cut_off(self) -> None:
+        """Close a connection whose client does not read its replies."""
+        connection = self.ws_connection
+        if connection is None:
+            return
+        log.warning("[jupyter-anvil] closing a WebSocket of app %s: its client is not reading its replies", self.app)
+        self._heavy = True
+        stream = connection.stream
+        self.close(1008, "Replies not read: the client fell too far behind")
+        if stream is not None:
+            stream.close()  # drop the unsent data now: this client will not read it
 
     def _send_error(self, call_id: Any, exc: errors.AnvilError) -> None:
         self._write({"id": call_id, "error": wire_error(exc)})
@@ -340,6 +392,24 @@ class CallSocketHandler(websocket.WebSocketHandler):
             self._release(waiting)
         self._waiting.clear()
         self._chunk_target = None
+        if self._heavy:
+            release_freed_memory_soon()
+
+
+def media_frames(call_id: str, media_id: str, content: bytes) -> list[str | bytes]:
+    """Media as CHUNK_HEADER and binary frame pairs (back to back: the client pairs them)."""
+    frames: list[str | bytes] = []
+    chunks = [content[i : i + CHUNK_BYTES] for i in range(0, len(content), CHUNK_BYTES)] or [b""]
+    for index, chunk in enumerate(chunks):
+        header = {
+            "type": "CHUNK_HEADER",
+            "requestId": call_id,
+            "mediaId": media_id,
+            "chunkIndex": index,
+            "lastChunk": index == len(chunks) - 1,
+        }
+        frames += [json.dumps(header), chunk]
+    return frames
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
