@@ -228,7 +228,10 @@ def _media(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> Media:
     media_id = str(d.get("id"))
     if media_id not in media:
         raise SerializationError(f"Media {media_id!r} has no content")
-    return BlobMedia(d.get("mime-type"), media[media_id], name=d.get("name"))
+    content_type, name = d.get("mime-type"), d.get("name")
+    if not isinstance(content_type, (str, type(None))) or not isinstance(name, (str, type(None))):
+        raise SerializationError("A Media's 'mime-type' and 'name' must be strings")
+    return BlobMedia(content_type, media[media_id], name=name)
 
 
 def _portable_class(type_name: str) -> type:
