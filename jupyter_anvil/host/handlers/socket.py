@@ -309,7 +309,9 @@ class CallSocketHandler(websocket.WebSocketHandler):
                 self._queued_replies -= 1
                 size = 0
                 for frame in frames:
-                    if self._unread() > SEND_WINDOW and not await self._drained():
+                    # wait only before a text frame: a CHUNK_HEADER and its binary frame
+                    # go out back to back, nothing written between them
+                    if isinstance(frame, str) and self._unread() > SEND_WINDOW and not await self._drained():
                         return
                     if not self._send_frame(frame):
                         return
