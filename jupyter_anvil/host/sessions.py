@@ -98,11 +98,6 @@ class SessionService:
             self._fresh.popitem(last=False)
         return session
 
-    async def create(self, app: str, client_type: str) -> Session:
-        session = self.new(app, client_type)
-        await self.persist(session)
-        return session
-
     async def persist(self, session: Session) -> None:
         if not session.persisted:
             await self.store.insert_session(session.record)
