@@ -216,8 +216,8 @@ def _rebuild(descriptor: dict[str, JSON], inline: JSON, media: dict[str, bytes],
     kinds = descriptor.get("type")
     if isinstance(kinds, str):
         kinds = [kinds]
-    if not isinstance(kinds, list):
-        raise SerializationError(f"Descriptor at {describe_path(path)} has no 'type'")
+    if not isinstance(kinds, list) or not all(isinstance(kind, str) for kind in kinds):
+        raise SerializationError(f"Descriptor at {describe_path(path)} has no 'type' (a list of kind names)")
     for kind in kinds:
         builder = _BUILDERS.get(kind)
         if builder is not None:
@@ -258,7 +258,10 @@ def _media(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> Media:
     media_id = str(d.get("id"))
     if media_id not in media:
         raise SerializationError(f"Media {media_id!r} has no content")
-    return BlobMedia(d.get("mime-type"), media[media_id], name=d.get("name"))
+    content_type, name = d.get("mime-type"), d.get("name")
+    if not isinstance(content_type, (str, type(None))) or not isinstance(name, (str, type(None))):
+        raise SerializationError("A Media's 'mime-type' and 'name' must be strings")
+    return BlobMedia(content_type, media[media_id], name=name)
 
 
 def _portable_class(type_name: JSON) -> type:
@@ -303,6 +306,18 @@ _BUILDERS: dict[str, Callable[[dict[str, JSON], JSON, dict[str, bytes]], Any]] =
     "ClassType": _class_type,
     "Primitive": _primitive,
 }
+
+
+def without_surrogates(value: JSON) -> JSON:
+    """``value`` with each lone UTF-16 surrogate in its strings (and keys) replaced by
+    U+FFFD: such a string is not Unicode, so no UTF-8 transport can carry it."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {without_surrogates(k): without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_surrogates(v) for v in value]
+    return value
 
 
 def _short(value: Any) -> str:

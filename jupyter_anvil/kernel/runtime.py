@@ -67,7 +67,10 @@ class Runtime:
     def send(self, data: Message, buffers: list[bytes] | None = None) -> None:
         # comm.send from worker threads: serialise so messages are never interleaved
         with self._send_lock:
-            self.comm.send(data, buffers=buffers)
+            try:
+                self.comm.send(data, buffers=buffers)
+            except UnicodeEncodeError:  # a lone surrogate server code made: not UTF-8 as is
+                self.comm.send(wire.without_surrogates(data), buffers=buffers)
 
     def log(self, call_id: str, stream: str, text: str) -> None:
         if self.comm is not None:
