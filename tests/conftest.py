@@ -51,6 +51,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def kernels_of(workdir: Path) -> list[int]:
+    """Kernels still alive of the server run in ``workdir``: their command lines name its
+    runtime folder (``JUPYTER_RUNTIME_DIR`` under ``workdir``)."""
+    marker = str(workdir / "jupyter_runtime_dir").encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 class AnvilServer:
     """A running ``jupyter anvil ROOT`` subprocess."""
 
@@ -107,16 +121,7 @@ class AnvilServer:
         self.log_file.close()
 
     def kernel_processes(self) -> list[int]:
-        """Kernels of this server still alive: their command lines name its runtime folder."""
-        marker = str(self.workdir / "jupyter_runtime_dir").encode()
-        found = []
-        for proc in Path("/proc").iterdir():
-            try:
-                if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-        return found
+        return kernels_of(self.workdir)
 
     def log_tail(self, lines: int = 60) -> str:
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TOKEN, free_port
+from conftest import TOKEN, free_port, kernels_of
 from notebook_files import write_notebook
 
 APP_CELLS = ["from jupyter_anvil import server\n\n@server.callable\ndef hello(name):\n    return f'hi {name}'\n"]
@@ -64,15 +64,7 @@ class Command:
         raise AssertionError(f"{text!r} not printed in {timeout}s:\n{self.output}")
 
     def kernels(self) -> list[int]:
-        marker = str(self.workdir / "jupyter_runtime_dir").encode()
-        found = []
-        for proc in Path("/proc").iterdir():
-            try:
-                if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-        return found
+        return kernels_of(self.workdir)
 
     def stop(self) -> None:
         if self.process.poll() is None:
