@@ -92,6 +92,9 @@ def callable(fn_or_name: Any = None, /, *, name: str | None = None, require_user
 
     All of Anvil's forms work: ``@server.callable``, ``@server.callable("public_name")``,
     ``@server.callable(name="public_name")`` and ``@server.callable(require_user=...)``.
+    There is no users service yet, so a function registered with ``require_user``
+    (``True`` or a callable) refuses every call with :class:`PermissionDenied` rather
+    than run for callers nobody logged in; the app log says so when it loads.
     The function is returned unchanged, so it stays callable directly. Registering a
     name twice prints a warning; the last registration wins.
     """
@@ -129,6 +132,7 @@ def _call_locally(fn_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -
     registration = _registry.functions.get(fn_name)
     if registration is None:
         raise NoServerFunctionError(f'No server function matching "{fn_name}" has been registered')
+    _registry.check_caller(registration)
     sent = wire.encode({"args": list(args), "kwargs": kwargs})
     received = wire.decode(sent.message, sent.objects, sent.media)
     result = registration.function(*received["args"], **received["kwargs"])

@@ -9,11 +9,10 @@ carries them its own way (comm buffers, WebSocket chunks, base64 over plain HTTP
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import importlib
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,8 @@ JSON = Any
 Path = list[str | int]
 
 INT_LIMIT = 2147483647
-_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f%z"
+#: after the year, which strftime leaves unpadded before 1000 (``999-01-01``)
+_DATETIME_FORMAT = "-%m-%d %H:%M:%S.%f%z"
 
 _portable_classes: dict[str, type] = {}
 
@@ -56,12 +56,42 @@ def format_datetime(value: dt.datetime) -> str:
     """Anvil's DateTime string: six fraction digits and an offset, always."""
     if value.tzinfo is None or value.utcoffset() is None:
         value = value.astimezone()  # a naive value is the sender's local time, as in Anvil
-    return value.strftime(_DATETIME_FORMAT)
+    return f"{value.year:04d}{value.strftime(_DATETIME_FORMAT)}"
+
+
+# Anvil's DateTime form (``2024-02-28 09:30:00.000000+0000``) and the ISO forms browsers
+# send (``T``, ``Z``, any fraction, ``+05:30``). Parsed by hand, not by fromisoformat: on
+# Python 3.10 that takes only what isoformat() writes, not Anvil's ``+0000`` or 3 digits.
+_DATETIME_TEXT = re.compile(
+    r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})"
+    r"(?:[T ](?P<hour>\d{2})(?::(?P<minute>\d{2})(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d+))?)?)?"
+    r" ?(?:(?P<utc>Z)|(?P<sign>[+-])(?P<off_h>\d{2})(?::?(?P<off_m>\d{2})(?::?(?P<off_s>\d{2}))?)?)?)?",
+    re.ASCII | re.IGNORECASE,
+)
 
 
 def parse_datetime(text: str) -> dt.datetime:
-    """Parse Anvil's DateTime string (lenient about the fraction, ``T`` and ``Z``)."""
-    return dt.datetime.fromisoformat(text.strip())
+    """Parse Anvil's DateTime string (lenient about the fraction, ``T`` and ``Z``).
+
+    Naive without an offset, as fromisoformat; ``ValueError`` for anything else.
+    """
+    match = _DATETIME_TEXT.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{_short(text)} is not a date and time (YYYY-MM-DD HH:MM:SS.ffffff+HHMM)")
+    part = match.groupdict()
+    tz: dt.tzinfo | None = None
+    if part["utc"]:
+        tz = dt.timezone.utc
+    elif part["sign"]:
+        hours, minutes, seconds = (int(part[name] or 0) for name in ("off_h", "off_m", "off_s"))
+        offset = dt.timedelta(hours=hours, minutes=minutes, seconds=seconds)
+        tz = dt.timezone(-offset if part["sign"] == "-" else offset)  # ValueError past 24 hours
+    fraction = (part["fraction"] or "")[:6].ljust(6, "0")  # digits past microseconds are dropped, as 3.11 does
+    return dt.datetime(
+        int(part["year"]), int(part["month"]), int(part["day"]),
+        int(part["hour"] or 0), int(part["minute"] or 0), int(part["second"] or 0), int(fraction),
+        tzinfo=tz,
+    )  # fmt: skip
 
 
 class _Encoder:
@@ -186,8 +216,8 @@ def _rebuild(descriptor: dict[str, JSON], inline: JSON, media: dict[str, bytes],
     kinds = descriptor.get("type")
     if isinstance(kinds, str):
         kinds = [kinds]
-    if not isinstance(kinds, list):
-        raise SerializationError(f"Descriptor at {describe_path(path)} has no 'type'")
+    if not isinstance(kinds, list) or not all(isinstance(kind, str) for kind in kinds):
+        raise SerializationError(f"Descriptor at {describe_path(path)} has no 'type' (a list of kind names)")
     for kind in kinds:
         builder = _BUILDERS.get(kind)
         if builder is not None:
@@ -228,24 +258,24 @@ def _media(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> Media:
     media_id = str(d.get("id"))
     if media_id not in media:
         raise SerializationError(f"Media {media_id!r} has no content")
-    return BlobMedia(d.get("mime-type"), media[media_id], name=d.get("name"))
+    content_type, name = d.get("mime-type"), d.get("name")
+    if not isinstance(content_type, (str, type(None))) or not isinstance(name, (str, type(None))):
+        raise SerializationError("A Media's 'mime-type' and 'name' must be strings")
+    return BlobMedia(content_type, media[media_id], name=name)
 
 
-def _portable_class(type_name: str) -> type:
-    cls = _portable_classes.get(type_name)
-    if cls is None and "." in type_name:
-        module = type_name.rpartition(".")[0]
-        if module not in ("__main__", "builtins"):
-            with contextlib.suppress(ImportError):
-                importlib.import_module(module)
-        cls = _portable_classes.get(type_name)
+def _portable_class(type_name: JSON) -> type:
+    """Only a class server code registered (``@server.portable_class``, run as the server
+    cells load): the name comes from the caller, so it is looked up, never imported."""
+    cls = _portable_classes.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
-        raise SerializationError(f"No such serializable type: {type_name}")
+        name = type_name if isinstance(type_name, str) else repr(type_name)
+        raise SerializationError(f"No such serializable type: {name[:200]}")
     return cls
 
 
 def _value_type(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> Any:
-    cls = _portable_class(str(d.get("typeName")))
+    cls = _portable_class(d.get("typeName"))
     if hasattr(cls, "__new_deserialized__"):
         return cls.__new_deserialized__(inline, None)
     obj: Any = object.__new__(cls)
@@ -259,7 +289,7 @@ def _value_type(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> An
 
 
 def _class_type(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> type:
-    return _portable_class(str(d.get("typeName")))
+    return _portable_class(d.get("typeName"))
 
 
 def _primitive(d: dict[str, JSON], inline: JSON, media: dict[str, bytes]) -> JSON:
@@ -276,6 +306,18 @@ _BUILDERS: dict[str, Callable[[dict[str, JSON], JSON, dict[str, bytes]], Any]] =
     "ClassType": _class_type,
     "Primitive": _primitive,
 }
+
+
+def without_surrogates(value: JSON) -> JSON:
+    """``value`` with each lone UTF-16 surrogate in its strings (and keys) replaced by
+    U+FFFD: such a string is not Unicode, so no UTF-8 transport can carry it."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {without_surrogates(k): without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_surrogates(v) for v in value]
+    return value
 
 
 def _short(value: Any) -> str:

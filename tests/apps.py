@@ -28,6 +28,18 @@ CORE = [
     def with_require_user():
         return "ok"
 
+    @server.callable(require_user=True)
+    def members_only():
+        return "for members"
+
+    @server.callable("members_check", require_user=lambda user: True)
+    def _members_check():
+        return "for members"
+
+    @server.callable
+    def call_members_only():
+        return server.call("members_only")
+
     @server.callable
     def add(a, b):
         return a + b

@@ -51,6 +51,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def kernels_of(workdir: Path) -> list[int]:
+    """Kernels still alive of the server run in ``workdir``: their command lines name its
+    runtime folder (``JUPYTER_RUNTIME_DIR`` under ``workdir``)."""
+    marker = str(workdir / "jupyter_runtime_dir").encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 class AnvilServer:
     """A running ``jupyter anvil ROOT`` subprocess."""
 
@@ -78,7 +92,11 @@ class AnvilServer:
         ]  # fmt: skip
         self.log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(command, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
-        self.wait_until_loaded(wait_for or ())
+        try:
+            self.wait_until_loaded(wait_for or ())
+        except BaseException:
+            self.stop()  # a server that never came up must not outlive the test run
+            raise
 
     def wait_until_loaded(self, names: tuple[str, ...], timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -103,16 +121,7 @@ class AnvilServer:
         self.log_file.close()
 
     def kernel_processes(self) -> list[int]:
-        """Kernels of this server still alive: their command lines name its runtime folder."""
-        marker = str(self.workdir / "jupyter_runtime_dir").encode()
-        found = []
-        for proc in Path("/proc").iterdir():
-            try:
-                if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-        return found
+        return kernels_of(self.workdir)
 
     def log_tail(self, lines: int = 60) -> str:
         try:

@@ -118,3 +118,81 @@ def test_saving_outputs_or_untagged_cells_does_not_restart_kernels(anvil_server:
     time.sleep(1.5)  # several watch intervals
     assert anvil_server.call("steady", "pid") == before
     path.unlink()
+
+
+PID = "\n@server.callable\ndef pid():\n    return os.getpid()\n"
+
+
+def test_a_notebook_caught_half_written_keeps_serving_its_last_good_version(anvil_server: AnvilServer) -> None:
+    """An editor that writes in place leaves a truncated (invalid JSON) or empty notebook
+    for a moment: the app serves on, reports the problem under its name, and follows the
+    notebook again once it can be read. Only deleting the notebook stops it."""
+    path = anvil_server.root / "halfwritten.ipynb"
+    write_notebook(path, version_app(1, PID))
+    wait_for(lambda: anvil_server.apps().get("halfwritten", {}).get("status") == "ready", what="first load")
+    pid = anvil_server.call("halfwritten", "pid")
+    good = path.read_text()
+
+    for broken in (good[: len(good) // 2], ""):
+        path.write_text(broken)
+        app = wait_for(
+            lambda: (a := anvil_server.apps()["halfwritten"])["error"] and "cannot read" in a["error"] and a,
+            what="the problem to be reported",
+        )
+        assert app["status"] == "ready" and app["functions"] == ["pid", "slow_version", "version"], app
+        assert app["error"].startswith("halfwritten.ipynb: cannot read the notebook"), app["error"]
+        assert app["error"].endswith("the previous version is still served"), app["error"]
+        problems = anvil_server.admin("anvil/api/apps")["problems"]
+        assert any(p["notebook"] == "halfwritten.ipynb" and p["app"] == "halfwritten" for p in problems), problems
+        # many calls over several scans (every 0.3 s), all served by the kernels loaded before
+        started = time.monotonic()
+        while time.monotonic() - started < 2:
+            response = anvil_server.post("halfwritten", "version")
+            assert response.status_code == 200 and response.json()["response"] == 1, response.text
+        assert "halfwritten" in anvil_server.apps()
+
+        path.write_text(good)  # the save completes: the same version, nothing restarts
+        wait_for(lambda: anvil_server.apps()["halfwritten"]["error"] is None, what="the problem to clear")
+        assert anvil_server.call("halfwritten", "pid") == pid
+
+    records = anvil_server.admin("anvil/api/logs", app="halfwritten")["records"]
+    assert any("cannot read the notebook" in r["text"] and "still serving" in r["text"] for r in records)
+    assert any("readable and valid again" in r["text"] for r in records)
+
+    path.write_text("")
+    wait_for(lambda: anvil_server.apps()["halfwritten"]["error"], what="the problem to be reported")
+    write_notebook(path, version_app(2, PID))  # a new version after the unreadable moment is loaded
+    wait_for(lambda: anvil_server.call("halfwritten", "version") == 2, what="the new version")
+    assert anvil_server.apps()["halfwritten"]["error"] is None
+
+    # bad metadata on a save is reported the same way, the version before serving on
+    write_notebook(path, version_app(3, PID), {"kernels": {"min": 3, "max": 1}})
+    wait_for(lambda: "kernels.min (3)" in (anvil_server.apps()["halfwritten"]["error"] or ""), what="the problem")
+    assert anvil_server.apps()["halfwritten"]["status"] == "ready"
+    assert anvil_server.call("halfwritten", "version") == 2
+
+    path.unlink()
+    wait_for(lambda: "halfwritten" not in anvil_server.apps(), what="the app to stop")
+    assert anvil_server.post("halfwritten", "version").status_code == 404
+
+
+def test_a_call_queued_when_a_save_replaces_the_version_is_served_by_the_new_one(anvil_server: AnvilServer) -> None:
+    """With the one kernel's four call slots full, a fifth call waits in the queue; a save
+    meanwhile loads a new version and stops the old pool: the waiting call moves to the
+    new version instead of failing with 503, and the calls in flight finish on the old."""
+    import concurrent.futures
+
+    path = anvil_server.root / "switching.ipynb"
+    write_notebook(path, version_app(1), {"kernels": {"min": 1, "max": 1}})
+    wait_for(lambda: anvil_server.apps().get("switching", {}).get("status") == "ready", what="first load")
+    with concurrent.futures.ThreadPoolExecutor(5) as executor:
+        slow = [executor.submit(anvil_server.post, "switching", "slow_version", {"args": [8]}) for _ in range(4)]
+        wait_for(lambda: anvil_server.apps()["switching"]["pool"]["in_flight"] == 4, what="four calls in flight")
+        queued = executor.submit(anvil_server.post, "switching", "version")
+        wait_for(lambda: anvil_server.apps()["switching"]["pool"]["queued"] == 1, what="a call in the queue")
+        write_notebook(path, version_app(2), {"kernels": {"min": 1, "max": 1}})
+        response = queued.result(60)
+        assert response.status_code == 200, response.text
+        assert response.json()["response"] == 2
+        assert [f.result(60).json()["response"] for f in slow] == [1, 1, 1, 1]
+    path.unlink()

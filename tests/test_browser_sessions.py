@@ -671,3 +671,30 @@ def test_hello_remembers_a_name_in_a_cookie(server: Any, context: Any) -> None:
     sync_api.expect(page.locator("#welcome-back")).to_have_text("")
     assert page.input_value("#name") == ""
     assert tab.errors == []
+
+
+def test_a_new_session_on_an_open_socket_sees_the_current_cookies(server: Any, context: Any) -> None:
+    """The socket learned the cookies at its handshake; a session started on it later
+    (resetSession) must see the cookie changes made since, both a set and a delete."""
+    hello = f"{server.url}anvil/apps/hello/"
+    tab = Tab(context, hello)
+    page = tab.page
+    sync_api.expect(page.locator("#visits")).to_have_text("1")
+    sync_api.expect(page.locator("#welcome-back")).to_have_text("")
+    page.fill("#name", "Ada")
+    page.check("#remember")
+    page.click("#greet")
+    sync_api.expect(page.locator("#greeting")).to_have_text("Hello, Ada!")
+    page.wait_for_function("() => !document.querySelector('#greet').disabled")
+    page.click("#new-session")  # no reload: the same page, its socket already open
+    sync_api.expect(page.locator("#visits")).to_have_text("1")
+    sync_api.expect(page.locator("#welcome-back")).to_have_text("Welcome back, Ada!")
+    page.uncheck("#remember")
+    page.click("#greet")
+    page.wait_for_function("() => !document.querySelector('#greet').disabled")
+    page.click("#new-session")
+    sync_api.expect(page.locator("#visits")).to_have_text("1")
+    sync_api.expect(page.locator("#welcome-back")).to_have_text("")
+    assert not page.is_checked("#remember")
+    assert len(tab.sockets) >= 1
+    assert tab.errors == []

@@ -209,3 +209,93 @@ def test_rotating_the_key_logs_nobody_out(proxied_server: AnvilServer) -> None:
 def test_a_trusted_proxy_supplies_the_client_ip(proxied_server: AnvilServer) -> None:
     response = proxied_server.post("sessions", "context_info", {}, headers={"X-Forwarded-For": "203.0.113.9"})
     assert response.json()["response"]["client"]["ip"] == "203.0.113.9"
+
+
+# -- the cookie ticket endpoint (issue 13, 2.9) ----------------------------------------------
+
+
+async def issue_ticket(server: AnvilServer, key: str = "k") -> str:
+    """A ticket as a page gets one: a call over the WebSocket that changes cookies."""
+    async with websockets.connect(server.ws_url("sessions")) as socket:
+        await socket.send(json.dumps({"type": "HELLO", "session": None, "client": "browser"}))
+        assert json.loads(await socket.recv())["type"] == "SESSION"
+        await socket.send(json.dumps({"type": "CALL", "id": "1", "command": "set_item", "args": ["local", key, "v"]}))
+        reply = json.loads(await socket.recv())
+    return str(reply["cookies"])
+
+
+def ticket_url(server: AnvilServer, app: str = "sessions") -> str:
+    return f"{server.url}anvil/apps/{app}/_/cookies"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "text/plain"},
+        {"Content-Type": "text/plain;charset=UTF-8"},
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        {"Content-Type": "multipart/form-data; boundary=x"},
+        {},  # a no-cors fetch of a Blob without a type sends none
+    ],
+)
+async def test_a_ticket_must_come_as_json(anvil_server: AnvilServer, headers: dict[str, str]) -> None:
+    ticket = await issue_ticket(anvil_server)
+    body = json.dumps({"ticket": ticket}).encode()
+    refused = httpx.post(ticket_url(anvil_server), content=body, headers=headers)
+    assert refused.status_code == 415, refused.text
+    error = refused.json()["error"]
+    assert error["type"] == "anvil.server.SerializationError" and "application/json" in error["message"]
+    assert "set-cookie" not in refused.headers
+    # the refused request used nothing up
+    redeemed = httpx.post(ticket_url(anvil_server), content=body, headers={"Content-Type": "application/json"})
+    assert redeemed.status_code == 204 and redeemed.headers["set-cookie"].startswith("anvil-local=")
+
+
+async def test_a_ticket_presented_on_another_app_stays_valid_for_its_own(anvil_server: AnvilServer) -> None:
+    ticket = await issue_ticket(anvil_server)
+    for app in ("core", "no_such_app", "partner"):
+        wrong = httpx.post(ticket_url(anvil_server, app), json={"ticket": ticket})
+        assert wrong.status_code == 400 and wrong.json()["error"]["type"] == "anvil.server.CookieError"
+        assert "set-cookie" not in wrong.headers
+    right = httpx.post(ticket_url(anvil_server), json={"ticket": ticket})
+    assert right.status_code == 204 and right.headers["set-cookie"].startswith("anvil-local=")
+    assert httpx.post(ticket_url(anvil_server), json={"ticket": ticket}).status_code == 400  # one use
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (b"not json", 400, "not valid JSON"),
+        (b"\xff\xfe", 400, "not valid JSON"),
+        (b"[" * 3000 + b"]" * 3000, 413, "at most"),
+        (b"[" * 2000 + b"]" * 2000, 400, "not valid JSON"),
+        (b'["ticket"]', 400, '{"ticket": "..."}'),
+        (b'{"ticket": 5}', 400, '{"ticket": "..."}'),
+        (b'{"ticket": null}', 400, '{"ticket": "..."}'),
+        (b"", 400, '{"ticket": "..."}'),
+        (b'{"ticket": "' + b"x" * 10000 + b'"}', 413, "at most"),
+        (b'{"ticket": "\\ud800"}', 400, "Unknown or expired"),
+    ],
+)
+def test_a_malformed_ticket_request_is_a_clear_4xx(
+    anvil_server: AnvilServer, body: bytes, status: int, words: str
+) -> None:
+    response = httpx.post(ticket_url(anvil_server), content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]["message"]
+
+
+def test_the_ticket_table_is_bounded_and_expires() -> None:
+    from jupyter_anvil.host.cookies import CookieTickets
+
+    tickets = CookieTickets(ttl=0.3, limit=3)
+    issued = [tickets.issue("a", [f"h{i}"]) for i in range(5)]
+    assert len(tickets) == 3
+    assert tickets.redeem(issued[0], "a") is None and tickets.redeem(issued[1], "a") is None  # the oldest went
+    assert tickets.redeem(issued[2], "b") is None  # another app's route: still there
+    assert tickets.redeem(issued[2], "a") == ["h2"]
+    assert tickets.redeem(issued[2], "a") is None  # one use
+    time.sleep(0.4)
+    assert tickets.redeem(issued[3], "a") is None
+    fresh = tickets.issue("a", ["new"])
+    assert len(tickets) == 1 and tickets.redeem(fresh, "a") == ["new"]

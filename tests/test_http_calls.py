@@ -200,3 +200,60 @@ def test_kernels_never_see_the_servers_token(anvil_server: AnvilServer) -> None:
 
 def test_floats_stay_floats(anvil_server: AnvilServer) -> None:
     assert math.isclose(anvil_server.call("core", "add", 0.1, 0.2), 0.3)
+
+
+# -- malformed calls found by fuzzing: each a clear 400/404, never a 500 -----------------
+def post_raw(server: AnvilServer, body: bytes | str, function: str = "echo") -> httpx.Response:
+    return httpx.post(
+        f"{server.url}anvil/apps/core/_/call/{function}",
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+
+
+def test_deeply_nested_json_is_refused_naming_the_limit(anvil_server: AnvilServer) -> None:
+    for depth in (150, 5000):  # past our limit; past json.loads' own recursion limit
+        response = post_raw(anvil_server, '{"args": [' + "[" * depth + "]" * depth + "]}")
+        assert response.status_code == 400, response.text
+        assert "nested more than 100 levels" in error_of(response)["message"]
+    shallow = "[" * 90 + "]" * 90
+    assert post_raw(anvil_server, '{"args": [' + shallow + "]}").status_code == 200
+
+
+def test_a_descriptor_type_that_is_not_a_list_of_strings_is_a_400(anvil_server: AnvilServer) -> None:
+    for kinds in (5, [[1]], [{}], {"a": 1}, ["Long", 3]):
+        body = {"args": [None], "objects": [{"type": kinds, "path": ["args", 0], "value": "5"}]}
+        response = anvil_server.post("core", "echo", body)
+        assert response.status_code == 400, (kinds, response.text)
+        assert "'type' must be a list of strings" in error_of(response)["message"]
+    for path in ("args", [True], [["args"]], []):
+        body = {"args": [None], "objects": [{"type": ["Long"], "path": path, "value": "5"}]}
+        response = anvil_server.post("core", "echo", body)
+        assert response.status_code == 400, (path, response.text)
+
+
+def test_a_lone_surrogate_is_a_400(anvil_server: AnvilServer) -> None:
+    for body in ('{"args": ["\\ud800"]}', '{"kwargs": {"\\udfff": 1}}', '{"args": ["a\\ud83d"]}'):
+        response = post_raw(anvil_server, body)
+        assert response.status_code == 400, response.text
+        assert "lone UTF-16 surrogate" in error_of(response)["message"]
+    # a proper pair is one character, and fine
+    assert post_raw(anvil_server, '{"args": ["\\ud83d\\ude00"]}').json()["response"]["args"] == ["\U0001f600"]
+    assert anvil_server.call("core", "echo", "still fine") == {"args": ["still fine"], "kwargs": {}}
+
+
+def test_non_finite_numbers_in_the_json_are_a_400(anvil_server: AnvilServer) -> None:
+    for literal in ("NaN", "Infinity", "-Infinity", "1e999"):
+        response = post_raw(anvil_server, '{"args": [' + literal + "]}")
+        assert response.status_code == 400, (literal, response.text)
+
+
+def test_task_errors_have_their_own_4xx(anvil_server: AnvilServer) -> None:
+    tasks = "anvil.private.background_tasks."
+    missing = anvil_server.post("core", f"{tasks}record", {"args": ["no-such-task"]})
+    assert missing.status_code == 404
+    assert error_of(missing)["type"] == "anvil.server.BackgroundTaskNotFound"
+    launch = anvil_server.post("core", f"{tasks}launch", {"args": ["count_to"]})
+    assert launch.status_code == 400
+    assert error_of(launch)["type"] == "anvil.server.BackgroundTaskError"

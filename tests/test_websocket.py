@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import websockets
 from conftest import AnvilServer
+from notebook_files import write_notebook
 
 
 class Connection:
@@ -47,29 +48,31 @@ class Connection:
 
     async def receive_until(self, ids: set[str], timeout: float = 60) -> None:
         """Read until every call in ``ids`` has its reply and all of the replies' Media."""
+        await asyncio.wait_for(self._receive_until(ids), timeout)  # (asyncio.timeout is Python 3.11+)
+
+    async def _receive_until(self, ids: set[str]) -> None:
         header: dict[str, Any] | None = None
         incomplete: set[tuple[str, str]] = set()
-        async with asyncio.timeout(timeout):
-            while not ids.issubset(self.replies) or incomplete or header is not None:
-                frame = await self.socket.recv()
-                if isinstance(frame, bytes):
-                    assert header is not None, "a binary frame without a CHUNK_HEADER"
-                    key = (header["requestId"], header["mediaId"])
-                    self.media[key] = self.media.get(key, b"") + frame
-                    if header["lastChunk"]:
-                        incomplete.discard(key)
-                    header = None
-                    continue
-                message = json.loads(frame)
-                if message.get("type") == "CHUNK_HEADER":
-                    header = message
-                elif message.get("id") in ids:
-                    self.replies[message["id"]] = message
-                    for o in message.get("objects", []):
-                        if o["type"][0] == "DataMedia":
-                            incomplete.add((message["id"], o["id"]))
-                else:
-                    self.unmatched.append(message)
+        while not ids.issubset(self.replies) or incomplete or header is not None:
+            frame = await self.socket.recv()
+            if isinstance(frame, bytes):
+                assert header is not None, "a binary frame without a CHUNK_HEADER"
+                key = (header["requestId"], header["mediaId"])
+                self.media[key] = self.media.get(key, b"") + frame
+                if header["lastChunk"]:
+                    incomplete.discard(key)
+                header = None
+                continue
+            message = json.loads(frame)
+            if message.get("type") == "CHUNK_HEADER":
+                header = message
+            elif message.get("id") in ids:
+                self.replies[message["id"]] = message
+                for o in message.get("objects", []):
+                    if o["type"][0] == "DataMedia":
+                        incomplete.add((message["id"], o["id"]))
+            else:
+                self.unmatched.append(message)
 
 
 async def connect(anvil_server: AnvilServer, app: str = "core") -> Any:
@@ -185,3 +188,83 @@ async def test_a_cross_site_page_cannot_open_the_socket(anvil_server: AnvilServe
     with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
         await websockets.connect(anvil_server.ws_url("core"), origin="http://evil.example")  # type: ignore[arg-type]
     assert refused.value.response.status_code == 403
+
+
+async def test_malformed_calls_each_get_an_error_reply(anvil_server: AnvilServer) -> None:
+    """Each of these once left its call without a reply (or crashed the writer)."""
+    deep = "[" * 5000 + "]" * 5000
+    messages = {
+        "deep": '{"type": "CALL", "id": "deep", "command": "echo", "args": [' + deep + "]}",
+        "deep-ish": '{"type": "CALL", "id": "deep-ish", "command": "echo", "args": [' + deep[4850:5150] + "]}",
+        "surrogate": '{"type": "CALL", "id": "surrogate", "command": "echo", "args": ["\\ud800"]}',
+        "kind-list": json.dumps(
+            {
+                "type": "CALL",
+                "id": "kind-list",
+                "command": "echo",
+                "args": [None],
+                "objects": [{"type": [["DataMedia"]], "path": ["args", 0]}],
+            }
+        ),
+        "kind-int": json.dumps(
+            {
+                "type": "CALL",
+                "id": "kind-int",
+                "command": "echo",
+                "args": [None],
+                "objects": [{"type": 7, "path": ["args", 0]}],
+            }
+        ),
+        "nan": '{"type": "CALL", "id": "nan", "command": "echo", "args": [NaN]}',
+        "broken": '{"type": "CALL", "id": "broken", "command": "echo", "args": [1,',
+    }
+    async with await connect(anvil_server) as socket:
+        connection = Connection(socket)
+        for text in messages.values():
+            await socket.send(text)
+        await connection.send_call("ok", "echo", 1)
+        await connection.receive_until({*messages, "ok"}, timeout=30)
+        assert not connection.unmatched
+        for call_id in messages:
+            error = connection.replies[call_id]["error"]
+            assert error["type"] == "anvil.server.SerializationError", (call_id, error)
+        assert "nested more than 100 levels" in connection.replies["deep"]["error"]["message"]
+        assert "surrogate" in connection.replies["surrogate"]["error"]["message"]
+        assert connection.replies["ok"]["response"] == {"args": [1], "kwargs": {}}
+
+
+SURROGATES = """
+from jupyter_anvil import server
+
+@server.callable
+def lone():
+    return {"text": "a" + chr(0xD800) + "b", chr(0xDFFF): 1}
+
+@server.callable
+def lone_error():
+    raise ValueError("bad " + chr(0xD800))
+"""
+
+
+@pytest.fixture(scope="module")
+def surrogates_app(anvil_server: AnvilServer) -> str:
+    write_notebook(anvil_server.root / "surrogates.ipynb", [SURROGATES], {"kernels": {"min": 1, "max": 1}})
+    anvil_server.wait_until_loaded(("surrogates",))
+    return "surrogates"
+
+
+async def test_a_reply_holding_a_lone_surrogate_still_arrives(anvil_server: AnvilServer, surrogates_app: str) -> None:
+    """Server code can make a string that is not Unicode: it arrives with U+FFFD in place
+    of the lone surrogate, instead of the reply being lost (the call hung until timeout)."""
+    replacement = {"text": "a\ufffdb", "\ufffd": 1}
+    response = anvil_server.post(surrogates_app, "lone", timeout=20)
+    assert response.status_code == 200 and response.json()["response"] == replacement
+    failed = anvil_server.post(surrogates_app, "lone_error", timeout=20)
+    assert failed.status_code == 500 and failed.json()["error"]["message"] == "bad \ufffd"
+    async with await connect(anvil_server, surrogates_app) as socket:
+        connection = Connection(socket)
+        await connection.send_call("ok", "lone")
+        await connection.send_call("err", "lone_error")
+        await connection.receive_until({"ok", "err"}, timeout=20)
+    assert connection.replies["ok"]["response"] == replacement
+    assert connection.replies["err"]["error"]["type"] == "ValueError"

@@ -20,7 +20,7 @@ from .. import __version__
 from .apps import AppDefaults, AppManager
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
-from .handlers import admin, calls, socket, static, task_admin
+from .handlers import admin, apps_off, calls, public_tasks, socket, static, task_admin
 from .instances import ServerInstances
 from .kernel import AppKernel
 from .logs import AppLog
@@ -32,6 +32,9 @@ from .store import Store, TaskStore, secure_folder
 from .tasks import TaskLimits, TaskService
 
 COOKIE_KEYS_FILE = "cookie_keys"
+PREFIX = "[jupyter-anvil]"
+#: an app without a page is printed with its functions' names, this many at most
+MAX_FUNCTIONS_SHOWN = 8
 
 
 def data_folder() -> Path:
@@ -72,6 +75,11 @@ class AnvilApp(ExtensionApp):
     watch_interval = Float(1.0, help="Seconds between checks of the notebooks for saves.").tag(config=True)
     log_records_per_app = Int(5000, help="App log records kept per app.").tag(config=True)
     print_apps = Bool(True, help="Print the URL of every app (and every failure) once loaded.").tag(config=True)
+    serve_apps = Bool(
+        True,
+        help="Serve the notebooks' apps (to callers without a token). False: no app is loaded, no kernel "
+        "started, app URLs answer 404; the admin API still answers (and says apps are off).",
+    ).tag(config=True)
     database_url = Unicode("", help="SQLAlchemy URL of the store (default: SQLite in the Jupyter data folder).").tag(
         config=True
     )
@@ -138,32 +146,42 @@ class AnvilApp(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         app = r"(?P<app>[A-Za-z0-9_][A-Za-z0-9_.\-]*)"
+        task_id = r"(?P<task_id>[a-z2-7]{25})"
+        if self.serve_apps:
+            self.handlers.extend(
+                [
+                    (r"/anvil/(client\.js)", static.ClientScriptHandler),
+                    (rf"/anvil/apps/{app}/_/call/(?P<function>[^/]+)", calls.HttpCallHandler),
+                    (rf"/anvil/apps/{app}/_/ws", socket.CallSocketHandler),
+                    (rf"/anvil/apps/{app}/_/cookies", calls.CookieTicketHandler),
+                    (rf"/anvil/apps/{app}/_/tasks/(?P<task_id>[^/]*)", public_tasks.PublicTaskHandler),
+                    (rf"/anvil/apps/{app}/(?P<path>(?!_/).*)", static.AppStaticHandler),
+                    (r"/anvil/api/apps", admin.AppsHandler),
+                ]
+            )
+        else:  # no app surface at all: its URLs answer 404
+            self.handlers.append((r"/anvil/(?:client\.js|apps/.*)", apps_off.AppsOffSurfaceHandler))
+            self.handlers.append((r"/anvil/api/apps", apps_off.AppsOffHandler))
         self.handlers.extend(
             [
-                (r"/anvil/(client\.js)", static.ClientScriptHandler),
-                (rf"/anvil/apps/{app}/_/call/(?P<function>[^/]+)", calls.HttpCallHandler),
-                (rf"/anvil/apps/{app}/_/ws", socket.CallSocketHandler),
-                (rf"/anvil/apps/{app}/_/cookies", calls.CookieTicketHandler),
-                (rf"/anvil/apps/{app}/(?P<path>(?!_/).*)", static.AppStaticHandler),
-                (r"/anvil/api/apps", admin.AppsHandler),
                 (r"/anvil/api/logs", admin.LogsHandler),
                 (r"/anvil/api/tasks", task_admin.TasksHandler),
                 (r"/anvil/api/tasks/feed", task_admin.TaskFeedHandler),
-                (r"/anvil/api/tasks/(?P<task_id>[a-z2-7]{25})", task_admin.TaskHandler),
-                (r"/anvil/api/tasks/(?P<task_id>[a-z2-7]{25})/output", task_admin.TaskOutputHandler),
-                (r"/anvil/api/tasks/(?P<task_id>[a-z2-7]{25})/kill", task_admin.TaskKillHandler),
-                (
-                    r"/anvil/api/tasks/(?P<task_id>[a-z2-7]{25})/media/(?P<media_id>\d{1,6})",
-                    task_admin.TaskMediaHandler,
-                ),
+                (rf"/anvil/api/tasks/{task_id}", task_admin.TaskHandler),
+                (rf"/anvil/api/tasks/{task_id}/output", task_admin.TaskOutputHandler),
+                (rf"/anvil/api/tasks/{task_id}/kill", task_admin.TaskKillHandler),
+                (rf"/anvil/api/tasks/{task_id}/media/(?P<media_id>\d{{1,6}})", task_admin.TaskMediaHandler),
             ]
         )
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:  # type: ignore[override]
         await self.tasks.start()
         self.app_log.start()
-        self._watcher = asyncio.ensure_future(self._watch())
         self.sessions.start()
+        if not self.serve_apps:
+            print(f"{PREFIX} apps are off (--AnvilApp.serve_apps=False): no notebook is served", file=sys.stderr)
+            return
+        self._watcher = asyncio.ensure_future(self._watch())
 
     async def _watch(self) -> None:
         loads = await self.apps.sync()
@@ -174,19 +192,29 @@ class AnvilApp(ExtensionApp):
         await self.apps.watch(self.watch_interval)
 
     def _print_apps(self) -> None:
-        base = self.server.connection_url
+        """One line per app, however the server was started (`jupyter anvil`, `jupyter lab`...):
+        whoever starts a server must know which notebooks it serves to callers without a token."""
+        base = self.server.connection_url.rstrip("/")
         lines = []
         for name, app in sorted(self.apps.apps.items()):
-            if app.status == "ready":
-                lines.append(f"    {name}: {base.rstrip('/')}/anvil/apps/{name}/")
-            else:
+            if app.status != "ready":
                 lines.append(f"    {name}: FAILED: {app.error}")
+            elif app.spec is not None and app.spec.static_dir.is_dir():
+                lines.append(f"    {name}: {base}/anvil/apps/{name}/")
+            else:  # no page to show: the URL its functions answer at
+                names = app.to_json()["functions"]
+                shown = ", ".join(names[:MAX_FUNCTIONS_SHOWN]) + (", ..." if len(names) > MAX_FUNCTIONS_SHOWN else "")
+                lines.append(f"    {name}: {base}/anvil/apps/{name}/_/call/<function> (no page; functions: {shown})")
         for problem in self.apps.problems:
             if problem.name is None:
                 lines.append(f"    {problem.notebook}: FAILED: {problem.message}")
         if not lines:
             lines.append(f"    (none: no notebook under {self.apps.root} has a cell tagged 'server')")
-        print("[jupyter-anvil] apps:\n" + "\n".join(lines), file=sys.stderr, flush=True)
+        header = (
+            f"{PREFIX} apps (server cells of the notebooks under {self.apps.root}), served to any caller "
+            "without a token; turn them off with --AnvilApp.serve_apps=False:"
+        )
+        print(header + "\n" + "\n".join(lines), file=sys.stderr, flush=True)
 
     async def stop_extension(self) -> None:
         """Each step bounded (about a second in all when nothing hangs, 16 s at worst) and

@@ -41,6 +41,8 @@ class App:
         self.error: str | None = None
         self.loaded = asyncio.Event()
         self.loading_fingerprint: str | None = None
+        #: what is wrong with the notebook now, while its last good version serves on
+        self.notebook_problem: str | None = None
 
     @property
     def call_timeout(self) -> float | None:
@@ -51,11 +53,21 @@ class App:
             "name": self.name,
             "notebook": self.spec.notebook if self.spec else None,
             "status": self.status,
-            "error": self.error,
+            "error": self.describe_error(),
             "functions": sorted(self.pool.functions) if self.pool else [],
             "pool": self.pool.stats() if self.pool else None,
             "call_timeout": self.spec.call_timeout if self.spec else None,
         }
+
+    def describe_error(self) -> str | None:
+        """Everything wrong with the app now, or None: its load, its notebook, its kernels."""
+        problems = [self.error] if self.error else []
+        if self.notebook_problem:
+            served = "the previous version is still served" if self.pool else "the app is not served"
+            problems.append(f"{self.notebook_problem}; {served}")
+        if self.pool is not None and self.pool.problem:
+            problems.append(self.pool.problem)
+        return "; ".join(problems) or None
 
 
 class AppManager:
@@ -95,12 +107,16 @@ class AppManager:
             if name not in specs and name not in blocked:
                 del self.apps[name]
                 started.append(self._spawn(self._stop(app, "its notebook was removed")))
+        # a notebook that is unreadable for now (or has bad metadata) serves its last good
+        # version on, with the problem reported under the app's name
+        stale = {p.name: p for p in problems if p.previous is not None and p.name in specs}
         for problem in problems:
-            if problem.name is None:
+            if problem.name is None or problem.name in stale:
                 continue
             app = self.apps.setdefault(problem.name, App(problem.name))
-            if app.status != "error" or app.error != problem.message:
-                message = f"{problem.notebook}: {problem.message}"
+            message = f"{problem.notebook}: {problem.message}"
+            app.notebook_problem = None  # the problem now stops the app: said in its error
+            if app.status != "error" or app.error != message:
                 self._fail(app, message)
                 if app.pool is not None:
                     pool, app.pool = app.pool, None
@@ -108,12 +124,23 @@ class AppManager:
                 app.loading_fingerprint = None
         for name, spec in specs.items():
             app = self.apps.setdefault(name, App(name))
+            self._note_notebook_problem(app, stale.get(name))
             fingerprint = spec.fingerprint
             if fingerprint != app.loading_fingerprint:
                 app.loading_fingerprint = fingerprint
                 started.append(self._spawn(self._load(app, spec)))
         self.scanned.set()
         return started
+
+    def _note_notebook_problem(self, app: App, problem: NotebookProblem | None) -> None:
+        message = f"{problem.notebook}: {problem.message}" if problem is not None else None
+        if message == app.notebook_problem:
+            return
+        if message is not None:
+            self.app_log.write(app.name, "(load)", "-", "system", f"{message}; still serving the version read before")
+        elif app.notebook_problem is not None:
+            self.app_log.write(app.name, "(load)", "-", "system", "the notebook is readable and valid again")
+        app.notebook_problem = message
 
     async def watch(self, interval: float) -> None:
         while not self._stopping:
@@ -136,6 +163,7 @@ class AppManager:
         first = app.pool is None
         self.app_log.write(app.name, "(load)", "-", "system", f"loading {spec.notebook}")
         pool = self.make_pool(spec, self.limits_for(spec))
+        pool.on_problem = lambda stream, text: self.app_log.write(app.name, "(load)", "-", stream, text)
         try:
             await pool.start()
         except KernelLoadError as e:

@@ -7,10 +7,11 @@ import logging
 import secrets
 
 from .. import errors
-from .apps import AppManager
+from .apps import App, AppManager
 from .kernel import AppKernel
 from .logs import AppLog
 from .messages import CallReply, CallRequest
+from .pool import KernelPool
 from .sessions import SessionExpired, SessionService
 from .task_calls import is_task_call, task_call
 from .tasks import TaskService
@@ -62,21 +63,7 @@ class CallService:
                 await asyncio.wait_for(app.loaded.wait(), timeout)
             except asyncio.TimeoutError:
                 raise errors.RuntimeUnavailableError(f"App '{app_name}' is still starting; try again shortly") from None
-        pool = app.pool
-        if pool is None:
-            raise errors.RuntimeUnavailableError(
-                f"App '{app_name}' is not available ({app.status}); its author can see why in the app log"
-            )
-        if command not in pool.functions:
-            raise errors.NoServerFunctionError(f'No server function matching "{command}" has been registered')
-        kernel = pool.try_lease()
-        if kernel is None:
-            try:
-                kernel = await asyncio.wait_for(pool.lease(), deadline - loop.time())
-            except asyncio.TimeoutError:
-                raise errors.TimeoutError(
-                    f"Server code took too long: no kernel of '{app_name}' was free in time"
-                ) from None
+        pool, kernel = await self._lease(app, command, deadline)
         self._functions[request.call_id] = command
         try:
             reply = await kernel.call(request, deadline - loop.time())
@@ -88,6 +75,40 @@ class CallService:
             pool.release(kernel)
             self._functions.pop(request.call_id, None)
         return await self.keep_state(app_name, request, reply)
+
+    async def _lease(self, app: App, command: str, deadline: float) -> tuple[KernelPool, AppKernel]:
+        """A kernel of the app's current version for ``command``, waiting until ``deadline``.
+
+        A call queued on a version that a reload replaces moves to the new version's
+        queue, instead of failing because the old pool stopped under it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            pool = app.pool
+            if pool is None:
+                raise errors.RuntimeUnavailableError(
+                    f"App '{app.name}' is not available ({app.status}); its author can see why in the app log"
+                )
+            # the version's functions, fixed at its load: not whichever kernel is alive now
+            if command not in pool.functions:
+                raise errors.NoServerFunctionError(f'No server function matching "{command}" has been registered')
+            try:
+                kernel = pool.try_lease()
+                if kernel is None:
+                    kernel = await asyncio.wait_for(pool.lease(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                if not pool.live_kernels:
+                    raise errors.TimeoutError(
+                        f"Server code took too long: no kernel of '{app.name}' became ready in time "
+                        "(its kernels are being replaced)"
+                    ) from None
+                raise errors.TimeoutError(
+                    f"Server code took too long: no kernel of '{app.name}' was free in time"
+                ) from None
+            except errors.RuntimeUnavailableError:
+                if pool.closed and app.pool is not None and app.pool is not pool:
+                    continue  # reloaded while this call waited: the new version serves it
+                raise
+            return pool, kernel
 
     async def keep_state(self, app_name: str, request: CallRequest, reply: CallReply) -> CallReply:
         """Store what the call changed in its session (before the caller hears back, so

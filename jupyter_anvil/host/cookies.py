@@ -13,6 +13,8 @@ import logging
 import os
 import secrets
 import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,25 +102,53 @@ class CookieSealer:
         return "; ".join([f"{name}={sealed}", f"Max-Age={max(max_age, 1)}", *attributes])
 
 
+@dataclass
+class _Ticket:
+    expires: float  # time.monotonic()
+    app: str
+    headers: list[str]
+
+
 class CookieTickets:
     """One-use tickets that let a page turn cookie changes made over its WebSocket into
-    real ``Set-Cookie`` headers (a socket cannot set cookies)."""
+    real ``Set-Cookie`` headers (a socket cannot set cookies).
 
-    def __init__(self, ttl: float = 60.0) -> None:
+    A page redeems its ticket as soon as the call returns, so few are ever outstanding;
+    the table is still bounded, since any caller can grow it by calling functions that
+    change cookies over a socket: tickets expire after ``ttl`` seconds, and past ``limit``
+    the oldest go first (their pages have long had their chance)."""
+
+    def __init__(self, ttl: float = 60.0, limit: int = 1024) -> None:
         self.ttl = ttl
-        self._tickets: dict[str, tuple[float, str, list[str]]] = {}
+        self.limit = limit
+        # in issue order, which is also expiry order (one ttl for all, a monotonic clock)
+        self._tickets: OrderedDict[str, _Ticket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._tickets)
 
     def issue(self, app: str, headers: list[str]) -> str:
-        now = time.time()
-        for ticket, (expires, _, _) in list(self._tickets.items()):
-            if expires < now:
-                del self._tickets[ticket]
+        self._drop_expired()
+        while len(self._tickets) >= self.limit:
+            self._tickets.popitem(last=False)
         ticket = secrets.token_urlsafe(24)
-        self._tickets[ticket] = (now + self.ttl, app, headers)
+        self._tickets[ticket] = _Ticket(time.monotonic() + self.ttl, app, headers)
         return ticket
 
     def redeem(self, ticket: str, app: str) -> list[str] | None:
-        entry = self._tickets.pop(ticket, None) if isinstance(ticket, str) else None
-        if entry is None or entry[0] < time.time() or entry[1] != app:
+        """The headers of a live ticket issued for ``app``, used up; None otherwise. A
+        ticket presented on another app's route stays valid for its own app."""
+        self._drop_expired()
+        entry = self._tickets.get(ticket)
+        if entry is None or entry.app != app:
             return None
-        return entry[2]
+        del self._tickets[ticket]
+        return entry.headers
+
+    def _drop_expired(self) -> None:
+        now = time.monotonic()
+        while self._tickets:
+            oldest = next(iter(self._tickets.values()))
+            if oldest.expires > now:
+                break
+            self._tickets.popitem(last=False)

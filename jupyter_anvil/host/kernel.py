@@ -21,8 +21,20 @@ from .background import spawn
 from .messages import CallReply, CallRequest
 
 COMM_TARGET = "jupyter_anvil"
-#: environment variables a kernel must not see: the server's own secrets
-SECRET_ENV = ("JUPYTER_TOKEN", "JUPYTER_PASSWORD", "JUPYTER_ANVIL_COOKIE_KEY")
+#: environment variables a kernel must not see: the server's own credentials. A kernel needs
+#: none of them (it talks to the host over its connection file), and server code is not
+#: given them. (It runs as the server's OS user all the same: see the README's trust model.)
+SECRET_ENV = frozenset(
+    {
+        "JUPYTER_TOKEN",  # Jupyter's own login
+        "JUPYTER_PASSWORD",
+        "JUPYTERHUB_API_TOKEN",  # a JupyterHub single-user server's token to the Hub
+        "JPY_API_TOKEN",  # the same, by its old name
+        "JUPYTER_GATEWAY_AUTH_TOKEN",  # a kernel gateway the server may use
+        "JUPYTER_GATEWAY_HTTP_PWD",
+        "JUPYTER_ANVIL_COOKIE_KEY",
+    }
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +78,7 @@ class AppKernel:
         self.in_flight = 0
         self.retiring = False
         self.dead = False
+        self._death_reported = False
         self.last_used = asyncio.get_running_loop().time()
         self._pending: dict[str, asyncio.Future[tuple[dict[str, Any], list[Any]]]] = {}
         self._ids = itertools.count()
@@ -281,7 +294,25 @@ class AppKernel:
             return
         while (exit_code := await provisioner.poll()) is None:
             await asyncio.sleep(interval)
+        self._died(exit_code)
+
+    def has_exited(self) -> bool:
+        """Whether the kernel's process is gone, seen now rather than at the next poll of
+        ``_watch_process``: a call leased in between would be sent to a dead kernel."""
+        if self.dead:
+            return True
+        process = getattr(self.manager.provisioner, "process", None)  # local kernels only
+        if process is None or self.retiring or process.poll() is None:
+            return False
         self.dead = True
+        # the pool asks while it looks for a kernel: it hears of the death once it is done
+        asyncio.get_running_loop().call_soon(self._died, process.returncode)
+        return True
+
+    def _died(self, exit_code: int | None) -> None:
+        if self._death_reported:
+            return
+        self._death_reported = self.dead = True
         self._fail_pending(errors.ExecutionTerminatedError(describe_exit(exit_code, f"{self.app}#{self.number}")))
         self.on_death(self)
 

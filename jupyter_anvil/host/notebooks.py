@@ -54,6 +54,9 @@ class NotebookProblem:
     notebook: str
     message: str
     name: str | None = None
+    #: the notebook's last good version, still served while the problem lasts (a save
+    #: caught half-written, a typo in the metadata): a bad save does not stop an app
+    previous: AppSpec | None = None
 
 
 def find_notebooks(root: Path) -> list[Path]:
@@ -65,15 +68,22 @@ def find_notebooks(root: Path) -> list[Path]:
     return found
 
 
-def read_app(root: Path, path: Path) -> AppSpec | NotebookProblem | None:
-    """The app a notebook defines, a problem with it, or None if it is not an app."""
+def read_app(root: Path, path: Path, previous: AppSpec | None = None) -> AppSpec | NotebookProblem | None:
+    """The app a notebook defines, a problem with it, or None if it is not an app.
+
+    ``previous`` is the app the notebook defined when last read well: a problem then
+    names that app and carries it, to be served on.
+    """
     relative = path.relative_to(root).as_posix()
     try:
         with path.open(encoding="utf-8") as f:
             notebook = nbformat.read(f, as_version=4)  # type: ignore[no-untyped-call]
     except Exception as e:  # noqa: BLE001 - any unreadable notebook is reported, not raised
+        message = f"cannot read the notebook: {type(e).__name__}: {e}"
+        if previous is not None:  # an empty or half-written file is no reason to stop its app
+            return NotebookProblem(relative, message, previous.name, previous)
         if _mentions_server_tag(path):
-            return NotebookProblem(relative, f"cannot read the notebook: {type(e).__name__}: {e}")
+            return NotebookProblem(relative, message)
         return None
     cells = [
         {"index": i, "source": cell.source}
@@ -112,7 +122,10 @@ def read_app(root: Path, path: Path) -> AppSpec | NotebookProblem | None:
         if not static_dir.is_relative_to(root.resolve()):
             raise ValueError(f"static folder {static!r} is outside the server root")
     except ValueError as e:
-        return NotebookProblem(relative, f"invalid metadata.jupyter_anvil: {e}", default_name)
+        message = f"invalid metadata.jupyter_anvil: {e}"
+        if previous is not None:
+            return NotebookProblem(relative, message, previous.name, previous)
+        return NotebookProblem(relative, message, default_name)
     return AppSpec(
         name=name,
         notebook=relative,
@@ -142,7 +155,9 @@ def _mentions_server_tag(path: Path) -> bool:
 
 
 class Scanner:
-    """Scans a root again and again, re-reading only notebooks whose file changed."""
+    """Scans a root again and again, re-reading only notebooks whose file changed, and
+    remembering each notebook's last good app until the notebook is deleted or no
+    longer an app."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -152,17 +167,33 @@ class Scanner:
         try:
             stat = path.stat()
         except OSError:
+            self._cache.pop(path, None)  # gone: nothing of it is served on
             return None
         key = (stat.st_mtime_ns, stat.st_size)
         cached = self._cache.get(path)
         if cached is not None and cached[0] == key:
             return cached[1]
-        result = read_app(root, path)
+        result = read_app(root, path, last_good(cached[1]) if cached is not None else None)
         self._cache[path] = (key, result)
         return result
 
     def scan(self) -> tuple[dict[str, AppSpec], list[NotebookProblem]]:
-        return scan(self.root, self.read)
+        seen: set[Path] = set()
+
+        def read(root: Path, path: Path) -> AppSpec | NotebookProblem | None:
+            seen.add(path)
+            return self.read(root, path)
+
+        apps, problems = scan(self.root, read)
+        for path in set(self._cache) - seen:  # deleted notebooks, or a folder removed
+            del self._cache[path]
+        return apps, problems
+
+
+def last_good(result: AppSpec | NotebookProblem | None) -> AppSpec | None:
+    if isinstance(result, NotebookProblem):
+        return result.previous
+    return result
 
 
 def scan(root: Path, read: Any = read_app) -> tuple[dict[str, AppSpec], list[NotebookProblem]]:
@@ -178,6 +209,8 @@ def scan(root: Path, read: Any = read_app) -> tuple[dict[str, AppSpec], list[Not
             claims.setdefault(result.name, []).append(result)
         elif isinstance(result, NotebookProblem):
             problems.append(result)
+            if result.previous is not None:  # served on as it was, the problem reported beside it
+                claims.setdefault(result.previous.name, []).append(result.previous)
     apps: dict[str, AppSpec] = {}
     for name, specs in claims.items():
         if len(specs) == 1:

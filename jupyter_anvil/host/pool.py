@@ -11,9 +11,16 @@ from typing import Any
 
 from .. import errors
 from .background import spawn
-from .kernel import AppKernel
+from .kernel import AppKernel, KernelLoadError
 
 log = logging.getLogger(__name__)
+
+#: seconds before the first retry after a kernel failed to start; doubled per failure in a row
+RETRY_FIRST = 1.0
+RETRY_MOST = 30.0
+
+#: (stream, text) of a record for the app log: what the app's author should know
+ProblemSink = Callable[[str, str], None]
 
 
 @dataclass
@@ -34,6 +41,12 @@ class KernelPool:
     kernel). A lease goes to the least busy kernel; when every kernel is busy the pool
     starts another, up to ``max``; when they are all full, callers wait in a bounded
     queue, in arrival order, and beyond it are refused.
+
+    The version's functions are fixed when its first kernels load: a kernel that dies
+    takes none of them along, and a call arriving while every kernel is being replaced
+    waits for a warm one. A kernel that fails to start is retried after a back-off that
+    doubles per failure (so a notebook whose cells now fail cannot start a retry storm);
+    while it lasts and no kernel runs, calls are refused at once with a clear 503.
     """
 
     def __init__(self, app: str, limits: PoolLimits, start_kernel: Callable[[], Awaitable[AppKernel]]) -> None:
@@ -49,10 +62,15 @@ class KernelPool:
         self._spare_waiters: deque[asyncio.Future[AppKernel]] = deque()
         self._starting_tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
-
-    @property
-    def functions(self) -> set[str]:
-        return self.kernels[0].functions if self.kernels else set()
+        #: the functions of this version, as its first kernel registered them
+        self.functions: frozenset[str] = frozenset()
+        #: where to report what the app's author should know (set by the app manager)
+        self.on_problem: ProblemSink = lambda stream, text: log.warning("[jupyter-anvil] %s: %s", app, text)
+        self._start_failures = 0  # kernels that failed to start in a row
+        self._retry_at = 0.0  # loop time before which no kernel is started after a failure
+        self._retry_timer: asyncio.TimerHandle | None = None
+        #: the last start failure while it is not yet overcome, for the admin API
+        self.problem: str | None = None
 
     async def start(self) -> None:
         """Start ``min`` kernels (at least one); raises the first load error."""
@@ -64,6 +82,7 @@ class KernelPool:
             await asyncio.gather(*(k.shutdown() for k in started))
             raise failures[0]
         self.kernels.extend(started)
+        self.functions = frozenset(started[0].functions)
         self._reaper = spawn(self._reap_idle())
         self._refill_spares()
 
@@ -89,6 +108,8 @@ class KernelPool:
             kernel = self.spares.pop(0)
             self._refill_spares()
             return kernel
+        if self._backing_off() and not self._spares_starting:
+            raise self._unavailable("the task")
         waiter: asyncio.Future[AppKernel] = asyncio.get_running_loop().create_future()
         self._spare_waiters.append(waiter)
         self._refill_spares()
@@ -97,6 +118,8 @@ class KernelPool:
     def _refill_spares(self) -> None:
         if not self.has_tasks and not self._spare_waiters:
             return
+        if self._backing_off():
+            return  # the retry timer refills them
         wanted = self.limits.task_spares + len(self._spare_waiters)
         while not self.closed and len(self.spares) + self._spares_starting < wanted:
             self._spares_starting += 1
@@ -105,18 +128,20 @@ class KernelPool:
     async def _add_spare(self) -> None:
         try:
             kernel = await self._start_kernel()
-        except Exception as e:
-            log.exception("[jupyter-anvil] could not start a task kernel for app %s", self.app)
-            if self._spare_waiters:
+        except Exception as e:  # noqa: BLE001 - any failed start is reported and retried
+            self._start_failed(e, "a kernel for background tasks")
+            # the same cells would fail again now: tasks waiting get a clear error, not a wait
+            while self._spare_waiters:
                 waiter = self._spare_waiters.popleft()
                 if not waiter.done():
-                    waiter.set_exception(errors.RuntimeUnavailableError(f"No kernel could start for the task: {e}"))
+                    waiter.set_exception(self._unavailable("the task"))
             return
         finally:
             self._spares_starting -= 1
         if self.closed:
             await kernel.shutdown()
             return
+        self._start_succeeded(kernel)
         while self._spare_waiters:
             waiter = self._spare_waiters.popleft()
             if not waiter.done():
@@ -137,12 +162,20 @@ class KernelPool:
         return self._take(kernel)
 
     async def lease(self) -> AppKernel:
-        """A kernel with room for one more call; waits in the queue if all are full."""
+        """A kernel with room for one more call; waits in the queue if all are full, or
+        while the kernels are being replaced."""
         kernel = self.try_lease()
         if kernel is not None:
             return kernel
+        if not self.live_kernels and not self.starting and self._backing_off():
+            raise self._unavailable("the call")  # nothing would serve it before the retry
         self._grow()
         if len(self._waiters) >= self.limits.queue_size:
+            if not self.live_kernels:
+                raise errors.RuntimeUnavailableError(
+                    f"App '{self.app}' has no kernel ready (its kernels are being replaced) "
+                    f"and {len(self._waiters)} calls are already waiting. Try again shortly."
+                )
             raise errors.RuntimeUnavailableError(
                 f"App '{self.app}' is overloaded: all {len(self.kernels)} kernels are busy "
                 f"and {len(self._waiters)} calls are already waiting. Try again shortly."
@@ -168,14 +201,17 @@ class KernelPool:
             return
         self._serve_waiters()
 
+    @property
+    def live_kernels(self) -> list[AppKernel]:
+        """Kernels that can take calls (a dead one stays listed until its death is seen)."""
+        return [k for k in self.kernels if not k.retiring and not k.has_exited()]
+
     def _take(self, kernel: AppKernel) -> AppKernel:
         kernel.in_flight += 1
         return kernel
 
     def _least_busy(self) -> AppKernel | None:
-        usable = [
-            k for k in self.kernels if not k.retiring and not k.dead and k.in_flight < self.limits.calls_per_kernel
-        ]
+        usable = [k for k in self.live_kernels if k.in_flight < self.limits.calls_per_kernel]
         return min(usable, key=lambda k: k.in_flight, default=None)
 
     def _serve_waiters(self) -> None:
@@ -187,12 +223,18 @@ class KernelPool:
             if not waiter.done():
                 waiter.set_result(self._take(kernel))
 
+    def _fail_waiters(self, error: errors.AnvilError) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
     # -- growing, shrinking, replacing ---------------------------------------------------
     def _grow(self) -> bool:
         """Start one more kernel in the background if every kernel is busy and there is room."""
         if self.closed or self.starting or len(self.kernels) + self.starting >= self.limits.max:
             return False
-        if any(k.in_flight == 0 and not k.retiring for k in self.kernels):
+        if self._backing_off() or any(k.in_flight == 0 and not k.retiring for k in self.live_kernels):
             return False
         self.starting += 1
         self._track(self._add_kernel())
@@ -200,17 +242,24 @@ class KernelPool:
 
     async def _add_kernel(self) -> None:
         try:
-            kernel = await self._start_kernel()
-        except Exception:
-            log.exception("[jupyter-anvil] could not start a kernel for app %s", self.app)
+            try:
+                kernel = await self._start_kernel()
+            finally:
+                self.starting -= 1
+        except Exception as e:  # noqa: BLE001 - any failed start is reported and retried
+            self._start_failed(e, "a kernel")
+            if not self.live_kernels and not self.starting:
+                # nothing will serve the calls waiting before the retry: tell them now
+                self._fail_waiters(self._unavailable("the call"))
             return
-        finally:
-            self.starting -= 1
         if self.closed:
             await kernel.shutdown()
             return
+        self._start_succeeded(kernel)
         self.kernels.append(kernel)
         self._serve_waiters()
+        if self._waiters:
+            self._grow()  # more calls are waiting than this kernel takes
 
     def retire(self, kernel: AppKernel) -> None:
         """Take a kernel out of service (after a timeout): it gets no new calls, is shut
@@ -232,13 +281,62 @@ class KernelPool:
         self._replenish()
 
     def _replenish(self) -> None:
-        if self.closed:
-            return
+        """Start kernels up to ``min``, or one if calls wait and none runs or starts."""
+        if self.closed or self._backing_off():
+            return  # the retry timer calls again
         while len(self.kernels) + self.starting < max(1, self.limits.min) or (
-            self._waiters and not self.kernels and not self.starting
+            self._waiters and not self.live_kernels and not self.starting
         ):
             self.starting += 1
             self._track(self._add_kernel())
+
+    # -- kernels that fail to start ------------------------------------------------------
+    def _backing_off(self) -> bool:
+        return self._start_failures > 0 and asyncio.get_running_loop().time() < self._retry_at
+
+    def _start_failed(self, error: Exception, what: str) -> None:
+        """Wait before the next start (doubling per failure in a row), and say so in the app log."""
+        if self.closed:
+            return
+        self._start_failures += 1
+        delay = min(RETRY_MOST, RETRY_FIRST * 2 ** (self._start_failures - 1))
+        loop = asyncio.get_running_loop()
+        self._retry_at = loop.time() + delay
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+        self._retry_timer = loop.call_later(delay, self._retry)
+        if isinstance(error, KernelLoadError):
+            reason = str(error)
+            if error.traceback:
+                self.on_problem("traceback", error.traceback)
+        else:
+            reason = f"{type(error).__name__}: {error}"
+            log.warning("[jupyter-anvil] could not start %s for app %s", what, self.app, exc_info=error)
+        self.problem = f"{what} failed to start ({self._start_failures} in a row): {reason}; retrying in {delay:g} s"
+        self.on_problem("system", self.problem)
+
+    def _start_succeeded(self, kernel: AppKernel) -> None:
+        if kernel.functions != self.functions:
+            self.on_problem(
+                "system",
+                f"a new kernel registered {sorted(kernel.functions)}, not this version's {sorted(self.functions)}: "
+                "its server cells depend on something outside the notebook",
+            )
+        if self._start_failures:
+            self.on_problem("system", f"a kernel started again after {self._start_failures} failed starts")
+        self._start_failures, self.problem = 0, None
+
+    def _retry(self) -> None:
+        self._retry_timer = None
+        self._replenish()
+        self._refill_spares()
+
+    def _unavailable(self, what: str) -> errors.RuntimeUnavailableError:
+        wait = max(0.0, self._retry_at - asyncio.get_running_loop().time())
+        return errors.RuntimeUnavailableError(
+            f"App '{self.app}' has no kernel to run {what}: a new kernel failed to start and is retried "
+            f"in {wait:.0f} s (its author can see why in the app log)"
+        )
 
     async def _reap_idle(self) -> None:
         while not self.closed:
@@ -256,10 +354,9 @@ class KernelPool:
         self.closed = True
         if self._reaper is not None:
             self._reaper.cancel()
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(errors.RuntimeUnavailableError(f"App '{self.app}' was stopped"))
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+        self._fail_waiters(errors.RuntimeUnavailableError(f"App '{self.app}' was stopped"))
         deadline = asyncio.get_running_loop().time() + grace
         while any(k.in_flight for k in self.kernels) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)

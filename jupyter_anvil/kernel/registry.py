@@ -1,4 +1,4 @@
-"""What the server cells registered: server functions by name."""
+"""What the server cells registered: server functions by name, and who may call them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from .. import errors
 
 
 @dataclass
@@ -28,6 +30,28 @@ def register(name: str, function: Callable[..., Any], require_user: Any = None) 
             file=sys.stderr,
         )
     functions[name] = Registration(name, function, require_user)
+    if require_user:
+        print(
+            f"Warning: server function {name!r} is registered with require_user, but this server has no users "
+            "service yet: every call to it will be refused with anvil.server.PermissionDenied.",
+            file=sys.stderr,
+        )
+
+
+def check_caller(registration: Registration) -> None:
+    """The one place a caller is checked against ``require_user``, for every call
+    (browser, HTTP, nested ``server.call``).
+
+    There is no users service yet, so no caller is ever logged in: a function that
+    requires a user (``True``, or a callable deciding on the user) refuses every call
+    rather than run for anonymous callers. A users service changes only this function.
+    """
+    if not registration.require_user:
+        return
+    raise errors.PermissionDenied(
+        f"You must be logged in to call server function {registration.name!r}, and this server has no users "
+        "service yet: functions registered with require_user refuse every call"
+    )
 
 
 def _qualname(function: Callable[..., Any]) -> str:

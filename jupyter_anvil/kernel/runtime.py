@@ -67,7 +67,10 @@ class Runtime:
     def send(self, data: Message, buffers: list[bytes] | None = None) -> None:
         # comm.send from worker threads: serialise so messages are never interleaved
         with self._send_lock:
-            self.comm.send(data, buffers=buffers)
+            try:
+                self.comm.send(data, buffers=buffers)
+            except UnicodeEncodeError:  # a lone surrogate server code made: not UTF-8 as is
+                self.comm.send(wire.without_surrogates(data), buffers=buffers)
 
     def log(self, call_id: str, stream: str, text: str) -> None:
         if self.comm is not None:
@@ -116,6 +119,10 @@ class Runtime:
         reply: Message = {"op": "reply", "req": data.get("req")}
         out_buffers: list[bytes] = []
         try:
+            registration = registry.functions.get(command)
+            if registration is None:
+                raise errors.NoServerFunctionError(f'No server function matching "{command}" has been registered')
+            registry.check_caller(registration)  # before anything the caller sent is decoded
             try:
                 media = wire.media_from_buffers(data.get("media"), buffers)
                 message = wire.decode(
@@ -123,9 +130,6 @@ class Runtime:
                 )
             except errors.SerializationError as e:
                 raise errors.SerializationError(f"Cannot serialize arguments to function. {e}") from None
-            registration = registry.functions.get(command)
-            if registration is None:
-                raise errors.NoServerFunctionError(f'No server function matching "{command}" has been registered')
             result = registration.function(*message["args"], **message["kwargs"])
             try:
                 encoded = wire.encode({"response": result})

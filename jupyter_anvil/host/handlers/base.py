@@ -12,15 +12,25 @@ from ... import errors
 if TYPE_CHECKING:
     from ..services import Services
 
-#: HTTP status of each error type; anything else (the function raised) is 500
+#: HTTP status of each error type; anything else (the function raised) is 500. Errors
+#: that are the caller's fault are 4xx; the 5xx ones are faults of the server or of the
+#: app's code (StackOverflow, ServiceNotAdded: 500 like any error server code raises).
 STATUS_BY_TYPE = {
     errors.NoServerFunctionError.wire_name: 404,
     errors.SerializationError.wire_name: 400,
+    errors.CookieError.wire_name: 400,
+    errors.BackgroundTaskError.wire_name: 400,
+    errors.BackgroundTaskNotFound.wire_name: 404,
+    errors.BackgroundTaskKilled.wire_name: 409,
     errors.PermissionDenied.wire_name: 403,
-    errors.RuntimeUnavailableError.wire_name: 503,
-    errors.ExecutionTerminatedError.wire_name: 500,
-    errors.TimeoutError.wire_name: 504,
     errors.SessionExpiredError.wire_name: 401,
+    errors.QuotaExceededError.wire_name: 429,
+    errors.RuntimeUnavailableError.wire_name: 503,
+    errors.UplinkDisconnectedError.wire_name: 503,
+    errors.InvalidResponseError.wire_name: 502,
+    errors.ExecutionTerminatedError.wire_name: 500,
+    errors.InternalError.wire_name: 500,
+    errors.TimeoutError.wire_name: 504,
 }
 
 

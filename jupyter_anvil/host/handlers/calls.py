@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from typing import Any
 
 from tornado import web
@@ -32,6 +34,94 @@ TOO_BIG = (
 )
 
 
+#: how deeply a request's JSON may nest (Anvil values are shallow; deeper is an attack on
+#: the recursive walks that follow, and json.loads itself gives up near 1000)
+MAX_NESTING = 100
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def load_json(text: str | bytes, invalid: str | None = None) -> Any:
+    """Parse a request's JSON strictly; :class:`SerializationError` saying what is wrong.
+
+    Strict beyond ``json.loads``: no ``NaN``/``Infinity`` (or numbers too big for a
+    float), at most :data:`MAX_NESTING` levels, and no lone UTF-16 surrogate escapes
+    (``"\\ud800"``): such a string is not Unicode, and nothing after us could encode it.
+    ``invalid``, if given, is the whole message for text that is not JSON at all."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise errors.SerializationError(f"The JSON is nested more than {MAX_NESTING} levels deep") from None
+    except ValueError as e:  # UnicodeDecodeError is one too
+        raise errors.SerializationError(invalid or f"The request body is not valid JSON: {e}") from None
+    check_json(value)
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise errors.SerializationError(f"{name} is not valid JSON (send non-finite floats as Float descriptors)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise errors.SerializationError(f"The number {text[:40]} is too big for a float")
+    return value
+
+
+def check_json(value: Any) -> None:
+    """Refuse nesting deeper than :data:`MAX_NESTING` and strings (or keys) holding a lone
+    surrogate. Iterative, so no input can exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            _check_string(node)
+        elif isinstance(node, (list, dict)):
+            if depth > MAX_NESTING:
+                raise errors.SerializationError(f"The JSON is nested more than {MAX_NESTING} levels deep")
+            if isinstance(node, dict):
+                for key in node:
+                    _check_string(key)
+                node = node.values()
+            stack.extend((item, depth + 1) for item in node if isinstance(item, (str, list, dict)))
+
+
+def _check_string(text: str) -> None:
+    if not text.isascii() and _SURROGATE.search(text):
+        raise errors.SerializationError(
+            "A string in the request holds a lone UTF-16 surrogate (like \\ud800), which is not valid Unicode"
+        )
+
+
+def descriptor_kinds(descriptor: dict[str, Any]) -> list[str]:
+    """A descriptor's ``type``: a list of kind names (a lone string counts as one)."""
+    kinds = descriptor.get("type")
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+        raise errors.SerializationError(
+            f"A descriptor's 'type' must be a list of strings, not {json.dumps(descriptor.get('type'))[:60]}"
+        )
+    return kinds
+
+
+def _check_descriptor(descriptor: dict[str, Any]) -> None:
+    descriptor["type"] = descriptor_kinds(descriptor)
+    path = descriptor.get("path")
+    if (
+        not isinstance(path, list)
+        or not path
+        or not all(isinstance(step, (str, int)) and not isinstance(step, bool) for step in path)
+    ):
+        raise errors.SerializationError(
+            f"A descriptor's 'path' must be a non-empty list of keys and indexes, not {json.dumps(path)[:60]}"
+        )
+
+
+def is_media(descriptor: dict[str, Any]) -> bool:
+    return "DataMedia" in descriptor_kinds(descriptor)
+
+
 def parse_call(body: Any, command: str) -> CallRequest:
     """Validate a decoded JSON call body; raise SerializationError saying what is wrong."""
     if not isinstance(body, dict):
@@ -48,6 +138,8 @@ def parse_call(body: Any, command: str) -> CallRequest:
         raise errors.SerializationError("'kwargs' must be a JSON object")
     if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
         raise errors.SerializationError("'objects' must be a JSON array of descriptor objects")
+    for descriptor in objects:
+        _check_descriptor(descriptor)
     return CallRequest(command=command, args=args, kwargs=kwargs, objects=objects)
 
 
@@ -117,11 +209,7 @@ class HttpCallHandler(PublicHandler):
         content_type = self.request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise errors.SerializationError(f"Send the call as application/json, not {content_type}")
-        raw = b"".join(self._chunks)
-        try:
-            body = json.loads(raw or b"{}")
-        except (ValueError, UnicodeDecodeError) as e:
-            raise errors.SerializationError(f"The request body is not valid JSON: {e}") from None
+        body = load_json(b"".join(self._chunks) or b"{}")
         request = parse_call(body, function)
         request.media = extract_inline_media(request.objects)
         return request
@@ -131,7 +219,7 @@ def extract_inline_media(objects: list[dict[str, Any]]) -> dict[str, bytes]:
     """Over plain HTTP a DataMedia descriptor carries its bytes as ``base64``."""
     media: dict[str, bytes] = {}
     for descriptor in objects:
-        if "DataMedia" in (descriptor.get("type") or []):
+        if is_media(descriptor):
             media_id = str(descriptor.get("id"))
             try:
                 media[media_id] = base64.b64decode(descriptor.pop("base64", "") or "", validate=True)
@@ -147,18 +235,44 @@ def inline_media(body: dict[str, Any], media: dict[str, bytes]) -> None:
             descriptor["base64"] = base64.b64encode(media[media_id]).decode("ascii")
 
 
+@web.stream_request_body
 class CookieTicketHandler(PublicHandler):
     """``POST anvil/apps/<app>/_/cookies`` ``{"ticket": ...}``: the ``Set-Cookie`` headers
-    for cookie changes a call made over the WebSocket (a socket cannot set cookies)."""
+    for cookie changes a call made over the WebSocket (a socket cannot set cookies).
+
+    Only ``application/json``: a cross-site form or ``text/plain`` fetch cannot send it
+    without a CORS preflight, which only the app's listed origins pass. The body is read
+    as it streams in, up to a few KiB, never buffered whole first."""
+
+    def prepare(self) -> None:
+        self._body = bytearray()
+        if not admit_origin(self, self.path_kwargs["app"]):
+            return
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > MAX_TICKET_BODY:
+            self._too_big()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        if len(self._body) + len(chunk) > MAX_TICKET_BODY:
+            self._too_big()
+            return
+        self._body += chunk
+
+    def _too_big(self) -> None:
+        error = errors.SerializationError(f"A cookie ticket request is at most {MAX_TICKET_BODY} bytes")
+        self.write_anvil_error(error, 413)
 
     def post(self, app: str) -> None:
-        if not admit_origin(self, app):
+        if self._finished:
             return
         try:
-            ticket = json.loads(self.request.body or b"{}").get("ticket")
-        except (ValueError, AttributeError):
-            ticket = None
-        headers = services(self).cookie_tickets.redeem(ticket, app) if isinstance(ticket, str) else None
+            ticket = parse_ticket(self.request.headers.get("Content-Type", ""), bytes(self._body))
+        except TicketRequestError as e:
+            self.write_anvil_error(errors.SerializationError(str(e)), e.status)
+            return
+        headers = services(self).cookie_tickets.redeem(ticket, app)
         if headers is None:
             self.write_anvil_error(errors.CookieError("Unknown or expired cookie ticket"), 400)
             return
@@ -166,3 +280,30 @@ class CookieTicketHandler(PublicHandler):
             self.add_header("Set-Cookie", header)
         self.set_status(204)
         self.finish()
+
+
+MAX_TICKET_BODY = 4096
+
+
+class TicketRequestError(ValueError):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_ticket(content_type: str, body: bytes) -> str:
+    """The ticket of a cookie-ticket request; TicketRequestError saying what is wrong."""
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type != "application/json":
+        shown = repr(media_type[:100]) if media_type else "none"
+        raise TicketRequestError(
+            f'Send the cookie ticket as Content-Type: application/json ({{"ticket": "..."}}), not {shown}', 415
+        )
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise TicketRequestError("The request body is not valid JSON") from None
+    ticket = data.get("ticket") if isinstance(data, dict) else None
+    if not isinstance(ticket, str):
+        raise TicketRequestError('The request body must be a JSON object like {"ticket": "..."}')
+    return ticket
