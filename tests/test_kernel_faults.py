@@ -95,7 +95,7 @@ def test_kernels_crashing_faster_than_they_are_replaced_never_lose_the_functions
     ok_replies: list[tuple[int, str, float]] = []
     listed: list[list[str]] = []
 
-    def crasher() -> None:
+    def crash_caller() -> None:
         with httpx.Client(timeout=60) as client:
             while time.monotonic() < stop:
                 r = client.post(f"{server.url}anvil/apps/crashy/_/call/crash", json={})
@@ -112,7 +112,7 @@ def test_kernels_crashing_faster_than_they_are_replaced_never_lose_the_functions
             listed.append(server.apps()["crashy"]["functions"])
             time.sleep(0.05)
 
-    threads = [threading.Thread(target=f) for f in (crasher, crasher, crasher, caller, caller, watcher)]
+    threads = [threading.Thread(target=f) for f in (crash_caller, crash_caller, crash_caller, caller, caller, watcher)]
     for thread in threads:
         thread.start()
     for thread in threads:
