@@ -19,8 +19,9 @@
 // message on every WebSocket connection and in an X-Anvil-Session header on HTTP calls,
 // and never puts it in a URL. The server hands out a token only once the session holds
 // something (so it is stored, and survives a server restart): until then the window has
-// none, and each connection runs on a fresh session of its own. A call on an expired session rejects with an AnvilError of
-// type "anvil.server.SessionExpiredError"; `server.resetSession()` starts a new session.
+// none, and each connection runs on a fresh session of its own. A call on an expired
+// session rejects with an AnvilError of type "anvil.server.SessionExpiredError";
+// `server.resetSession()` starts a new session.
 // Cookies (`server.cookies.local` / `.shared`) are HttpOnly: when a call over the socket
 // changed them, the client trades the reply's ticket for the Set-Cookie headers before
 // the call resolves, so they survive a reload. A socket sees the cookies it was opened
