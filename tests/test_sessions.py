@@ -145,10 +145,12 @@ async def test_a_websocket_is_one_session(anvil_server: AnvilServer) -> None:
         return json.loads(await socket.recv())
 
     async with websockets.connect(anvil_server.ws_url("sessions")) as socket:
-        greeting = await exchange(socket, {"type": "HELLO", "session": None})
-        token = greeting["session"]
-        assert greeting["type"] == "SESSION" and len(token) >= 43
-        assert (await exchange(socket, {"type": "CALL", "id": "1", "command": "count"}))["response"][0] == 1
+        # no token until the session holds something: the call that stores it tells it first
+        assert await exchange(socket, {"type": "HELLO", "session": None}) == {"type": "SESSION", "session": None}
+        told = await exchange(socket, {"type": "CALL", "id": "1", "command": "count"})
+        token = told["session"]
+        assert told == {"type": "SESSION", "session": token, "call": "1"} and len(token) >= 43
+        assert json.loads(await socket.recv())["response"][0] == 1
         assert (await exchange(socket, {"type": "CALL", "id": "2", "command": "count"}))["response"][0] == 2
     async with websockets.connect(anvil_server.ws_url("sessions")) as socket:  # a reconnect resumes it
         assert (await exchange(socket, {"type": "HELLO", "session": token}))["session"] == token
@@ -167,8 +169,10 @@ async def test_a_websocket_is_one_session(anvil_server: AnvilServer) -> None:
         reply = await exchange(socket, {"type": "CALL", "id": "4", "command": "count"})
         assert reply["error"]["type"] == "anvil.server.SessionExpiredError"
         fresh = await exchange(socket, {"type": "HELLO", "session": None})  # reset_session
-        assert fresh["session"] not in (None, token)
-        assert (await exchange(socket, {"type": "CALL", "id": "5", "command": "count"}))["response"][0] == 1
+        assert fresh == {"type": "SESSION", "session": None}
+        told = await exchange(socket, {"type": "CALL", "id": "5", "command": "count"})
+        assert told["call"] == "5" and told["session"] not in (None, token)
+        assert json.loads(await socket.recv())["response"][0] == 1
 
 
 # -- a server of our own: restart and expiry ------------------------------------------------
@@ -196,6 +200,7 @@ def test_sessions_survive_a_restart_and_expire_when_idle(own_server: AnvilServer
         idle_socket.send(json.dumps({"type": "HELLO", "session": None}))
         assert json.loads(idle_socket.recv())["type"] == "SESSION"
         idle_socket.send(json.dumps({"type": "CALL", "id": "1", "command": "put", "args": ["k", 1]}))
+        assert json.loads(idle_socket.recv())["call"] == "1"  # the session's token, now it is stored
         assert json.loads(idle_socket.recv()) == {"id": "1", "response": None, "objects": []}
         assert client.call("view")["items"] == {"kept": [1, 2, 3]}
         for _ in range(3):  # used more often than the 12-second idle timeout: alive for longer than it

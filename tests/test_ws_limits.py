@@ -1,5 +1,5 @@
 """What one WebSocket client can make the server hold is bounded, and freed when it goes:
-sessions a HELLO starts (not stored until they hold something), calls waiting for Media,
+sessions a HELLO starts (not stored, and no token handed out, until they hold something), calls waiting for Media,
 Media bytes per connection and across the server, replies the client never reads.
 
 The server's RSS numbers are printed (run with ``-s`` to see them).
@@ -56,29 +56,71 @@ async def call(socket: Any, call_id: str, command: str, *args: Any) -> dict[str,
             return dict(message)
 
 
-# -- 2.6: a HELLO stores nothing until its session holds something --------------------------
-async def test_hellos_store_no_session_until_it_holds_something(anvil_server: AnvilServer) -> None:
+# -- 2.6: a HELLO stores nothing, and hands out no token, until its session holds something --
+async def call_told(socket: Any, call_id: str, command: str, *args: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A call's reply, and the messages that came before it."""
+    await socket.send(json.dumps({"type": "CALL", "id": call_id, "command": command, "args": list(args)}))
+    before = []
+    while True:
+        message = json.loads(await asyncio.wait_for(socket.recv(), 30))
+        if message.get("id") == call_id:
+            return before, dict(message)
+        before.append(message)
+
+
+async def test_hellos_store_no_session_and_hand_out_no_token(anvil_server: AnvilServer) -> None:
     before = stored_sessions(anvil_server)
     async with await connect(anvil_server, "sessions") as ws:
         for _ in range(3000):
             await ws.send(json.dumps({"type": "HELLO", "session": None, "client": "browser"}))
-        tokens = [json.loads(await ws.recv())["session"] for _ in range(3000)]
-    assert len(set(tokens)) == 3000 and all(tokens)
+        answers = [json.loads(await ws.recv()) for _ in range(3000)]
+        assert answers == [{"type": "SESSION", "session": None}] * 3000
+        # calls on the fresh session run normally; reading it stores nothing, tells nothing
+        told, view = await call_told(ws, "v", "view")
+        assert told == [] and view["response"]["items"] == {}
     assert stored_sessions(anvil_server) == before
-    # a page reconnecting with its (never stored) token resumes that session, no error
+    # a reconnect without a token (none was handed out) starts afresh: nothing lost, no error
     async with await connect(anvil_server, "sessions") as ws:
-        assert await hello(ws, tokens[-1]) == {"type": "SESSION", "session": tokens[-1]}
-        first_id = (await call(ws, "v", "view"))["response"]["id"]
-        assert (await call(ws, "p", "put", "a", 1)).get("error") is None
-    assert stored_sessions(anvil_server) == before + 1  # stored once it holds something
+        assert await hello(ws, None) == {"type": "SESSION", "session": None}
+        told, view = await call_told(ws, "v", "view")
+        assert told == [] and view.get("error") is None
+    assert stored_sessions(anvil_server) == before
+
+
+async def test_the_call_that_stores_a_session_tells_its_token_first(anvil_server: AnvilServer) -> None:
+    before = stored_sessions(anvil_server)
     async with await connect(anvil_server, "sessions") as ws:
-        assert await hello(ws, tokens[-1]) == {"type": "SESSION", "session": tokens[-1]}
-        view = (await call(ws, "v", "view"))["response"]
-        assert view["id"] == first_id and view["items"] == {"a": 1}
-        # another fresh token resumes too, and still stores nothing
-        assert await hello(ws, tokens[0]) == {"type": "SESSION", "session": tokens[0]}
-        assert (await call(ws, "v2", "view"))["response"]["items"] == {}
+        assert await hello(ws, None) == {"type": "SESSION", "session": None}
+        session_id = (await call_told(ws, "v", "view"))[1]["response"]["id"]
+        told, reply = await call_told(ws, "p", "put", "a", 1)
+        assert len(told) == 1 and reply == {"id": "p", "response": None, "objects": []}
+        token = told[0]["session"]
+        assert told == [{"type": "SESSION", "session": token, "call": "p"}] and len(token) == 43
+        assert stored_sessions(anvil_server) == before + 1  # stored before the page heard of it
+        told, _ = await call_told(ws, "p2", "put", "b", 2)
+        assert told == []  # told once
+    async with await connect(anvil_server, "sessions") as ws:  # a new connection resumes it
+        assert await hello(ws, token) == {"type": "SESSION", "session": token}
+        told, view = await call_told(ws, "v", "view")
+        assert told == [] and view["response"]["id"] == session_id
+        assert view["response"]["items"] == {"a": 1, "b": 2}
     assert stored_sessions(anvil_server) == before + 1
+
+
+async def test_a_session_the_connection_left_is_not_told(anvil_server: AnvilServer) -> None:
+    """A call stores the session the connection ran on when it began; a HELLO moved the
+    connection on meanwhile (the page reset its session): the page must not get the old
+    session's token back."""
+    async with await connect(anvil_server, "sessions") as ws:
+        assert await hello(ws, None) == {"type": "SESSION", "session": None}
+        await ws.send(json.dumps({"type": "CALL", "id": "slow", "command": "put", "args": ["k", 1, 1.0]}))
+        await asyncio.sleep(0.3)
+        assert await hello(ws, None) == {"type": "SESSION", "session": None}
+        told, reply = await call_told(ws, "v", "view")
+        assert told == [] and reply["response"]["items"] == {}
+        assert json.loads(await asyncio.wait_for(ws.recv(), 30)) == {"id": "slow", "response": None, "objects": []}
+        told, _ = await call_told(ws, "p", "put", "j", 2)  # the new session is told when stored
+        assert [m["call"] for m in told] == ["p"]
 
 
 # -- 2.5: calls waiting for Media, and Media bytes, are bounded ---------------------------------

@@ -68,10 +68,6 @@ class SessionService:
         # live sessions of this process, shared by all its connections, so a read needs
         # no database round trip; every change is written through to the store
         self._live: OrderedDict[str, Session] = OrderedDict()
-        # sessions handed out to a WebSocket HELLO that hold nothing yet, so not stored:
-        # in memory only (the newest ``cache_size``), so a page that reconnects resumes
-        # its session; a page whose fresh session was dropped hears it expired
-        self._fresh: OrderedDict[str, Session] = OrderedDict()
         self._cache_size = cache_size
         self._purger: asyncio.Task[None] | None = None
 
@@ -83,26 +79,18 @@ class SessionService:
             self._purger.cancel()
 
     def new(self, app: str, client_type: str) -> Session:
-        """A fresh session, not yet stored (see :meth:`persist`)."""
+        """A fresh session, not yet stored (see :meth:`persist`). Its token is handed to
+        the caller only once it is stored: a token always names a stored session, so it
+        survives a restart, and a caller that never stores anything costs no row."""
         token = secrets.token_urlsafe(32)
         now = time.time()
         record = SessionRecord(hash_token(token), secrets.token_hex(12), app, client_type, {}, now, now)
         return Session(token, record, persisted=False)
 
-    def greet(self, app: str, client_type: str) -> Session:
-        """A fresh session whose token the caller is given at once (a WebSocket HELLO):
-        stored once it holds something, resumable from memory until then."""
-        session = self.new(app, client_type)
-        self._fresh[session.record.token_hash] = session
-        while len(self._fresh) > self._cache_size:
-            self._fresh.popitem(last=False)
-        return session
-
     async def persist(self, session: Session) -> None:
         if not session.persisted:
             await self.store.insert_session(session.record)
             session.persisted = True
-            self._fresh.pop(session.record.token_hash, None)
             self._remember(session)
 
     def _remember(self, session: Session) -> None:
@@ -117,15 +105,11 @@ class SessionService:
             raise SessionExpired
         token_hash = hash_token(token)
         idle_after = time.time() - self.idle_timeout
-        live = self._live.get(token_hash) or self._fresh.get(token_hash)
+        live = self._live.get(token_hash)
         if live is not None and live.record.app == app and live.record.last_used >= idle_after:
-            (self._live if live.persisted else self._fresh).move_to_end(token_hash)
+            self._live.move_to_end(token_hash)
             live.record.last_used = time.time()
             return live
-        if live is not None and not live.persisted:
-            if live.record.app == app:  # fresh, never stored, and idle too long
-                self._fresh.pop(token_hash, None)
-            raise SessionExpired  # (another app's fresh session stays its own)
         self._live.pop(token_hash, None)
         record = await self.store.load_session(token_hash, idle_after)
         if record is None or not hmac.compare_digest(record.token_hash, token_hash) or record.app != app:
@@ -173,9 +157,6 @@ class SessionService:
 
     async def _purge_periodically(self, every: float = 300.0) -> None:
         while True:
-            idle_after = time.time() - self.idle_timeout
-            for token_hash in [h for h, s in self._fresh.items() if s.record.last_used < idle_after]:
-                del self._fresh[token_hash]  # never stored: forgetting is all there is to do
             try:
                 removed = await self.store.delete_idle_sessions(time.time() - self.idle_timeout)
                 if removed:

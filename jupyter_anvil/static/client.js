@@ -17,8 +17,11 @@
 // the window's session token in sessionStorage under "anvil-session:{base}anvil/apps/<app>/"
 // (so two tabs are two sessions and a reload keeps its session), presents it in a HELLO
 // message on every WebSocket connection and in an X-Anvil-Session header on HTTP calls,
-// and never puts it in a URL. A call on an expired session rejects with an AnvilError of
-// type "anvil.server.SessionExpiredError"; `server.resetSession()` starts a new session.
+// and never puts it in a URL. The server hands out a token only once the session holds
+// something (so it is stored, and survives a server restart): until then the window has
+// none, and each connection runs on a fresh session of its own. A call on an expired
+// session rejects with an AnvilError of type "anvil.server.SessionExpiredError";
+// `server.resetSession()` starts a new session.
 // Cookies (`server.cookies.local` / `.shared`) are HttpOnly: when a call over the socket
 // changed them, the client trades the reply's ticket for the Set-Cookie headers before
 // the call resolves, so they survive a reload. A socket sees the cookies it was opened
@@ -354,7 +357,7 @@ function connectionLost() {
 // ---------------------------------------------------------------------------------------
 // Sessions: one per window and app, shared by every AnvilServer object for that app
 
-const sessions = new Map(); // storage key -> {token, expired, listeners}
+const sessions = new Map(); // storage key -> {token, epoch, expired, listeners}
 
 function storage() {
   try {
@@ -371,7 +374,8 @@ function sessionFor(key) {
     try {
       token = storage()?.getItem(key) ?? null;
     } catch { /* unreadable storage: start without a token */ }
-    state = {key, token, expired: false, listeners: new Set()};
+    // epoch counts resetSession()s: with no token, it tells the new session from the old
+    state = {key, token, epoch: 0, expired: false, listeners: new Set()};
     sessions.set(key, state);
   }
   return state;
@@ -385,18 +389,27 @@ function storeToken(state, token) {
   } catch { /* storage full or refused: the session lasts as long as the page */ }
 }
 
-/** The server gave this window a session token (in answer to `sent`). */
+/** Which session of the window a request was made in: {token, epoch}. */
+function sessionNow(state) {
+  return {token: state.token, epoch: state.epoch};
+}
+
+function isCurrent(state, sent) {
+  return sent !== undefined && state.token === sent.token && state.epoch === sent.epoch;
+}
+
+/** The server gave this window a session token (for the session `sent` names). */
 function adoptToken(state, sent, token) {
   // A reply to a request made before resetSession() (or before another transport got a
   // newer token) must not bring the old session back.
-  if (state.token !== sent || typeof token !== "string" || !token) return;
+  if (!isCurrent(state, sent) || typeof token !== "string" || !token) return;
   state.expired = false;
   if (token !== state.token) storeToken(state, token);
 }
 
 /** The server says the session `sent` is no longer live. */
 function markExpired(state, sent, error) {
-  if (state.token !== sent || state.expired) return;
+  if (!isCurrent(state, sent) || state.expired) return;
   state.expired = true;
   // Keep presenting the dead token (the server keeps refusing it, on both transports)
   // until resetSession(); but forget it in storage, so a reload starts afresh.
@@ -576,7 +589,9 @@ export class AnvilServer {
     this._wanted = true; // false after disconnect(): no reconnecting until the next call
     this._pending = new Map(); // call id -> in-flight call on a socket
     this._chunkHeader = null; // the CHUNK_HEADER whose binary frame comes next
-    this._socketSessions = new WeakMap(); // socket -> {presented, hellos}: its session
+    // socket -> {presented, hellos, answered}: the window's session (see sessionNow) it
+    // presented last, the HELLOs not answered yet, and the one the server runs it on now
+    this._socketSessions = new WeakMap();
     this._socketCookies = new WeakMap(); // socket -> the cookieGeneration it has seen
     this._retiring = new Set(); // replaced sockets, closed once their calls are answered
     this._lastTransport = null;
@@ -646,6 +661,7 @@ export class AnvilServer {
   resetSession() {
     const state = this._session();
     state.expired = false;
+    state.epoch += 1;
     storeToken(state, null);
     // An open socket says HELLO again before its next call (see _callOverSocket).
   }
@@ -734,7 +750,7 @@ export class AnvilServer {
         this._opening = null;
         this._ws = ws;
         this._retryDelay = RETRY_FIRST_MS;
-        this._socketSessions.set(ws, {presented: undefined, hellos: []});
+        this._socketSessions.set(ws, {presented: undefined, hellos: [], answered: undefined});
         this._socketCookies.set(ws, cookieGeneration);
         this._hello(ws); // always the first message on a connection
         resolve(ws);
@@ -795,35 +811,55 @@ export class AnvilServer {
   /** Present this window's session on `ws`. The server answers with a SESSION message;
    * calls may follow at once (the server takes them after the HELLO). */
   _hello(ws) {
-    const token = this._session().token;
+    const sent = sessionNow(this._session());
     const socketSession = this._socketSessions.get(ws);
-    socketSession.presented = token;
-    socketSession.hellos.push(token);
-    ws.send(JSON.stringify({type: "HELLO", session: token, client: "browser"}));
+    socketSession.presented = sent;
+    socketSession.hellos.push(sent);
+    ws.send(JSON.stringify({type: "HELLO", session: sent.token, client: "browser"}));
   }
 
   _onSession(ws, message) {
     const socketSession = this._socketSessions.get(ws);
-    if (!socketSession || socketSession.hellos.length === 0) return;
-    const sent = socketSession.hellos.shift();
-    const state = this._session();
-    if (typeof message.session === "string" && message.session && !message.error) {
-      if (socketSession.hellos.length === 0) socketSession.presented = message.session;
-      adoptToken(state, sent, message.session);
-    } else {
-      markExpired(state, sent, sessionExpiredError(message.error));
+    if (!socketSession) return;
+    if (typeof message.call === "string") { // not an answer: a call stored the session
+      this._onStored(socketSession, message.session);
+      return;
     }
+    if (socketSession.hellos.length === 0) return;
+    const sent = socketSession.hellos.shift();
+    socketSession.answered = sent;
+    const state = this._session();
+    if (message.error) {
+      markExpired(state, sent, sessionExpiredError(message.error));
+    } else if (typeof message.session === "string" && message.session) {
+      if (socketSession.hellos.length === 0) socketSession.presented = {token: message.session, epoch: sent.epoch};
+      adoptToken(state, sent, message.session);
+    }
+    // "session": null without an error: a fresh session, whose token comes once a call
+    // stores it (see _onStored)
+  }
+
+  /** A call on the socket stored its fresh session: keep the token, as from a HELLO's
+   * answer. The server says so only while the socket still runs on that session, so it
+   * is the session of the last HELLO answered on it. */
+  _onStored(socketSession, token) {
+    const sent = socketSession.answered;
+    if (sent === undefined || typeof token !== "string" || !token) return;
+    socketSession.answered = {token, epoch: sent.epoch};
+    if (socketSession.hellos.length === 0) socketSession.presented = socketSession.answered;
+    adoptToken(this._session(), sent, token);
   }
 
   _callOverSocket(ws, name, json, objects, media, bytes) {
     this.stats.websocket += 1;
     this._lastTransport = "websocket";
     const id = newId("c");
-    // After resetSession() (or a token got over HTTP) the socket re-presents the session.
-    if (this._socketSessions.get(ws).presented !== this._session().token) this._hello(ws);
-    const token = this._socketSessions.get(ws).presented;
+    // After resetSession() (or a token got over HTTP, or by another socket) the socket
+    // re-presents the window's session, so the window stays one session on every transport.
+    if (!isCurrent(this._session(), this._socketSessions.get(ws).presented)) this._hello(ws);
+    const sent = this._socketSessions.get(ws).presented;
     return new Promise((resolve, reject) => {
-      this._pending.set(id, {socket: ws, token, resolve, reject, reply: null, media: new Map()});
+      this._pending.set(id, {socket: ws, sent, resolve, reject, reply: null, media: new Map()});
       ws.send(JSON.stringify({type: "CALL", id, command: name, ...json, objects}));
       // Each header is followed at once by its binary frame: send() only queues, so no
       // other message can come between them.
@@ -896,7 +932,7 @@ export class AnvilServer {
     let settle;
     if (failed) {
       const error = new AnvilError(reply.error.type, reply.error.message, reply.error);
-      if (error.type === SESSION_EXPIRED) markExpired(this._session(), call.token, error);
+      if (error.type === SESSION_EXPIRED) markExpired(this._session(), call.sent, error);
       settle = () => call.reject(error);
     } else {
       try {
@@ -946,9 +982,9 @@ export class AnvilServer {
     // No binary frames over HTTP: Media bytes ride inline as base64.
     media.forEach((m, i) => { m.descriptor.base64 = bytesToBase64(bytes[i]); });
     const state = this._session();
-    const token = state.token;
+    const sent = sessionNow(state);
     const headers = {"Content-Type": "application/json", "X-Anvil-Client": "browser"};
-    if (token !== null) headers["X-Anvil-Session"] = token;
+    if (sent.token !== null) headers["X-Anvil-Session"] = sent.token;
     let response;
     try {
       response = await fetch(this._appUrl(`_/call/${encodeURIComponent(name)}`), {
@@ -963,7 +999,7 @@ export class AnvilServer {
       media.forEach((m) => { delete m.descriptor.base64; });
     }
     const given = response.headers.get("X-Anvil-Session");
-    if (given) adoptToken(state, token, given);
+    if (given) adoptToken(state, sent, given);
     // The browser stored this call's Set-Cookie headers already; sockets opened before
     // (this page's and other tabs') carry the old cookies, so they are replaced.
     if (response.headers.get(COOKIES_HEADER) === "changed") cookiesChanged();
@@ -975,7 +1011,7 @@ export class AnvilServer {
     }
     if (reply?.error) {
       const error = new AnvilError(reply.error.type, reply.error.message, reply.error);
-      if (error.type === SESSION_EXPIRED) markExpired(state, token, error);
+      if (error.type === SESSION_EXPIRED) markExpired(state, sent, error);
       throw error;
     }
     if (!response.ok || reply === null || typeof reply !== "object" || !("response" in reply)) {

@@ -1,9 +1,15 @@
 """Many server calls over one WebSocket, in the uplink protocol's message shapes.
 
 ``{"type": "HELLO", "session": token | null, "client": "browser"}`` first (answered with
-``{"type": "SESSION", "session": token}``), then ``{"type": "CALL", "id", "command",
+``{"type": "SESSION", "session": token | null}``), then ``{"type": "CALL", "id", "command",
 "args", "kwargs", "objects"}`` in and ``{"id", "response" | "error", "objects"}`` out,
 with Media as CHUNK_HEADER + binary frame pairs both ways (protocol §5, §10).
+
+A token always names a stored session (as over HTTP): a HELLO without one starts a
+fresh session that is stored only once it holds something, and is answered with
+``"session": null``. The call that stores it is preceded by
+``{"type": "SESSION", "session": token, "call": id}``, from which the client keeps the
+token (``"call"`` tells it from a HELLO's answer).
 
 Every CALL with an id gets exactly one reply, whatever it held. What a client can make
 the server hold is bounded: calls in flight and calls waiting for Media per connection,
@@ -83,6 +89,9 @@ class CallSocketHandler(websocket.WebSocketHandler):
         self.app = app
         self.caller: Caller | None = None
         self.expired = False
+        #: the client knows the token of this connection's session (it presented it, or
+        #: was told once the session was stored)
+        self._told = False
         #: this connection's cookies: read at the handshake, then kept current with the
         #: changes its own calls make, across HELLOs (a socket cannot see the browser's jar)
         self._cookies: dict[str, dict[str, Any]] | None = None
@@ -131,7 +140,7 @@ class CallSocketHandler(websocket.WebSocketHandler):
     async def _on_hello(self, data: dict[str, Any], previous: asyncio.Future[None] | None) -> None:
         """Resume the window's session, or start one (``"session": null``, which is also
         how a page leaves an expired session: Anvil's ``reset_session``). A new session
-        is stored only once it holds something; until then a reconnect finds it in memory."""
+        is stored, and its token told, only once it holds something (see _tell_stored)."""
         try:
             if previous is not None:
                 await previous
@@ -144,7 +153,7 @@ class CallSocketHandler(websocket.WebSocketHandler):
         token = data.get("session")
         sessions = services(self).sessions
         try:
-            session = await sessions.resume(token, self.app) if token else sessions.greet(self.app, client_type)
+            session = await sessions.resume(token, self.app) if token else sessions.new(self.app, client_type)
         except SessionExpired:
             self.caller, self.expired = None, True
             self._write({"type": "SESSION", "session": None, "error": wire_error(SESSION_EXPIRED)})
@@ -156,7 +165,8 @@ class CallSocketHandler(websocket.WebSocketHandler):
             self._write({"type": "SESSION", "session": None, "error": wire_error(error)})
             return
         self.caller, self.expired = self._make_caller(session, client_type), False
-        self._write({"type": "SESSION", "session": session.token})
+        self._told = session.persisted  # a resumed session: the client presented its token
+        self._write({"type": "SESSION", "session": session.token if session.persisted else None})
 
     def _make_caller(self, session: Session, client_type: str) -> Caller:
         caller = make_caller(self, self.app, session, client_type)
@@ -260,6 +270,7 @@ class CallSocketHandler(websocket.WebSocketHandler):
         try:
             reply = await self._call(request)
             if self.ws_connection is not None:
+                self._tell_stored(call_id, request.caller)
                 await self._send_reply(call_id, reply)
         except Exception:
             log.exception("[jupyter-anvil] call %s over the WebSocket of app %s failed", call_id, self.app)
@@ -273,6 +284,7 @@ class CallSocketHandler(websocket.WebSocketHandler):
         elif self.caller is None and not self.expired:
             # a client that never says HELLO still gets a session, stored once it holds something
             self.caller = self._make_caller(services(self).sessions.new(self.app, "http"), "http")
+            self._told = False
         if self.expired or self.caller is None:
             return CallReply.failure(SESSION_EXPIRED)
         request.caller = self.caller
@@ -280,6 +292,16 @@ class CallSocketHandler(websocket.WebSocketHandler):
         if reply.error is not None and reply.error.get("type") == SESSION_EXPIRED.wire_name:
             self.caller, self.expired = None, True  # until the page starts a new session
         return reply
+
+    def _tell_stored(self, call_id: str, caller: Caller | None) -> None:
+        """The call stored this connection's new session: the client learns its token
+        now, right before the call's reply, so a reconnect (even to a restarted server)
+        resumes it. Not for a session the connection has left since (a later HELLO): the
+        client moved on from it."""
+        if caller is None or caller is not self.caller or self._told or not caller.session.persisted:
+            return
+        self._told = True
+        self._write({"type": "SESSION", "session": caller.session.token, "call": call_id})
 
     async def _send_reply(self, call_id: str, reply: CallReply) -> None:
         message = {"id": call_id, **reply.to_json()}
