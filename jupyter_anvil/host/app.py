@@ -20,7 +20,7 @@ from .. import __version__
 from .apps import AppDefaults, AppManager
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
-from .handlers import admin, apps_off, calls, public_tasks, socket, static, task_admin
+from .handlers import admin, apps_off, calls, public_tasks, socket, socket_limits, static, task_admin
 from .instances import ServerInstances
 from .kernel import AppKernel
 from .logs import AppLog
@@ -67,6 +67,9 @@ class AnvilApp(ExtensionApp):
     calls_per_kernel = Int(4, help="Calls one kernel runs at once, each on its own thread.").tag(config=True)
     queue_size = Int(100, help="Calls that may wait for a busy app before more are refused with 503.").tag(config=True)
     idle_seconds = Float(60.0, help="Kernels beyond the minimum are shut down after this long idle.").tag(config=True)
+    websocket_media_mib = Int(
+        256, help="MiB of Media arriving over WebSockets the server holds at once; calls past it are refused."
+    ).tag(config=True)
     call_timeout = Float(
         30.0,
         help="Seconds a call may run before its kernel is retired (metadata.jupyter_anvil.call_timeout overrides).",
@@ -115,6 +118,7 @@ class AnvilApp(ExtensionApp):
             task_spares=self.task_spares,
         )
         defaults = AppDefaults(pool, self.call_timeout)
+        socket_limits.SERVER_MEDIA.limit = self.websocket_media_mib * socket_limits.MIB
         secure_folder(data_folder())  # the store and the cookie keys: the owner's alone
         self.store = Store(self.database_url or f"sqlite:///{data_folder() / 'anvil.db'}")
         self.store.create_schema()
