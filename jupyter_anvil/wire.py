@@ -185,7 +185,7 @@ def decode(
         path = descriptor.get("path")
         if not isinstance(path, list) or not path:
             raise SerializationError(f"Descriptor has no valid 'path': {_short(descriptor)}")
-        container, last = _walk(message, path)
+        container, last = locate(message, path)
         value = _rebuild(descriptor, container[last], media, path)
         container[last] = value
     return message
@@ -199,7 +199,9 @@ def _has_step(node: Any, step: Any) -> bool:
     return False
 
 
-def _walk(message: Any, path: list[Any]) -> tuple[Any, Any]:
+def locate(message: Any, path: list[Any]) -> tuple[Any, Any]:
+    """The container and key ``path`` leads to in ``message``; SerializationError if it
+    leads nowhere."""
     node = message
     for depth, step in enumerate(path):
         at_end = depth == len(path) - 1
@@ -358,14 +360,15 @@ def encode_value(value: Any, what: str) -> dict[str, JSON]:
 
 
 def decode_value(encoded: dict[str, JSON]) -> Any:
-    return decode({"v": _copy_json(encoded.get("v"))}, _copy_json(encoded.get("objects") or []))["v"]
+    return decode({"v": copy_json(encoded.get("v"))}, copy_json(encoded.get("objects") or []))["v"]
 
 
-def _copy_json(value: JSON) -> JSON:
+def copy_json(value: JSON) -> JSON:
+    """A deep copy of a JSON value (lists and dicts), cheaper than ``copy.deepcopy``."""
     if isinstance(value, dict):
-        return {k: _copy_json(v) for k, v in value.items()}
+        return {k: copy_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_copy_json(v) for v in value]
+        return [copy_json(v) for v in value]
     return value
 
 
@@ -394,6 +397,6 @@ def embed(
     if encoded is None:
         container[path[-1]] = None
         return
-    container[path[-1]] = _copy_json(encoded.get("v"))
+    container[path[-1]] = copy_json(encoded.get("v"))
     for descriptor in encoded.get("objects") or []:
         objects.append({**descriptor, "path": [*path, *descriptor.get("path", [])[1:]]})

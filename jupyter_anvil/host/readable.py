@@ -25,6 +25,9 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from .. import wire
+from ..errors import SerializationError
+
 TYPE_KEY = "__type__"
 _ANVIL_DATETIME = "%Y-%m-%d %H:%M:%S.%f%z"
 
@@ -36,7 +39,7 @@ def plain_value(encoded: Any, media_url: Callable[[str], str] | None = None) -> 
     (``v``, ``response``): the rest of the path is inside the value."""
     if not isinstance(encoded, dict) or "v" not in encoded:
         return encoded
-    root: dict[str, Any] = {"v": _copy(encoded.get("v"))}
+    root: dict[str, Any] = {"v": wire.copy_json(encoded.get("v"))}
     media: dict[str, Any] = encoded["media"] if isinstance(encoded.get("media"), dict) else {}
     objects = encoded.get("objects")
     for descriptor in objects if isinstance(objects, list) else []:
@@ -105,27 +108,7 @@ def _decoded_size(data: Any) -> int | None:
 
 
 def _walk(root: Any, path: list[Any]) -> tuple[Any, Any] | None:
-    node = root
-    for depth, step in enumerate(path):
-        if not _has_step(node, step):
-            return None
-        if depth == len(path) - 1:
-            return node, step
-        node = node[step]
-    return None
-
-
-def _has_step(node: Any, step: Any) -> bool:
-    if isinstance(node, dict):
-        return isinstance(step, str) and step in node
-    if isinstance(node, list):
-        return isinstance(step, int) and not isinstance(step, bool) and 0 <= step < len(node)
-    return False
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
+    try:
+        return wire.locate(root, path)
+    except SerializationError:
+        return None
