@@ -15,7 +15,8 @@ from conftest import AnvilServer, private_server
 from notebook_files import write_notebook
 from test_app_loading import wait_for
 
-CRASHY = """
+#: the functions every app here serves: one that kills its kernel, one that answers
+FUNCTIONS = """
 from jupyter_anvil import server
 import os
 
@@ -28,41 +29,31 @@ def ok():
     return os.getpid()
 """
 
+CRASHY = FUNCTIONS
+
 # the cell counts its runs and needs a file beside the notebook: outside state it depends on
-GATED = """
-from jupyter_anvil import server
+GATED = (
+    """
 import os
 
 with open("attempts.log", "a") as f:
     f.write("start\\n")
 if not os.path.exists("gate"):
     raise RuntimeError("the gate file is gone")
-
-@server.callable
-def crash():
-    os._exit(1)
-
-@server.callable
-def ok():
-    return os.getpid()
 """
+    + FUNCTIONS
+)
 
 # a kernel that starts slowly once the file "slow" exists beside the notebook
-SLOW_START = """
-from jupyter_anvil import server
+SLOW_START = (
+    """
 import os, time
 
 if os.path.exists("slow"):
     time.sleep(6)
-
-@server.callable
-def crash():
-    os._exit(1)
-
-@server.callable
-def ok():
-    return os.getpid()
 """
+    + FUNCTIONS
+)
 
 
 def write_apps(root: Path) -> None:
