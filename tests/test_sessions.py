@@ -183,7 +183,7 @@ def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServer
     def write(root: Path) -> None:
         write_sessions_app(root / "sessions.ipynb", kernels={"min": 1, "max": 1})
 
-    with private_server(tmp_path_factory, "sessions", write, "--AnvilApp.session_idle_minutes=0.2") as server:
+    with private_server(tmp_path_factory, "sessions", write, "--AnvilApp.session_idle_minutes=0.5") as server:
         yield server
 
 
@@ -203,10 +203,12 @@ def test_sessions_survive_a_restart_and_expire_when_idle(own_server: AnvilServer
         assert json.loads(idle_socket.recv())["call"] == "1"  # the session's token, now it is stored
         assert json.loads(idle_socket.recv()) == {"id": "1", "response": None, "objects": []}
         assert client.call("view")["items"] == {"kept": [1, 2, 3]}
-        for _ in range(3):  # used more often than the 12-second idle timeout: alive for longer than it
-            time.sleep(5)
+        # the 30-second idle timeout leaves room for a slow restart above (its stop alone
+        # may take 10 s on a loaded machine)
+        for _ in range(4):  # used more often than the idle timeout: alive for longer than it
+            time.sleep(9)
             assert client.call("view")["items"] == {"kept": [1, 2, 3]}
-        time.sleep(13)
+        time.sleep(31)
         response = client.post("view")
         assert response.status_code == 401
         assert response.json()["error"]["type"] == "anvil.server.SessionExpiredError"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +28,6 @@ from .. import wire
 from ..errors import SerializationError
 
 TYPE_KEY = "__type__"
-_ANVIL_DATETIME = "%Y-%m-%d %H:%M:%S.%f%z"
 
 
 def plain_value(encoded: Any, media_url: Callable[[str], str] | None = None) -> Any:
@@ -88,14 +86,12 @@ def _plain(
 
 
 def iso_datetime(text: str) -> str:
-    """Anvil's DateTime string (``2024-02-28 09:30:00.000000+0000``) in ISO 8601;
-    a string in neither form is shown as it is."""
-    for parse in (lambda t: dt.datetime.strptime(t, _ANVIL_DATETIME), dt.datetime.fromisoformat):
-        try:
-            return parse(text.strip()).isoformat()
-        except ValueError:
-            continue
-    return text
+    """Anvil's DateTime string (``2024-02-28 09:30:00.000000+0000``, or any form
+    :func:`wire.parse_datetime` reads) in ISO 8601; anything else is shown as it is."""
+    try:
+        return wire.parse_datetime(text).isoformat()
+    except ValueError:
+        return text
 
 
 def _decoded_size(data: Any) -> int | None:
