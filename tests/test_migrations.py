@@ -277,3 +277,15 @@ def test_the_server_opens_an_old_database_resuming_its_sessions_and_listing_its_
     assert_at_head(database)
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.url, timeout=2)
+
+
+def test_a_database_from_a_newer_release_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "anvil.db"
+    open_store(path).close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE alembic_version SET version_num = '9999'")
+    db.close()
+    with pytest.raises(RuntimeError, match="at revision 9999, from a newer release"):
+        Store(f"sqlite:///{path}").create_schema()
+    assert schema(path)[3] == "9999"

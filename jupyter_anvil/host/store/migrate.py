@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 from .tables import metadata
@@ -65,7 +66,13 @@ def upgrade_to_head(engine: Engine) -> None:
             # inside our transaction, so Alembic leaves beginning and committing to us
             environment.configure(connection=connection, target_metadata=metadata)
             context = environment.get_context()
-            if context.get_current_revision() is None:
+            current = context.get_current_revision()
+            if current is not None and not _known(script, current):
+                raise RuntimeError(
+                    f"the store's database is at revision {current}, from a newer release of jupyter-anvil;"
+                    f" this one knows revisions up to {script.get_current_head()}"
+                )
+            if current is None:
                 legacy = legacy_revision(connection)
                 if legacy is not None:
                     log.info("[jupyter-anvil] store: a database from before migrations, at revision %s", legacy)
@@ -75,6 +82,14 @@ def upgrade_to_head(engine: Engine) -> None:
             after = context.get_current_revision()
     if before != after:
         log.info("[jupyter-anvil] store: upgraded the database from revision %s to %s", before, after)
+
+
+def _known(script: ScriptDirectory, revision: str) -> bool:
+    try:
+        script.get_revision(revision)
+    except CommandError:  # Alembic's word for a revision it cannot find
+        return False
+    return True
 
 
 def legacy_revision(connection: Connection) -> str | None:
