@@ -4,6 +4,7 @@ before Alembic, open with everything in them intact, at the head revision."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -289,3 +290,38 @@ def test_a_database_from_a_newer_release_is_refused_clearly(tmp_path: Path) -> N
     with pytest.raises(RuntimeError, match="at revision 9999, from a newer release"):
         Store(f"sqlite:///{path}").create_schema()
     assert schema(path)[3] == "9999"
+
+
+# -- PostgreSQL, where an operator gives one (a database the test may wipe) ---------------------
+
+POSTGRES_URL = os.environ.get("ANVIL_TEST_POSTGRES_URL")
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="set ANVIL_TEST_POSTGRES_URL to a database this test may wipe")
+async def test_a_postgresql_database_of_the_release_before_issue_13_is_upgraded() -> None:
+    assert POSTGRES_URL is not None
+    engine = sa.create_engine(POSTGRES_URL)
+    with engine.begin() as db:
+        for table in ("alembic_version", "anvil_servers", "anvil_log", "anvil_tasks", "anvil_sessions"):
+            db.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        for statement in RELEASE_BEFORE_ISSUE_13:  # portable SQL: PostgreSQL takes it as it is
+            db.execute(sa.text(statement))
+        db.execute(
+            sa.text("INSERT INTO anvil_log VALUES (:seq, 0, 'counter', 'bump', 'c1', 'stdout', 'old')"),
+            [{"seq": 1}, {"seq": 7}],
+        )
+    engine.dispose()
+    store = Store(POSTGRES_URL)
+    store.create_schema()
+    try:
+        store.create_schema()  # again: a no-op
+        log = AppLog(store)
+        log.write("counter", "bump", "c2", "stdout", "new")
+        await log.flush()
+        assert [r["seq"] for r in await log.read("counter")] == [1, 7, 8]  # numbered by the database, after
+        with store.engine.begin() as db:
+            assert db.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
+            assert "owner" in {c["name"] for c in sa.inspect(db).get_columns("anvil_tasks")}
+            assert sa.inspect(db).has_table("anvil_servers")
+    finally:
+        store.close()
