@@ -1,4 +1,4 @@
-"""The schema of the release before issue 13: sessions, task records, the app log.
+"""The baseline: the schema of the release before issue 13 (0e46508): sessions, task records, the app log.
 
 Revision ID: 0001
 Revises: none
