@@ -25,24 +25,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from .background import spawn
-from .store import Store, metadata
+from .store import Store, log_records
 
 log = logging.getLogger(__name__)
-
-log_records = sa.Table(
-    "anvil_log",
-    metadata,
-    # an INTEGER PRIMARY KEY in SQLite (and so in databases of the first release, which
-    # gave seq itself): the database numbers records, whichever server writes them
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("time", sa.Float, nullable=False),
-    sa.Column("app", sa.String(255), nullable=False, index=True),
-    sa.Column("function", sa.String(255), nullable=False),
-    sa.Column("call_id", sa.String(64), nullable=False),
-    sa.Column("stream", sa.String(16), nullable=False),  # stdout, stderr, traceback, or system
-    sa.Column("text", sa.Text, nullable=False),
-    sqlite_autoincrement=True,  # never reuse a number, so a reader tailing by seq misses nothing
-)
 
 RECORD_LIMIT = 64 * 1024  # bytes of text one record keeps
 CALL_LIMIT = 1024 * 1024  # bytes of printed output (stdout, stderr) one call keeps

@@ -1,0 +1,29 @@
+"""The store: every table, the connection, the repositories and the migrations.
+
+tables.py      every table, as this release uses them
+files.py       the database files and folder are the owner's alone
+engine.py      the engine (SQLite pragmas) and the thread blocking work runs on
+core.py        Store (the connection and the sessions) and SessionRecord
+tasks.py       TaskStore, the task records
+migrate.py     Alembic at start-up, databases from before Alembic included
+migrations/    the revisions
+"""
+
+from .core import SessionRecord, Store
+from .files import secure_folder, sqlite_path
+from .tables import TASK_JSON_COLUMNS, log_records, metadata, servers, sessions, tasks
+from .tasks import TaskStore
+
+__all__ = [
+    "TASK_JSON_COLUMNS",
+    "SessionRecord",
+    "Store",
+    "TaskStore",
+    "log_records",
+    "metadata",
+    "secure_folder",
+    "servers",
+    "sessions",
+    "sqlite_path",
+    "tasks",
+]

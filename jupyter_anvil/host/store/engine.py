@@ -1,0 +1,85 @@
+"""The database connection: one engine, and the one thread its blocking work runs on."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from .files import secure_sqlite_files, sqlite_path
+
+T = TypeVar("T")
+
+
+def create_engine(url: str) -> Engine:
+    if url.startswith("sqlite:"):
+        database = sqlite_path(url)
+        if database is not None:
+            secure_sqlite_files(database)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection: Any, _: Any) -> None:
+            connection.isolation_level = None  # transactions begin where SQLAlchemy says (below)
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+            cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint, fast commits
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(connection: Any) -> None:
+            # Take the write lock at the start: a read-then-write transaction (a merge,
+            # a sweep) then sees no other server's commit between its read and its write;
+            # a deferred one would either miss it or fail with SQLITE_BUSY at the write.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class DatabaseThread:
+    """One daemon thread that runs database work in order. Not a ThreadPoolExecutor:
+    its threads are joined at interpreter exit, so one stuck statement would keep a
+    stopped server alive; this one is let go after the stop's bound."""
+
+    _STOP = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="anvil-store", daemon=True)
+        self._thread.start()
+        self._stopped = False
+
+    def submit(self, work: Callable[[], T]) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        if self._stopped:
+            future.set_exception(RuntimeError("the store is closed"))
+        else:
+            self._queue.put((future, work))
+        return future
+
+    def stop(self, timeout: float) -> bool:
+        """Let queued work finish, then end; False if it did not within ``timeout``."""
+        self._stopped = True
+        self._queue.put(self._STOP)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._STOP:
+                return
+            future, work = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(work())
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+                future.set_exception(e)

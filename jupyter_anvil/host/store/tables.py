@@ -1,0 +1,75 @@
+"""Every table the store keeps, as this release uses them (the head of the migrations).
+
+The migrations in ``migrations/versions`` build these tables step by step and keep their
+own frozen copies of each step's DDL: a change here needs a new revision there.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+sessions = sa.Table(
+    "anvil_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(32), nullable=False, unique=True),
+    sa.Column("app", sa.String(255), nullable=False),
+    sa.Column("client_type", sa.String(32), nullable=False),
+    sa.Column("data", sa.Text, nullable=False, default="{}"),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("last_used", sa.Float, nullable=False),
+)
+
+
+tasks = sa.Table(
+    "anvil_tasks",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("app", sa.String(255), nullable=False, index=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("launched", sa.Float, nullable=False, index=True),
+    sa.Column("started", sa.Float),
+    sa.Column("ended", sa.Float),
+    sa.Column("state", sa.Text),  # encoded task_state, {"v", "objects"}
+    sa.Column("result", sa.Text),  # encoded return value, {"v", "objects", "media"}
+    sa.Column("error", sa.Text),  # wire error
+    sa.Column("traceback", sa.Text),
+    sa.Column("launched_by", sa.Text),  # the launching call's context
+    sa.Column("output", sa.Text, nullable=False, default=""),
+    sa.Column("output_dropped", sa.Integer, nullable=False, default=0),
+    # the server instance that runs it (see instances.py); NULL on records of older releases
+    sa.Column("owner", sa.String(32)),
+)
+
+#: the server instances sharing this store, with their heartbeats (see instances.py)
+servers = sa.Table(
+    "anvil_servers",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("pid_started", sa.String(32)),  # the process's start time, as /proc says it
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("beat", sa.Float, nullable=False),
+)
+
+#: what apps printed and what the server said about them (see logs.py)
+log_records = sa.Table(
+    "anvil_log",
+    metadata,
+    # the database numbers records, whichever server writes them
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("time", sa.Float, nullable=False),
+    sa.Column("app", sa.String(255), nullable=False, index=True),
+    sa.Column("function", sa.String(255), nullable=False),
+    sa.Column("call_id", sa.String(64), nullable=False),
+    sa.Column("stream", sa.String(16), nullable=False),  # stdout, stderr, traceback, or system
+    sa.Column("text", sa.Text, nullable=False),
+    sqlite_autoincrement=True,  # never reuse a number, so a reader tailing by seq misses nothing
+)
+
+#: columns kept as JSON text
+TASK_JSON_COLUMNS = ("state", "result", "error", "launched_by")

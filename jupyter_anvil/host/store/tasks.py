@@ -1,0 +1,145 @@
+"""Task records: one row per launch, updated as the task runs and when it ends."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from .core import Store
+from .tables import TASK_JSON_COLUMNS, servers, tasks
+
+
+def _task_row(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: json.dumps(v) if k in TASK_JSON_COLUMNS and v is not None else v for k, v in values.items()}
+
+
+def _task_dict(row: Any) -> dict[str, Any]:
+    return {k: json.loads(v) if k in TASK_JSON_COLUMNS and v is not None else v for k, v in dict(row).items()}
+
+
+class TaskStore:
+    """Task records: one row per launch, updated as the task runs and when it ends."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def insert(self, values: dict[str, Any]) -> None:
+        def work() -> None:
+            with self.store.engine.begin() as db:
+                db.execute(tasks.insert().values(_task_row(values)))
+
+        await self.store.run(work)
+
+    async def update(self, task_id: str, values: dict[str, Any]) -> None:
+        def work() -> None:
+            with self.store.engine.begin() as db:
+                db.execute(tasks.update().where(tasks.c.id == task_id).values(_task_row(values)))
+
+        await self.store.run(work)
+
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        def work() -> dict[str, Any] | None:
+            with self.store.engine.begin() as db:
+                row = db.execute(sa.select(tasks).where(tasks.c.id == task_id)).mappings().first()
+                return _task_dict(row) if row is not None else None
+
+        return await self.store.run(work)
+
+    async def list(
+        self,
+        app: str | None = None,
+        status: str | None = None,
+        name: str | None = None,
+        before: float | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Newest first, without output; ``before`` (a launch time) pages back."""
+
+        def work() -> list[dict[str, Any]]:
+            columns = [c for c in tasks.c if c.name not in ("output", "traceback", "result")]
+            query = sa.select(*columns).order_by(tasks.c.launched.desc(), tasks.c.id).limit(limit)
+            for column, value in ((tasks.c.app, app), (tasks.c.status, status), (tasks.c.name, name)):
+                if value is not None:
+                    query = query.where(column == value)
+            if before is not None:
+                query = query.where(tasks.c.launched < before)
+            with self.store.engine.begin() as db:
+                return [_task_dict(row) for row in db.execute(query).mappings()]
+
+        return await self.store.run(work)
+
+    async def append_output(self, task_id: str, text: str, dropped: int) -> None:
+        """Add printed output to a running task's record (as it comes, so a task cut off
+        by a crash keeps what it printed)."""
+
+        def work() -> None:
+            with self.store.engine.begin() as db:
+                db.execute(
+                    tasks.update()
+                    .where(tasks.c.id == task_id)
+                    .values(output=tasks.c.output + text, output_dropped=dropped)
+                )
+
+        await self.store.run(work)
+
+    async def mark_orphans(self, sweep: Callable[[sa.Connection], Sequence[str]]) -> int:
+        """Tasks left queued or running by servers that are gone: ``missing``. ``sweep``
+        removes the gone servers' rows (instances.py); what is left are the live owners.
+        Tasks without an owner are from a release before owners: theirs is gone too."""
+
+        def work() -> int:
+            with self.store.engine.begin() as db:
+                sweep(db)
+                live_owners = sa.select(servers.c.id)
+                unfinished = tasks.c.status.in_(("queued", "running"))
+                orphaned = sa.or_(tasks.c.owner.is_(None), tasks.c.owner.notin_(live_owners))
+                result = db.execute(
+                    tasks.update().where(unfinished, orphaned).values(status="missing", ended=time.time())
+                )
+                return int(result.rowcount)
+
+        return await self.store.run(work)
+
+    async def mark_stopped(self, records: Sequence[dict[str, Any]]) -> None:
+        """This server is stopping under these tasks: ``missing``, with the output they
+        printed, unless they ended meanwhile."""
+
+        def work() -> None:
+            now = time.time()
+            with self.store.engine.begin() as db:
+                for record in records:
+                    unfinished = tasks.c.status.in_(("queued", "running"))
+                    db.execute(
+                        tasks.update()
+                        .where(tasks.c.id == record["id"], unfinished)
+                        .values(
+                            status="missing",
+                            ended=now,
+                            output=record["output"],
+                            output_dropped=record["output_dropped"],
+                        )
+                    )
+
+        await self.store.run(work)
+
+    async def prune(self, keep: int, max_age_days: float) -> int:
+        """Drop finished records beyond the newest ``keep``, or older than ``max_age_days``."""
+
+        def work() -> int:
+            finished = tasks.c.status.notin_(("queued", "running"))
+            removed = 0
+            with self.store.engine.begin() as db:
+                if max_age_days > 0:
+                    too_old = tasks.c.launched < time.time() - max_age_days * 86400
+                    removed += db.execute(tasks.delete().where(finished, too_old)).rowcount
+                newest = sa.select(tasks.c.launched).where(finished).order_by(tasks.c.launched.desc())
+                cutoff = db.execute(newest.offset(keep).limit(1)).scalar()
+                if cutoff is not None:
+                    removed += db.execute(tasks.delete().where(finished, tasks.c.launched <= cutoff)).rowcount
+            return int(removed)
+
+        return await self.store.run(work)
