@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +22,39 @@ from jupyter_anvil import protocol
 FUTURE_VERSION = 999
 
 
-def write_kernelspec(workdir: Path, name: str, version: int) -> None:
-    """A kernelspec (under the server's JUPYTER_DATA_DIR) whose kernel runs this
-    jupyter-anvil but announces protocol ``version``: as a kernel of another
+def speaking(version: int) -> str:
+    """Kernel start-up code: announce protocol ``version``, as a kernel of another
     jupyter-anvil release would. The patch is made before the runtime is imported."""
-    code = (
-        f"import jupyter_anvil.protocol as p; p.PROTOCOL_VERSION = {version}; "
-        "from ipykernel import kernelapp; kernelapp.launch_new_instance()"
-    )
+    return f"import jupyter_anvil.protocol as p; p.PROTOCOL_VERSION = {version}"
+
+
+#: kernel start-up code: a runtime that opens the comm but never says hello (as a
+#: jupyter-anvil from before the handshake would)
+SILENT = (
+    "import jupyter_anvil.kernel.runtime as r; "
+    "r.Runtime.on_open = lambda self, comm, msg: (setattr(self, 'comm', comm), comm.on_msg(self.on_message))"
+)
+
+
+def write_kernelspec(workdir: Path, name: str, prelude: str) -> None:
+    """A kernelspec (under the server's JUPYTER_DATA_DIR) whose kernel runs this
+    jupyter-anvil after ``prelude``."""
+    code = f"{prelude}; from ipykernel import kernelapp; kernelapp.launch_new_instance()"
     folder = workdir / "jupyter_data_dir" / "kernels" / name
     folder.mkdir(parents=True)
     spec = {"argv": [sys.executable, "-c", code, "-f", "{connection_file}"], "display_name": name, "language": "python"}
     (folder / "kernel.json").write_text(json.dumps(spec))
 
 
+@contextmanager
 def start_server(
-    tmp_path_factory: pytest.TempPathFactory, label: str, version: int, write_apps: Any
+    tmp_path_factory: pytest.TempPathFactory, label: str, prelude: str, write_apps: Any, *options: str
 ) -> Iterator[AnvilServer]:
     root = tmp_path_factory.mktemp(f"{label}-root")
     write_apps(root)
     workdir = tmp_path_factory.mktemp(f"{label}-server")
-    write_kernelspec(workdir, f"anvil-{label}", version)
-    server = AnvilServer(root, workdir, f"--AnvilApp.kernel_name=anvil-{label}", "--AnvilApp.task_spares=0")
+    write_kernelspec(workdir, f"anvil-{label}", prelude)
+    server = AnvilServer(root, workdir, f"--AnvilApp.kernel_name=anvil-{label}", "--AnvilApp.task_spares=0", *options)
     server.start()
     try:
         yield server
@@ -73,7 +85,8 @@ def write_versioned_app(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def future_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServer]:
-    yield from start_server(tmp_path_factory, "future", FUTURE_VERSION, write_versioned_app)
+    with start_server(tmp_path_factory, "future", speaking(FUTURE_VERSION), write_versioned_app) as server:
+        yield server
 
 
 MISMATCH = (
@@ -106,6 +119,19 @@ def test_nothing_reaches_a_kernel_of_another_version(future_server: AnvilServer)
     while future_server.kernel_processes() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert future_server.kernel_processes() == []
+
+
+def test_a_kernel_that_never_says_which_version_it_speaks_is_refused(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    with start_server(tmp_path_factory, "silent", SILENT, write_versioned_app, "--AnvilApp.load_timeout=4") as server:
+        app = server.apps()["versioned"]
+        assert app["status"] == "error", app
+        assert app["error"] == (
+            "the app's kernel did not say which jupyter-anvil protocol it speaks within 4 s (this server speaks "
+            f"{protocol.PROTOCOL_VERSION}): install the same jupyter-anvil version in the kernel's environment"
+        )
+        assert not (server.root / "cells-ran").exists()
 
 
 # -- the same version, through the same kind of kernelspec -------------------------------------------
@@ -149,7 +175,8 @@ def write_kinds_app(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def same_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServer]:
-    yield from start_server(tmp_path_factory, "same", protocol.PROTOCOL_VERSION, write_kinds_app)
+    with start_server(tmp_path_factory, "same", speaking(protocol.PROTOCOL_VERSION), write_kinds_app) as server:
+        yield server
 
 
 def test_a_kernel_of_the_same_version_serves_and_lists_registrations_by_kind(same_server: AnvilServer) -> None:

@@ -11,7 +11,7 @@ import os
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import zmq
 from jupyter_client.manager import AsyncKernelManager
@@ -255,9 +255,9 @@ class AppKernel:
             message["context"] = caller.context()
         reply = self.request(message, buffers)
         data, reply_buffers = await asyncio.wait_for(reply, timeout)
-        return self._reply_from(data, reply_buffers, request)
+        return self._reply_from(cast(CallReplyMessage, data), reply_buffers, request)
 
-    def _reply_from(self, data: dict[str, Any], buffers: list[Any], request: CallRequest) -> CallReply:
+    def _reply_from(self, data: CallReplyMessage, buffers: list[Any], request: CallRequest) -> CallReply:
         if "error" in data:
             if data.get("traceback"):
                 self.on_log(request.call_id, "traceback", data["traceback"])
@@ -268,7 +268,9 @@ class AppKernel:
                 objects=data.get("objects") or [],
                 media=wire.media_from_buffers(data.get("media"), buffers),
             )
-        reply.session_changes, reply.cookie_changes = data.get("session"), data.get("cookies")
+        # CallReply keeps the changes as plain dicts (the session service reads them with .get)
+        reply.session_changes = cast("dict[str, Any] | None", data.get("session"))
+        reply.cookie_changes = data.get("cookies")
         reply.traceback, reply.task_state = data.get("traceback"), data.get("task_state")
         return reply
 
@@ -320,11 +322,11 @@ class AppKernel:
         elif op == LOG:
             self.on_log(str(data.get("call_id")), str(data.get("stream")), str(data.get("text")))
         elif op == CALL:
-            spawn(self._serve_nested_call(data, buffers))
+            spawn(self._serve_nested_call(cast(CallMessage, data), buffers))
         elif op == TASK_STATE:
             self.on_task_state(str(data.get("task_id")), data.get("state") or {})
 
-    async def _serve_nested_call(self, data: dict[str, Any], buffers: list[Any]) -> None:
+    async def _serve_nested_call(self, data: CallMessage, buffers: list[Any]) -> None:
         try:
             request = CallRequest(
                 command=str(data.get("command")),

@@ -34,6 +34,7 @@ from ..protocol import (
     Kind,
     LoadError,
     LoadReply,
+    LoadRequest,
 )
 from . import context, registry
 from .cookies import CookieJar
@@ -75,9 +76,9 @@ class Runtime:
             if future is not None:
                 future.set_result((data, buffers))
         elif op == CALL:
-            self._workers.submit(self.run_call, data, buffers)
+            self._workers.submit(self.run_call, cast(CallMessage, data), buffers)
         elif op == LOAD:
-            self._workers.submit(self.run_load, data)
+            self._workers.submit(self.run_load, cast(LoadRequest, data))
         elif op == GET_TASK_STATE:
             frame = self._frames.get(str(data.get("task_id")))
             state = encode_state(frame.task_state) if frame is not None and frame.task_state is not None else None
@@ -96,7 +97,7 @@ class Runtime:
             self.send({"op": LOG, "call_id": call_id, "stream": stream, "text": text})
 
     # -- loading the server cells ----------------------------------------------
-    def run_load(self, data: Message) -> None:
+    def run_load(self, data: LoadRequest) -> None:
         from IPython.core.getipython import get_ipython
 
         shell: Any = get_ipython()  # type: ignore[no-untyped-call]
@@ -129,7 +130,7 @@ class Runtime:
         self.send(reply)
 
     # -- serving calls -------------------------------------------------------------
-    def run_call(self, data: Message, buffers: list[Any]) -> None:
+    def run_call(self, data: CallMessage, buffers: list[Any]) -> None:
         command = str(data.get("command"))
         kind = data.get("kind", CALLABLE)
         if kind not in KINDS:
@@ -185,7 +186,7 @@ class Runtime:
     def _send_state(self, task_id: str, state: Any) -> None:
         self.send({"op": TASK_STATE, "task_id": task_id, "state": state})
 
-    def frame_for(self, data: Message, command: str, kind: Kind = CALLABLE) -> context.CallFrame:
+    def frame_for(self, data: CallMessage, command: str, kind: Kind = CALLABLE) -> context.CallFrame:
         """The frame of a call: a top-level call brings its session, cookies and context
         from the host; a nested call shares its parent's (it is the same session)."""
         frame = context.CallFrame(call_id=str(data.get("call_id")), command=command, depth=int(data.get("depth", 0)))
