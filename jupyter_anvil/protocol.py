@@ -15,7 +15,7 @@ A conversation, once the runtime is installed in a kernel::
                                        ◀──    hello {protocol}
     load {req, notebook, cells}        ──▶    (runs the server cells)
                                        ◀──    reply {req, registrations | error}
-    call {req, call_id, kind, ...}     ──▶    (runs the function on a worker thread)
+    call {req, call_id, kind?, ...}    ──▶    (runs the function on a worker thread)
                                        ◀──    log {call_id, stream, text} ...
                                        ◀──    call {req, parent, ...}   (a nested server.call)
     reply {req, response | error}      ──▶
@@ -42,14 +42,14 @@ COMM_TARGET: Final = "jupyter_anvil"
 #: setting it before the runtime starts, so the runtime reads it when it says hello.
 PROTOCOL_VERSION: int = 1
 
-#: nested ``server.call``\\ s deeper than this fail with ``anvil.server.StackOverflow``
+#: nested ``server.call`` calls deeper than this fail with ``anvil.server.StackOverflow``
 #: (checked by the kernel before sending, and by the host for a kernel that does not)
 MAX_CALL_DEPTH: Final = 10
 
 # -- reserved names ------------------------------------------------------------------------
 #: functions under this prefix are answered by the host itself, never by server code
 BACKGROUND_TASKS_PREFIX: Final = "anvil.private.background_tasks."
-#: the portable type name of a ``Task`` (``anvil.server.Task`` on the wire)
+#: the portable type name a ``server.Task`` travels under (as in Anvil)
 TASK_TYPE: Final = "anvil.private.BackgroundTask"
 
 # -- kinds of registration -------------------------------------------------------------------
