@@ -41,6 +41,9 @@ from .kernel import registry as _registry
 from .kernel import runtime as _runtime
 from .kernel.cookies import CookieJar
 from .kernel.session import SessionData
+from .protocol import BACKGROUND_TASK as _BACKGROUND_TASK
+from .protocol import BACKGROUND_TASKS_PREFIX as _TASKS
+from .protocol import TASK_TYPE as _TASK_TYPE
 
 __all__ = [
     "AnvilWrappedError",
@@ -166,7 +169,6 @@ serializable_type = portable_class
 
 
 # -- background tasks -----------------------------------------------------------------------
-_TASKS = "anvil.private.background_tasks."
 
 
 @overload
@@ -184,11 +186,11 @@ def background_task(fn_or_name: Any = None, /) -> Any:
         explicit = fn_or_name
 
         def decorate(fn: F) -> F:
-            _registry.register(f"task:{explicit or fn.__name__}", fn)
+            _registry.register(explicit or fn.__name__, fn, kind=_BACKGROUND_TASK)
             return fn
 
         return decorate
-    _registry.register(f"task:{fn_or_name.__name__}", fn_or_name)
+    _registry.register(fn_or_name.__name__, fn_or_name, kind=_BACKGROUND_TASK)
     return fn_or_name
 
 
@@ -211,7 +213,7 @@ def list_background_tasks() -> list[Task]:
     return call(f"{_TASKS}list")  # type: ignore[no-any-return]
 
 
-@portable_class("anvil.private.BackgroundTask")
+@portable_class(_TASK_TYPE)
 class Task:
     """A launched background task. Return it to a browser to let a page follow it (a
     browser can read it but not kill it)."""

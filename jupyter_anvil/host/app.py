@@ -17,6 +17,7 @@ from jupyter_server.serverapp import ServerApp
 from traitlets import Bool, Float, Int, Type, Unicode
 
 from .. import __version__
+from ..protocol import BACKGROUND_TASK, log_name
 from .apps import AppDefaults, AppManager
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
@@ -269,7 +270,7 @@ class AnvilApp(ExtensionApp):
         if task is None:
             self.calls.log(app, call_id, stream, text)
             return
-        self.app_log.write(app, f"task:{task.record['name']}", call_id, stream, text)
+        self.app_log.write(app, log_name(BACKGROUND_TASK, task.record["name"]), call_id, stream, text)
         if stream in ("stdout", "stderr"):
             self.tasks.on_output(call_id, text)
 

@@ -54,7 +54,8 @@ class App:
             "notebook": self.spec.notebook if self.spec else None,
             "status": self.status,
             "error": self.describe_error(),
-            "functions": sorted(self.pool.functions) if self.pool else [],
+            "functions": sorted(self.pool.functions) if self.pool else [],  # what callers may call
+            "background_tasks": sorted(self.pool.background_tasks) if self.pool else [],
             "pool": self.pool.stats() if self.pool else None,
             "call_timeout": self.spec.call_timeout if self.spec else None,
         }

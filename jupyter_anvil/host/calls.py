@@ -7,6 +7,7 @@ import logging
 import secrets
 
 from .. import errors
+from ..protocol import MAX_CALL_DEPTH
 from .apps import App, AppManager
 from .kernel import AppKernel
 from .logs import AppLog
@@ -17,8 +18,6 @@ from .task_calls import is_task_call, task_call
 from .tasks import TaskService
 
 log = logging.getLogger(__name__)
-
-MAX_CALL_DEPTH = 10
 
 
 def new_call_id() -> str:

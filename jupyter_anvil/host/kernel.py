@@ -10,17 +10,34 @@ import logging
 import os
 import signal
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, cast
 
 import zmq
 from jupyter_client.manager import AsyncKernelManager
 
-from .. import errors, wire
+from .. import errors, protocol, wire
+from ..protocol import (
+    CALL,
+    CALLABLE,
+    COMM_TARGET,
+    GET_TASK_STATE,
+    HELLO,
+    LOAD,
+    LOG,
+    OPEN,
+    REPLY,
+    TASK_STATE,
+    CallMessage,
+    CallReplyMessage,
+    GetTaskStateRequest,
+    Kind,
+    LoadRequest,
+    Registered,
+)
 from .background import spawn
 from .messages import CallReply, CallRequest
 
-COMM_TARGET = "jupyter_anvil"
 #: environment variables a kernel must not see: the server's own credentials. A kernel needs
 #: none of them (it talks to the host over its connection file), and server code is not
 #: given them. (It runs as the server's OS user all the same: see the README's trust model.)
@@ -39,6 +56,10 @@ SECRET_ENV = frozenset(
 log = logging.getLogger(__name__)
 
 LogSink = Callable[[str, str, str], None]  # (call_id, stream, text)
+#: the kernel's answer to a request: its data and binary buffers
+Reply = asyncio.Future[tuple[dict[str, Any], list[Any]]]
+#: where the kernel's hello waits among the requests (no request id of the host's looks like it)
+_HELLO_REQ = "hello"
 NestedCallHandler = Callable[["AppKernel", CallRequest], Awaitable[CallReply]]
 
 
@@ -74,13 +95,14 @@ class AppKernel:
         self.on_task_state = on_task_state
         self.comm_id = uuid.uuid4().hex
         self.client: Any = None
-        self.functions: set[str] = set()
+        #: what its server cells registered, by kind
+        self.registered = Registered()
         self.in_flight = 0
         self.retiring = False
         self.dead = False
         self._death_reported = False
         self.last_used = asyncio.get_running_loop().time()
-        self._pending: dict[str, asyncio.Future[tuple[dict[str, Any], list[Any]]]] = {}
+        self._pending: dict[str, Reply] = {}
         self._ids = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -102,18 +124,47 @@ class AppKernel:
             await self._install_runtime(load_timeout)
             self._tasks.append(asyncio.create_task(self._read_iopub()))
             self._tasks.append(asyncio.create_task(self._watch_process()))
-            self._send({"op": "open"}, msg_type="comm_open")
-            data, _ = await asyncio.wait_for(
-                self.request({"op": "load", "notebook": notebook, "cells": cells, "call_id": f"load-{self.number}"}),
-                load_timeout,
-            )
+            await self._handshake(load_timeout)
+            load: LoadRequest = {
+                "op": LOAD,
+                "req": self._new_req(),
+                "notebook": notebook,
+                "cells": [{"index": int(c["index"]), "source": str(c["source"])} for c in cells],
+                "call_id": f"load-{self.number}",
+            }
+            data, _ = await asyncio.wait_for(self.request(load), load_timeout)
         except BaseException:
             await self.shutdown()
             raise
         if "error" in data:
             await self.shutdown()
             raise KernelLoadError(describe_load_error(data["error"]), data["error"], data.get("traceback", ""))
-        self.functions = set(data.get("functions", []))
+        self.registered = Registered.from_wire(data.get("registrations"))
+
+    @property
+    def functions(self) -> frozenset[str]:
+        """The callables its server cells registered."""
+        return self.registered.callables
+
+    async def _handshake(self, timeout: float) -> None:
+        """Open the comm and wait for the kernel's hello: a kernel that speaks another
+        protocol version (another jupyter-anvil in its environment) is refused before it
+        is sent anything to run."""
+        hello = asyncio.get_running_loop().create_future()
+        self._pending[_HELLO_REQ] = hello
+        hello.add_done_callback(lambda _: self._pending.pop(_HELLO_REQ, None))
+        self._send({"op": OPEN, "protocol": protocol.PROTOCOL_VERSION}, msg_type="comm_open")
+        try:
+            data, _ = await asyncio.wait_for(hello, timeout)
+        except asyncio.TimeoutError:
+            raise KernelLoadError(
+                f"the app's kernel did not say which jupyter-anvil protocol it speaks within {timeout:g} s "
+                f"(this server speaks {protocol.PROTOCOL_VERSION}): install the same jupyter-anvil version "
+                "in the kernel's environment"
+            ) from None
+        mismatch = protocol.version_mismatch(data.get("protocol"))
+        if mismatch is not None:
+            raise KernelLoadError(mismatch)
 
     async def _install_runtime(self, timeout: float) -> None:
         code = (
@@ -149,32 +200,42 @@ class AppKernel:
             log.debug("shutting down %r", self, exc_info=True)
 
     # -- requests ---------------------------------------------------------------------
-    def _send(self, data: dict[str, Any], buffers: list[bytes] | None = None, msg_type: str = "comm_msg") -> None:
+    def _send(self, data: Mapping[str, Any], buffers: list[bytes] | None = None, msg_type: str = "comm_msg") -> None:
         content: dict[str, Any] = {"comm_id": self.comm_id, "data": data}
         if msg_type == "comm_open":
             content["target_name"] = COMM_TARGET
         msg = self.client.session.msg(msg_type, content)
         self.client.session.send(self.client.shell_channel.socket, msg, buffers=buffers or [])
 
-    def request(
-        self, data: dict[str, Any], buffers: list[bytes] | None = None
-    ) -> asyncio.Future[tuple[dict[str, Any], list[Any]]]:
-        """Send a request; the future resolves to the kernel's reply (data, buffers)."""
+    def _new_req(self) -> str:
+        return f"h{next(self._ids)}"
+
+    def request(self, data: Mapping[str, Any], buffers: list[bytes] | None = None) -> Reply:
+        """Send a request (its ``req`` made by :meth:`_new_req`); the future resolves to
+        the kernel's reply (data, buffers)."""
         if self.dead:
             raise errors.ExecutionTerminatedError("The kernel serving this app has died")
-        req = f"h{next(self._ids)}"
-        future: asyncio.Future[tuple[dict[str, Any], list[Any]]] = asyncio.get_running_loop().create_future()
+        req = str(data["req"])
+        future: Reply = asyncio.get_running_loop().create_future()
         self._pending[req] = future
         future.add_done_callback(lambda _: self._pending.pop(req, None))
-        self._send({**data, "req": req}, buffers)
+        self._send(data, buffers)
         return future
 
-    async def call(self, request: CallRequest, timeout: float | None = None) -> CallReply:
-        """Run a server call on this kernel; ``asyncio.TimeoutError`` after ``timeout``."""
+    def get_task_state(self, task_id: str) -> Reply:
+        """Ask for a running background task's state now; the reply's ``state`` is None
+        if it has none (or it is not running here)."""
+        query: GetTaskStateRequest = {"op": GET_TASK_STATE, "req": self._new_req(), "task_id": task_id}
+        return self.request(query)
+
+    async def call(self, request: CallRequest, timeout: float | None = None, kind: Kind = CALLABLE) -> CallReply:
+        """Run a server call (of ``request.command``, a registration of ``kind``) on this
+        kernel; ``asyncio.TimeoutError`` after ``timeout``."""
         media_ids, buffers = wire.media_to_buffers(request.media)
         # waiting on the reply future itself (not a coroutine) spares a task per call
-        message: dict[str, Any] = {
-            "op": "call",
+        message: CallMessage = {
+            "op": CALL,
+            "req": self._new_req(),
             "call_id": request.call_id,
             "command": request.command,
             "depth": request.depth,
@@ -183,6 +244,8 @@ class AppKernel:
             "objects": request.objects,
             "media": media_ids,
         }
+        if kind != CALLABLE:
+            message["kind"] = kind
         if request.parent is not None:
             message["parent"] = request.parent
         caller = request.caller
@@ -192,9 +255,9 @@ class AppKernel:
             message["context"] = caller.context()
         reply = self.request(message, buffers)
         data, reply_buffers = await asyncio.wait_for(reply, timeout)
-        return self._reply_from(data, reply_buffers, request)
+        return self._reply_from(cast(CallReplyMessage, data), reply_buffers, request)
 
-    def _reply_from(self, data: dict[str, Any], buffers: list[Any], request: CallRequest) -> CallReply:
+    def _reply_from(self, data: CallReplyMessage, buffers: list[Any], request: CallRequest) -> CallReply:
         if "error" in data:
             if data.get("traceback"):
                 self.on_log(request.call_id, "traceback", data["traceback"])
@@ -205,7 +268,9 @@ class AppKernel:
                 objects=data.get("objects") or [],
                 media=wire.media_from_buffers(data.get("media"), buffers),
             )
-        reply.session_changes, reply.cookie_changes = data.get("session"), data.get("cookies")
+        # CallReply keeps the changes as plain dicts (the session service reads them with .get)
+        reply.session_changes = cast("dict[str, Any] | None", data.get("session"))
+        reply.cookie_changes = data.get("cookies")
         reply.traceback, reply.task_state = data.get("traceback"), data.get("task_state")
         return reply
 
@@ -250,18 +315,18 @@ class AppKernel:
 
     def _on_comm_message(self, data: dict[str, Any], buffers: list[Any]) -> None:
         op = data.get("op")
-        if op == "reply":
-            future = self._pending.get(str(data.get("req")))
+        if op in (REPLY, HELLO):
+            future = self._pending.get(_HELLO_REQ if op == HELLO else str(data.get("req")))
             if future is not None and not future.done():
                 future.set_result((data, buffers))
-        elif op == "log":
+        elif op == LOG:
             self.on_log(str(data.get("call_id")), str(data.get("stream")), str(data.get("text")))
-        elif op == "call":
-            spawn(self._serve_nested_call(data, buffers))
-        elif op == "task_state":
+        elif op == CALL:
+            spawn(self._serve_nested_call(cast(CallMessage, data), buffers))
+        elif op == TASK_STATE:
             self.on_task_state(str(data.get("task_id")), data.get("state") or {})
 
-    async def _serve_nested_call(self, data: dict[str, Any], buffers: list[Any]) -> None:
+    async def _serve_nested_call(self, data: CallMessage, buffers: list[Any]) -> None:
         try:
             request = CallRequest(
                 command=str(data.get("command")),
@@ -278,7 +343,7 @@ class AppKernel:
             reply = await self.on_nested_call(self, request)
         except Exception as e:  # noqa: BLE001 - the nested caller gets the error
             reply = CallReply.failure(e)
-        out: dict[str, Any] = {"op": "reply", "req": data.get("req")}
+        out: CallReplyMessage = {"op": REPLY, "req": data.get("req")}
         out_buffers: list[bytes] = []
         if reply.error is not None:
             out["error"] = reply.error

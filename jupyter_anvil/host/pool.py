@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import errors
+from ..protocol import Registered
 from .background import spawn
 from .kernel import AppKernel, KernelLoadError
 
@@ -62,8 +63,8 @@ class KernelPool:
         self._spare_waiters: deque[asyncio.Future[AppKernel]] = deque()
         self._starting_tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
-        #: the functions of this version, as its first kernel registered them
-        self.functions: frozenset[str] = frozenset()
+        #: what this version registered (callables, background tasks...), as its first kernel did
+        self.registered = Registered()
         #: where to report what the app's author should know (set by the app manager)
         self.on_problem: ProblemSink = lambda stream, text: log.warning("[jupyter-anvil] %s: %s", app, text)
         self._start_failures = 0  # kernels that failed to start in a row
@@ -82,7 +83,7 @@ class KernelPool:
             await asyncio.gather(*(k.shutdown() for k in started))
             raise failures[0]
         self.kernels.extend(started)
-        self.functions = frozenset(started[0].functions)
+        self.registered = started[0].registered
         self._reaper = spawn(self._reap_idle())
         self._refill_spares()
 
@@ -93,10 +94,20 @@ class KernelPool:
         self._starting_tasks.add(task)
         task.add_done_callback(self._starting_tasks.discard)
 
+    @property
+    def functions(self) -> frozenset[str]:
+        """The callables of this version: what callers may call."""
+        return self.registered.callables
+
+    @property
+    def background_tasks(self) -> frozenset[str]:
+        """The background tasks of this version: what server code may launch."""
+        return self.registered.background_tasks
+
     # -- task kernels ------------------------------------------------------------------------
     @property
     def has_tasks(self) -> bool:
-        return any(name.startswith("task:") for name in self.functions)
+        return bool(self.background_tasks)
 
     async def take_spare(self) -> AppKernel:
         """A warm kernel of its own for a background task. Kernels are handed out in
@@ -316,11 +327,11 @@ class KernelPool:
         self.on_problem("system", self.problem)
 
     def _start_succeeded(self, kernel: AppKernel) -> None:
-        if kernel.functions != self.functions:
+        if kernel.registered != self.registered:
             self.on_problem(
                 "system",
-                f"a new kernel registered {sorted(kernel.functions)}, not this version's {sorted(self.functions)}: "
-                "its server cells depend on something outside the notebook",
+                f"a new kernel registered {kernel.registered.describe()}, not this version's "
+                f"{self.registered.describe()}: its server cells depend on something outside the notebook",
             )
         if self._start_failures:
             self.on_problem("system", f"a kernel started again after {self._start_failures} failed starts")

@@ -12,10 +12,11 @@ import datetime as dt
 from typing import Any
 
 from .. import errors, wire
+from ..protocol import BACKGROUND_TASKS_PREFIX, TASK_TYPE
 from .messages import CallReply, CallRequest
-from .tasks import PREFIX, TASK_TYPE, TaskService
+from .tasks import TaskService
 
-LAUNCH, GET, LIST, RECORD, KILL = (f"{PREFIX}{n}" for n in ("launch", "get", "list", "record", "kill"))
+LAUNCH, GET, LIST, RECORD, KILL = (f"{BACKGROUND_TASKS_PREFIX}{n}" for n in ("launch", "get", "list", "record", "kill"))
 FROM_CLIENT = {
     LAUNCH: "Can't launch background tasks from the client.",
     GET: "Can't manage background tasks from the client",
@@ -25,7 +26,7 @@ FROM_CLIENT = {
 
 
 def is_task_call(command: str) -> bool:
-    return command.startswith(PREFIX)
+    return command.startswith(BACKGROUND_TASKS_PREFIX)
 
 
 async def task_call(tasks: TaskService, app: str, request: CallRequest, launched_by: dict[str, Any]) -> CallReply:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import errors
+from ..protocol import BACKGROUND_TASK
 from .apps import AppManager
 from .background import spawn
 from .instances import ServerInstances
@@ -35,8 +36,6 @@ from .store import TaskStore
 
 log = logging.getLogger(__name__)
 
-TASK_TYPE = "anvil.private.BackgroundTask"
-PREFIX = "anvil.private.background_tasks."
 OUTPUT_CUT = "\n[jupyter-anvil: output cut here; only the first {limit} characters of a task's output are kept]\n"
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
 
@@ -167,7 +166,7 @@ class TaskService:
         pool = app.pool if app is not None else None
         if pool is None:
             raise errors.RuntimeUnavailableError(f"App '{app_name}' is not available")
-        if f"task:{name}" not in pool.functions:
+        if name not in pool.background_tasks:
             raise errors.NoServerFunctionError(f'No background task matching "{name}" has been registered')
         task_id = new_task_id()
         record = {
@@ -182,7 +181,7 @@ class TaskService:
             "owner": self.instances.id,
         }
         await self.store.insert(record)
-        request.command, request.call_id, request.from_client = f"task:{name}", task_id, False
+        request.command, request.call_id, request.from_client = name, task_id, False
         task = LiveTask(record, request)
         self.live[task_id] = task
         self._queues.setdefault(app_name, deque()).append(task)
@@ -217,7 +216,7 @@ class TaskService:
             spawn(self.store.update(task.id, {"status": "running", "started": task.record["started"]}))
             self._publish(task.record)
             try:
-                reply = await task.kernel.call(task.request, timeout)
+                reply = await task.kernel.call(task.request, timeout, kind=BACKGROUND_TASK)
             except asyncio.TimeoutError:
                 raise errors.TimeoutError("The background task took too long") from None
             if self.keep_state is not None:
@@ -328,7 +327,7 @@ class TaskService:
             return task.record
         if task.kernel is not None:
             try:
-                data, _ = await asyncio.wait_for(task.kernel.request({"op": "get_task_state", "task_id": task_id}), 2)
+                data, _ = await asyncio.wait_for(task.kernel.get_task_state(task_id), 2)
                 if data.get("state") is not None:
                     task.record["state"] = data["state"]
             except Exception:  # noqa: BLE001 - a stuck kernel: keep the last state it sent

@@ -1,4 +1,5 @@
-"""What the server cells registered: server functions by name, and who may call them."""
+"""What the server cells registered, by kind (callables, background tasks...), and who may
+call them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import errors
+from ..protocol import CALLABLE, KINDS, Kind
+from ..protocol import Registration as WireRegistration
 
 
 @dataclass
@@ -15,27 +18,41 @@ class Registration:
     name: str
     function: Callable[..., Any]
     require_user: Any = None
+    kind: Kind = CALLABLE
 
 
-functions: dict[str, Registration] = {}
+#: each kind has its own names: a background task and a callable may share one
+registrations: dict[Kind, dict[str, Registration]] = {kind: {} for kind in KINDS}
+#: the callables, by name
+functions = registrations[CALLABLE]
 
 
-def register(name: str, function: Callable[..., Any], require_user: Any = None) -> None:
+def register(name: str, function: Callable[..., Any], require_user: Any = None, kind: Kind = CALLABLE) -> None:
     """Register ``function`` under ``name``; the last registration of a name wins, as in Anvil."""
-    previous = functions.get(name)
+    registered = registrations[kind]
+    previous = registered.get(name)
     if previous is not None and previous.function is not function:
         print(
-            f"Warning: a callable with the name {name!r} has already been registered "
-            f"(previously by {_qualname(previous.function)} now by {_qualname(function)}).",
+            f"Warning: a {'callable' if kind == CALLABLE else kind.replace('_', ' ')} with the name {name!r} has "
+            f"already been registered (previously by {_qualname(previous.function)} now by {_qualname(function)}).",
             file=sys.stderr,
         )
-    functions[name] = Registration(name, function, require_user)
+    registered[name] = Registration(name, function, require_user, kind)
     if require_user:
         print(
             f"Warning: server function {name!r} is registered with require_user, but this server has no users "
             "service yet: every call to it will be refused with anvil.server.PermissionDenied.",
             file=sys.stderr,
         )
+
+
+def lookup(kind: Kind, name: str) -> Registration | None:
+    return registrations[kind].get(name)
+
+
+def listing() -> list[WireRegistration]:
+    """Everything registered, as the load reply tells the host."""
+    return [{"name": name, "kind": kind} for kind in KINDS for name in sorted(registrations[kind])]
 
 
 def check_caller(registration: Registration) -> None:

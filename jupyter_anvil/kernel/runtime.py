@@ -12,18 +12,35 @@ import linecache
 import sys
 import threading
 import traceback
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
-from .. import errors, wire
+from .. import errors, protocol, wire
+from ..protocol import (
+    BACKGROUND_TASK,
+    CALL,
+    CALLABLE,
+    GET_TASK_STATE,
+    HELLO,
+    KINDS,
+    LOAD,
+    LOG,
+    MAX_CALL_DEPTH,
+    REPLY,
+    TASK_STATE,
+    CallMessage,
+    CallReplyMessage,
+    Kind,
+    LoadError,
+    LoadReply,
+    LoadRequest,
+)
 from . import context, registry
 from .cookies import CookieJar
 from .output import CallOutput
 from .session import SessionData
 from .tasks import StatePump, TaskState, encode_state
-
-COMM_TARGET = "jupyter_anvil"
-MAX_CALL_DEPTH = 10
 
 Message = dict[str, Any]
 
@@ -46,25 +63,28 @@ class Runtime:
     def on_open(self, comm: Any, open_msg: Message) -> None:
         self.comm = comm
         comm.on_msg(self.on_message)
+        # first thing, before the host sends anything else: the host refuses a kernel that
+        # speaks another version (read now, not at import: a test plays another version)
+        self.send({"op": HELLO, "protocol": protocol.PROTOCOL_VERSION})
 
     def on_message(self, msg: Message) -> None:
         data = msg["content"]["data"]
         buffers = list(msg.get("buffers") or [])
         op = data.get("op")
-        if op == "reply":
+        if op == REPLY:
             future = self._pending.pop(str(data.get("req")), None)
             if future is not None:
                 future.set_result((data, buffers))
-        elif op == "call":
-            self._workers.submit(self.run_call, data, buffers)
-        elif op == "load":
-            self._workers.submit(self.run_load, data)
-        elif op == "get_task_state":
+        elif op == CALL:
+            self._workers.submit(self.run_call, cast(CallMessage, data), buffers)
+        elif op == LOAD:
+            self._workers.submit(self.run_load, cast(LoadRequest, data))
+        elif op == GET_TASK_STATE:
             frame = self._frames.get(str(data.get("task_id")))
             state = encode_state(frame.task_state) if frame is not None and frame.task_state is not None else None
-            self.send({"op": "reply", "req": data.get("req"), "state": state})
+            self.send({"op": REPLY, "req": data.get("req"), "state": state})
 
-    def send(self, data: Message, buffers: list[bytes] | None = None) -> None:
+    def send(self, data: Mapping[str, Any], buffers: list[bytes] | None = None) -> None:
         # comm.send from worker threads: serialise so messages are never interleaved
         with self._send_lock:
             try:
@@ -74,17 +94,17 @@ class Runtime:
 
     def log(self, call_id: str, stream: str, text: str) -> None:
         if self.comm is not None:
-            self.send({"op": "log", "call_id": call_id, "stream": stream, "text": text})
+            self.send({"op": LOG, "call_id": call_id, "stream": stream, "text": text})
 
     # -- loading the server cells ----------------------------------------------
-    def run_load(self, data: Message) -> None:
+    def run_load(self, data: LoadRequest) -> None:
         from IPython.core.getipython import get_ipython
 
         shell: Any = get_ipython()  # type: ignore[no-untyped-call]
         notebook = str(data.get("notebook", "notebook"))
         frame = context.CallFrame(call_id=str(data.get("call_id", "load")), command="(load)")
         previous = context.push(frame)
-        reply: Message = {"op": "reply", "req": data.get("req")}
+        reply: LoadReply = {"op": REPLY, "req": data.get("req")}
         try:
             for cell in data.get("cells", []):
                 index, source = int(cell["index"]), str(cell["source"])
@@ -96,30 +116,33 @@ class Runtime:
                     exec(code, shell.user_ns)  # noqa: S102 - running the author's server cells is the point
                 except BaseException as e:  # noqa: BLE001 - any failure is the app's load error
                     trace = self.trace_of(e)
-                    reply["error"] = {
-                        **errors.to_wire(e, trace),
-                        "cell": index,
-                        "first_line": next((line for line in source.splitlines() if line.strip()), ""),
-                        "line": trace[0][1] if trace else None,
-                    }
+                    error = cast(LoadError, errors.to_wire(e, trace))
+                    error["cell"] = index
+                    error["first_line"] = next((line for line in source.splitlines() if line.strip()), "")
+                    error["line"] = trace[0][1] if trace else None
+                    reply["error"] = error
                     reply["traceback"] = author_traceback(e)
                     break
-            reply["functions"] = sorted(registry.functions)
+            reply["registrations"] = registry.listing()
         finally:
             self.flush_output(frame)
             context.push(previous)
         self.send(reply)
 
     # -- serving calls -------------------------------------------------------------
-    def run_call(self, data: Message, buffers: list[Any]) -> None:
+    def run_call(self, data: CallMessage, buffers: list[Any]) -> None:
         command = str(data.get("command"))
-        frame = self.frame_for(data, command)
+        kind = data.get("kind", CALLABLE)
+        if kind not in KINDS:
+            kind = CALLABLE  # an unknown kind names nothing: looked up as a callable, not found
+        frame = self.frame_for(data, command, kind)
         previous = context.push(frame)
         self._frames[frame.call_id] = frame
-        reply: Message = {"op": "reply", "req": data.get("req")}
+        reply: CallReplyMessage = {"op": REPLY, "req": data.get("req")}
         out_buffers: list[bytes] = []
+        faulty_response = False
         try:
-            registration = registry.functions.get(command)
+            registration = registry.lookup(kind, command)
             if registration is None:
                 raise errors.NoServerFunctionError(f'No server function matching "{command}" has been registered')
             registry.check_caller(registration)  # before anything the caller sent is decoded
@@ -134,18 +157,19 @@ class Runtime:
             try:
                 encoded = wire.encode({"response": result})
             except errors.SerializationError as e:
-                reply["faulty_response"] = True  # the function's fault, not the caller's
+                faulty_response = True  # the function's fault, not the caller's
                 raise errors.SerializationError(f"Cannot serialize return value from function. {e}") from None
-            reply.update(encoded.message)
+            reply["response"] = encoded.message["response"]
             reply["objects"] = encoded.objects
             reply["media"], out_buffers = wire.media_to_buffers(encoded.media)
             reply.update(self.state_changes(frame))
         except BaseException as e:  # noqa: BLE001 - every failure becomes the caller's error
-            for key in ("response", "objects", "media"):
-                reply.pop(key, None)
+            reply.pop("response", None)
+            reply.pop("objects", None)
+            reply.pop("media", None)
             out_buffers = []
             reply["error"] = errors.to_wire(e, self.trace_of(e))
-            if reply.pop("faulty_response", False):
+            if faulty_response:
                 reply["error"]["status"] = 500
             reply["traceback"] = author_traceback(e)
             with contextlib.suppress(errors.SerializationError):
@@ -160,9 +184,9 @@ class Runtime:
         return [(f.call_id, f.task_state) for f in list(self._frames.values()) if f.task_state is not None]
 
     def _send_state(self, task_id: str, state: Any) -> None:
-        self.send({"op": "task_state", "task_id": task_id, "state": state})
+        self.send({"op": TASK_STATE, "task_id": task_id, "state": state})
 
-    def frame_for(self, data: Message, command: str) -> context.CallFrame:
+    def frame_for(self, data: CallMessage, command: str, kind: Kind = CALLABLE) -> context.CallFrame:
         """The frame of a call: a top-level call brings its session, cookies and context
         from the host; a nested call shares its parent's (it is the same session)."""
         frame = context.CallFrame(call_id=str(data.get("call_id")), command=command, depth=int(data.get("depth", 0)))
@@ -180,18 +204,18 @@ class Runtime:
             frame.session = SessionData(session.get("id"), session.get("data") or {})
             frame.owns_session = True
         cookies = data.get("cookies")
-        for kind in ("local", "shared"):
-            values = cookies.get(kind, {}) if isinstance(cookies, dict) else None
-            frame.cookies[kind] = CookieJar(kind, self.app if kind == "local" else "*", values)
+        for jar in ("local", "shared"):
+            values = cookies.get(jar, {}) if isinstance(cookies, dict) else None
+            frame.cookies[jar] = CookieJar(jar, self.app if jar == "local" else "*", values)
         frame.info = data.get("context") or {}
-        if command.startswith("task:"):
+        if kind == BACKGROUND_TASK:
             frame.task_state = TaskState()
             self._pump.ensure_started()
         return frame
 
-    def state_changes(self, frame: context.CallFrame) -> Message:
+    def state_changes(self, frame: context.CallFrame) -> CallReplyMessage:
         """What the call changed in its session and cookies, for the host to store."""
-        out: Message = {}
+        out: CallReplyMessage = {}
         if frame.task_state is not None:
             out["task_state"] = encode_state(frame.task_state)  # an illegal final state is dropped, as in Anvil
         if not frame.owns_session:
@@ -232,20 +256,19 @@ class Runtime:
         future: Future[tuple[Message, list[Any]]] = Future()
         self._pending[req] = future
         media_ids, buffers = wire.media_to_buffers(encoded.media)
-        self.send(
-            {
-                "op": "call",
-                "req": req,
-                "parent": frame.call_id if frame else None,
-                "context": frame.info if frame else None,
-                "depth": depth,
-                "command": command,
-                **encoded.message,
-                "objects": encoded.objects,
-                "media": media_ids,
-            },
-            buffers,
-        )
+        message: CallMessage = {
+            "op": CALL,
+            "req": req,
+            "parent": frame.call_id if frame else None,
+            "context": frame.info if frame else None,
+            "depth": depth,
+            "command": command,
+            "args": encoded.message["args"],
+            "kwargs": encoded.message["kwargs"],
+            "objects": encoded.objects,
+            "media": media_ids,
+        }
+        self.send(message, buffers)
         reply, reply_buffers = future.result()
         if "error" in reply:
             raise errors.from_wire(reply["error"])
@@ -275,7 +298,7 @@ def install(app: str) -> None:
     import comm
 
     runtime = Runtime(app)
-    comm.get_comm_manager().register_target(COMM_TARGET, runtime.on_open)
+    comm.get_comm_manager().register_target(protocol.COMM_TARGET, runtime.on_open)
     sys.stdout = CallOutput(sys.stdout, "stdout", runtime.log)  # type: ignore[assignment]
     sys.stderr = CallOutput(sys.stderr, "stderr", runtime.log)  # type: ignore[assignment]
     _runtime = runtime
