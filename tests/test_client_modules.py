@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import AnvilServer
+from conftest import AnvilServer, private_server
+from test_static import raw_get
 
 import jupyter_anvil
 
@@ -46,18 +46,6 @@ def client_modules() -> list[str]:
             target = (STATIC / path).parent / spec
             todo.append(Path(target).resolve().relative_to(STATIC).as_posix())
     return sorted(found)
-
-
-def raw_get(server: AnvilServer, target: str, method: str = "GET") -> tuple[int, bytes]:
-    """A request with the path sent exactly as written (httpx would normalise ``..``)."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
-        request = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nConnection: close\r\n\r\n"
-        conn.sendall(request.encode())
-        data = b""
-        while chunk := conn.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 def test_the_modules_are_the_files_of_the_client_folder() -> None:
@@ -132,6 +120,14 @@ def test_malformed_module_paths_are_the_callers_fault(anvil_server: AnvilServer,
     status, body = raw_get(anvil_server, f"/anvil/{path}")
     assert status == 400, (path, status, body[:200])
     assert body.startswith(b"{") and b"Traceback" not in body
+
+
+def test_with_apps_off_the_modules_are_not_served(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with private_server(tmp_path_factory, "apps-off", lambda root: None, "--AnvilApp.serve_apps=False") as server:
+        for path in ("client.js", "client/codec.js", "client/nothing.js"):
+            response = httpx.get(f"{server.url}anvil/{path}")
+            assert response.status_code == 404, path
+            assert "serve_apps=False" in response.json()["error"]["message"], path
 
 
 # -- in a browser ----------------------------------------------------------------------

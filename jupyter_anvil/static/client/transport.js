@@ -18,8 +18,9 @@ const RETRY_FIRST_MS = 250;
 const RETRY_MAX_MS = 30000;
 const COOKIES_HEADER = "X-Anvil-Cookies"; // "changed" on an HTTP reply whose call changed cookies
 
-/** The WebSocket of one AnvilServer (`owner`, which gives the app's URLs, its session
- * and its transport mode) and the calls in flight on it. */
+/** The WebSocket of one AnvilServer and the calls in flight on it. The `owner` gives
+ * the app's URLs (`_appUrl(rest)`), the window's session (`_session()`) and the
+ * transport mode (`_mode`), and is the origin of the values the socket decodes. */
 export class SocketTransport {
   constructor(owner) {
     this._owner = owner;
