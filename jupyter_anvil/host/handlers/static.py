@@ -70,10 +70,7 @@ class ClientScriptHandler(_PublicStaticHandler):
     def initialize(self, **kwargs: Any) -> None:  # type: ignore[override]
         super().initialize(path=str(STATIC_DIR))
 
-    def head(self, path: str) -> Awaitable[None]:
-        return self.get(path, include_body=False)
-
-    async def get(self, path: str, include_body: bool = True) -> None:
+    async def get(self, path: str, include_body: bool = True) -> None:  # HEAD comes here too
         problem = path_problem(path)
         if problem is not None:
             self.write_anvil_error(errors.SerializationError(problem), 400)
