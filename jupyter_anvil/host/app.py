@@ -155,7 +155,7 @@ class AnvilApp(ExtensionApp):
         if self.serve_apps:
             self.handlers.extend(
                 [
-                    (r"/anvil/(client\.js)", static.ClientScriptHandler),
+                    (r"/anvil/(client\.js|client/.*)", static.ClientScriptHandler),
                     (rf"/anvil/apps/{app}/_/call/(?P<function>[^/]+)", calls.HttpCallHandler),
                     (rf"/anvil/apps/{app}/_/ws", socket.CallSocketHandler),
                     (rf"/anvil/apps/{app}/_/cookies", calls.CookieTicketHandler),
@@ -165,7 +165,7 @@ class AnvilApp(ExtensionApp):
                 ]
             )
         else:  # no app surface at all: its URLs answer 404
-            self.handlers.append((r"/anvil/(?:client\.js|apps/.*)", apps_off.AppsOffSurfaceHandler))
+            self.handlers.append((r"/anvil/(?:client\.js|client/.*|apps/.*)", apps_off.AppsOffSurfaceHandler))
             self.handlers.append((r"/anvil/api/apps", apps_off.AppsOffHandler))
         self.handlers.extend(
             [

@@ -32,6 +32,9 @@ SEPARATORS = re.compile(r"[/\\]")
 #: control characters (NUL above all) are in no file name we serve
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_PATH = 1024
+#: the browser client's files: ``client.js`` and its modules in ``client/`` (no other
+#: file of the package folder, whatever the URL says)
+CLIENT_MODULE = re.compile(r"client\.js|client/[a-z][a-z_]*\.js")
 #: what :func:`resolve` answers for a folder asked for without its trailing slash
 ADD_SLASH = ""
 
@@ -60,10 +63,21 @@ class _PublicStaticHandler(PublicHandler, web.StaticFileHandler):
 
 
 class ClientScriptHandler(_PublicStaticHandler):
-    """``anvil/client.js``: the ES module browsers import."""
+    """``anvil/client.js``, the ES module browsers import, and the modules it imports from
+    ``anvil/client/``: only names :data:`CLIENT_MODULE` allows, found by :func:`resolve`
+    (no dotfile, nothing outside the folder), never anything else of the package."""
 
     def initialize(self, **kwargs: Any) -> None:  # type: ignore[override]
         super().initialize(path=str(STATIC_DIR))
+
+    async def get(self, path: str, include_body: bool = True) -> None:  # HEAD comes here too
+        problem = path_problem(path)
+        if problem is not None:
+            self.write_anvil_error(errors.SerializationError(problem), 400)
+            return
+        if not CLIENT_MODULE.fullmatch(path) or resolve(str(STATIC_DIR), path) != path:
+            raise web.HTTPError(404)
+        await super().get(path, include_body)
 
     def get_content_type(self) -> str:
         return "text/javascript; charset=utf-8"
