@@ -646,8 +646,8 @@ def test_hello_counts_visits_per_tab(server: Any, context: Any) -> None:
     assert first.errors == [] and second.errors == []
 
 
-def test_hello_remembers_a_name_in_a_cookie(server: Any, context: Any) -> None:
-    hello = f"{server.url}anvil/apps/hello/"
+def greeted_with_remember_me(context: Any, hello: str) -> Tab:
+    """A new tab of the hello page, greeted as Ada with 'remember me' checked (a cookie set)."""
     tab = Tab(context, hello)
     page = tab.page
     sync_api.expect(page.locator("#visits")).to_have_text("1")
@@ -657,6 +657,13 @@ def test_hello_remembers_a_name_in_a_cookie(server: Any, context: Any) -> None:
     page.click("#greet")
     sync_api.expect(page.locator("#greeting")).to_have_text("Hello, Ada!")
     page.wait_for_function("() => !document.querySelector('#greet').disabled")
+    return tab
+
+
+def test_hello_remembers_a_name_in_a_cookie(server: Any, context: Any) -> None:
+    hello = f"{server.url}anvil/apps/hello/"
+    tab = greeted_with_remember_me(context, hello)
+    page = tab.page
     tab.reload()
     sync_api.expect(page.locator("#welcome-back")).to_have_text("Welcome back, Ada!")
     assert page.input_value("#name") == "Ada"
@@ -677,15 +684,8 @@ def test_a_new_session_on_an_open_socket_sees_the_current_cookies(server: Any, c
     """The socket learned the cookies at its handshake; a session started on it later
     (resetSession) must see the cookie changes made since, both a set and a delete."""
     hello = f"{server.url}anvil/apps/hello/"
-    tab = Tab(context, hello)
+    tab = greeted_with_remember_me(context, hello)
     page = tab.page
-    sync_api.expect(page.locator("#visits")).to_have_text("1")
-    sync_api.expect(page.locator("#welcome-back")).to_have_text("")
-    page.fill("#name", "Ada")
-    page.check("#remember")
-    page.click("#greet")
-    sync_api.expect(page.locator("#greeting")).to_have_text("Hello, Ada!")
-    page.wait_for_function("() => !document.querySelector('#greet').disabled")
     page.click("#new-session")  # no reload: the same page, its socket already open
     sync_api.expect(page.locator("#visits")).to_have_text("1")
     sync_api.expect(page.locator("#welcome-back")).to_have_text("Welcome back, Ada!")
