@@ -8,6 +8,6 @@ __version__ = "0.1.0"
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
-    from .host.app import AnvilApp
+    from .host.extension import AnvilApp
 
-    return [{"module": "jupyter_anvil.host.app", "app": AnvilApp}]
+    return [{"module": "jupyter_anvil.host.extension", "app": AnvilApp}]

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     if not any("open_browser" in a or a in ("--browser", "--no-browser") for a in args):
         args.insert(0, "--ServerApp.open_browser=False")  # apps are for their pages and clients, not a browser tab
     logging.getLogger("ServerApp").addFilter(_no_browser_file_hint)
-    from .host.app import AnvilApp
+    from .host.extension import AnvilApp
 
     AnvilApp.launch_instance(args)  # type: ignore[no-untyped-call]
 
@@ -90,7 +90,7 @@ def _no_browser_file_hint(record: logging.LogRecord) -> bool:
 def help_text() -> str:
     """``jupyter anvil --help``: the usage, ROOT, the server options that matter and every
     AnvilApp option, with its help and default (``--help-all`` lists all of Jupyter's)."""
-    from .host.app import AnvilApp
+    from .host.extension import AnvilApp
 
     lines = [
         f"Usage: {USAGE}",
@@ -135,8 +135,8 @@ def rotate_cookie_key(args: list[str]) -> None:
     New cookies are sealed with it; cookies sealed with the previous keys still open,
     so nobody is logged out. Restart the server to use it.
     """
-    from .host.app import COOKIE_KEYS_FILE, data_folder
     from .host.cookies import KEYS_KEPT, rotate_keys
+    from .host.extension import COOKIE_KEYS_FILE, data_folder
 
     path = Path(args[0]) if args else data_folder() / COOKIE_KEYS_FILE
     rotate_keys(path)

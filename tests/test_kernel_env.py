@@ -12,7 +12,7 @@ import pytest
 from conftest import AnvilServer, private_server
 from notebook_files import write_notebook
 
-from jupyter_anvil.host.kernel import SECRET_ENV
+from jupyter_anvil.host.app_kernel import SECRET_ENV
 
 #: credentials a server may be started with, by their real names
 SECRETS = {

@@ -117,7 +117,7 @@ def test_protocol_and_the_kernel_side_import_nothing_of_the_host() -> None:
 
 def test_the_host_imports_nothing_of_the_kernel_side() -> None:
     code = (
-        "import sys, jupyter_anvil.host.app\n"
+        "import sys, jupyter_anvil.host.extension\n"
         "bad = [m for m in sys.modules if m.startswith(('jupyter_anvil.kernel', 'jupyter_anvil.server'))]\n"
         "assert not bad, bad\n"
     )

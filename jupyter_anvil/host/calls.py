@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 
 from .. import errors
 from ..protocol import MAX_CALL_DEPTH
+from .app_kernel import AppKernel
 from .apps import App, AppManager
-from .kernel import AppKernel
 from .logs import AppLog
 from .messages import CallReply, CallRequest
 from .pool import KernelPool
@@ -17,19 +16,17 @@ from .sessions import SessionExpired, SessionService
 from .task_calls import is_task_call, task_call
 from .tasks import TaskService
 
-log = logging.getLogger(__name__)
-
 
 def new_call_id() -> str:
     return secrets.token_hex(6)
 
 
 class CallService:
-    def __init__(self, apps: AppManager, app_log: AppLog, sessions: SessionService) -> None:
+    def __init__(self, apps: AppManager, app_log: AppLog, sessions: SessionService, tasks: TaskService) -> None:
         self.apps = apps
         self.app_log = app_log
         self.sessions = sessions
-        self.tasks: TaskService | None = None  # set once the task service exists
+        self.tasks = tasks
         self._functions: dict[str, str] = {}  # call id -> function, to tag log lines
 
     async def call(self, app_name: str, request: CallRequest) -> CallReply:
@@ -51,7 +48,7 @@ class CallService:
         app = await self.apps.get(app_name)
         if app is None:
             raise errors.NoServerFunctionError(f'No app named "{app_name}" is served here')
-        if is_task_call(command) and self.tasks is not None:
+        if is_task_call(command):
             launched_by = request.caller.context() if request.caller else {}
             return await task_call(self.tasks, app_name, request, launched_by)
         timeout = app.call_timeout or self.apps.defaults.call_timeout
@@ -73,7 +70,7 @@ class CallService:
         finally:
             pool.release(kernel)
             self._functions.pop(request.call_id, None)
-        return await self.keep_state(app_name, request, reply)
+        return await self.sessions.keep_state(app_name, request, reply)
 
     async def _lease(self, app: App, command: str, deadline: float) -> tuple[KernelPool, AppKernel]:
         """A kernel of the app's current version for ``command``, waiting until ``deadline``.
@@ -109,32 +106,12 @@ class CallService:
                 raise
             return pool, kernel
 
-    async def keep_state(self, app_name: str, request: CallRequest, reply: CallReply) -> CallReply:
-        """Store what the call changed in its session (before the caller hears back, so
-        nothing acknowledged can be lost) and hand cookie changes to the transport."""
-        caller = request.caller
-        if caller is None:
-            return reply
-        changes = reply.session_changes or {}
-        try:
-            if changes.get("persist"):
-                await self.sessions.persist(caller.session)
-            await self.sessions.save(caller.session, changes.get("changed") or {}, changes.get("deleted") or [])
-        except SessionExpired:
-            return CallReply.failure(errors.SessionExpiredError("Session expired"))
-        except Exception:
-            log.exception("[jupyter-anvil] could not save session %s of app %s", caller.session.id, app_name)
-            return CallReply.failure(errors.InternalError("The call ran, but its session could not be saved"))
-        if reply.cookie_changes and caller.cookies is not None:
-            caller.cookies.update(reply.cookie_changes)
-        return reply
-
     async def nested_call(self, kernel: AppKernel, request: CallRequest) -> CallReply:
         """A ``server.call`` from server code: runs on the same kernel (which has a
         thread free for it), so a pool of one kernel cannot deadlock on itself."""
         if request.depth > MAX_CALL_DEPTH:
             return CallReply.failure(errors.StackOverflow("Too many nested anvil.server.call()s"))
-        if is_task_call(request.command) and self.tasks is not None:
+        if is_task_call(request.command):
             try:
                 return await task_call(self.tasks, kernel.app, request, request.context or {})
             except errors.AnvilError as e:

@@ -11,8 +11,8 @@ from typing import Any
 
 from .. import errors
 from ..protocol import Registered
+from .app_kernel import AppKernel, KernelLoadError
 from .background import spawn
-from .kernel import AppKernel, KernelLoadError
 
 log = logging.getLogger(__name__)
 

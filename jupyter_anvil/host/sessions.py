@@ -19,7 +19,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import errors
 from .background import spawn
+from .messages import CallReply, CallRequest
 from .store import SessionRecord, Store
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,27 @@ class SessionService:
             for key in deleted:
                 session.data.pop(key, None)
             session.record.last_used = session.stored_last_used = time.time()
+
+    async def keep_state(self, app_name: str, request: CallRequest, reply: CallReply) -> CallReply:
+        """Store what a call (or a background task) changed in its session, before the
+        caller hears back, so nothing acknowledged can be lost; hand cookie changes to the
+        transport. Never raises: a session that cannot be saved turns the reply into a failure."""
+        caller = request.caller
+        if caller is None:
+            return reply
+        changes = reply.session_changes or {}
+        try:
+            if changes.get("persist"):
+                await self.persist(caller.session)
+            await self.save(caller.session, changes.get("changed") or {}, changes.get("deleted") or [])
+        except SessionExpired:
+            return CallReply.failure(errors.SessionExpiredError("Session expired"))
+        except Exception:
+            log.exception("[jupyter-anvil] could not save session %s of app %s", caller.session.id, app_name)
+            return CallReply.failure(errors.InternalError("The call ran, but its session could not be saved"))
+        if reply.cookie_changes and caller.cookies is not None:
+            caller.cookies.update(reply.cookie_changes)
+        return reply
 
     def _expired(self, session: Session) -> None:
         self._live.pop(session.record.token_hash, None)

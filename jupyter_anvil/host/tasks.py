@@ -26,10 +26,10 @@ from typing import Any
 
 from .. import errors
 from ..protocol import BACKGROUND_TASK
+from .app_kernel import AppKernel
 from .apps import AppManager
 from .background import spawn
 from .instances import ServerInstances
-from .kernel import AppKernel
 from .messages import Caller, CallReply, CallRequest
 from .sessions import SessionService
 from .store import TaskStore
@@ -95,7 +95,6 @@ class TaskService:
         self.live: dict[str, LiveTask] = {}
         self._queues: dict[str, deque[LiveTask]] = {}
         self._subscribers: set[Callable[[dict[str, Any]], None]] = set()
-        self.keep_state: Callable[[str, CallRequest, CallReply], Any] | None = None
         self.stopping = False
         self._loops: list[asyncio.Task[None]] = []
         self._shutdowns: set[asyncio.Task[None]] = set()  # task kernels being shut down
@@ -219,8 +218,7 @@ class TaskService:
                 reply = await task.kernel.call(task.request, timeout, kind=BACKGROUND_TASK)
             except asyncio.TimeoutError:
                 raise errors.TimeoutError("The background task took too long") from None
-            if self.keep_state is not None:
-                reply = await self.keep_state(app_name, task.request, reply)
+            reply = await self.sessions.keep_state(app_name, task.request, reply)
         except errors.AnvilError as e:
             reply = CallReply.failure(e)
         except Exception as e:

@@ -18,12 +18,12 @@ from traitlets import Bool, Float, Int, Type, Unicode
 
 from .. import __version__
 from ..protocol import BACKGROUND_TASK, log_name
+from .app_kernel import AppKernel
 from .apps import AppDefaults, AppManager
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
 from .handlers import admin, apps_off, calls, public_tasks, socket, socket_limits, static, task_admin
 from .instances import ServerInstances
-from .kernel import AppKernel
 from .logs import AppLog
 from .notebooks import AppSpec
 from .pool import KernelPool, PoolLimits
@@ -126,7 +126,6 @@ class AnvilApp(ExtensionApp):
         self.app_log = AppLog(self.store, self.log_records_per_app)
         self.apps = AppManager(root, defaults, self.app_log, self._make_pool)
         self.sessions = SessionService(self.store, self.session_idle_minutes * 60)
-        self.calls = CallService(self.apps, self.app_log, self.sessions)
         task_limits = TaskLimits(
             concurrency=self.task_concurrency,
             timeout=self.task_timeout,
@@ -136,8 +135,7 @@ class AnvilApp(ExtensionApp):
         )
         self.instances = ServerInstances(self.store)
         self.tasks = TaskService(self.apps, TaskStore(self.store), self.sessions, task_limits, self.instances)
-        self.tasks.keep_state = self.calls.keep_state
-        self.calls.tasks = self.tasks
+        self.calls = CallService(self.apps, self.app_log, self.sessions, self.tasks)
         cookie_keys = Path(self.cookie_keys_file) if self.cookie_keys_file else data_folder() / COOKIE_KEYS_FILE
         self.settings["jupyter_anvil"] = Services(
             self.apps,
