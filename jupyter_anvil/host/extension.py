@@ -6,7 +6,6 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from .instances import ServerInstances
 from .logs import AppLog
 from .notebooks import AppSpec
 from .pool import KernelPool, PoolLimits
-from .services import Services
+from .services import Lifecycle, Services, start_services, stop_services
 from .sessions import SessionService
 from .store import Store, TaskStore, secure_folder
 from .tasks import TaskLimits, TaskService
@@ -103,6 +102,9 @@ class AnvilApp(ExtensionApp):
         "", help="Parent domain of server.cookies.shared (e.g. example.com); default: this host only."
     ).tag(config=True)
 
+    #: the notebook watcher: the extension's own loop, started after every service, cancelled first
+    _watcher: asyncio.Future[None] | None = None
+
     @property
     def server(self) -> ServerApp:
         assert self.serverapp is not None, "the extension is linked to a server before it runs"
@@ -136,6 +138,19 @@ class AnvilApp(ExtensionApp):
         self.instances = ServerInstances(self.store)
         self.tasks = TaskService(self.apps, TaskStore(self.store), self.sessions, task_limits, self.instances)
         self.calls = CallService(self.apps, self.app_log, self.sessions, self.tasks)
+        # Started top to bottom, and stopped top to bottom: tasks before the pools (a pool
+        # must still be open while task kernels go, or a replacement it starts then could
+        # outlive the server); the app log, then the store, last, so every step before
+        # them can still write. A new service is one line here.
+        self.lifecycle = [
+            Lifecycle("background tasks", self.tasks.start, lambda: self.tasks.stop(timeout=4.0), 6.5),
+            Lifecycle("app kernels", None, self.apps.stop_all, 6.5),  # the notebook watcher starts apps
+            Lifecycle("the app log", self.app_log.start, lambda: self.app_log.stop(timeout=2.0), 2.5),
+            Lifecycle("sessions", self.sessions.start, self.sessions.stop, 1.0),  # a cancel: at once
+            # a plain function the loop cannot cut short: the store bounds its own close (last,
+            # so blocking the loop here holds up nothing)
+            Lifecycle("the store", None, lambda: self.store.close(timeout=2.0), 2.0),
+        ]
         cookie_keys = Path(self.cookie_keys_file) if self.cookie_keys_file else data_folder() / COOKIE_KEYS_FILE
         self.settings["jupyter_anvil"] = Services(
             self.apps,
@@ -178,9 +193,7 @@ class AnvilApp(ExtensionApp):
         )
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:  # type: ignore[override]
-        await self.tasks.start()
-        self.app_log.start()
-        self.sessions.start()
+        await start_services(self.lifecycle)
         if not self.serve_apps:
             print(f"{PREFIX} apps are off (--AnvilApp.serve_apps=False): no notebook is served", file=sys.stderr)
             return
@@ -220,28 +233,11 @@ class AnvilApp(ExtensionApp):
         print(header + "\n" + "\n".join(lines), file=sys.stderr, flush=True)
 
     async def stop_extension(self) -> None:
-        """Each step bounded (about a second in all when nothing hangs, 16 s at worst) and
-        its failure logged, never raised: a stop that raises or waits forever leaves the
-        server up after SIGTERM. Tasks first, then the pools: a pool must still be open
-        while task kernels go, or a replacement it starts then could outlive the server."""
-        if getattr(self, "_watcher", None) is not None:
+        """Every service stopped in the order of ``self.lifecycle``, each bounded and its
+        failure logged, never raised (about a second in all when nothing hangs, 16 s at worst)."""
+        if self._watcher is not None:
             self._watcher.cancel()
-        await self._bounded("background tasks", self.tasks.stop(timeout=4.0), 6.5)
-        await self._bounded("app kernels", self.apps.stop_all(), 6.5)
-        await self._bounded("the app log", self.app_log.stop(timeout=2.0), 2.5)
-        try:
-            self.sessions.stop()
-        except Exception:
-            self.log.exception("[jupyter-anvil] stopping sessions failed")
-        self.store.close(timeout=2.0)  # bounded; the last step, so blocking the loop here holds up nothing
-
-    async def _bounded(self, step: str, work: Awaitable[Any], seconds: float) -> None:
-        try:
-            await asyncio.wait_for(work, seconds)
-        except asyncio.TimeoutError:
-            self.log.warning("[jupyter-anvil] stopping %s took over %.0f s: left behind", step, seconds)
-        except Exception:
-            self.log.exception("[jupyter-anvil] stopping %s failed", step)
+        await stop_services(self.lifecycle, self.log)
 
     # -- kernels --------------------------------------------------------------------------
     def _make_pool(self, spec: AppSpec, limits: PoolLimits) -> KernelPool:

@@ -1,7 +1,11 @@
-"""The host's services, built once and shared by the handlers."""
+"""The host's services, built once and shared by the handlers, and how the extension
+starts and stops them (one list, in extension.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from .apps import AppManager
@@ -21,3 +25,46 @@ class Services:
     cookies: CookieSealer
     cookie_tickets: CookieTickets
     tasks: TaskService
+
+
+#: what a service's start or stop returns: nothing (done at once) or something to await
+Step = Callable[[], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """How the extension starts and stops one service: one line per service.
+
+    ``stop_seconds`` bounds an awaited stop; a stop that is a plain function (the
+    store's close) must bound itself, since the event loop cannot cut it short."""
+
+    name: str
+    start: Step | None
+    stop: Step | None
+    stop_seconds: float
+
+
+async def start_services(services: Sequence[Lifecycle]) -> None:
+    """Start each service in order. A failure propagates: a server whose store or
+    task service cannot start must not come up half-working."""
+    for service in services:
+        if service.start is not None:
+            started = service.start()
+            if started is not None:
+                await started
+
+
+async def stop_services(services: Sequence[Lifecycle], log: logging.Logger) -> None:
+    """Stop each service in order, each bounded and its failure logged, never raised:
+    a stop that raises or waits forever leaves the server up after SIGTERM."""
+    for service in services:
+        if service.stop is None:
+            continue
+        try:
+            stopping = service.stop()
+            if stopping is not None:
+                await asyncio.wait_for(stopping, service.stop_seconds)
+        except asyncio.TimeoutError:
+            log.warning("[jupyter-anvil] stopping %s took over %.0f s: left behind", service.name, service.stop_seconds)
+        except Exception:
+            log.exception("[jupyter-anvil] stopping %s failed", service.name)
