@@ -69,6 +69,8 @@ class FakeKernel(pool_module.AppKernel):  # type: ignore[misc]
         return await asyncio.wait_for(self._answer(request), timeout)
 
     async def _answer(self, request: CallRequest) -> CallReply:
+        # a real call is a message round trip: the reply never comes in the same loop step
+        await asyncio.sleep(0)
         if self.dead:
             raise errors.RuntimeUnavailableError("the kernel is gone")
         if self.gate is not None:
