@@ -48,7 +48,7 @@ async def test_queue_is_bounded_past_queue_size(make_pool) -> None:
     waiters = [asyncio.create_task(pool.lease()) for _ in range(2)]
     await asyncio.sleep(0.01)
     with pytest.raises(errors.RuntimeUnavailableError, match="overloaded"):
-        await pool.lease()
+        await asyncio.wait_for(pool.lease(), 1)  # refused at once, not queued
     assert pool.stats()["queued"] == 2
     for w in waiters:
         w.cancel()
@@ -136,7 +136,7 @@ async def test_start_failure_backs_off_then_recovers(make_pool, fast_retry, sett
     assert pool.problem is not None and "retrying in 0.05 s" in pool.problem
     # while it backs off, with no kernel, a call is refused at once with a clear 503
     with pytest.raises(errors.RuntimeUnavailableError, match="failed to start"):
-        await pool.lease()
+        await asyncio.wait_for(pool.lease(), 1)
     # the delay doubles per failure in a row
     await settle(lambda: starter.attempts == 3)
     assert "(2 in a row)" in (pool.problem or "") and "retrying in 0.1 s" in (pool.problem or "")

@@ -119,6 +119,7 @@ async def test_kill_a_queued_task(make_tasks, settle) -> None:
     gate.set()
     await settle(lambda: not rig.service.live)
     assert all(call.args != [2] for k in rig.starter.started for call in k.calls)  # it never ran
+    assert sum(1 for k in rig.starter.started if k.shutdowns) == 1  # nor took a kernel
     assert (await rig.service.get(first))["status"] == "completed"
     assert (await rig.service.kill(queued))["status"] == "killed"  # killing again changes nothing
 
