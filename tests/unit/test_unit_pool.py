@@ -217,7 +217,7 @@ async def test_drain_grace_is_bounded(make_pool) -> None:
     loop = asyncio.get_running_loop()
     began = loop.time()
     await pool.drain(grace=0.1)
-    assert loop.time() - began < 0.5 and kernel.shutdowns == 1
+    assert loop.time() - began < 1.5 and kernel.shutdowns == 1  # not held by the busy kernel
 
 
 async def test_drain_stops_a_kernel_still_starting(make_pool, settle) -> None:
