@@ -247,3 +247,21 @@ async def test_spares_for_tasks_are_handed_out_in_launch_order(make_pool, settle
     assert len({id(k) for k in [first, *got]}) == 4  # one kernel each
     assert [starter.started.index(k) for k in got] == sorted(starter.started.index(k) for k in got)
     assert first not in pool.kernels
+
+
+async def test_kernel_dying_mid_call_is_replaced_and_the_call_fails_clearly(make_pool, settle) -> None:
+    from jupyter_anvil.host.messages import CallRequest
+
+    pool, starter = make_pool(min=1, max=1)
+    starter.prepare = lambda kernel: setattr(kernel, "on_death", pool.kernel_died)
+    await pool.start()
+    kernel = pool.try_lease()
+    kernel.mode = "die"
+    with pytest.raises(errors.RuntimeUnavailableError, match="died"):
+        await kernel.call(CallRequest("echo"), 1)
+    pool.release(kernel)
+    await settle(lambda: len(pool.kernels) == 1 and pool.kernels[0] is not kernel)
+    assert kernel.shutdowns >= 1
+    replacement = await asyncio.wait_for(pool.lease(), 1)
+    reply = await replacement.call(CallRequest("echo", args=[1]), 1)
+    assert reply.response == {"echo": [1]}
