@@ -72,6 +72,8 @@ class LiveTask:
     killed: bool = False
     state_written: float = 0.0
     runner: asyncio.Task[None] | None = None
+    #: the write of 'running' to the store, which the task does not wait for
+    started_write: asyncio.Task[None] | None = None
 
     @property
     def id(self) -> str:
@@ -212,7 +214,9 @@ class TaskService:
             timeout = self.limits.timeout or None
             task.record["started"] = time.time()
             # the record follows; the task need not wait for the database to begin
-            spawn(self.store.update(task.id, {"status": "running", "started": task.record["started"]}))
+            task.started_write = spawn(
+                self.store.update(task.id, {"status": "running", "started": task.record["started"]})
+            )
             self._publish(task.record)
             try:
                 reply = await task.kernel.call(task.request, timeout, kind=BACKGROUND_TASK)
@@ -257,6 +261,9 @@ class TaskService:
         task.output_written = len(task.output)  # the end writes it all: no batch may follow
         fields = ("status", "ended", "error", "traceback", "result", "state", "output", "output_dropped")
         try:
+            if task.started_write is not None:
+                # the end must land after 'running', however fast the task replied
+                await asyncio.wait({task.started_write})
             await self.store.update(task.id, {k: record.get(k) for k in fields})
             await self.store.prune(self.limits.records_kept, self.limits.records_days)
         except Exception:
