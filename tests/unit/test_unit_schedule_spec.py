@@ -509,3 +509,38 @@ def test_ten_thousand_specs_parse_and_compute_next_runs_quickly() -> None:
     assert len(runs) == 10_000 and all(run > now for run in runs)
     print(f"\n10,000 specs: parse {parsed - began:.2f} s, next runs {done - parsed:.2f} s")
     assert done - began < 30  # a loose bound for a loaded machine; the measured time is printed
+
+
+WALL_CLOCK_FORMS = [
+    "every day at 02:30",
+    "every day at 01:45",
+    "every day at 02:15",
+    "every weekday at 02:00",
+    "every month on the last day at 01:30",
+    "*/30 * * * *",
+    "*/20 1-3 * * *",
+    "15 2 * * *",
+    "0 * * * *",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    form=st.sampled_from(WALL_CLOCK_FORMS),
+    zone=st.sampled_from(ZONES),
+    start=TRANSITION_INSTANTS,
+)
+def test_next_after_is_the_earliest_resolved_local_match(form: str, zone: str, start: datetime) -> None:
+    """Against brute force: every local match over two days, each resolved by the two rules
+    (a skipped time moved forward by the gap, a repeated one at its first occurrence)."""
+    spec = parse_spec(form, zone)
+    tzinfo = ZoneInfo(zone)
+    local_start = start.astimezone(tzinfo).replace(tzinfo=None) - timedelta(hours=6)
+    naive_matches = []
+    candidate = local_start
+    while candidate < local_start + timedelta(days=2):
+        candidate = spec._next_local(candidate)  # type: ignore[attr-defined]
+        naive_matches.append(candidate)
+    instants = sorted({m.replace(tzinfo=tzinfo, fold=0).astimezone(UTC) for m in naive_matches})
+    expected = next(t for t in instants if t > start)
+    assert spec.next_after(start) == expected

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -112,6 +112,12 @@ class CronSpec(WallClockSpec):
         # naive in, naive out: croniter does calendar arithmetic only, no zone, no machine clock
         following: datetime = croniter(self.expression, local, hash_id=self.hash_id).get_next(datetime)
         return following
+
+    def _local_times(self, local: datetime) -> Iterator[datetime]:
+        matcher = croniter(self.expression, local, hash_id=self.hash_id)
+        while True:
+            following: datetime = matcher.get_next(datetime)
+            yield following
 
     def describe(self) -> str:
         words = describe_fields(self.expression.split())

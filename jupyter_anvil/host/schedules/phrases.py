@@ -17,6 +17,13 @@ spaces do not matter):
 
 Times are 24-hour ``HH:MM`` or ``HH:MM:SS`` (``9:00`` is fine), or ``9am`` / ``5:30 pm``,
 ``noon``, ``midnight``.
+
+The ``schedule`` package itself is not used, only its vocabulary: its ``Job`` computes the next
+run from ``datetime.now()`` inside (no "next run after instant t" for a driven clock or for
+start-up recovery), counts intervals from when the job was created or last ran (so two servers,
+or one server before and after a restart, disagree on "every 10 minutes" and "every 2 weeks"),
+keeps ``next_run`` as the machine's naive local time, needs ``pytz`` for ``.at(time, tz)``, and
+has no months and no cron.
 """
 
 from __future__ import annotations

@@ -23,8 +23,10 @@ strictly after ``after``, so each instant fires once.
 
 from __future__ import annotations
 
+import itertools
 import zoneinfo
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -79,6 +81,13 @@ class WallClockSpec(ABC):
     @abstractmethod
     def describe(self) -> str: ...
 
+    def _local_times(self, local: datetime) -> Iterator[datetime]:
+        """The matching naive local times after ``local``, in order (cron overrides it to
+        keep one croniter for the whole walk)."""
+        while True:
+            local = self._next_local(local)
+            yield local
+
     def next_after(self, after: datetime) -> datetime:
         after_utc = as_utc(after)
         first = self._next_local(local_time(after_utc, self.zone))
@@ -93,9 +102,8 @@ class WallClockSpec(ABC):
         the best one's local time, no later candidate can resolve earlier."""
         best: datetime | None = None
         best_local: datetime | None = None
-        candidate = local_time(after_utc, self.zone) - WINDOW
-        for _ in range(MAX_CANDIDATES):
-            candidate = self._next_local(candidate)
+        candidates = self._local_times(local_time(after_utc, self.zone) - WINDOW)
+        for candidate in itertools.islice(candidates, MAX_CANDIDATES):
             if best_local is not None and candidate >= best_local + WINDOW:
                 break
             instant = resolve(candidate, self.zone)
