@@ -544,3 +544,13 @@ def test_next_after_is_the_earliest_resolved_local_match(form: str, zone: str, s
     instants = sorted({m.replace(tzinfo=tzinfo, fold=0).astimezone(UTC) for m in naive_matches})
     expected = next(t for t in instants if t > start)
     assert spec.next_after(start) == expected
+
+
+def test_one_cron_spec_is_safe_to_share_between_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = parse_spec("*/5 9-17 * * mon-fri", PARIS)
+    starts = [utc(2026, 3, 20) + timedelta(minutes=7 * i) for i in range(2000)]
+    expected = [spec.next_after(t) for t in starts]
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(spec.next_after, starts)) == expected

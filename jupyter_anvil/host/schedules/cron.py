@@ -12,10 +12,12 @@ schedule's id, so it is the same everywhere.
 from __future__ import annotations
 
 import re
+import threading
 import zoneinfo
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from croniter import croniter
 
@@ -92,25 +94,34 @@ def parse_cron(text: str, tz: str, zone: zoneinfo.ZoneInfo, *, seed: str = "") -
     if _RANDOM.search(expression):
         raise spec_error(text, "croniter's random 'R' would differ on every server: use 'H' or a number", _EXAMPLE)
     hash_id = (seed or "jupyter-anvil").encode()
-    try:
-        matcher = croniter(expression, datetime(2000, 1, 1), hash_id=hash_id)
+    try:  # croniter parses it when the spec is made
+        spec = CronSpec(text, tz, zone, expression=expression, hash_id=hash_id)
     except (ValueError, KeyError, IndexError, TypeError, OverflowError) as error:
         raise spec_error(text, f"not a valid cron expression ({error})", _EXAMPLE) from None
     try:  # an expression such as "0 0 30 2 *" parses but never fires
-        matcher.get_next(datetime)
+        spec._next_local(datetime(2000, 1, 1))
     except (ValueError, KeyError, IndexError, TypeError, OverflowError):
         raise spec_error(text, "no date ever matches it, so it would never fire", _EXAMPLE) from None
-    return CronSpec(text, tz, zone, expression=expression, hash_id=hash_id)
+    return spec
 
 
 @dataclass(frozen=True)
 class CronSpec(WallClockSpec):
     expression: str = "* * * * *"  # the 5 fields, a shorthand expanded
     hash_id: bytes = b""
+    # one parsed croniter, moved to each start under a lock (parsing it again per call costs
+    # several times the match itself; the scheduler may ask from more than one thread)
+    _matcher: Any = field(init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_matcher", croniter(self.expression, datetime(2000, 1, 1), hash_id=self.hash_id))
 
     def _next_local(self, local: datetime) -> datetime:
         # naive in, naive out: croniter does calendar arithmetic only, no zone, no machine clock
-        following: datetime = croniter(self.expression, local, hash_id=self.hash_id).get_next(datetime)
+        with self._lock:
+            self._matcher.set_current(local, force=True)
+            following: datetime = self._matcher.get_next(datetime)
         return following
 
     def _local_times(self, local: datetime) -> Iterator[datetime]:
