@@ -554,3 +554,39 @@ def test_one_cron_spec_is_safe_to_share_between_threads() -> None:
     expected = [spec.next_after(t) for t in starts]
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(spec.next_after, starts)) == expected
+
+
+@pytest.mark.parametrize(
+    ("form", "same_as"),
+    [
+        ("hourly", "every hour"),
+        ("daily", "every day"),
+        ("weekly", "every week on monday at 00:00"),
+        ("monthly", "every month on day 1 at 00:00"),
+        ("everyday at 9am", "every day at 09:00"),
+        ("every day at 5:30 PM", "every day at 17:30"),
+        ("every day at noon", "every day at 12:00"),
+        ("every day at midnight", "every day"),
+        ("every 12am", None),
+        ("every sat and sun at noon", "every weekend at 12:00"),
+        ("every mon, wed and fri at 08:00", "every monday, wednesday, friday at 08:00"),
+        ("every mondays at 08:00", "every monday at 08:00"),
+        ("every 1 weeks on thu at 08:00", "every thursday at 08:00"),
+        ("every month on the 15th at 08:00", "every month on day 15 at 08:00"),
+        ("every month on the last day of the month", "every month on the last day at 00:00"),
+        ("every 60 minutes", "every hour"),
+        ("every 1 secs", "every second"),
+    ],
+)
+def test_phrase_variants_mean_the_same(form: str, same_as: str | None) -> None:
+    if same_as is None:  # not a schedule: a time is not a unit
+        with pytest.raises(ScheduleSpecError, match="unknown unit 'am'"):
+            parse_spec(form)
+        return
+    for start in (utc(2026, 3, 7, 23, 59), utc(2026, 10, 31, 12, 1), utc(2026, 2, 27, 0, 0, 0, 1)):
+        assert parse_spec(form, NEW_YORK).next_after(start) == parse_spec(same_as, NEW_YORK).next_after(start)
+
+
+def test_an_unfinished_day_list_is_refused() -> None:
+    with pytest.raises(ScheduleSpecError, match="unknown unit ''"):
+        parse_spec("every monday and")

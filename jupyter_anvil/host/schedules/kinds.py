@@ -141,6 +141,10 @@ class WeeklySpec(_AtTime):
     weekdays: frozenset[int] = frozenset({0})
     weeks: int = 1
 
+    def __post_init__(self) -> None:
+        if not self.weekdays or not self.weekdays <= frozenset(range(7)) or self.weeks < 1:
+            raise ValueError(f"a weekly spec needs days 0-6 and weeks >= 1, not {sorted(self.weekdays)}, {self.weeks}")
+
     def _next_local(self, local: datetime) -> datetime:
         day = self._first_day(local)
         while True:  # at most: a jump to a counted week, then seven days
