@@ -17,7 +17,8 @@ test can drive the clock. How the forms count:
   fires at :00, :10, ...; every 30 seconds at :00 and :30 of each minute; every 7 minutes at
   multiples of 420 s since 1970-01-01T00:00Z). Daylight-saving changes do not touch them.
   ``"every hour at :15"`` reads the minute on the zone's clock (the same as UTC's but in
-  zones with a fractional-hour offset such as Asia/Kolkata);
+  zones with a fractional-hour offset: in Asia/Kolkata, +05:30, it fires at UTC :45), while
+  ``"every hour"`` with no minute stays on UTC's hours (local :30 in Asia/Kolkata);
 * every N days / weeks / months, weekdays, and cron: wall-clock times in the schedule's zone,
   counted from a fixed anchor: days from 1970-01-01, weeks from the ISO week starting Monday
   1970-01-05, months from January 1970. So "every 2 weeks" is the same fortnight everywhere.
