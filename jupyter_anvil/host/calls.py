@@ -9,12 +9,11 @@ from .. import errors
 from ..protocol import MAX_CALL_DEPTH
 from .app_kernel import AppKernel
 from .apps import App, AppManager
+from .host_services import HostCall, HostServices
 from .logs import AppLog
 from .messages import CallReply, CallRequest
 from .pool import KernelPool
 from .sessions import SessionExpired, SessionService
-from .task_calls import is_task_call, task_call
-from .tasks import TaskService
 
 
 def new_call_id() -> str:
@@ -22,11 +21,13 @@ def new_call_id() -> str:
 
 
 class CallService:
-    def __init__(self, apps: AppManager, app_log: AppLog, sessions: SessionService, tasks: TaskService) -> None:
+    def __init__(
+        self, apps: AppManager, app_log: AppLog, sessions: SessionService, host_services: HostServices
+    ) -> None:
         self.apps = apps
         self.app_log = app_log
         self.sessions = sessions
-        self.tasks = tasks
+        self.host_services = host_services
         self._functions: dict[str, str] = {}  # call id -> function, to tag log lines
 
     async def call(self, app_name: str, request: CallRequest) -> CallReply:
@@ -48,9 +49,10 @@ class CallService:
         app = await self.apps.get(app_name)
         if app is None:
             raise errors.NoServerFunctionError(f'No app named "{app_name}" is served here')
-        if is_task_call(command):
-            launched_by = request.caller.context() if request.caller else {}
-            return await task_call(self.tasks, app_name, request, launched_by)
+        host_service = self.host_services.find(command, request.from_client)
+        if host_service is not None:
+            context = request.caller.context() if request.caller else {}
+            return await host_service.handler(HostCall(app_name, request, context))
         timeout = app.call_timeout or self.apps.defaults.call_timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -111,11 +113,12 @@ class CallService:
         thread free for it), so a pool of one kernel cannot deadlock on itself."""
         if request.depth > MAX_CALL_DEPTH:
             return CallReply.failure(errors.StackOverflow("Too many nested anvil.server.call()s"))
-        if is_task_call(request.command):
-            try:
-                return await task_call(self.tasks, kernel.app, request, request.context or {})
-            except errors.AnvilError as e:
-                return CallReply.failure(e)
+        try:
+            host_service = self.host_services.find(request.command, request.from_client)
+            if host_service is not None:
+                return await host_service.handler(HostCall(kernel.app, request, request.context or {}))
+        except errors.AnvilError as e:
+            return CallReply.failure(e)
         if request.command not in kernel.functions:
             return CallReply.failure(
                 errors.NoServerFunctionError(f'No server function matching "{request.command}" has been registered')
