@@ -13,7 +13,6 @@ from tornado import web
 
 from ... import errors
 from ..messages import CallRequest
-from ..sessions import SessionExpired
 from .base import PublicHandler, services, status_for
 from .callers import (
     ALLOWED_HEADERS,
@@ -175,17 +174,16 @@ class HttpCallHandler(PublicHandler):
             return
         client_type = "browser" if self.request.headers.get(CLIENT_HEADER) == "browser" else "http"
         token = self.request.headers.get(SESSION_HEADER)
-        sessions = services(self).sessions
         try:
-            # a caller without a token gets a session that is stored once it holds something
-            session = await sessions.resume(token, app) if token else sessions.new(app, client_type)
-        except SessionExpired:
-            self.write_anvil_error(errors.SessionExpiredError("Session expired"), 401)
+            outcome = await services(self).calls.call_with_token(
+                app, request, token, client_type, lambda session: make_caller(self, app, session, client_type)
+            )
+        except errors.AnvilError as e:  # no session to run it in (an expired token): it never ran
+            self.write_anvil_error(e)
             return
-        request.caller = make_caller(self, app, session, client_type)
-        reply = await services(self).calls.call(app, request)
-        if session.persisted:
-            self.set_header(SESSION_HEADER, session.token)
+        reply = outcome.reply
+        if outcome.session_token is not None:
+            self.set_header(SESSION_HEADER, outcome.session_token)
         for header in cookie_headers(self, app, reply.cookie_changes or {}):
             self.add_header("Set-Cookie", header)
         if reply.cookie_changes:
