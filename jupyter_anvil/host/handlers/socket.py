@@ -81,7 +81,7 @@ class CallSocketHandler(websocket.WebSocketHandler):
         # http:// and https:// as one origin and asks nothing without an Origin header
         # (a handshake addressed to a foreign host, DNS rebinding, is refused all the same)
         if not socket_admitted(self, self.path_kwargs["app"], self.request.headers.get("Origin")):
-            raise web.HTTPError(403)
+            raise web.HTTPError(errors.http_status(errors.PermissionDenied("This WebSocket handshake is not allowed")))
 
     def check_origin(self, origin: str) -> bool:
         return socket_admitted(self, self.path_kwargs["app"], origin)
