@@ -188,13 +188,12 @@ class CallService:
                 errors.NoServerFunctionError(f'No server function matching "{request.command}" has been registered')
             )
         self._functions[request.call_id] = request.command
-        kernel.in_flight += 1
         try:
-            return await kernel.call(request)
+            with KernelPool.held_for_nested_call(kernel):
+                return await kernel.call(request)
         except errors.AnvilError as e:
             return CallReply.failure(e)
         finally:
-            kernel.in_flight -= 1
             self._functions.pop(request.call_id, None)
 
     def log(self, app: str, call_id: str, stream: str, text: str) -> None:
