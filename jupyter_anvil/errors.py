@@ -34,7 +34,9 @@ class AnvilError(Exception):
         super().__init_subclass__(**kwargs)
         if "wire_name" not in cls.__dict__:
             cls.wire_name = f"anvil.server.{cls.__name__}"
-        _BY_WIRE_NAME[cls.wire_name] = cls
+        # a variant that borrows an existing wire name (for its own HTTP status) does not
+        # replace the class a far side's error of that name is rebuilt as
+        _BY_WIRE_NAME.setdefault(cls.wire_name, cls)
 
 
 _BY_WIRE_NAME[AnvilError.wire_name] = AnvilError
@@ -107,6 +109,71 @@ class StackOverflow(AnvilError):
 
 class SessionExpiredError(AnvilError):
     """The caller's session has expired."""
+
+
+class RequestTooLarge(SerializationError):
+    """A request over a size limit: a SerializationError on the wire (as Anvil sends),
+    413 over HTTP."""
+
+    wire_name = SerializationError.wire_name
+
+
+class UnsupportedContentType(SerializationError):
+    """A request in a content type the route does not take: a SerializationError on the
+    wire, 415 over HTTP."""
+
+    wire_name = SerializationError.wire_name
+
+
+# -- HTTP statuses: the one map ---------------------------------------------------------------
+#: the key of a wire error saying where in the call it arose, when that decides whose
+#: fault it is (the kernel reports the fact; the host picks the status from it)
+STAGE = "stage"
+#: arose encoding the function's return value: the function's fault, not the caller's
+RESPONSE_STAGE = "response"
+
+#: HTTP status of each error class; anything else (the function raised) is 500. Errors
+#: that are the caller's fault are 4xx; the 5xx ones are faults of the server or of the
+#: app's code (StackOverflow, ServiceNotAdded: 500 like any error server code raises).
+HTTP_STATUS: dict[type[AnvilError], int] = {
+    NoServerFunctionError: 404,
+    SerializationError: 400,
+    RequestTooLarge: 413,
+    UnsupportedContentType: 415,
+    CookieError: 400,
+    BackgroundTaskError: 400,
+    BackgroundTaskNotFound: 404,
+    BackgroundTaskKilled: 409,
+    PermissionDenied: 403,
+    SessionExpiredError: 401,
+    QuotaExceededError: 429,
+    RuntimeUnavailableError: 503,
+    UplinkDisconnectedError: 503,
+    InvalidResponseError: 502,
+    ExecutionTerminatedError: 500,
+    InternalError: 500,
+    TimeoutError: 504,
+}
+#: a wire error's status when it arose at a stage that makes it another's fault
+_HTTP_STATUS_BY_STAGE = {RESPONSE_STAGE: 500}
+
+
+def http_status(error: BaseException | WireError) -> int:
+    """The HTTP status of an error: an exception raised here (its own class decides, so a
+    variant such as :class:`RequestTooLarge` has its own), or a wire error from a kernel
+    (its type, unless the stage it arose at decides)."""
+    if isinstance(error, BaseException):
+        status = HTTP_STATUS.get(type(error))  # type: ignore[arg-type]
+        if status is not None:
+            return status
+        wire_type = wire_name_of(error)
+    else:
+        stage_status = _HTTP_STATUS_BY_STAGE.get(str(error.get(STAGE)))
+        if stage_status is not None:
+            return stage_status
+        wire_type = str(error.get("type"))
+    cls = _BY_WIRE_NAME.get(wire_type)
+    return HTTP_STATUS.get(cls, 500) if cls is not None else 500
 
 
 def wire_name_of(exc: BaseException) -> str:

@@ -47,7 +47,10 @@ PROTOCOL_VERSION: int = 1
 MAX_CALL_DEPTH: Final = 10
 
 # -- reserved names ------------------------------------------------------------------------
-#: functions under this prefix are answered by the host itself, never by server code
+#: names under this prefix are answered by the host itself (its table of host services),
+#: never by server code: one the host does not know is no function at all
+RESERVED_PREFIX: Final = "anvil.private."
+#: the background tasks' host services: ``launch``, ``get``, ``list``, ``record``, ``kill``
 BACKGROUND_TASKS_PREFIX: Final = "anvil.private.background_tasks."
 #: the portable type name a ``server.Task`` travels under (as in Anvil)
 TASK_TYPE: Final = "anvil.private.BackgroundTask"

@@ -97,6 +97,7 @@ class AppKernel:
         self.client: Any = None
         #: what its server cells registered, by kind
         self.registered = Registered()
+        #: calls running here: its lease count, changed by its KernelPool only
         self.in_flight = 0
         self.retiring = False
         self.dead = False

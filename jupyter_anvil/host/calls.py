@@ -1,45 +1,110 @@
-"""Route a server call to a kernel of its app: permissions, leasing, timeouts, errors."""
+"""A call's life, in one place: the caller's session (resumed, created, expired), the
+route to a host service or to a kernel of the app (permissions, leasing, timeouts,
+errors), and what the call changed in its session, saved before the caller hears back.
+
+Transports (the HTTP and WebSocket handlers) parse, make one call here and encode what
+comes back: the reply, and the session token to hand the caller once it is stored.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from .. import errors
 from ..protocol import MAX_CALL_DEPTH
 from .app_kernel import AppKernel
 from .apps import App, AppManager
+from .host_services import HostCall, HostServices
 from .logs import AppLog
-from .messages import CallReply, CallRequest
+from .messages import Caller, CallReply, CallRequest
 from .pool import KernelPool
-from .sessions import SessionExpired, SessionService
-from .task_calls import is_task_call, task_call
-from .tasks import TaskService
+from .sessions import Session, SessionExpired, SessionService
+
+log = logging.getLogger(__name__)
 
 
 def new_call_id() -> str:
     return secrets.token_hex(6)
 
 
+@dataclass
+class CallOutcome:
+    """What a transport sends back: the reply (with the cookies the call changed), and the
+    token of the caller's session once it is stored (None: nothing to hand the caller;
+    a session is stored only once it holds something)."""
+
+    reply: CallReply
+    session_token: str | None
+
+
 class CallService:
-    def __init__(self, apps: AppManager, app_log: AppLog, sessions: SessionService, tasks: TaskService) -> None:
+    def __init__(
+        self, apps: AppManager, app_log: AppLog, sessions: SessionService, host_services: HostServices
+    ) -> None:
         self.apps = apps
         self.app_log = app_log
         self.sessions = sessions
-        self.tasks = tasks
+        self.host_services = host_services
         self._functions: dict[str, str] = {}  # call id -> function, to tag log lines
 
-    async def call(self, app_name: str, request: CallRequest) -> CallReply:
-        """Run a call from a client (browser, HTTP) and return its reply; never raises."""
-        request.call_id = request.call_id or new_call_id()
+    async def open_session(self, app_name: str, token: str | None, client_type: str) -> Session:
+        """The caller's session: the live one its token names, or (no token) a fresh one,
+        stored once it holds something. SessionExpiredError if the token names no live
+        session; InternalError if the store cannot be read. Both transports resolve a
+        session here: HTTP for each call, the WebSocket at each HELLO."""
+        if not token:
+            return self.sessions.new(app_name, client_type)
         try:
-            if request.caller is not None:
-                self.sessions.use(request.caller.session)
-            return await self._call(app_name, request)
-        except errors.AnvilError as e:
-            return CallReply.failure(e)
+            return await self.sessions.resume(token, app_name)
         except SessionExpired:
-            return CallReply.failure(errors.SessionExpiredError("Session expired"))
+            raise errors.SessionExpiredError("Session expired") from None
+        except Exception:
+            log.exception("[jupyter-anvil] could not start a session for app %s", app_name)
+            raise errors.InternalError("The server could not start a session") from None
+
+    async def call_with_token(
+        self,
+        app_name: str,
+        request: CallRequest,
+        token: str | None,
+        client_type: str,
+        caller_for: Callable[[Session], Caller],
+    ) -> CallOutcome:
+        """A call that brings its session's token (or none): the session is resolved,
+        the call run and the session saved. ``caller_for`` makes the transport's
+        :class:`Caller` (ip, cookies) for the session. Raises only what
+        :meth:`open_session` raises: the call never ran, and the transport refuses it
+        as it refuses a request it cannot parse."""
+        session = await self.open_session(app_name, token, client_type)
+        request.caller = caller_for(session)
+        return await self.call(app_name, request)
+
+    async def call(self, app_name: str, request: CallRequest) -> CallOutcome:
+        """Run a call from a client (browser, HTTP) whose session is resolved
+        (``request.caller``): the session is refused if it sat idle too long, and what
+        the call changed in it is stored before the reply is returned. Never raises."""
+        request.call_id = request.call_id or new_call_id()
+        caller = request.caller
+        try:
+            if caller is not None:
+                self.sessions.use(caller.session)
+            reply = await self._call(app_name, request)
+        except errors.AnvilError as e:
+            reply = CallReply.failure(e)  # it never ran: nothing to store
+        except SessionExpired:
+            return CallOutcome(CallReply.failure(errors.SessionExpiredError("Session expired")), None)
+        else:
+            if caller is not None:
+                # stored before the caller hears back, so nothing acknowledged can be lost
+                reply = await self.sessions.keep_state(app_name, request, reply)
+                if reply.cookie_changes and caller.cookies is not None:
+                    caller.cookies.update(reply.cookie_changes)  # the connection's jar, for its next calls
+        token = caller.session.token if caller is not None and caller.session.persisted else None
+        return CallOutcome(reply, token)
 
     async def _call(self, app_name: str, request: CallRequest) -> CallReply:
         command = request.command
@@ -48,9 +113,10 @@ class CallService:
         app = await self.apps.get(app_name)
         if app is None:
             raise errors.NoServerFunctionError(f'No app named "{app_name}" is served here')
-        if is_task_call(command):
-            launched_by = request.caller.context() if request.caller else {}
-            return await task_call(self.tasks, app_name, request, launched_by)
+        host_service = self.host_services.find(command, request.from_client)
+        if host_service is not None:
+            context = request.caller.context() if request.caller else {}
+            return await host_service.handler(HostCall(app_name, request, context))
         timeout = app.call_timeout or self.apps.defaults.call_timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -70,7 +136,7 @@ class CallService:
         finally:
             pool.release(kernel)
             self._functions.pop(request.call_id, None)
-        return await self.sessions.keep_state(app_name, request, reply)
+        return reply
 
     async def _lease(self, app: App, command: str, deadline: float) -> tuple[KernelPool, AppKernel]:
         """A kernel of the app's current version for ``command``, waiting until ``deadline``.
@@ -111,23 +177,23 @@ class CallService:
         thread free for it), so a pool of one kernel cannot deadlock on itself."""
         if request.depth > MAX_CALL_DEPTH:
             return CallReply.failure(errors.StackOverflow("Too many nested anvil.server.call()s"))
-        if is_task_call(request.command):
-            try:
-                return await task_call(self.tasks, kernel.app, request, request.context or {})
-            except errors.AnvilError as e:
-                return CallReply.failure(e)
+        try:
+            host_service = self.host_services.find(request.command, request.from_client)
+            if host_service is not None:
+                return await host_service.handler(HostCall(kernel.app, request, request.context or {}))
+        except errors.AnvilError as e:
+            return CallReply.failure(e)
         if request.command not in kernel.functions:
             return CallReply.failure(
                 errors.NoServerFunctionError(f'No server function matching "{request.command}" has been registered')
             )
         self._functions[request.call_id] = request.command
-        kernel.in_flight += 1
         try:
-            return await kernel.call(request)
+            with KernelPool.held_for_nested_call(kernel):
+                return await kernel.call(request)
         except errors.AnvilError as e:
             return CallReply.failure(e)
         finally:
-            kernel.in_flight -= 1
             self._functions.pop(request.call_id, None)
 
     def log(self, app: str, call_id: str, stream: str, text: str) -> None:

@@ -22,6 +22,7 @@ from .apps import AppDefaults, AppManager
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
 from .handlers import admin, apps_off, calls, public_tasks, socket, socket_limits, static, task_admin
+from .host_services import HostServices
 from .instances import ServerInstances
 from .logs import AppLog
 from .notebooks import AppSpec
@@ -29,6 +30,7 @@ from .pool import KernelPool, PoolLimits
 from .services import Lifecycle, Services, start_services, stop_services
 from .sessions import SessionService
 from .store import Store, TaskStore, secure_folder
+from .task_calls import host_services as task_host_services
 from .tasks import TaskLimits, TaskService
 
 COOKIE_KEYS_FILE = "cookie_keys"
@@ -137,7 +139,9 @@ class AnvilApp(ExtensionApp):
         )
         self.instances = ServerInstances(self.store)
         self.tasks = TaskService(self.apps, TaskStore(self.store), self.sessions, task_limits, self.instances)
-        self.calls = CallService(self.apps, self.app_log, self.sessions, self.tasks)
+        # the reserved functions the host answers itself: a new one is one entry here
+        host_services = HostServices([*task_host_services(self.tasks)])
+        self.calls = CallService(self.apps, self.app_log, self.sessions, host_services)
         # Started top to bottom, and stopped top to bottom: tasks before the pools (a pool
         # must still be open while task kernels go, or a replacement it starts then could
         # outlive the server); the app log, then the store, last, so every step before

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,6 +212,20 @@ class KernelPool:
                 spawn(kernel.shutdown())
             return
         self._serve_waiters()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def held_for_nested_call(kernel: AppKernel) -> Iterator[None]:
+        """Count a nested ``server.call`` as one more call on the kernel that makes it (it
+        runs there, on a thread of its own), for as long as it runs: a kernel busy with
+        it is not shrunk away or handed more calls than it has threads. The kernel's pool
+        need not be known (a task's kernel has none); this is the only change to a lease
+        count outside a lease and its release."""
+        kernel.in_flight += 1
+        try:
+            yield
+        finally:
+            kernel.in_flight -= 1
 
     @property
     def live_kernels(self) -> list[AppKernel]:

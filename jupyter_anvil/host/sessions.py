@@ -1,6 +1,10 @@
 """Server-side sessions: one per browser window (or HTTP client, task, email), kept in
 the store, restored before each call and saved after it.
 
+This module is the sessions' persistence: new, resume, expiry, and :meth:`commit` (what a
+call changed, in one store write). Whose session a call runs in, and when it is resumed
+and saved, is the call service's (:mod:`.calls`).
+
 A session has two identifiers. The *token* is the caller's secret (at least 256 random
 bits); only its SHA-256 is stored, so the database alone cannot be used to take over a
 session. The *id* is public: it is what server code sees as ``session.session_id``.
@@ -93,6 +97,7 @@ class SessionService:
         if not session.persisted:
             await self.store.insert_session(session.record)
             session.persisted = True
+            session.stored_last_used = session.record.last_used  # the insert wrote it
             self._remember(session)
 
     def _remember(self, session: Session) -> None:
@@ -152,25 +157,34 @@ class SessionService:
                 session.data.pop(key, None)
             session.record.last_used = session.stored_last_used = time.time()
 
+    async def commit(self, session: Session, changes: dict[str, Any] | None) -> None:
+        """Store what a call changed in its session (``{"changed", "deleted", "persist"}``,
+        as the kernel reports it) in one store write at most: a new session is inserted,
+        with its data, once it holds something or server code asks to keep it; a stored
+        one has its changes merged, or its last use touched now and then.
+        :class:`SessionExpired` if the session is no longer in the store."""
+        changes = changes or {}
+        changed, deleted = changes.get("changed") or {}, changes.get("deleted") or []
+        if changes.get("persist") and not changed and not session.persisted:
+            async with session._lock:  # two calls of a new session must not insert it twice
+                await self.persist(session)
+            return
+        await self.save(session, changed, deleted)
+
     async def keep_state(self, app_name: str, request: CallRequest, reply: CallReply) -> CallReply:
         """Store what a call (or a background task) changed in its session, before the
-        caller hears back, so nothing acknowledged can be lost; hand cookie changes to the
-        transport. Never raises: a session that cannot be saved turns the reply into a failure."""
+        caller hears back, so nothing acknowledged can be lost. Never raises: a session
+        that cannot be saved turns the reply into a failure."""
         caller = request.caller
         if caller is None:
             return reply
-        changes = reply.session_changes or {}
         try:
-            if changes.get("persist"):
-                await self.persist(caller.session)
-            await self.save(caller.session, changes.get("changed") or {}, changes.get("deleted") or [])
+            await self.commit(caller.session, reply.session_changes)
         except SessionExpired:
             return CallReply.failure(errors.SessionExpiredError("Session expired"))
         except Exception:
             log.exception("[jupyter-anvil] could not save session %s of app %s", caller.session.id, app_name)
             return CallReply.failure(errors.InternalError("The call ran, but its session could not be saved"))
-        if reply.cookie_changes and caller.cookies is not None:
-            caller.cookies.update(reply.cookie_changes)
         return reply
 
     def _expired(self, session: Session) -> None:

@@ -1,5 +1,6 @@
 """The reserved functions behind ``server.launch_background_task`` and the ``Task``
-methods, answered by the host itself (``anvil.private.background_tasks.*``).
+methods, answered by the host itself: entries of its host services table
+(:mod:`.host_services`).
 
 Server code may use them all; a browser may only read a task whose id it was given (a
 ``Task`` a server function returned): it cannot launch, list, look up or kill tasks.
@@ -13,45 +14,57 @@ from typing import Any
 
 from .. import errors, wire
 from ..protocol import BACKGROUND_TASKS_PREFIX, TASK_TYPE
+from .host_services import HostCall, HostService, browser_readable, server_only
 from .messages import CallReply, CallRequest
 from .tasks import TaskService
 
 LAUNCH, GET, LIST, RECORD, KILL = (f"{BACKGROUND_TASKS_PREFIX}{n}" for n in ("launch", "get", "list", "record", "kill"))
-FROM_CLIENT = {
-    LAUNCH: "Can't launch background tasks from the client.",
-    GET: "Can't manage background tasks from the client",
-    LIST: "Can't manage background tasks from the client",
-    KILL: "Can't kill background tasks from the client",
-}
+MANAGE_REFUSED = "Can't manage background tasks from the client"
 
 
-def is_task_call(command: str) -> bool:
-    return command.startswith(BACKGROUND_TASKS_PREFIX)
+def host_services(tasks: TaskService) -> list[HostService]:
+    """The five background task functions, as entries of the host services table."""
+
+    async def launch(call: HostCall) -> CallReply:
+        return await _launch(tasks, call.app, call.request, call.caller_context)
+
+    async def get(call: HostCall) -> CallReply:
+        _, record = await _own_record(tasks, call.app, call.request)
+        return task_values(record)
+
+    async def list_tasks(call: HostCall) -> CallReply:
+        return task_values([r for r in await tasks.list(app=call.app, limit=10000)])
+
+    async def record(call: HostCall) -> CallReply:
+        _, record = await _own_record(tasks, call.app, call.request)
+        return record_reply(record)
+
+    async def kill(call: HostCall) -> CallReply:
+        task_id, _ = await _own_record(tasks, call.app, call.request)
+        await tasks.kill(task_id)
+        return CallReply(response=None)
+
+    refused = errors.BackgroundTaskError
+    return [
+        server_only(LAUNCH, launch, refused, "Can't launch background tasks from the client."),
+        server_only(GET, get, refused, MANAGE_REFUSED),
+        server_only(LIST, list_tasks, refused, MANAGE_REFUSED),
+        server_only(KILL, kill, refused, "Can't kill background tasks from the client"),
+        # a browser may read a task whose id it was given (a Task a server function returned)
+        browser_readable(RECORD, record),
+    ]
 
 
-async def task_call(tasks: TaskService, app: str, request: CallRequest, launched_by: dict[str, Any]) -> CallReply:
-    command = request.command
-    if request.from_client and command in FROM_CLIENT:
-        raise errors.BackgroundTaskError(FROM_CLIENT[command])
+async def _own_record(tasks: TaskService, app: str, request: CallRequest) -> tuple[str, dict[str, Any]]:
+    """The id and record of the task the call names (its first argument), if it is the app's."""
     args = request.args if isinstance(request.args, list) else []
-    if command == LAUNCH:
-        return await _launch(tasks, app, request, launched_by)
-    if command == LIST:
-        return task_values([r for r in await tasks.list(app=app, limit=10000)])
     task_id = args[0] if args else None
     if not isinstance(task_id, str):
         raise errors.BackgroundTaskNotFound(f"Background Task not found: {task_id}")
     record = await tasks.get(task_id)
     if record["app"] != app:
         raise errors.BackgroundTaskNotFound(f"Background Task not found: {task_id}")
-    if command == GET:
-        return task_values(record)
-    if command == KILL:
-        await tasks.kill(task_id)
-        return CallReply(response=None)
-    if command == RECORD:
-        return record_reply(record)
-    raise errors.NoServerFunctionError(f'No server function matching "{command}" has been registered')
+    return task_id, record
 
 
 async def _launch(tasks: TaskService, app: str, request: CallRequest, launched_by: dict[str, Any]) -> CallReply:

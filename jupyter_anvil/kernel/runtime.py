@@ -169,8 +169,8 @@ class Runtime:
             reply.pop("media", None)
             out_buffers = []
             reply["error"] = errors.to_wire(e, self.trace_of(e))
-            if faulty_response:
-                reply["error"]["status"] = 500
+            if faulty_response:  # say where it arose: the host decides the status from that
+                reply["error"][errors.STAGE] = errors.RESPONSE_STAGE
             reply["traceback"] = author_traceback(e)
             with contextlib.suppress(errors.SerializationError):
                 reply.update(self.state_changes(frame))  # what the call stored before it failed stays stored

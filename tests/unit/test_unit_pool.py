@@ -4,11 +4,20 @@ start back-off, retire and drain; milliseconds each, no kernel process."""
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 
 import pytest
 
+import jupyter_anvil
 from jupyter_anvil import errors
+from jupyter_anvil.host.calls import CallService
+from jupyter_anvil.host.host_services import HostServices
+from jupyter_anvil.host.messages import CallRequest
+from jupyter_anvil.host.pool import KernelPool
 from jupyter_anvil.protocol import CALLABLE, Registered
+
+from .conftest import FakeKernel
 
 
 async def test_lease_goes_to_least_busy_kernel(make_pool) -> None:
@@ -265,3 +274,46 @@ async def test_kernel_dying_mid_call_is_replaced_and_the_call_fails_clearly(make
     replacement = await asyncio.wait_for(pool.lease(), 1)
     reply = await replacement.call(CallRequest("echo", args=[1]), 1)
     assert reply.response == {"echo": [1]}
+
+
+async def test_a_nested_call_counts_on_its_kernel_while_it_runs(make_pool) -> None:
+    pool, _ = make_pool(min=1, max=1, calls_per_kernel=2)
+    await pool.start()
+    kernel = pool.try_lease()  # the parent call
+    with KernelPool.held_for_nested_call(kernel):
+        assert kernel.in_flight == 2
+        assert pool.try_lease() is None  # its two threads are taken
+    assert kernel.in_flight == 1
+    with pytest.raises(ValueError), KernelPool.held_for_nested_call(kernel):
+        raise ValueError("the nested call failed")
+    assert kernel.in_flight == 1  # given back however the nested call ends
+    pool.release(kernel)
+    assert kernel.in_flight == 0
+
+
+async def test_call_service_holds_the_kernel_through_a_nested_call() -> None:
+    kernel = FakeKernel("app")
+    kernel.gate = asyncio.Event()
+    calls = CallService(None, None, None, HostServices())  # type: ignore[arg-type]
+    nested = asyncio.create_task(calls.nested_call(kernel, CallRequest("echo", args=[1], from_client=False, depth=1)))
+    await asyncio.sleep(0.01)
+    assert kernel.in_flight == 1  # counted by the pool's hold while it runs
+    kernel.gate.set()
+    reply = await nested
+    assert reply.response == {"echo": [1]} and kernel.in_flight == 0
+    kernel.mode = "die"
+    failed = await calls.nested_call(kernel, CallRequest("echo", from_client=False, depth=1))
+    assert failed.error is not None and kernel.in_flight == 0
+
+
+def test_only_the_pool_changes_lease_counts() -> None:
+    package = Path(jupyter_anvil.__file__).parent
+    changed = re.compile(r"\.in_flight\s*(?:[-+]=|=(?!=))")
+    found = [
+        f"{path.relative_to(package)}:{n}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "pool.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if changed.search(line) and "self.in_flight = 0" not in line  # a kernel's own start value
+    ]
+    assert found == []

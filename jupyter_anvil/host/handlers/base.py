@@ -1,4 +1,5 @@
-"""What every public handler shares: the services, and errors mapped to HTTP status once."""
+"""What every public handler shares: the services, and errors written with the status
+the one error map gives them (:func:`errors.http_status`)."""
 
 from __future__ import annotations
 
@@ -11,33 +12,6 @@ from ... import errors
 
 if TYPE_CHECKING:
     from ..services import Services
-
-#: HTTP status of each error type; anything else (the function raised) is 500. Errors
-#: that are the caller's fault are 4xx; the 5xx ones are faults of the server or of the
-#: app's code (StackOverflow, ServiceNotAdded: 500 like any error server code raises).
-STATUS_BY_TYPE = {
-    errors.NoServerFunctionError.wire_name: 404,
-    errors.SerializationError.wire_name: 400,
-    errors.CookieError.wire_name: 400,
-    errors.BackgroundTaskError.wire_name: 400,
-    errors.BackgroundTaskNotFound.wire_name: 404,
-    errors.BackgroundTaskKilled.wire_name: 409,
-    errors.PermissionDenied.wire_name: 403,
-    errors.SessionExpiredError.wire_name: 401,
-    errors.QuotaExceededError.wire_name: 429,
-    errors.RuntimeUnavailableError.wire_name: 503,
-    errors.UplinkDisconnectedError.wire_name: 503,
-    errors.InvalidResponseError.wire_name: 502,
-    errors.ExecutionTerminatedError.wire_name: 500,
-    errors.InternalError.wire_name: 500,
-    errors.TimeoutError.wire_name: 504,
-}
-
-
-def status_for(error: errors.WireError) -> int:
-    if isinstance(error.get("status"), int):  # the kernel knows better (a bad return value is a 500)
-        return int(error["status"])
-    return STATUS_BY_TYPE.get(str(error.get("type")), 500)
 
 
 def services(handler: web.RequestHandler) -> Services:
@@ -61,9 +35,10 @@ class PublicHandler(web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps(body, allow_nan=False))
 
-    def write_anvil_error(self, exc: errors.AnvilError, status: int | None = None) -> None:
+    def write_anvil_error(self, exc: errors.AnvilError) -> None:
+        """Refuse a request with an Anvil error, at the status the error map gives it."""
         error = errors.to_wire(exc)
-        self.write_json(status or status_for(error), {"error": {"type": error["type"], "message": error["message"]}})
+        self.write_json(errors.http_status(exc), {"error": {"type": error["type"], "message": error["message"]}})
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         reason = self._reason if status_code < 500 else "Internal server error"

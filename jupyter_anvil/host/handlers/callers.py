@@ -131,15 +131,15 @@ def socket_admitted(handler: web.RequestHandler, app: str, origin: str | None) -
 
 
 def admit_origin(handler: PublicHandler, app: str) -> bool:
-    """Refuse (403) a request addressed to a foreign host (DNS rebinding) or from an origin
+    """Refuse (PermissionDenied) a request addressed to a foreign host (DNS rebinding) or from an origin
     the app does not list; name an allowed origin."""
     refusal = host_refusal(handler)
     if refusal is not None:
-        handler.write_anvil_error(refusal, 403)
+        handler.write_anvil_error(refusal)
         return False
     origin = handler.request.headers.get("Origin")
     if not origin_allowed(handler, app, origin):
-        handler.write_anvil_error(errors.PermissionDenied(f"Calls to app '{app}' from {origin} are not allowed"), 403)
+        handler.write_anvil_error(errors.PermissionDenied(f"Calls to app '{app}' from {origin} are not allowed"))
         return False
     set_cors_headers(handler, origin)
     return True

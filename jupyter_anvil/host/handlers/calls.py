@@ -13,8 +13,7 @@ from tornado import web
 
 from ... import errors
 from ..messages import CallRequest
-from ..sessions import SessionExpired
-from .base import PublicHandler, services, status_for
+from .base import PublicHandler, services
 from .callers import (
     ALLOWED_HEADERS,
     CLIENT_HEADER,
@@ -152,14 +151,14 @@ class HttpCallHandler(PublicHandler):
         self._size = 0
         length = self.request.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
-            self.write_anvil_error(errors.SerializationError(TOO_BIG.format(size=length)), 413)
+            self.write_anvil_error(errors.RequestTooLarge(TOO_BIG.format(size=length)))
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished:
             return
         self._size += len(chunk)
         if self._size > MAX_REQUEST_BYTES:
-            self.write_anvil_error(errors.SerializationError(TOO_BIG.format(size=f"over {self._size}")), 413)
+            self.write_anvil_error(errors.RequestTooLarge(TOO_BIG.format(size=f"over {self._size}")))
             return
         self._chunks.append(chunk)
 
@@ -171,21 +170,20 @@ class HttpCallHandler(PublicHandler):
         try:
             request = self._parse(function)
         except errors.SerializationError as e:
-            self.write_anvil_error(e, 400)
+            self.write_anvil_error(e)
             return
         client_type = "browser" if self.request.headers.get(CLIENT_HEADER) == "browser" else "http"
         token = self.request.headers.get(SESSION_HEADER)
-        sessions = services(self).sessions
         try:
-            # a caller without a token gets a session that is stored once it holds something
-            session = await sessions.resume(token, app) if token else sessions.new(app, client_type)
-        except SessionExpired:
-            self.write_anvil_error(errors.SessionExpiredError("Session expired"), 401)
+            outcome = await services(self).calls.call_with_token(
+                app, request, token, client_type, lambda session: make_caller(self, app, session, client_type)
+            )
+        except errors.AnvilError as e:  # no session to run it in (an expired token): it never ran
+            self.write_anvil_error(e)
             return
-        request.caller = make_caller(self, app, session, client_type)
-        reply = await services(self).calls.call(app, request)
-        if session.persisted:
-            self.set_header(SESSION_HEADER, session.token)
+        reply = outcome.reply
+        if outcome.session_token is not None:
+            self.set_header(SESSION_HEADER, outcome.session_token)
         for header in cookie_headers(self, app, reply.cookie_changes or {}):
             self.add_header("Set-Cookie", header)
         if reply.cookie_changes:
@@ -193,7 +191,7 @@ class HttpCallHandler(PublicHandler):
         body = reply.to_json()
         if reply.error is None:
             inline_media(body, reply.media)
-        self.write_json(200 if reply.error is None else status_for(reply.error), body)
+        self.write_json(200 if reply.error is None else errors.http_status(reply.error), body)
 
     def options(self, app: str, function: str) -> None:
         """CORS preflight: only for origins the app lists."""
@@ -261,20 +259,19 @@ class CookieTicketHandler(PublicHandler):
         self._body += chunk
 
     def _too_big(self) -> None:
-        error = errors.SerializationError(f"A cookie ticket request is at most {MAX_TICKET_BODY} bytes")
-        self.write_anvil_error(error, 413)
+        self.write_anvil_error(errors.RequestTooLarge(f"A cookie ticket request is at most {MAX_TICKET_BODY} bytes"))
 
     def post(self, app: str) -> None:
         if self._finished:
             return
         try:
             ticket = parse_ticket(self.request.headers.get("Content-Type", ""), bytes(self._body))
-        except TicketRequestError as e:
-            self.write_anvil_error(errors.SerializationError(str(e)), e.status)
+        except errors.SerializationError as e:
+            self.write_anvil_error(e)
             return
         headers = services(self).cookie_tickets.redeem(ticket, app)
         if headers is None:
-            self.write_anvil_error(errors.CookieError("Unknown or expired cookie ticket"), 400)
+            self.write_anvil_error(errors.CookieError("Unknown or expired cookie ticket"))
             return
         for header in headers:
             self.add_header("Set-Cookie", header)
@@ -285,25 +282,20 @@ class CookieTicketHandler(PublicHandler):
 MAX_TICKET_BODY = 4096
 
 
-class TicketRequestError(ValueError):
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def parse_ticket(content_type: str, body: bytes) -> str:
-    """The ticket of a cookie-ticket request; TicketRequestError saying what is wrong."""
+    """The ticket of a cookie-ticket request; a SerializationError (UnsupportedContentType
+    for one not sent as JSON) saying what is wrong."""
     media_type = content_type.split(";")[0].strip().lower()
     if media_type != "application/json":
         shown = repr(media_type[:100]) if media_type else "none"
-        raise TicketRequestError(
-            f'Send the cookie ticket as Content-Type: application/json ({{"ticket": "..."}}), not {shown}', 415
+        raise errors.UnsupportedContentType(
+            f'Send the cookie ticket as Content-Type: application/json ({{"ticket": "..."}}), not {shown}'
         )
     try:
         data = json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise TicketRequestError("The request body is not valid JSON") from None
+        raise errors.SerializationError("The request body is not valid JSON") from None
     ticket = data.get("ticket") if isinstance(data, dict) else None
     if not isinstance(ticket, str):
-        raise TicketRequestError('The request body must be a JSON object like {"ticket": "..."}')
+        raise errors.SerializationError('The request body must be a JSON object like {"ticket": "..."}')
     return ticket

@@ -24,7 +24,7 @@ class PublicTaskHandler(PublicHandler):
             return
         if not TASK_ID.fullmatch(task_id):
             message = "A background task id is 25 characters of a-z and 2-7"
-            self.write_anvil_error(errors.BackgroundTaskNotFound(message), 404)
+            self.write_anvil_error(errors.BackgroundTaskNotFound(message))
             return
         not_found = errors.BackgroundTaskNotFound(f"App '{app}' has no background task '{task_id}'")
         try:
@@ -32,7 +32,7 @@ class PublicTaskHandler(PublicHandler):
         except errors.BackgroundTaskNotFound:
             record = None
         if record is None or record.get("app") != app:  # another app's task is not this app's to show
-            self.write_anvil_error(not_found, 404)
+            self.write_anvil_error(not_found)
             return
         error = record.get("error")
         # the error as a caller sees one: type and message (the traceback is in the app log)

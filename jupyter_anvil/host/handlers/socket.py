@@ -29,8 +29,9 @@ from typing import Any
 from tornado import iostream, web, websocket
 
 from ... import errors
+from ..calls import CallOutcome
 from ..messages import Caller, CallReply, CallRequest
-from ..sessions import Session, SessionExpired
+from ..sessions import Session
 from .base import services
 from .callers import cookie_headers, make_caller, socket_admitted
 from .calls import CHUNK_BYTES, MAX_REQUEST_BYTES, is_media, load_json, parse_call
@@ -80,7 +81,7 @@ class CallSocketHandler(websocket.WebSocketHandler):
         # http:// and https:// as one origin and asks nothing without an Origin header
         # (a handshake addressed to a foreign host, DNS rebinding, is refused all the same)
         if not socket_admitted(self, self.path_kwargs["app"], self.request.headers.get("Origin")):
-            raise web.HTTPError(403)
+            raise web.HTTPError(errors.http_status(errors.PermissionDenied("This WebSocket handshake is not allowed")))
 
     def check_origin(self, origin: str) -> bool:
         return socket_admitted(self, self.path_kwargs["app"], origin)
@@ -150,19 +151,11 @@ class CallSocketHandler(websocket.WebSocketHandler):
 
     async def _greet(self, data: dict[str, Any]) -> None:
         client_type = "browser" if data.get("client") == "browser" else "http"
-        token = data.get("session")
-        sessions = services(self).sessions
         try:
-            session = await sessions.resume(token, self.app) if token else sessions.new(self.app, client_type)
-        except SessionExpired:
+            session = await services(self).calls.open_session(self.app, data.get("session"), client_type)
+        except errors.AnvilError as e:  # expired, or a store fault: the page hears why, its calls are refused
             self.caller, self.expired = None, True
-            self._write({"type": "SESSION", "session": None, "error": wire_error(SESSION_EXPIRED)})
-            return
-        except Exception:  # a store fault: the page hears of it, and its calls are refused
-            log.exception("[jupyter-anvil] could not start a session for app %s", self.app)
-            self.caller, self.expired = None, True
-            error = errors.InternalError("The server could not start a session")
-            self._write({"type": "SESSION", "session": None, "error": wire_error(error)})
+            self._write({"type": "SESSION", "session": None, "error": wire_error(e)})
             return
         self.caller, self.expired = self._make_caller(session, client_type), False
         self._told = session.persisted  # a resumed session: the client presented its token
@@ -268,40 +261,43 @@ class CallSocketHandler(websocket.WebSocketHandler):
     async def _run(self, call_id: str, request: CallRequest, media: _MediaCall | None) -> None:
         """Run one call and send its one reply, whatever happens on the way."""
         try:
-            reply = await self._call(request)
+            outcome = await self._call(request)
             if self.ws_connection is not None:
-                self._tell_stored(call_id, request.caller)
-                await self._send_reply(call_id, reply)
+                self._tell_stored(call_id, request.caller, outcome.session_token)
+                await self._send_reply(call_id, outcome.reply)
         except Exception:
             log.exception("[jupyter-anvil] call %s over the WebSocket of app %s failed", call_id, self.app)
             self._send_error(call_id, errors.InternalError("The server could not run this call"))
         finally:
             self._release(media)  # the Media bytes stay counted until the call is over
 
-    async def _call(self, request: CallRequest) -> CallReply:
+    async def _call(self, request: CallRequest) -> CallOutcome:
+        calls = services(self).calls
         if self._greeting is not None:
             await self._greeting  # calls sent right after HELLO wait for the session
         elif self.caller is None and not self.expired:
-            # a client that never says HELLO still gets a session, stored once it holds something
-            self.caller = self._make_caller(services(self).sessions.new(self.app, "http"), "http")
+            # a client that never says HELLO still gets a session, stored once it holds
+            # something (without a token, opening one never waits: no other call can race it)
+            self.caller = self._make_caller(await calls.open_session(self.app, None, "http"), "http")
             self._told = False
         if self.expired or self.caller is None:
-            return CallReply.failure(SESSION_EXPIRED)
+            return CallOutcome(CallReply.failure(SESSION_EXPIRED), None)
         request.caller = self.caller
-        reply = await services(self).calls.call(self.app, request)
-        if reply.error is not None and reply.error.get("type") == SESSION_EXPIRED.wire_name:
+        outcome = await calls.call(self.app, request)
+        error = outcome.reply.error
+        if error is not None and error.get("type") == SESSION_EXPIRED.wire_name:
             self.caller, self.expired = None, True  # until the page starts a new session
-        return reply
+        return outcome
 
-    def _tell_stored(self, call_id: str, caller: Caller | None) -> None:
+    def _tell_stored(self, call_id: str, caller: Caller | None, token: str | None) -> None:
         """The call stored this connection's new session: the client learns its token
         now, right before the call's reply, so a reconnect (even to a restarted server)
         resumes it. Not for a session the connection has left since (a later HELLO): the
         client moved on from it."""
-        if caller is None or caller is not self.caller or self._told or not caller.session.persisted:
+        if caller is None or caller is not self.caller or self._told or token is None:
             return
         self._told = True
-        self._write({"type": "SESSION", "session": caller.session.token, "call": call_id})
+        self._write({"type": "SESSION", "session": token, "call": call_id})
 
     async def _send_reply(self, call_id: str, reply: CallReply) -> None:
         message = {"id": call_id, **reply.to_json()}

@@ -46,7 +46,7 @@ class _PublicStaticHandler(PublicHandler, web.StaticFileHandler):
     def prepare(self) -> None:
         refusal = host_refusal(self)
         if refusal is not None:
-            self.write_anvil_error(refusal, 403)
+            self.write_anvil_error(refusal)
 
     def compute_etag(self) -> str | None:
         # tornado caches a file's hash per path for the life of the process: an edited page
@@ -73,7 +73,7 @@ class ClientScriptHandler(_PublicStaticHandler):
     async def get(self, path: str, include_body: bool = True) -> None:  # HEAD comes here too
         problem = path_problem(path)
         if problem is not None:
-            self.write_anvil_error(errors.SerializationError(problem), 400)
+            self.write_anvil_error(errors.SerializationError(problem))
             return
         if not CLIENT_MODULE.fullmatch(path) or resolve(str(STATIC_DIR), path) != path:
             raise web.HTTPError(404)
@@ -101,7 +101,7 @@ class AppStaticHandler(_PublicStaticHandler):
     async def get(self, app: str, path: str, include_body: bool = True) -> None:  # type: ignore[override]
         problem = path_problem(path)
         if problem is not None:
-            self.write_anvil_error(errors.SerializationError(problem), 400)
+            self.write_anvil_error(errors.SerializationError(problem))
             return
         served = await services(self).apps.get(app)
         if served is None or served.spec is None:
