@@ -22,6 +22,7 @@ from .apps import AppDefaults, AppManager
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
 from .handlers import admin, apps_off, calls, public_tasks, socket, socket_limits, static, task_admin
+from .handlers.socket_limits import MediaBudget
 from .host_services import HostServices
 from .instances import ServerInstances
 from .logs import AppLog
@@ -70,7 +71,8 @@ class AnvilApp(ExtensionApp):
     queue_size = Int(100, help="Calls that may wait for a busy app before more are refused with 503.").tag(config=True)
     idle_seconds = Float(60.0, help="Kernels beyond the minimum are shut down after this long idle.").tag(config=True)
     websocket_media_mib = Int(
-        256, help="MiB of Media arriving over WebSockets the server holds at once; calls past it are refused."
+        socket_limits.DEFAULT_SERVER_MEDIA_MIB,
+        help="MiB of Media arriving over WebSockets the server holds at once; calls past it are refused.",
     ).tag(config=True)
     call_timeout = Float(
         30.0,
@@ -123,7 +125,6 @@ class AnvilApp(ExtensionApp):
             task_spares=self.task_spares,
         )
         defaults = AppDefaults(pool, self.call_timeout)
-        socket_limits.SERVER_MEDIA.limit = self.websocket_media_mib * socket_limits.MIB
         secure_folder(data_folder())  # the store and the cookie keys: the owner's alone
         self.store = Store(self.database_url or f"sqlite:///{data_folder() / 'anvil.db'}")
         self.store.create_schema()
@@ -164,6 +165,8 @@ class AnvilApp(ExtensionApp):
             CookieSealer(cookie_keys, self.shared_cookie_domain),
             CookieTickets(),
             self.tasks,
+            # one per server: every WebSocket connection's Media counts against it
+            MediaBudget(self.websocket_media_mib * socket_limits.MIB),
         )
 
     def initialize_handlers(self) -> None:

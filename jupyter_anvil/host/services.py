@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .apps import AppManager
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
+from .handlers.socket_limits import MediaBudget
 from .logs import AppLog
 from .sessions import SessionService
 from .tasks import TaskService
@@ -25,6 +26,7 @@ class Services:
     cookies: CookieSealer
     cookie_tickets: CookieTickets
     tasks: TaskService
+    media_budget: MediaBudget
 
 
 #: what a service's start or stop returns: nothing (done at once) or something to await

@@ -43,7 +43,6 @@ from .socket_limits import (
     MAX_UNREAD_BYTES,
     MAX_WAITING_CALLS,
     SEND_WINDOW,
-    SERVER_MEDIA,
     STALL_SECONDS,
     mib,
     release_freed_memory_soon,
@@ -222,11 +221,11 @@ class CallSocketHandler(websocket.WebSocketHandler):
                 f"Too much Media data in flight on this connection (the limit is {mib(MAX_CONNECTION_MEDIA_BYTES)})",
             )
             return
-        if not SERVER_MEDIA.take(size):
+        budget = services(self).media_budget
+        if not budget.take(size):
             self._refuse_media(
                 call_id,
-                f"The server holds too much Media data in flight (the limit is {mib(SERVER_MEDIA.limit)}); "
-                "try again shortly",
+                f"The server holds too much Media data in flight (the limit is {mib(budget.limit)}); try again shortly",
             )
             return
         self._media_bytes += size
@@ -248,7 +247,7 @@ class CallSocketHandler(websocket.WebSocketHandler):
         """Give a call's Media bytes back to the connection's and the server's budgets."""
         if waiting is not None and waiting.held:
             self._media_bytes -= waiting.held
-            SERVER_MEDIA.give_back(waiting.held)
+            services(self).media_budget.give_back(waiting.held)
             waiting.held = 0
             waiting.chunks.clear()
 

@@ -25,8 +25,9 @@ MAX_HELLOS_PENDING = 4096
 MAX_WAITING_CALLS = 16
 #: Media bytes held (arriving, or passed to a call still running) per connection
 MAX_CONNECTION_MEDIA_BYTES = 128 * MIB
-#: Media bytes held by all WebSocket connections of this server together
-MAX_SERVER_MEDIA_BYTES = 256 * MIB
+#: Media bytes held by all WebSocket connections of this server together, by default
+#: (``--AnvilApp.websocket_media_mib``; the budget is made once, in extension.py)
+DEFAULT_SERVER_MEDIA_MIB = 256
 #: reply bytes written but not yet taken by the client, plus replies waiting to be
 #: written; past this the connection closes (one bigger reply alone may go out)
 MAX_UNREAD_BYTES = 32 * MIB
@@ -62,10 +63,6 @@ class MediaBudget:
 
     def give_back(self, size: int) -> None:
         self.used = max(0, self.used - size)
-
-
-#: one per server process (all handlers run on its one event loop)
-SERVER_MEDIA = MediaBudget(MAX_SERVER_MEDIA_BYTES)
 
 
 def _find_malloc_trim() -> Callable[[int], int] | None:
