@@ -236,7 +236,7 @@ async def test_the_loop_sleeps_until_the_next_run_and_a_change_wakes_it(rig: Rig
     scheduler = rig.make(refresh_seconds=3600)
     await scheduler.sync_app(APP, [], background_tasks={"job"})
     scheduler.start()
-    await rig.quiet()
+    await wait_until(lambda: bool(rig.clock.sleepers))  # asleep
     sleeps = rig.clock.sleeps
     await asyncio.sleep(0.2)
     assert rig.clock.sleeps == sleeps  # idle: asleep, not polling
@@ -676,3 +676,32 @@ async def test_an_every_second_schedule_keeps_time_on_the_real_clock(store: Stor
     assert all(b - a == 1 for a, b in zip(sorted(dues), sorted(dues)[1:], strict=False))
     assert all(r.outcome == "launched" for r in runs)
     assert max(lateness) < 0.9  # each fired within its second (a loose bound: the machine may be loaded)
+
+
+async def test_a_failing_store_or_subscriber_never_stops_the_loop(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    scheduler = rig.make()
+    definition = every(10)
+    await scheduler.sync_app(APP, [definition], background_tasks={"job"})
+
+    def subscriber(event: ScheduleEvent) -> None:
+        raise RuntimeError("a subscriber's bug")
+
+    scheduler.on_event = subscriber
+    claim = scheduler.store.claim
+    failures = []
+
+    async def claim_failing_once(*args: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise OSError("database is locked")
+        return await claim(*args, **kwargs)
+
+    monkeypatch.setattr(scheduler.store, "claim", claim_failing_once)
+    scheduler.start()
+    rig.clock.advance_to(1_700_000_010.0)
+    await wait_until(lambda: bool(failures))
+    await rig.quiet()
+    assert rig.launcher.launches == []
+    rig.clock.advance(1)  # the loop tries again a second later
+    await launched(rig, 1)
+    assert [r.due for r in await scheduler.runs(definition.id)] == [1_700_000_010.0]

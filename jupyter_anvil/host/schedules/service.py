@@ -140,7 +140,7 @@ class Scheduler(FiringLoop):
                 self._known.pop(write.schedule_id, None)
                 self._emit(ScheduleEvent("deleted", write.schedule_id, app))
         written = {w.row.id if isinstance(w, Insert) else w.schedule_id for w in writes}
-        rows = await self.store.rows(app)
+        rows = await self.store.rows(app) if writes else sorted(existing.values(), key=_listed_order)
         for row in rows:
             if self._remember(row) and row.id in written:
                 self._emit_changed(row)
@@ -321,3 +321,8 @@ class Scheduler(FiringLoop):
         if row is None:
             raise ScheduleNotFound(f"no schedule has the id {schedule_id!r}")
         return row
+
+
+def _listed_order(row: ScheduleRow) -> tuple[str, str, str]:
+    """The order ScheduleStore.rows lists in."""
+    return row.app, row.name, row.id

@@ -216,10 +216,17 @@ class ScheduleStore:
         row's version and sets ``updated`` to ``now``."""
 
         def work() -> bool:
+            new = [w.row for w in writes if isinstance(w, Insert)]
+            inserts = [_encode({**_fields(row), "updated": now, "version": 1}) for row in new]
             try:
                 with self.store.engine.begin() as db:
+                    if inserts:  # many at a load: checked in one query and written in one statement
+                        if _read_rows(db, [row["id"] for row in inserts]):
+                            raise _Conflict
+                        db.execute(schedules.insert(), inserts)
                     for write in writes:
-                        _apply_one(db, write, now)
+                        if not isinstance(write, Insert):
+                            _apply_one(db, write, now)
             except (_Conflict, sa.exc.IntegrityError):  # the latter: an insert another server won
                 return False
             return True
@@ -299,13 +306,11 @@ def _read_rows(db: Connection, ids: Sequence[str]) -> list[ScheduleRow]:
     return rows
 
 
-def _apply_one(db: Connection, write: Write, now: float) -> None:
-    if isinstance(write, Insert):
-        if db.execute(sa.select(schedules.c.id).where(schedules.c.id == write.row.id)).first() is not None:
-            raise _Conflict
-        values = {name: getattr(write.row, name) for name in _ROW_FIELDS}
-        db.execute(schedules.insert().values(_encode({**values, "updated": now, "version": 1})))
-        return
+def _fields(row: ScheduleRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _ROW_FIELDS}
+
+
+def _apply_one(db: Connection, write: Update | Delete, now: float) -> None:
     current = schedules.c.id == write.schedule_id, schedules.c.version == write.version
     if isinstance(write, Update):
         values = _encode(write.values)
