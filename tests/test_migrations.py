@@ -129,9 +129,10 @@ def open_store(path: Path) -> Store:
 def assert_at_head(path: Path) -> None:
     tables, columns, log_sql, revision = schema(path)
     assert {"anvil_sessions", "anvil_tasks", "anvil_log", "anvil_servers", "alembic_version"} <= tables
-    assert "owner" in columns
+    assert {"anvil_schedules", "anvil_schedule_runs"} <= tables
+    assert {"owner", "schedule_id"} <= columns
     assert "AUTOINCREMENT" in log_sql.upper()
-    assert revision == head_revision() == "0002"
+    assert revision == head_revision() == "0003"
 
 
 async def assert_rows_intact(store: Store) -> None:

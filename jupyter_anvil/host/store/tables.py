@@ -42,6 +42,8 @@ tasks = sa.Table(
     sa.Column("output_dropped", sa.Integer, nullable=False, default=0),
     # the server instance that runs it (see instances.py); NULL on records of older releases
     sa.Column("owner", sa.String(32)),
+    # the schedule that launched it (schedules/); NULL for a task launched any other way
+    sa.Column("schedule_id", sa.String(64)),
 )
 
 #: the server instances sharing this store, with their heartbeats (see instances.py)
@@ -69,6 +71,51 @@ log_records = sa.Table(
     sa.Column("stream", sa.String(16), nullable=False),  # stdout, stderr, traceback, or system
     sa.Column("text", sa.Text, nullable=False),
     sqlite_autoincrement=True,  # never reuse a number, so a reader tailing by seq misses nothing
+)
+
+#: scheduled tasks: what each app declared (or the API made), and when each fires next
+#: (see schedules/). ``spec``, ``args`` and ``kwargs`` are JSON text; ``version`` goes up
+#: by one at every change, so a server sees what another one changed and a write made
+#: from a stale read fails instead of undoing it.
+schedules = sa.Table(
+    "anvil_schedules",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("app", sa.String(255), nullable=False, index=True),
+    sa.Column("task", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),  # as written: a phrase, a cron line or a time_spec dict
+    sa.Column("tz", sa.String(64), nullable=False),
+    sa.Column("misfire", sa.String(16), nullable=False),
+    sa.Column("args", sa.Text, nullable=False),
+    sa.Column("kwargs", sa.Text, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),  # notebook, metadata or api
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("next_run", sa.Float),  # NULL: paused, or a problem stops it
+    sa.Column("last_run", sa.Float),
+    sa.Column("last_status", sa.String(16)),
+    sa.Column("last_task_id", sa.String(32)),
+    sa.Column("problem", sa.Text),  # why it cannot run; NULL if it can
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, default=1),
+)
+
+#: what each schedule did at each of its times: launched a task, skipped (and why) or failed
+schedule_runs = sa.Table(
+    "anvil_schedule_runs",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("schedule_id", sa.String(64), nullable=False),
+    sa.Column("app", sa.String(255), nullable=False),
+    sa.Column("due", sa.Float, nullable=False),  # the time it was due
+    sa.Column("at", sa.Float, nullable=False),  # the time the scheduler acted
+    sa.Column("task_id", sa.String(32)),
+    sa.Column("outcome", sa.String(16), nullable=False),  # launched, skipped or failed
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("server", sa.String(32)),  # the server instance that fired it, if it said
+    sa.Index("ix_anvil_schedule_runs_schedule", "schedule_id", "seq"),
+    sqlite_autoincrement=True,  # never reuse a number: pages by seq stay stable
 )
 
 #: columns kept as JSON text
