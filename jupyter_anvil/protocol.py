@@ -52,6 +52,29 @@ BACKGROUND_TASKS_PREFIX: Final = "anvil.private.background_tasks."
 #: the portable type name a ``server.Task`` travels under (as in Anvil)
 TASK_TYPE: Final = "anvil.private.BackgroundTask"
 
+# -- background tasks' statuses ----------------------------------------------------------------
+#: where a background task is: waiting its turn (``queued``), ``running``, or how it ended.
+#: ``missing``: the server running it stopped or went away before it ended. The host stores
+#: and reports these (the task record, the admin API); ``server.Task`` reads them.
+TaskStatus = Literal["queued", "running", "completed", "failed", "killed", "missing"]
+QUEUED: Final[TaskStatus] = "queued"
+RUNNING: Final[TaskStatus] = "running"
+COMPLETED: Final[TaskStatus] = "completed"
+FAILED: Final[TaskStatus] = "failed"
+KILLED: Final[TaskStatus] = "killed"
+MISSING: Final[TaskStatus] = "missing"
+TASK_STATUSES: Final[tuple[TaskStatus, ...]] = get_args(TaskStatus)
+#: not ended yet: a server may still change these
+UNFINISHED_TASK_STATUSES: Final[tuple[TaskStatus, ...]] = (QUEUED, RUNNING)
+#: ended: the record stays as it is (until it is pruned)
+FINISHED_TASK_STATUSES: Final[tuple[TaskStatus, ...]] = (COMPLETED, FAILED, KILLED, MISSING)
+
+
+def is_finished(status: object) -> bool:
+    """True if ``status`` says the task has ended (anything else, unknown values too: False)."""
+    return status in FINISHED_TASK_STATUSES
+
+
 # -- kinds of registration -------------------------------------------------------------------
 #: what a server cell can register; ``email_handler`` and ``schedule`` are reserved for
 #: the features that come next (no kernel registers them yet)

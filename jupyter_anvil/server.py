@@ -43,7 +43,13 @@ from .kernel.cookies import CookieJar
 from .kernel.session import SessionData
 from .protocol import BACKGROUND_TASK as _BACKGROUND_TASK
 from .protocol import BACKGROUND_TASKS_PREFIX as _TASKS
+from .protocol import COMPLETED as _COMPLETED
+from .protocol import FAILED as _FAILED
+from .protocol import KILLED as _KILLED
+from .protocol import MISSING as _MISSING
 from .protocol import TASK_TYPE as _TASK_TYPE
+from .protocol import UNFINISHED_TASK_STATUSES as _UNFINISHED
+from .protocol import is_finished as _is_finished
 
 __all__ = [
     "AnvilWrappedError",
@@ -256,7 +262,7 @@ class Task:
         """``None`` while it runs (or waits its turn), then ``"completed"``, ``"failed"``,
         ``"killed"`` or ``"missing"`` (the server stopped while it ran)."""
         status = self._record()["status"]
-        return status if status in ("completed", "failed", "killed", "missing") else None
+        return status if _is_finished(status) else None
 
     def get_status(self) -> str:
         """Where the task is: ``"queued"``, ``"running"``, or how it ended (an addition to Anvil)."""
@@ -264,7 +270,7 @@ class Task:
 
     def is_running(self) -> bool:
         """True until the task has ended (also while it waits its turn)."""
-        return self._record()["status"] in ("queued", "running")
+        return self._record()["status"] in _UNFINISHED
 
     def is_completed(self) -> bool:
         """True once it completed; False while it runs. Raises :class:`BackgroundTaskKilled`
@@ -272,20 +278,20 @@ class Task:
         if it went missing."""
         record = self._record()
         _raise_for(record)
-        return bool(record["status"] == "completed")
+        return bool(record["status"] == _COMPLETED)
 
     def get_error(self) -> None:
         """Raise the task's exception if it failed; else return ``None``."""
         record = self._record()
-        if record["status"] == "failed":
+        if record["status"] == _FAILED:
             _raise_for(record)
 
     def get_return_value(self) -> Any:
         """What the task returned (``None`` while it runs); raises its exception if it failed."""
         record = self._record()
-        if record["status"] == "failed":
+        if record["status"] == _FAILED:
             _raise_for(record)
-        return record.get("result") if record["status"] == "completed" else None
+        return record.get("result") if record["status"] == _COMPLETED else None
 
     def get_state(self) -> dict[str, Any]:
         """The task's ``task_state``: live while it runs, final once it has ended."""
@@ -298,13 +304,13 @@ class Task:
 
 def _raise_for(record: dict[str, Any]) -> None:
     status = record["status"]
-    if status == "killed":
+    if status == _KILLED:
         raise BackgroundTaskKilled("The background task was killed.")
-    if status == "failed":
+    if status == _FAILED:
         raise _errors.from_wire(
             record.get("error") or {"type": "anvil.server.InternalError", "message": "The background task failed"}
         )
-    if status == "missing":
+    if status == _MISSING:
         raise InternalError("The background task failed (mia).")
 
 

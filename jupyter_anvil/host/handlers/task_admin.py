@@ -17,12 +17,12 @@ from jupyter_server.base.handlers import JupyterHandler
 from tornado import web, websocket
 
 from ... import errors
+from ...protocol import TASK_STATUSES, is_finished
 from ..readable import plain_value
 from ..tasks import summarize
 from .admin import AUTH_RESOURCE, AdminHandler
 from .base import services
 
-STATUSES = ("queued", "running", "completed", "failed", "killed", "missing")
 #: a content type fit for a header: type/subtype and parameters, nothing that could end it
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[ -~]*)?")
 
@@ -49,8 +49,8 @@ class TasksHandler(AdminHandler):
     @authorized
     async def get(self) -> None:
         status = self.get_argument("status", None)
-        if status is not None and status not in STATUSES:
-            raise web.HTTPError(400, f"status must be one of {', '.join(STATUSES)}")
+        if status is not None and status not in TASK_STATUSES:
+            raise web.HTTPError(400, f"status must be one of {', '.join(TASK_STATUSES)}")
         try:
             limit = max(1, min(int(self.get_argument("limit", "50")), 500))
             before_arg = self.get_argument("before", None)
@@ -135,7 +135,7 @@ class TaskOutputHandler(AdminHandler):
                 "text": output[offset:],
                 "offset": len(output),
                 "dropped": record.get("output_dropped", 0),
-                "running": record["status"] in ("queued", "running"),
+                "running": not is_finished(record["status"]),
             }
         )
 

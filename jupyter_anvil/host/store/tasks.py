@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ...protocol import MISSING, UNFINISHED_TASK_STATUSES
 from .core import Store
 from .tables import TASK_JSON_COLUMNS, servers, tasks
 
@@ -95,10 +96,10 @@ class TaskStore:
             with self.store.engine.begin() as db:
                 sweep(db)
                 live_owners = sa.select(servers.c.id)
-                unfinished = tasks.c.status.in_(("queued", "running"))
+                unfinished = tasks.c.status.in_(UNFINISHED_TASK_STATUSES)
                 orphaned = sa.or_(tasks.c.owner.is_(None), tasks.c.owner.notin_(live_owners))
                 result = db.execute(
-                    tasks.update().where(unfinished, orphaned).values(status="missing", ended=time.time())
+                    tasks.update().where(unfinished, orphaned).values(status=MISSING, ended=time.time())
                 )
                 return int(result.rowcount)
 
@@ -112,12 +113,12 @@ class TaskStore:
             now = time.time()
             with self.store.engine.begin() as db:
                 for record in records:
-                    unfinished = tasks.c.status.in_(("queued", "running"))
+                    unfinished = tasks.c.status.in_(UNFINISHED_TASK_STATUSES)
                     db.execute(
                         tasks.update()
                         .where(tasks.c.id == record["id"], unfinished)
                         .values(
-                            status="missing",
+                            status=MISSING,
                             ended=now,
                             output=record["output"],
                             output_dropped=record["output_dropped"],
@@ -130,7 +131,7 @@ class TaskStore:
         """Drop finished records beyond the newest ``keep``, or older than ``max_age_days``."""
 
         def work() -> int:
-            finished = tasks.c.status.notin_(("queued", "running"))
+            finished = tasks.c.status.notin_(UNFINISHED_TASK_STATUSES)
             removed = 0
             with self.store.engine.begin() as db:
                 if max_age_days > 0:
