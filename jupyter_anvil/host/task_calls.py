@@ -14,6 +14,7 @@ from typing import Any
 from .. import errors, wire
 from ..protocol import BACKGROUND_TASKS_PREFIX, TASK_TYPE
 from .messages import CallReply, CallRequest
+from .store import TaskRecord, TaskSummary
 from .tasks import TaskService
 
 LAUNCH, GET, LIST, RECORD, KILL = (f"{BACKGROUND_TASKS_PREFIX}{n}" for n in ("launch", "get", "list", "record", "kill"))
@@ -37,12 +38,12 @@ async def task_call(tasks: TaskService, app: str, request: CallRequest, launched
     if command == LAUNCH:
         return await _launch(tasks, app, request, launched_by)
     if command == LIST:
-        return task_values([r for r in await tasks.list(app=app, limit=10000)])
+        return task_values(await tasks.list(app=app, limit=10000))
     task_id = args[0] if args else None
     if not isinstance(task_id, str):
         raise errors.BackgroundTaskNotFound(f"Background Task not found: {task_id}")
     record = await tasks.get(task_id)
-    if record["app"] != app:
+    if record.app != app:
         raise errors.BackgroundTaskNotFound(f"Background Task not found: {task_id}")
     if command == GET:
         return task_values(record)
@@ -71,7 +72,7 @@ async def _launch(tasks: TaskService, app: str, request: CallRequest, launched_b
     return task_values(record)
 
 
-def task_values(records: dict[str, Any] | list[dict[str, Any]]) -> CallReply:
+def task_values(records: TaskSummary | list[TaskSummary]) -> CallReply:
     """A ``Task`` (or a list of them), as the portable value server code and browsers know."""
     many = isinstance(records, list)
     items = records if isinstance(records, list) else [records]
@@ -79,11 +80,11 @@ def task_values(records: dict[str, Any] | list[dict[str, Any]]) -> CallReply:
         {"type": ["ValueType"], "path": ["response", i] if many else ["response"], "typeName": TASK_TYPE}
         for i in range(len(items))
     ]
-    values = [{"id": r["id"], "name": r["name"]} for r in items]
+    values = [{"id": r.id, "name": r.name} for r in items]
     return CallReply(response=values if many else values[0], objects=objects)
 
 
-def record_reply(record: dict[str, Any]) -> CallReply:
+def record_reply(record: TaskRecord) -> CallReply:
     """What a ``Task`` needs to answer any of its methods, in one reply."""
 
     def when(stamp: float | None) -> dt.datetime | None:
@@ -92,21 +93,21 @@ def record_reply(record: dict[str, Any]) -> CallReply:
     plain = wire.encode(
         {
             "response": {
-                "id": record["id"],
-                "name": record["name"],
-                "status": record["status"],
-                "launched": when(record.get("launched")),
-                "started": when(record.get("started")),
-                "ended": when(record.get("ended")),
-                "error": record.get("error"),
+                "id": record.id,
+                "name": record.name,
+                "status": record.status,
+                "launched": when(record.launched),
+                "started": when(record.started),
+                "ended": when(record.ended),
+                "error": record.error,
                 "state": None,
                 "result": None,
             }
         }
     )
     objects = plain.objects
-    wire.embed(plain.message, objects, ["response", "state"], record.get("state"))
-    result = record.get("result")
+    wire.embed(plain.message, objects, ["response", "state"], record.state)
+    result = record.result
     wire.embed(plain.message, objects, ["response", "result"], result)
     media = {k: base64.b64decode(v) for k, v in (result or {}).get("media", {}).items()}
     return CallReply(response=plain.message["response"], objects=objects, media=media)

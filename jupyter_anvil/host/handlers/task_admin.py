@@ -19,7 +19,7 @@ from tornado import web, websocket
 from ... import errors
 from ...protocol import TASK_STATUSES, is_finished
 from ..readable import plain_value
-from ..tasks import summarize
+from ..store import TaskRecord, TaskSummary
 from .admin import AUTH_RESOURCE, AdminHandler
 from .base import services
 
@@ -27,18 +27,47 @@ from .base import services
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[ -~]*)?")
 
 
-def readable(record: dict[str, Any], base_url: str = "") -> dict[str, Any]:
-    """A task record (or summary) as people read it: state and return value in plain
-    JSON, Media in the return value as download links; bulky output left out."""
-    plain = {k: v for k, v in record.items() if k not in ("output", "state", "result")}
-    if "state" in record:
-        plain["state"] = plain_value(record["state"])
-    if "result" in record:
-        task_id = record["id"]
-        plain["result"] = plain_value(
-            record["result"], lambda media_id: f"{base_url}anvil/api/tasks/{task_id}/media/{media_id}"
-        )
-    return plain
+def summary_json(task: TaskSummary) -> dict[str, Any]:
+    """A task's summary as people read it: its state in plain JSON (readable.py)."""
+    return {
+        "id": task.id,
+        "app": task.app,
+        "name": task.name,
+        "status": task.status,
+        "launched": task.launched,
+        "started": task.started,
+        "ended": task.ended,
+        "error": task.error,
+        "launched_by": task.launched_by,
+        "output_dropped": task.output_dropped,
+        "owner": task.owner,
+        "state": plain_value(task.state),
+    }
+
+
+def record_json(record: TaskRecord, base_url: str) -> dict[str, Any]:
+    """A whole record as people read it: state and return value in plain JSON, Media in
+    the return value as download links, the traceback; the output has a route of its own."""
+
+    def media_url(media_id: str) -> str:
+        return f"{base_url}anvil/api/tasks/{record.id}/media/{media_id}"
+
+    return {
+        "id": record.id,
+        "app": record.app,
+        "name": record.name,
+        "status": record.status,
+        "launched": record.launched,
+        "started": record.started,
+        "ended": record.ended,
+        "error": record.error,
+        "traceback": record.traceback,
+        "launched_by": record.launched_by,
+        "output_dropped": record.output_dropped,
+        "owner": record.owner,
+        "state": plain_value(record.state),
+        "result": plain_value(record.result, media_url),
+    }
 
 
 class TasksHandler(AdminHandler):
@@ -64,8 +93,8 @@ class TasksHandler(AdminHandler):
         self.finish(
             json.dumps(
                 {
-                    "tasks": [readable(r) for r in records],
-                    "next": records[-1]["launched"] if len(records) == limit else None,
+                    "tasks": [summary_json(r) for r in records],
+                    "next": records[-1].launched if len(records) == limit else None,
                 },
                 default=str,
             )
@@ -79,7 +108,7 @@ class TaskHandler(AdminHandler):
     @authorized
     async def get(self, task_id: str) -> None:
         record = await find(self, task_id)
-        self.finish(json.dumps(readable(record, self.base_url), default=str))
+        self.finish(json.dumps(record_json(record, self.base_url), default=str))
 
 
 class TaskMediaHandler(JupyterHandler):  # type: ignore[misc]
@@ -93,7 +122,7 @@ class TaskMediaHandler(JupyterHandler):  # type: ignore[misc]
     @authorized
     async def get(self, task_id: str, media_id: str) -> None:
         record = await find(self, task_id)
-        result: dict[str, Any] = record["result"] if isinstance(record.get("result"), dict) else {}
+        result: dict[str, Any] = record.result if isinstance(record.result, dict) else {}
         encoded = (result.get("media") or {}).get(media_id)
         descriptor = next(
             (o for o in result.get("objects") or [] if o.get("type") == ["DataMedia"] and str(o.get("id")) == media_id),
@@ -129,13 +158,13 @@ class TaskOutputHandler(AdminHandler):
         except ValueError:
             raise web.HTTPError(400, "offset must be an integer") from None
         record = await find(self, task_id)
-        output = record.get("output") or ""
+        output = record.output
         self.finish(
             {
                 "text": output[offset:],
                 "offset": len(output),
-                "dropped": record.get("output_dropped", 0),
-                "running": not is_finished(record["status"]),
+                "dropped": record.output_dropped,
+                "running": not is_finished(record.status),
             }
         )
 
@@ -148,10 +177,10 @@ class TaskKillHandler(AdminHandler):
     async def post(self, task_id: str) -> None:
         await find(self, task_id)
         record = await services(self).tasks.kill(task_id)
-        self.finish(json.dumps(readable(summarize(record)), default=str))
+        self.finish(json.dumps(summary_json(record), default=str))
 
 
-async def find(handler: JupyterHandler, task_id: str) -> dict[str, Any]:
+async def find(handler: JupyterHandler, task_id: str) -> TaskRecord:
     try:
         return await services(handler).tasks.get(task_id)
     except errors.BackgroundTaskNotFound:
@@ -179,9 +208,9 @@ class TaskFeedHandler(JupyterHandler, websocket.WebSocketHandler):  # type: igno
     def open(self, *args: Any, **kwargs: Any) -> None:
         self._unsubscribe = services(self).tasks.subscribe(self._send)
 
-    def _send(self, summary: dict[str, Any]) -> None:
+    def _send(self, summary: TaskSummary) -> None:
         try:
-            self.write_message(json.dumps({"type": "task", "task": readable(summary)}, default=str))
+            self.write_message(json.dumps({"type": "task", "task": summary_json(summary)}, default=str))
         except websocket.WebSocketClosedError:
             self._unsubscribe()
 
