@@ -7,12 +7,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Final, Literal, cast, get_args
 
 from .app_kernel import KernelLoadError
 from .logs import AppLog
 from .notebooks import AppSpec, NotebookProblem, Scanner
 from .pool import KernelPool, PoolLimits
+
+if TYPE_CHECKING:
+    from .api_types import AppInfo, PoolStats
 
 log = logging.getLogger(__name__)
 #: seconds calls in flight get to finish when the server stops
@@ -58,7 +61,8 @@ class App:
     def call_timeout(self) -> float | None:
         return self.spec.call_timeout if self.spec else None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, url: str = "") -> AppInfo:
+        """The app as ``GET anvil/api/apps`` shows it; ``url`` its page's."""
         return {
             "name": self.name,
             "notebook": self.spec.notebook if self.spec else None,
@@ -66,8 +70,9 @@ class App:
             "error": self.describe_error(),
             "functions": sorted(self.pool.functions) if self.pool else [],  # what callers may call
             "background_tasks": sorted(self.pool.background_tasks) if self.pool else [],
-            "pool": self.pool.stats() if self.pool else None,
+            "pool": cast("PoolStats", self.pool.stats()) if self.pool else None,
             "call_timeout": self.spec.call_timeout if self.spec else None,
+            "url": url,
         }
 
     def describe_error(self) -> str | None:

@@ -8,6 +8,7 @@ from typing import get_args
 
 from jupyter_anvil import protocol
 from jupyter_anvil.host import apps
+from jupyter_anvil.host.logs import LOG_STREAMS, AppLog
 from jupyter_anvil.host.store import Store, TaskRecord, TaskStore, TaskSummary
 from jupyter_anvil.host.store.tables import tasks as tasks_table
 
@@ -55,3 +56,15 @@ def test_a_summary_is_a_snapshot() -> None:
     assert [f.name for f in fields(TaskSummary)] == [
         c.name for c in tasks_table.c if c.name in {f.name for f in fields(TaskSummary)}
     ]
+
+
+# -- log records --------------------------------------------------------------------------------------
+async def test_a_log_record_has_one_of_the_declared_streams(store: Store) -> None:
+    """A kernel names the stream of what it prints: one it makes up is filed as its print
+    (under the call's printed limit), so a record's stream is always a LogStream."""
+    app_log = AppLog(store)
+    app_log.write("app", "f", "call", "x" * 40, "made up")
+    app_log.write("app", "f", "call", "traceback", "Traceback...")
+    records = await app_log.read("app")
+    assert [(r["stream"], r["text"]) for r in records] == [("stdout", "made up"), ("traceback", "Traceback...")]
+    assert set(LOG_STREAMS) == {"stdout", "stderr", "traceback", "system"}

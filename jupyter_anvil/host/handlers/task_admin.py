@@ -8,7 +8,7 @@ import base64
 import binascii
 import json
 import re
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from jupyter_core.utils import ensure_async
@@ -17,7 +17,9 @@ from jupyter_server.base.handlers import JupyterHandler
 from tornado import web, websocket
 
 from ... import errors
+from ...errors import WireError
 from ...protocol import TASK_STATUSES, is_finished
+from .. import api_types as api
 from ..readable import plain_value
 from ..store import TaskRecord, TaskSummary
 from .admin import AUTH_RESOURCE, AdminHandler
@@ -27,7 +29,7 @@ from .base import services
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[ -~]*)?")
 
 
-def summary_json(task: TaskSummary) -> dict[str, Any]:
+def summary_json(task: TaskSummary) -> api.TaskSummary:
     """A task's summary as people read it: its state in plain JSON (readable.py)."""
     return {
         "id": task.id,
@@ -37,7 +39,7 @@ def summary_json(task: TaskSummary) -> dict[str, Any]:
         "launched": task.launched,
         "started": task.started,
         "ended": task.ended,
-        "error": task.error,
+        "error": _error(task.error),
         "launched_by": task.launched_by,
         "output_dropped": task.output_dropped,
         "owner": task.owner,
@@ -45,7 +47,12 @@ def summary_json(task: TaskSummary) -> dict[str, Any]:
     }
 
 
-def record_json(record: TaskRecord, base_url: str) -> dict[str, Any]:
+def _error(error: WireError | None) -> api.TaskError | None:
+    # a task's end stores its error's type, message and trace, nothing else (tasks.py)
+    return cast("api.TaskError | None", error)
+
+
+def record_json(record: TaskRecord, base_url: str) -> api.TaskDetail:
     """A whole record as people read it: state and return value in plain JSON, Media in
     the return value as download links, the traceback; the output has a route of its own."""
 
@@ -60,7 +67,7 @@ def record_json(record: TaskRecord, base_url: str) -> dict[str, Any]:
         "launched": record.launched,
         "started": record.started,
         "ended": record.ended,
-        "error": record.error,
+        "error": _error(record.error),
         "traceback": record.traceback,
         "launched_by": record.launched_by,
         "output_dropped": record.output_dropped,
@@ -90,15 +97,11 @@ class TasksHandler(AdminHandler):
             app=self.get_argument("app", None), status=status, name=self.get_argument("name", None),
             before=before, limit=limit,
         )  # fmt: skip
-        self.finish(
-            json.dumps(
-                {
-                    "tasks": [summary_json(r) for r in records],
-                    "next": records[-1].launched if len(records) == limit else None,
-                },
-                default=str,
-            )
-        )
+        page: api.TaskPage = {
+            "tasks": [summary_json(r) for r in records],
+            "next": records[-1].launched if len(records) == limit else None,
+        }
+        self.finish(json.dumps(page, default=str))
 
 
 class TaskHandler(AdminHandler):
@@ -159,14 +162,13 @@ class TaskOutputHandler(AdminHandler):
             raise web.HTTPError(400, "offset must be an integer") from None
         record = await find(self, task_id)
         output = record.output
-        self.finish(
-            {
-                "text": output[offset:],
-                "offset": len(output),
-                "dropped": record.output_dropped,
-                "running": not is_finished(record.status),
-            }
-        )
+        answer: api.TaskOutput = {
+            "text": output[offset:],
+            "offset": len(output),
+            "dropped": record.output_dropped,
+            "running": not is_finished(record.status),
+        }
+        self.finish(dict(answer))
 
 
 class TaskKillHandler(AdminHandler):
@@ -210,7 +212,8 @@ class TaskFeedHandler(JupyterHandler, websocket.WebSocketHandler):  # type: igno
 
     def _send(self, summary: TaskSummary) -> None:
         try:
-            self.write_message(json.dumps({"type": "task", "task": summary_json(summary)}, default=str))
+            event: api.TaskEvent = {"type": "task", "task": summary_json(summary)}
+            self.write_message(json.dumps(event, default=str))
         except websocket.WebSocketClosedError:
             self._unsubscribe()
 
