@@ -43,12 +43,9 @@ from .kernel.cookies import CookieJar
 from .kernel.session import SessionData
 from .protocol import BACKGROUND_TASK as _BACKGROUND_TASK
 from .protocol import BACKGROUND_TASKS_PREFIX as _TASKS
-from .protocol import COMPLETED as _COMPLETED
-from .protocol import FAILED as _FAILED
-from .protocol import KILLED as _KILLED
-from .protocol import MISSING as _MISSING
 from .protocol import TASK_TYPE as _TASK_TYPE
 from .protocol import UNFINISHED_TASK_STATUSES as _UNFINISHED
+from .protocol import TaskRecordReply as _TaskRecordReply
 from .protocol import is_finished as _is_finished
 
 __all__ = [
@@ -243,7 +240,7 @@ class Task:
     def __hash__(self) -> int:
         return hash(self._id)
 
-    def _record(self) -> dict[str, Any]:
+    def _record(self) -> _TaskRecordReply:
         return call(f"{_TASKS}record", self._id)  # type: ignore[no-any-return]
 
     def get_id(self) -> str:
@@ -278,20 +275,20 @@ class Task:
         if it went missing."""
         record = self._record()
         _raise_for(record)
-        return bool(record["status"] == _COMPLETED)
+        return bool(record["status"] == "completed")
 
     def get_error(self) -> None:
         """Raise the task's exception if it failed; else return ``None``."""
         record = self._record()
-        if record["status"] == _FAILED:
+        if record["status"] == "failed":
             _raise_for(record)
 
     def get_return_value(self) -> Any:
         """What the task returned (``None`` while it runs); raises its exception if it failed."""
         record = self._record()
-        if record["status"] == _FAILED:
+        if record["status"] == "failed":
             _raise_for(record)
-        return record.get("result") if record["status"] == _COMPLETED else None
+        return record.get("result") if record["status"] == "completed" else None
 
     def get_state(self) -> dict[str, Any]:
         """The task's ``task_state``: live while it runs, final once it has ended."""
@@ -302,15 +299,15 @@ class Task:
         call(f"{_TASKS}kill", self._id)
 
 
-def _raise_for(record: dict[str, Any]) -> None:
+def _raise_for(record: _TaskRecordReply) -> None:
     status = record["status"]
-    if status == _KILLED:
+    if status == "killed":
         raise BackgroundTaskKilled("The background task was killed.")
-    if status == _FAILED:
+    if status == "failed":
         raise _errors.from_wire(
             record.get("error") or {"type": "anvil.server.InternalError", "message": "The background task failed"}
         )
-    if status == _MISSING:
+    if status == "missing":
         raise InternalError("The background task failed (mia).")
 
 

@@ -23,12 +23,9 @@ STOP_GRACE = 5.0
 
 #: where an app is: ``loading`` its first version, ``ready`` (served), ``error`` (not
 #: served: its error says why), ``stopped`` (its notebook was removed, or the server stops).
-#: A reload that fails leaves a ready app ready, serving its previous version.
+#: A reload that fails leaves a ready app ready, serving its previous version. (mypy checks
+#: every status assigned or compared against this type: a misspelt one fails the check.)
 AppStatus = Literal["loading", "ready", "error", "stopped"]
-LOADING: Final[AppStatus] = "loading"
-READY: Final[AppStatus] = "ready"
-ERROR: Final[AppStatus] = "error"
-STOPPED: Final[AppStatus] = "stopped"
 APP_STATUSES: Final[tuple[AppStatus, ...]] = get_args(AppStatus)
 
 
@@ -50,7 +47,7 @@ class App:
         self.name = name
         self.spec: AppSpec | None = None
         self.pool: KernelPool | None = None
-        self.status: AppStatus = LOADING
+        self.status: AppStatus = "loading"
         self.error: str | None = None
         self.loaded = asyncio.Event()
         self.loading_fingerprint: str | None = None
@@ -132,7 +129,7 @@ class AppManager:
             app = self.apps.setdefault(problem.name, App(problem.name))
             message = f"{problem.notebook}: {problem.message}"
             app.notebook_problem = None  # the problem now stops the app: said in its error
-            if app.status != ERROR or app.error != message:
+            if app.status != "error" or app.error != message:
                 self._fail(app, message)
                 if app.pool is not None:
                     pool, app.pool = app.pool, None
@@ -195,7 +192,7 @@ class AppManager:
             await pool.drain(0)  # a newer save (or a stop) overtook this load
             return
         old, app.pool, app.spec = app.pool, pool, spec
-        app.status, app.error = READY, None
+        app.status, app.error = "ready", None
         app.loaded.set()
         self.app_log.write(app.name, "(load)", "-", "system", f"serving {spec.notebook}: {sorted(pool.functions)}")
         if old is not None:
@@ -211,11 +208,11 @@ class AppManager:
             app.error = f"reload failed, still serving the previous version: {message}"
 
     def _fail(self, app: App, message: str) -> None:
-        app.status, app.error = ERROR, message
+        app.status, app.error = "error", message
         app.loaded.set()
 
     async def _stop(self, app: App, reason: str, grace: float | None = None) -> None:
-        app.status, app.error = STOPPED, reason
+        app.status, app.error = "stopped", reason
         app.loaded.set()
         self.app_log.write(app.name, "(load)", "-", "system", f"stopped: {reason}")
         pool, app.pool = app.pool, None

@@ -18,7 +18,7 @@ from traitlets import Bool, Float, Int, Type, Unicode
 from .. import __version__
 from ..protocol import BACKGROUND_TASK, log_name
 from .app_kernel import AppKernel
-from .apps import READY, AppDefaults, AppManager
+from .apps import AppDefaults, AppManager
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
 from .handlers import admin, apps_off, calls, public_tasks, socket, socket_limits, static, task_admin
@@ -213,7 +213,7 @@ class AnvilApp(ExtensionApp):
         base = self.server.connection_url.rstrip("/")
         lines = []
         for name, app in sorted(self.apps.apps.items()):
-            if app.status != READY:
+            if app.status != "ready":
                 lines.append(f"    {name}: FAILED: {app.error}")
             elif app.spec is not None and app.spec.static_dir.is_dir():
                 lines.append(f"    {name}: {base}/anvil/apps/{name}/")

@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Any
 
 from .. import errors, wire
-from ..protocol import BACKGROUND_TASKS_PREFIX, TASK_TYPE
+from ..protocol import BACKGROUND_TASKS_PREFIX, TASK_TYPE, TaskRecordReply
 from .messages import CallReply, CallRequest
 from .store import TaskRecord, TaskSummary
 from .tasks import TaskService
@@ -90,21 +90,18 @@ def record_reply(record: TaskRecord) -> CallReply:
     def when(stamp: float | None) -> dt.datetime | None:
         return dt.datetime.fromtimestamp(stamp, dt.timezone.utc) if stamp else None
 
-    plain = wire.encode(
-        {
-            "response": {
-                "id": record.id,
-                "name": record.name,
-                "status": record.status,
-                "launched": when(record.launched),
-                "started": when(record.started),
-                "ended": when(record.ended),
-                "error": record.error,
-                "state": None,
-                "result": None,
-            }
-        }
-    )
+    response: TaskRecordReply = {
+        "id": record.id,
+        "name": record.name,
+        "status": record.status,
+        "launched": when(record.launched),
+        "started": when(record.started),
+        "ended": when(record.ended),
+        "error": record.error,
+        "state": None,
+        "result": None,
+    }
+    plain = wire.encode({"response": response})
     objects = plain.objects
     wire.embed(plain.message, objects, ["response", "state"], record.state)
     result = record.result

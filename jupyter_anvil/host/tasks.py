@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import errors
-from ..protocol import BACKGROUND_TASK, COMPLETED, FAILED, KILLED, QUEUED, RUNNING
+from ..protocol import BACKGROUND_TASK
 from .app_kernel import AppKernel
 from .apps import AppManager
 from .background import spawn
@@ -172,7 +172,7 @@ class TaskService:
             id=task_id,
             app=app_name,
             name=name,
-            status=QUEUED,
+            status="queued",
             launched=time.time(),
             launched_by=launched_by,
             owner=self.instances.id,
@@ -188,10 +188,10 @@ class TaskService:
 
     def _schedule(self, app_name: str) -> None:
         queue = self._queues.get(app_name)
-        running = sum(1 for t in self.live.values() if t.record.app == app_name and t.record.status == RUNNING)
+        running = sum(1 for t in self.live.values() if t.record.app == app_name and t.record.status == "running")
         while queue and running < self.limits.concurrency:
             task = queue.popleft()
-            task.record.status = RUNNING  # taken: counts against the limit from now
+            task.record.status = "running"  # taken: counts against the limit from now
             running += 1
             task.runner = spawn(self._run(task))
 
@@ -210,7 +210,9 @@ class TaskService:
             timeout = self.limits.timeout or None
             task.record.started = time.time()
             # the record follows; the task need not wait for the database to begin
-            task.started_write = spawn(self.store.update(task.id, {"status": RUNNING, "started": task.record.started}))
+            task.started_write = spawn(
+                self.store.update(task.id, {"status": "running", "started": task.record.started})
+            )
             self._publish(task.record)
             try:
                 reply = await task.kernel.call(task.request, timeout, kind=BACKGROUND_TASK)
@@ -235,14 +237,14 @@ class TaskService:
         record = task.record
         record.ended = time.time()
         if task.killed:
-            record.status = KILLED
+            record.status = "killed"
             record.error = errors.to_wire(errors.BackgroundTaskKilled("The background task was killed."))
         elif reply.error is not None:
-            record.status = FAILED
+            record.status = "failed"
             record.error = {k: reply.error.get(k) for k in ("type", "message", "trace")}
             record.traceback = reply.traceback
         else:
-            record.status = COMPLETED
+            record.status = "completed"
             record.result = {
                 "v": reply.response,
                 "objects": reply.objects,

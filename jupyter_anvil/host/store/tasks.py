@@ -11,7 +11,7 @@ from typing import Any, TypedDict, cast
 import sqlalchemy as sa
 
 from ...errors import WireError
-from ...protocol import MISSING, UNFINISHED_TASK_STATUSES, TaskStatus
+from ...protocol import UNFINISHED_TASK_STATUSES, TaskStatus
 from .core import Store
 from .tables import TASK_JSON_COLUMNS, servers, tasks
 
@@ -69,6 +69,8 @@ class TaskChanges(TypedDict, total=False):
     output: str
     output_dropped: int
 
+
+_MISSING: TaskStatus = "missing"  # typed: the SQL values below are not checked otherwise
 
 #: the columns a summary reads: a list leaves the bulky ones in the database
 _SUMMARY_COLUMNS = [tasks.c[f.name] for f in fields(TaskSummary)]
@@ -170,7 +172,7 @@ class TaskStore:
                 unfinished = tasks.c.status.in_(UNFINISHED_TASK_STATUSES)
                 orphaned = sa.or_(tasks.c.owner.is_(None), tasks.c.owner.notin_(live_owners))
                 result = db.execute(
-                    tasks.update().where(unfinished, orphaned).values(status=MISSING, ended=time.time())
+                    tasks.update().where(unfinished, orphaned).values(status=_MISSING, ended=time.time())
                 )
                 return int(result.rowcount)
 
@@ -189,7 +191,7 @@ class TaskStore:
                         tasks.update()
                         .where(tasks.c.id == record.id, unfinished)
                         .values(
-                            status=MISSING,
+                            status=_MISSING,
                             ended=now,
                             output=record.output,
                             output_dropped=record.output_dropped,
