@@ -19,7 +19,7 @@ from .tables import TASK_JSON_COLUMNS, servers, tasks
 @dataclass(kw_only=True)
 class TaskSummary:
     """A task record without its bulky parts (printed output, traceback, return value):
-    what lists and the live feed carry. The fields are the store's columns, in order."""
+    what lists and the live feed carry. Each field is a column of the task table."""
 
     id: str
     app: str
@@ -32,7 +32,7 @@ class TaskSummary:
     state: dict[str, Any] | None = None
     #: why it failed (or was killed): a wire error ``{"type", "message", "trace"}``
     error: WireError | None = None
-    #: the launching call's context (its session id, client type...)
+    #: the launching call's context (``client``, ``remote_caller``, ``call_stack``...)
     launched_by: dict[str, Any] | None = None
     #: characters of printed output past the limit, counted but not kept
     output_dropped: int = 0
