@@ -30,6 +30,7 @@ the kernel); the ``reply`` answering one carries the same ``req``.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Literal, TypedDict, get_args
 
@@ -54,6 +55,39 @@ RESERVED_PREFIX: Final = "anvil.private."
 BACKGROUND_TASKS_PREFIX: Final = "anvil.private.background_tasks."
 #: the portable type name a ``server.Task`` travels under (as in Anvil)
 TASK_TYPE: Final = "anvil.private.BackgroundTask"
+
+# -- background tasks' statuses ----------------------------------------------------------------
+#: where a background task is: waiting its turn (``queued``), ``running``, or how it ended.
+#: ``missing``: the server running it stopped or went away before it ended. The host stores
+#: and reports these (the task record, the admin API); ``server.Task`` reads them. Code
+#: spells them as strings typed by this: mypy refuses a misspelt one, assigned or compared.
+TaskStatus = Literal["queued", "running", "completed", "failed", "killed", "missing"]
+TASK_STATUSES: Final[tuple[TaskStatus, ...]] = get_args(TaskStatus)
+#: not ended yet: a server may still change these
+UNFINISHED_TASK_STATUSES: Final[tuple[TaskStatus, ...]] = ("queued", "running")
+#: ended: the record stays as it is (until it is pruned)
+FINISHED_TASK_STATUSES: Final[tuple[TaskStatus, ...]] = ("completed", "failed", "killed", "missing")
+
+
+def is_finished(status: object) -> bool:
+    """True if ``status`` says the task has ended (anything else, unknown values too: False)."""
+    return status in FINISHED_TASK_STATUSES
+
+
+class TaskRecordReply(TypedDict):
+    """The value ``anvil.private.background_tasks.record`` answers (the host builds it from
+    the task record), as a ``server.Task`` decodes it: all it needs for any of its methods."""
+
+    id: str
+    name: str
+    status: TaskStatus
+    launched: dt.datetime | None  # timezone-aware (UTC)
+    started: dt.datetime | None
+    ended: dt.datetime | None
+    error: WireError | None  # type and message (and trace) of a failure or a kill
+    state: Any  # the task_state: live while it runs, final once it ended
+    result: Any  # what it returned, once completed
+
 
 # -- kinds of registration -------------------------------------------------------------------
 #: what a server cell can register; ``email_handler`` and ``schedule`` are reserved for

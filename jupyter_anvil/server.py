@@ -44,6 +44,9 @@ from .kernel.session import SessionData
 from .protocol import BACKGROUND_TASK as _BACKGROUND_TASK
 from .protocol import BACKGROUND_TASKS_PREFIX as _TASKS
 from .protocol import TASK_TYPE as _TASK_TYPE
+from .protocol import UNFINISHED_TASK_STATUSES as _UNFINISHED
+from .protocol import TaskRecordReply as _TaskRecordReply
+from .protocol import is_finished as _is_finished
 
 __all__ = [
     "AnvilWrappedError",
@@ -237,7 +240,7 @@ class Task:
     def __hash__(self) -> int:
         return hash(self._id)
 
-    def _record(self) -> dict[str, Any]:
+    def _record(self) -> _TaskRecordReply:
         return call(f"{_TASKS}record", self._id)  # type: ignore[no-any-return]
 
     def get_id(self) -> str:
@@ -256,7 +259,7 @@ class Task:
         """``None`` while it runs (or waits its turn), then ``"completed"``, ``"failed"``,
         ``"killed"`` or ``"missing"`` (the server stopped while it ran)."""
         status = self._record()["status"]
-        return status if status in ("completed", "failed", "killed", "missing") else None
+        return status if _is_finished(status) else None
 
     def get_status(self) -> str:
         """Where the task is: ``"queued"``, ``"running"``, or how it ended (an addition to Anvil)."""
@@ -264,7 +267,7 @@ class Task:
 
     def is_running(self) -> bool:
         """True until the task has ended (also while it waits its turn)."""
-        return self._record()["status"] in ("queued", "running")
+        return self._record()["status"] in _UNFINISHED
 
     def is_completed(self) -> bool:
         """True once it completed; False while it runs. Raises :class:`BackgroundTaskKilled`
@@ -296,7 +299,7 @@ class Task:
         call(f"{_TASKS}kill", self._id)
 
 
-def _raise_for(record: dict[str, Any]) -> None:
+def _raise_for(record: _TaskRecordReply) -> None:
     status = record["status"]
     if status == "killed":
         raise BackgroundTaskKilled("The background task was killed.")

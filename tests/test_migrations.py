@@ -142,9 +142,9 @@ async def assert_rows_intact(store: Store) -> None:
     )
     tasks = TaskStore(store)
     done = await tasks.get("a" * 25)
-    assert done is not None and done["status"] == "completed" and done["owner"] is None
-    assert done["result"] == {"v": 42, "objects": [], "media": {}} and done["output"] == "printed\n"
-    assert {t["id"] for t in await tasks.list(app="counter")} == {"a" * 25, "b" * 25}
+    assert done is not None and done.status == "completed" and done.owner is None
+    assert done.result == {"v": 42, "objects": [], "media": {}} and done.output == "printed\n"
+    assert {t.id for t in await tasks.list(app="counter")} == {"a" * 25, "b" * 25}
     log = AppLog(store)
     assert [(r["seq"], r["text"]) for r in await log.read("counter")] == [(1, "line 1"), (2, "line 2"), (3, "line 3")]
 

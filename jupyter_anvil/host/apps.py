@@ -7,16 +7,26 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Final, Literal, cast, get_args
 
 from .app_kernel import KernelLoadError
 from .logs import AppLog
 from .notebooks import AppSpec, NotebookProblem, Scanner
 from .pool import KernelPool, PoolLimits
 
+if TYPE_CHECKING:
+    from .api_types import AppInfo, PoolStats
+
 log = logging.getLogger(__name__)
 #: seconds calls in flight get to finish when the server stops
 STOP_GRACE = 5.0
+
+#: where an app is: ``loading`` its first version, ``ready`` (served), ``error`` (not
+#: served: its error says why), ``stopped`` (its notebook was removed, or the server stops).
+#: A reload that fails leaves a ready app ready, serving its previous version. (mypy checks
+#: every status assigned or compared against this type: a misspelt one fails the check.)
+AppStatus = Literal["loading", "ready", "error", "stopped"]
+APP_STATUSES: Final[tuple[AppStatus, ...]] = get_args(AppStatus)
 
 
 @dataclass
@@ -37,7 +47,7 @@ class App:
         self.name = name
         self.spec: AppSpec | None = None
         self.pool: KernelPool | None = None
-        self.status = "loading"  # loading, ready, error, stopped
+        self.status: AppStatus = "loading"
         self.error: str | None = None
         self.loaded = asyncio.Event()
         self.loading_fingerprint: str | None = None
@@ -48,7 +58,8 @@ class App:
     def call_timeout(self) -> float | None:
         return self.spec.call_timeout if self.spec else None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, url: str = "") -> AppInfo:
+        """The app as ``GET anvil/api/apps`` shows it; ``url`` its page's."""
         return {
             "name": self.name,
             "notebook": self.spec.notebook if self.spec else None,
@@ -56,8 +67,9 @@ class App:
             "error": self.describe_error(),
             "functions": sorted(self.pool.functions) if self.pool else [],  # what callers may call
             "background_tasks": sorted(self.pool.background_tasks) if self.pool else [],
-            "pool": self.pool.stats() if self.pool else None,
+            "pool": cast("PoolStats", self.pool.stats()) if self.pool else None,
             "call_timeout": self.spec.call_timeout if self.spec else None,
+            "url": url,
         }
 
     def describe_error(self) -> str | None:

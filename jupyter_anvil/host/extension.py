@@ -271,7 +271,7 @@ class AnvilApp(ExtensionApp):
         if task is None:
             self.calls.log(app, call_id, stream, text)
             return
-        self.app_log.write(app, log_name(BACKGROUND_TASK, task.record["name"]), call_id, stream, text)
+        self.app_log.write(app, log_name(BACKGROUND_TASK, task.record.name), call_id, stream, text)
         if stream in ("stdout", "stderr"):
             self.tasks.on_output(call_id, text)
 

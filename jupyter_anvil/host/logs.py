@@ -20,12 +20,15 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
 import sqlalchemy as sa
 
 from .background import spawn
 from .store import Store, log_records
+
+if TYPE_CHECKING:
+    from .api_types import LogRecord
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,11 @@ RECORD_LIMIT = 64 * 1024  # bytes of text one record keeps
 CALL_LIMIT = 1024 * 1024  # bytes of printed output (stdout, stderr) one call keeps
 PENDING_LIMIT = 8 * 1024 * 1024  # bytes of records waiting for the store
 CALLS_TRACKED = 4096  # calls whose printed total is remembered (the most recent ones)
-PRINTED = ("stdout", "stderr")
+#: what a log record is: what a call printed (``stdout``, ``stderr``), the author's
+#: ``traceback`` of a failure, or a ``system`` note of the server's (loads, stops, drops)
+LogStream = Literal["stdout", "stderr", "traceback", "system"]
+LOG_STREAMS: Final[tuple[LogStream, ...]] = get_args(LogStream)
+PRINTED: Final[tuple[LogStream, ...]] = ("stdout", "stderr")
 
 RECORD_CUT = "\n[jupyter-anvil: output cut here: a log record keeps its first {limit} KiB; {more} more bytes dropped]\n"
 CALL_CUT = (
@@ -85,6 +92,8 @@ class AppLog:
             log.exception("[jupyter-anvil] could not store the last app log records at stop")
 
     def write(self, app: str, function: str, call_id: str, stream: str, text: str) -> None:
+        if stream not in LOG_STREAMS:  # a kernel names its own streams: any other is its print,
+            stream = "stdout"  # under the call's printed limit (and within the column's 16 characters)
         text, cut = cut_to_bytes(text, RECORD_LIMIT)
         if cut:
             text += RECORD_CUT.format(limit=RECORD_LIMIT // 1024, more=cut)
@@ -178,18 +187,18 @@ class AppLog:
             except Exception:  # kept for the next try; the log goes on; say so
                 log.exception("[jupyter-anvil] could not store app log records (will try again)")
 
-    async def read(self, app: str | None = None, since: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    async def read(self, app: str | None = None, since: int = 0, limit: int = 1000) -> list[LogRecord]:
         """Records after sequence number ``since``, oldest first, for one app or all."""
         try:
             await self.flush()
         except Exception:  # the reader still gets what is stored
             log.exception("[jupyter-anvil] could not store app log records (will try again)")
 
-        def work() -> list[dict[str, Any]]:
+        def work() -> list[LogRecord]:
             query = sa.select(log_records).where(log_records.c.seq > since).order_by(log_records.c.seq).limit(limit)
             if app:
                 query = query.where(log_records.c.app == app)
             with self.store.engine.begin() as db:
-                return [dict(row) for row in db.execute(query).mappings()]
+                return [cast("LogRecord", dict(row)) for row in db.execute(query).mappings()]
 
         return await self.store.run(work)

@@ -26,6 +26,7 @@ from typing import Any
 
 from .. import wire
 from ..errors import SerializationError
+from .api_types import ClassLink, MediaLink
 
 TYPE_KEY = "__type__"
 
@@ -68,21 +69,28 @@ def _plain(
         return value
     if kind == "DataMedia":
         media_id = str(descriptor.get("id"))
-        return {
-            TYPE_KEY: "Media",
-            "content_type": descriptor.get("mime-type"),
-            "name": descriptor.get("name"),
+        link: MediaLink = {
+            "__type__": "Media",
+            "content_type": _text(descriptor.get("mime-type")),
+            "name": _text(descriptor.get("name")),
             "size": _decoded_size(media.get(media_id)),
             "url": media_url(media_id) if media_url is not None and media_id in media else None,
         }
+        return link
     type_name = descriptor.get("typeName")
     if kind == "ValueType":
         if isinstance(inline, dict):
             return {TYPE_KEY: type_name, **inline}
         return {TYPE_KEY: type_name, "data": inline}
     if kind == "ClassType":
-        return {TYPE_KEY: "class", "name": type_name}
+        cls: ClassLink = {"__type__": "class", "name": _text(type_name)}
+        return cls
     return inline
+
+
+def _text(value: Any) -> str | None:
+    """A descriptor's string, or None: what a kernel sent is shown only as the type says."""
+    return value if isinstance(value, str) else None
 
 
 def iso_datetime(text: str) -> str:

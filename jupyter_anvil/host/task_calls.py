@@ -13,9 +13,10 @@ import datetime as dt
 from typing import Any
 
 from .. import errors, wire
-from ..protocol import BACKGROUND_TASKS_PREFIX, TASK_TYPE
+from ..protocol import BACKGROUND_TASKS_PREFIX, TASK_TYPE, TaskRecordReply
 from .host_services import HostCall, HostService, browser_readable, server_only
 from .messages import CallReply, CallRequest
+from .store import TaskRecord, TaskSummary
 from .tasks import TaskService
 
 LAUNCH, GET, LIST, RECORD, KILL = (f"{BACKGROUND_TASKS_PREFIX}{n}" for n in ("launch", "get", "list", "record", "kill"))
@@ -33,7 +34,7 @@ def host_services(tasks: TaskService) -> list[HostService]:
         return task_values(record)
 
     async def list_tasks(call: HostCall) -> CallReply:
-        return task_values([r for r in await tasks.list(app=call.app, limit=10000)])
+        return task_values(await tasks.list(app=call.app, limit=10000))
 
     async def record(call: HostCall) -> CallReply:
         _, record = await _own_record(tasks, call.app, call.request)
@@ -55,14 +56,14 @@ def host_services(tasks: TaskService) -> list[HostService]:
     ]
 
 
-async def _own_record(tasks: TaskService, app: str, request: CallRequest) -> tuple[str, dict[str, Any]]:
+async def _own_record(tasks: TaskService, app: str, request: CallRequest) -> tuple[str, TaskRecord]:
     """The id and record of the task the call names (its first argument), if it is the app's."""
     args = request.args if isinstance(request.args, list) else []
     task_id = args[0] if args else None
     if not isinstance(task_id, str):
         raise errors.BackgroundTaskNotFound(f"Background Task not found: {task_id}")
     record = await tasks.get(task_id)
-    if record["app"] != app:
+    if record.app != app:
         raise errors.BackgroundTaskNotFound(f"Background Task not found: {task_id}")
     return task_id, record
 
@@ -84,7 +85,7 @@ async def _launch(tasks: TaskService, app: str, request: CallRequest, launched_b
     return task_values(record)
 
 
-def task_values(records: dict[str, Any] | list[dict[str, Any]]) -> CallReply:
+def task_values(records: TaskSummary | list[TaskSummary]) -> CallReply:
     """A ``Task`` (or a list of them), as the portable value server code and browsers know."""
     many = isinstance(records, list)
     items = records if isinstance(records, list) else [records]
@@ -92,34 +93,31 @@ def task_values(records: dict[str, Any] | list[dict[str, Any]]) -> CallReply:
         {"type": ["ValueType"], "path": ["response", i] if many else ["response"], "typeName": TASK_TYPE}
         for i in range(len(items))
     ]
-    values = [{"id": r["id"], "name": r["name"]} for r in items]
+    values = [{"id": r.id, "name": r.name} for r in items]
     return CallReply(response=values if many else values[0], objects=objects)
 
 
-def record_reply(record: dict[str, Any]) -> CallReply:
+def record_reply(record: TaskRecord) -> CallReply:
     """What a ``Task`` needs to answer any of its methods, in one reply."""
 
     def when(stamp: float | None) -> dt.datetime | None:
         return dt.datetime.fromtimestamp(stamp, dt.timezone.utc) if stamp else None
 
-    plain = wire.encode(
-        {
-            "response": {
-                "id": record["id"],
-                "name": record["name"],
-                "status": record["status"],
-                "launched": when(record.get("launched")),
-                "started": when(record.get("started")),
-                "ended": when(record.get("ended")),
-                "error": record.get("error"),
-                "state": None,
-                "result": None,
-            }
-        }
-    )
+    response: TaskRecordReply = {
+        "id": record.id,
+        "name": record.name,
+        "status": record.status,
+        "launched": when(record.launched),
+        "started": when(record.started),
+        "ended": when(record.ended),
+        "error": record.error,
+        "state": None,
+        "result": None,
+    }
+    plain = wire.encode({"response": response})
     objects = plain.objects
-    wire.embed(plain.message, objects, ["response", "state"], record.get("state"))
-    result = record.get("result")
+    wire.embed(plain.message, objects, ["response", "state"], record.state)
+    result = record.result
     wire.embed(plain.message, objects, ["response", "result"], result)
     media = {k: base64.b64decode(v) for k, v in (result or {}).get("media", {}).items()}
     return CallReply(response=plain.message["response"], objects=objects, media=media)

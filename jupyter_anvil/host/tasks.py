@@ -21,7 +21,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import errors
@@ -32,7 +32,7 @@ from .background import spawn
 from .instances import ServerInstances
 from .messages import Caller, CallReply, CallRequest
 from .sessions import SessionService
-from .store import TaskStore
+from .store import TaskRecord, TaskStore, TaskSummary
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class TaskLimits:
 class LiveTask:
     """A task this server has launched and not yet finished."""
 
-    record: dict[str, Any]
+    record: TaskRecord  # its output is kept in ``output`` while it runs, joined at its end
     request: CallRequest
     kernel: AppKernel | None = None
     output: list[str] = field(default_factory=list)
@@ -77,7 +77,7 @@ class LiveTask:
 
     @property
     def id(self) -> str:
-        return str(self.record["id"])
+        return self.record.id
 
 
 class TaskService:
@@ -96,7 +96,7 @@ class TaskService:
         self.limits = limits
         self.live: dict[str, LiveTask] = {}
         self._queues: dict[str, deque[LiveTask]] = {}
-        self._subscribers: set[Callable[[dict[str, Any]], None]] = set()
+        self._subscribers: set[Callable[[TaskSummary], None]] = set()
         self.stopping = False
         self._loops: list[asyncio.Task[None]] = []
         self._shutdowns: set[asyncio.Task[None]] = set()  # task kernels being shut down
@@ -122,7 +122,7 @@ class TaskService:
             except Exception:  # the next beat tries again
                 log.exception("[jupyter-anvil] could not renew this server's heartbeat in the store")
 
-    async def _record_stop(self, records: list[dict[str, Any]]) -> None:
+    async def _record_stop(self, records: list[TaskRecord]) -> None:
         if records:
             await self.store.mark_stopped(records)
         await self.instances.unregister()
@@ -134,7 +134,7 @@ class TaskService:
         self.stopping = True
         for loop in self._loops:
             loop.cancel()
-        records = [{**t.record, "output": "".join(t.output), "output_dropped": t.dropped} for t in self.live.values()]
+        records = [self._with_output(t) for t in self.live.values()]
         try:  # if this fails, the next start (or another server's sweep) marks them instead
             await asyncio.wait_for(self._record_stop(records), 2.0)
         except asyncio.TimeoutError:
@@ -160,9 +160,7 @@ class TaskService:
             log.warning("[jupyter-anvil] %d task kernels did not stop in %.0f s", len(waiting), timeout)
 
     # -- launching ------------------------------------------------------------------------
-    async def launch(
-        self, app_name: str, name: str, request: CallRequest, launched_by: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def launch(self, app_name: str, name: str, request: CallRequest, launched_by: dict[str, Any]) -> TaskRecord:
         app = await self.apps.get(app_name)
         pool = app.pool if app is not None else None
         if pool is None:
@@ -170,17 +168,15 @@ class TaskService:
         if name not in pool.background_tasks:
             raise errors.NoServerFunctionError(f'No background task matching "{name}" has been registered')
         task_id = new_task_id()
-        record = {
-            "id": task_id,
-            "app": app_name,
-            "name": name,
-            "status": "queued",
-            "launched": time.time(),
-            "launched_by": launched_by,
-            "output": "",
-            "output_dropped": 0,
-            "owner": self.instances.id,
-        }
+        record = TaskRecord(
+            id=task_id,
+            app=app_name,
+            name=name,
+            status="queued",
+            launched=time.time(),
+            launched_by=launched_by,
+            owner=self.instances.id,
+        )
         await self.store.insert(record)
         request.command, request.call_id, request.from_client = name, task_id, False
         task = LiveTask(record, request)
@@ -192,15 +188,15 @@ class TaskService:
 
     def _schedule(self, app_name: str) -> None:
         queue = self._queues.get(app_name)
-        running = sum(1 for t in self.live.values() if t.record["app"] == app_name and t.record["status"] == "running")
+        running = sum(1 for t in self.live.values() if t.record.app == app_name and t.record.status == "running")
         while queue and running < self.limits.concurrency:
             task = queue.popleft()
-            task.record["status"] = "running"  # taken: counts against the limit from now
+            task.record.status = "running"  # taken: counts against the limit from now
             running += 1
             task.runner = spawn(self._run(task))
 
     async def _run(self, task: LiveTask) -> None:
-        app_name = task.record["app"]
+        app_name = task.record.app
         reply: CallReply | None = None
         try:
             app = await self.apps.get(app_name)
@@ -212,10 +208,10 @@ class TaskService:
             session = self.sessions.new(app_name, "background_task")
             task.request.caller = Caller(session, "background_task", background_task_id=task.id)
             timeout = self.limits.timeout or None
-            task.record["started"] = time.time()
+            task.record.started = time.time()
             # the record follows; the task need not wait for the database to begin
             task.started_write = spawn(
-                self.store.update(task.id, {"status": "running", "started": task.record["started"]})
+                self.store.update(task.id, {"status": "running", "started": task.record.started})
             )
             self._publish(task.record)
             try:
@@ -239,45 +235,56 @@ class TaskService:
         if self.stopping:
             return
         record = task.record
-        record["ended"] = time.time()
+        record.ended = time.time()
         if task.killed:
-            record["status"] = "killed"
-            record["error"] = errors.to_wire(errors.BackgroundTaskKilled("The background task was killed."))
+            record.status = "killed"
+            record.error = errors.to_wire(errors.BackgroundTaskKilled("The background task was killed."))
         elif reply.error is not None:
-            record["status"] = "failed"
-            record["error"] = {k: reply.error.get(k) for k in ("type", "message", "trace")}
-            record["traceback"] = reply.traceback
+            record.status = "failed"
+            record.error = {k: reply.error.get(k) for k in ("type", "message", "trace")}
+            record.traceback = reply.traceback
         else:
-            record["status"] = "completed"
-            record["result"] = {
+            record.status = "completed"
+            record.result = {
                 "v": reply.response,
                 "objects": reply.objects,
                 "media": {k: base64.b64encode(v).decode() for k, v in reply.media.items()},
             }
         if reply.task_state is not None and not task.killed:
-            record["state"] = reply.task_state
-        record["output"] = "".join(task.output)
-        record["output_dropped"] = task.dropped
+            record.state = reply.task_state
+        record.output = "".join(task.output)
+        record.output_dropped = task.dropped
         task.output_written = len(task.output)  # the end writes it all: no batch may follow
-        fields = ("status", "ended", "error", "traceback", "result", "state", "output", "output_dropped")
         try:
             if task.started_write is not None:
                 # the end must land after 'running', however fast the task replied
                 await asyncio.wait({task.started_write})
-            await self.store.update(task.id, {k: record.get(k) for k in fields})
+            await self.store.update(
+                task.id,
+                {
+                    "status": record.status,
+                    "ended": record.ended,
+                    "error": record.error,
+                    "traceback": record.traceback,
+                    "result": record.result,
+                    "state": record.state,
+                    "output": record.output,
+                    "output_dropped": record.output_dropped,
+                },
+            )
             await self.store.prune(self.limits.records_kept, self.limits.records_days)
         except Exception:
             log.exception("[jupyter-anvil] could not store the end of background task %s", task.id)
         self.live.pop(task.id, None)
         self._publish(record)
-        self._schedule(record["app"])
+        self._schedule(record.app)
 
     # -- while it runs ----------------------------------------------------------------------
     def on_state(self, task_id: str, state: dict[str, Any]) -> None:
         task = self.live.get(task_id)
         if task is None or task.killed:
             return
-        task.record["state"] = state
+        task.record.state = state
         self._publish(task.record)
         now = time.monotonic()
         if now - task.state_written >= self.limits.state_write_every:
@@ -318,14 +325,14 @@ class TaskService:
             for task in list(self.live.values()):
                 await self._write_output(task)
 
-    async def kill(self, task_id: str) -> dict[str, Any]:
+    async def kill(self, task_id: str) -> TaskRecord:
         """Capture the last state, then stop the task's kernel; status ``killed``."""
         task = self.live.get(task_id)
         if task is None:
             record = await self.get(task_id)
             return record  # already over: killing it again changes nothing
         task.killed = True
-        queue = self._queues.get(task.record["app"])
+        queue = self._queues.get(task.record.app)
         if queue is not None and task in queue:
             queue.remove(task)
             await self._finish(task, CallReply())
@@ -334,7 +341,7 @@ class TaskService:
             try:
                 data, _ = await asyncio.wait_for(task.kernel.get_task_state(task_id), 2)
                 if data.get("state") is not None:
-                    task.record["state"] = data["state"]
+                    task.record.state = data["state"]
             except Exception:  # noqa: BLE001 - a stuck kernel: keep the last state it sent
                 log.info("[jupyter-anvil] task %s gave no final state before being killed", task_id)
             await task.kernel.shutdown()
@@ -343,38 +350,40 @@ class TaskService:
         return task.record
 
     # -- reading ------------------------------------------------------------------------------
-    async def get(self, task_id: str) -> dict[str, Any]:
+    async def get(self, task_id: str) -> TaskRecord:
         """The record, live if the task runs here; BackgroundTaskNotFound if none."""
         task = self.live.get(task_id) if isinstance(task_id, str) else None
         if task is not None:
-            return {**task.record, "output": "".join(task.output), "output_dropped": task.dropped}
+            return self._with_output(task)
         record = await self.store.get(task_id) if isinstance(task_id, str) else None
         if record is None:
             raise errors.BackgroundTaskNotFound(f"Background Task not found: {task_id}")
         return record
 
-    async def list(self, **filters: Any) -> list[dict[str, Any]]:
-        records = await self.store.list(**filters)
-        return [{**r, **self._live_summary(r["id"])} for r in records]
+    async def list(self, **filters: Any) -> list[TaskSummary]:
+        """Stored summaries, with the status and state of those running here as they are now."""
+        return [self._live_summary(r) for r in await self.store.list(**filters)]
 
-    def _live_summary(self, task_id: str) -> dict[str, Any]:
-        task = self.live.get(task_id)
-        return {"status": task.record["status"], "state": task.record.get("state")} if task else {}
+    def _live_summary(self, stored: TaskSummary) -> TaskSummary:
+        task = self.live.get(stored.id)
+        return replace(stored, status=task.record.status, state=task.record.state) if task else stored
+
+    @staticmethod
+    def _with_output(task: LiveTask) -> TaskRecord:
+        """A copy of a live task's record with what it has printed so far."""
+        return replace(task.record, output="".join(task.output), output_dropped=task.dropped)
 
     # -- the live feed --------------------------------------------------------------------------
-    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+    def subscribe(self, callback: Callable[[TaskSummary], None]) -> Callable[[], None]:
+        """``callback`` gets a snapshot of a task's summary at each launch, start, state
+        change and end; the returned function unsubscribes."""
         self._subscribers.add(callback)
         return lambda: self._subscribers.discard(callback)
 
-    def _publish(self, record: dict[str, Any]) -> None:
-        summary = summarize(record)
+    def _publish(self, record: TaskRecord) -> None:
+        summary = record.summary()
         for callback in list(self._subscribers):
             try:
                 callback(summary)
             except Exception:
                 log.exception("[jupyter-anvil] task feed subscriber failed")
-
-
-def summarize(record: dict[str, Any]) -> dict[str, Any]:
-    """A record without its bulky parts (output, traceback, return value)."""
-    return {k: v for k, v in record.items() if k not in ("output", "traceback", "result")}

@@ -4,14 +4,15 @@ missing-by-owner, and the app log's caps (logs.py)."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import replace
 
 import pytest
 
 from jupyter_anvil.host import logs
 from jupyter_anvil.host.instances import ServerInstances
 from jupyter_anvil.host.logs import AppLog
-from jupyter_anvil.host.store import SessionRecord, Store, TaskStore, servers
+from jupyter_anvil.host.store import SessionRecord, Store, TaskRecord, TaskStore, servers
+from jupyter_anvil.protocol import TaskStatus
 
 
 # -- sessions -------------------------------------------------------------------------------
@@ -41,9 +42,8 @@ async def test_idle_sessions_are_deleted_and_fresh_ones_kept(store: Store) -> No
 
 
 # -- tasks ------------------------------------------------------------------------------------
-def task(task_id: str, status: str, launched: float, owner: str | None = None) -> dict[str, Any]:
-    return {"id": task_id, "app": "app", "name": "job", "status": status, "launched": launched,
-            "launched_by": {}, "output": "", "output_dropped": 0, "owner": owner}  # fmt: skip
+def task(task_id: str, status: TaskStatus, launched: float, owner: str | None = None) -> TaskRecord:
+    return TaskRecord(id=task_id, app="app", name="job", status=status, launched=launched, launched_by={}, owner=owner)
 
 
 async def test_prune_keeps_newest_finished_and_every_unfinished(store: Store) -> None:
@@ -54,7 +54,7 @@ async def test_prune_keeps_newest_finished_and_every_unfinished(store: Store) ->
     await tasks.insert(task("old-queued", "queued", now - 100))
     await tasks.insert(task("old-running", "running", now - 100))
     assert await tasks.prune(keep=2, max_age_days=0) == 3
-    left = {r["id"] for r in await tasks.list()}
+    left = {r.id for r in await tasks.list()}
     assert left == {"done3", "done4", "old-queued", "old-running"}
 
 
@@ -65,7 +65,7 @@ async def test_prune_drops_finished_records_past_max_age(store: Store) -> None:
     await tasks.insert(task("ancient-running", "running", now - 3 * 86400))
     await tasks.insert(task("recent", "completed", now))
     assert await tasks.prune(keep=1000, max_age_days=2) == 1
-    assert {r["id"] for r in await tasks.list()} == {"ancient-running", "recent"}
+    assert {r.id for r in await tasks.list()} == {"ancient-running", "recent"}
 
 
 async def test_missing_only_for_tasks_whose_owner_is_gone(store: Store) -> None:
@@ -88,7 +88,7 @@ async def test_missing_only_for_tasks_whose_owner_is_gone(store: Store) -> None:
     await tasks.insert(task("gone-done", "completed", now, gone.id))
     await tasks.insert(task("no-owner", "running", now, None))
     assert await tasks.mark_orphans(me.sweep) == 2
-    status = {r["id"]: r["status"] for r in await tasks.list()}
+    status = {r.id: r.status for r in await tasks.list()}
     assert status == {
         "mine": "running", "others": "queued", "gone-running": "missing", "gone-done": "completed",
         "no-owner": "missing",
@@ -96,7 +96,8 @@ async def test_missing_only_for_tasks_whose_owner_is_gone(store: Store) -> None:
     # a server that stopped cleanly and left: its tasks too
     await other.unregister()
     assert await tasks.mark_orphans(me.sweep) == 1
-    assert (await tasks.get("others") or {})["status"] == "missing"
+    others = await tasks.get("others")
+    assert others is not None and others.status == "missing"
 
 
 async def test_mark_stopped_keeps_output_and_spares_finished_tasks(store: Store) -> None:
@@ -105,11 +106,14 @@ async def test_mark_stopped_keeps_output_and_spares_finished_tasks(store: Store)
     await tasks.insert(task("cut", "running", now))
     await tasks.insert(task("ended", "completed", now))
     await tasks.mark_stopped(
-        [{"id": "cut", "output": "printed", "output_dropped": 3}, {"id": "ended", "output": "x", "output_dropped": 0}]
+        [
+            replace(task("cut", "running", now), output="printed", output_dropped=3),
+            replace(task("ended", "running", now), output="x"),
+        ]
     )
     cut, ended = await tasks.get("cut"), await tasks.get("ended")
-    assert cut is not None and (cut["status"], cut["output"], cut["output_dropped"]) == ("missing", "printed", 3)
-    assert ended is not None and (ended["status"], ended["output"]) == ("completed", "")
+    assert cut is not None and (cut.status, cut.output, cut.output_dropped) == ("missing", "printed", 3)
+    assert ended is not None and (ended.status, ended.output) == ("completed", "")
 
 
 async def test_append_output_adds_to_the_record(store: Store) -> None:
@@ -118,7 +122,7 @@ async def test_append_output_adds_to_the_record(store: Store) -> None:
     await tasks.append_output("t", "one ", 0)
     await tasks.append_output("t", "two", 5)
     record = await tasks.get("t")
-    assert record is not None and record["output"] == "one two" and record["output_dropped"] == 5
+    assert record is not None and record.output == "one two" and record.output_dropped == 5
 
 
 # -- the app log -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from jupyter_anvil.host.instances import ServerInstances
 from jupyter_anvil.host.messages import CallRequest
 from jupyter_anvil.host.pool import KernelPool
 from jupyter_anvil.host.sessions import SessionService
-from jupyter_anvil.host.store import Store, TaskStore
+from jupyter_anvil.host.store import Store, TaskStore, TaskSummary
 from jupyter_anvil.host.tasks import OUTPUT_CUT, TaskLimits, TaskService
 
 
@@ -39,14 +39,14 @@ class Rig:
     service: TaskService
     pool: KernelPool
     starter: Any
-    feed: list[dict[str, Any]]
+    feed: list[TaskSummary]
 
     async def launch(self, n: int = 0) -> str:
         record = await self.service.launch("app", "job", CallRequest("job", args=[n]), {"session_id": "s"})
-        return str(record["id"])
+        return record.id
 
     def status(self, task_id: str) -> str:
-        return str(self.service.live[task_id].record["status"]) if task_id in self.service.live else "ended"
+        return self.service.live[task_id].record.status if task_id in self.service.live else "ended"
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ async def make_tasks(make_pool: Callable[..., Any], store: Store) -> AsyncIterat
         sessions = SessionService(store, idle_timeout=3600)
         service = TaskService(FakeApps(pool), TaskStore(store), sessions, TaskLimits(**limits), ServerInstances(store))
         await service.start()
-        feed: list[dict[str, Any]] = []
+        feed: list[TaskSummary] = []
         service.subscribe(feed.append)
         services.append(service)
         return Rig(service, pool, starter, feed)
@@ -81,11 +81,11 @@ async def test_concurrency_limit_and_launch_order(make_tasks, settle) -> None:
     gate.set()
     await settle(lambda: not rig.service.live, timeout=3)
     # each task began (its "started" published) in the order it was launched
-    began = [r["id"] for r in rig.feed if r["status"] == "running" and "started" in r]
+    began = [r.id for r in rig.feed if r.status == "running" and r.started is not None]
     assert list(dict.fromkeys(began)) == ids
     for n, task_id in enumerate(ids):
         record = await rig.service.get(task_id)
-        assert record["status"] == "completed" and record["result"]["v"] == {"echo": [n]}
+        assert record.status == "completed" and record.result is not None and record.result["v"] == {"echo": [n]}
     # one kernel per task, each shut down after it
     task_kernels = [k for k in rig.starter.started if k.calls]
     assert len(task_kernels) == 5 and all(k.shutdowns for k in task_kernels)
@@ -95,15 +95,15 @@ async def test_running_count_never_exceeds_limit(make_tasks, settle) -> None:
     rig = await make_tasks(concurrency=1)
     most = 0
 
-    def watch(_: dict[str, Any]) -> None:
+    def watch(_: TaskSummary) -> None:
         nonlocal most
-        most = max(most, sum(t.record["status"] == "running" for t in rig.service.live.values()))
+        most = max(most, sum(t.record.status == "running" for t in rig.service.live.values()))
 
     rig.service.subscribe(watch)
     ids = [await rig.launch(n) for n in range(4)]
     await settle(lambda: not rig.service.live, timeout=3)
     assert most == 1
-    assert [(await rig.service.get(i))["status"] for i in ids] == ["completed"] * 4
+    assert [(await rig.service.get(i)).status for i in ids] == ["completed"] * 4
 
 
 async def test_kill_a_queued_task(make_tasks, settle) -> None:
@@ -113,15 +113,16 @@ async def test_kill_a_queued_task(make_tasks, settle) -> None:
     await settle(lambda: rig.status(first) == "running")
     assert rig.status(queued) == "queued"
     record = await rig.service.kill(queued)
-    assert record["status"] == "killed" and record["error"]["type"] == "anvil.server.BackgroundTaskKilled"
+    assert record.status == "killed" and record.error is not None
+    assert record.error["type"] == "anvil.server.BackgroundTaskKilled"
     stored = await rig.service.store.get(queued)
-    assert stored is not None and stored["status"] == "killed"
+    assert stored is not None and stored.status == "killed"
     gate.set()
     await settle(lambda: not rig.service.live)
     assert all(call.args != [2] for k in rig.starter.started for call in k.calls)  # it never ran
     assert sum(1 for k in rig.starter.started if k.shutdowns) == 1  # nor took a kernel
-    assert (await rig.service.get(first))["status"] == "completed"
-    assert (await rig.service.kill(queued))["status"] == "killed"  # killing again changes nothing
+    assert (await rig.service.get(first)).status == "completed"
+    assert (await rig.service.kill(queued)).status == "killed"  # killing again changes nothing
 
 
 async def test_kill_a_running_task_keeps_its_last_state(make_tasks, settle) -> None:
@@ -134,10 +135,10 @@ async def test_kill_a_running_task_keeps_its_last_state(make_tasks, settle) -> N
     await settle(lambda: rig.service.live[task_id].kernel is not None and rig.service.live[task_id].kernel.calls)
     kernel = rig.service.live[task_id].kernel
     record = await asyncio.wait_for(rig.service.kill(task_id), 2)
-    assert record["status"] == "killed" and record["state"] == {"step": 7}
+    assert record.status == "killed" and record.state == {"step": 7}
     assert kernel.shutdowns >= 1
     stored = await rig.service.store.get(task_id)
-    assert stored is not None and stored["status"] == "killed" and stored["state"] == {"step": 7}
+    assert stored is not None and stored.status == "killed" and stored.state == {"step": 7}
 
 
 async def test_output_is_cut_at_the_limit_and_the_rest_counted(make_tasks, settle) -> None:
@@ -149,13 +150,13 @@ async def test_output_is_cut_at_the_limit_and_the_rest_counted(make_tasks, settl
     rig.service.on_output(task_id, "789ABC")  # 3 over
     rig.service.on_output(task_id, "more")  # nothing left: all counted
     live = await rig.service.get(task_id)
-    assert live["output"] == "0123456789" + OUTPUT_CUT.format(limit=10)
-    assert live["output_dropped"] == 7
+    assert live.output == "0123456789" + OUTPUT_CUT.format(limit=10)
+    assert live.output_dropped == 7
     gate.set()
     await settle(lambda: not rig.service.live)
     stored = await rig.service.store.get(task_id)
     assert stored is not None
-    assert stored["output"] == "0123456789" + OUTPUT_CUT.format(limit=10) and stored["output_dropped"] == 7
+    assert stored.output == "0123456789" + OUTPUT_CUT.format(limit=10) and stored.output_dropped == 7
 
 
 async def test_output_is_written_in_batches_while_it_runs(make_tasks, settle) -> None:
@@ -165,11 +166,14 @@ async def test_output_is_written_in_batches_while_it_runs(make_tasks, settle) ->
     await settle(lambda: rig.status(task_id) == "running")
     rig.service.on_output(task_id, "abc")
     await asyncio.sleep(0.05)
-    assert (await rig.service.store.get(task_id) or {})["output"] == ""  # below the batch: not yet
+    stored = await rig.service.store.get(task_id)
+    assert stored is not None and stored.output == ""  # below the batch: not yet
     rig.service.on_output(task_id, "defgh")
 
     async def stored_output() -> str:
-        return str((await rig.service.store.get(task_id) or {})["output"])
+        stored = await rig.service.store.get(task_id)
+        assert stored is not None
+        return stored.output
 
     for _ in range(100):
         if await stored_output() == "abcdefgh":
@@ -189,9 +193,10 @@ async def test_failing_and_timed_out_tasks(make_tasks, settle) -> None:
     timed_out = await rig.launch()
     await settle(lambda: not rig.service.live, timeout=3)
     record = await rig.service.get(failed)
-    assert record["status"] == "failed" and "server code raised" in record["error"]["message"]
+    assert record.status == "failed" and record.error is not None and "server code raised" in record.error["message"]
     record = await rig.service.get(timed_out)
-    assert record["status"] == "failed" and record["error"]["type"] == "anvil.server.TimeoutError"
+    assert record.status == "failed" and record.error is not None
+    assert record.error["type"] == "anvil.server.TimeoutError"
 
 
 async def test_unknown_task_name_is_refused_and_nothing_stored(make_tasks) -> None:

@@ -6,6 +6,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
+from ..api_types import AppsList, LogPage, NotebookProblem
 from .base import services
 
 AUTH_RESOURCE = "anvil"
@@ -24,11 +25,14 @@ class AppsHandler(AdminHandler):
     async def get(self) -> None:
         manager = services(self).apps
         await manager.scanned.wait()
-        apps = [app.to_json() for app in manager.apps.values()]
-        for app in apps:
-            app["url"] = f"{self.base_url}anvil/apps/{app['name']}/"
-        problems = [{"notebook": p.notebook, "app": p.name, "error": p.message} for p in manager.problems]
-        self.finish({"apps": apps, "problems": problems})
+        problems: list[NotebookProblem] = [
+            {"notebook": p.notebook, "app": p.name, "error": p.message} for p in manager.problems
+        ]
+        answer: AppsList = {
+            "apps": [app.to_json(f"{self.base_url}anvil/apps/{name}/") for name, app in manager.apps.items()],
+            "problems": problems,
+        }
+        self.finish(dict(answer))
 
 
 class LogsHandler(AdminHandler):
@@ -47,4 +51,5 @@ class LogsHandler(AdminHandler):
         if not 0 <= since < 2**63:
             raise web.HTTPError(400, "since must be a sequence number (0 or more)")
         limit = max(1, min(limit, 10000))  # a negative LIMIT would mean none in SQLite
-        self.finish({"records": await services(self).app_log.read(app, since, limit)})
+        answer: LogPage = {"records": await services(self).app_log.read(app, since, limit)}
+        self.finish(dict(answer))

@@ -8,6 +8,7 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from ..api_types import AppsOff
 from .admin import AdminHandler
 from .base import PublicHandler
 
@@ -30,4 +31,5 @@ class AppsOffHandler(AdminHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.finish({"apps": [], "problems": [], "serving": False, "message": MESSAGE})
+        answer: AppsOff = {"apps": [], "problems": [], "serving": False, "message": MESSAGE}
+        self.finish(dict(answer))

@@ -8,6 +8,7 @@ methods answer, in the encoding of a call reply (Media inline as base64, as HTTP
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from ... import errors
 from ..task_calls import record_reply
@@ -31,12 +32,12 @@ class PublicTaskHandler(PublicHandler):
             record = await services(self).tasks.get(task_id)
         except errors.BackgroundTaskNotFound:
             record = None
-        if record is None or record.get("app") != app:  # another app's task is not this app's to show
+        if record is None or record.app != app:  # another app's task is not this app's to show
             self.write_anvil_error(not_found)
             return
-        error = record.get("error")
+        error = record.error
         # the error as a caller sees one: type and message (the traceback is in the app log)
-        shown = {**record, "error": {"type": error.get("type"), "message": error.get("message")} if error else None}
+        shown = replace(record, error={"type": error.get("type"), "message": error.get("message")} if error else None)
         reply = record_reply(shown)
         body = reply.to_json()
         inline_media(body, reply.media)

@@ -8,7 +8,7 @@ import base64
 import binascii
 import json
 import re
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from jupyter_core.utils import ensure_async
@@ -17,28 +17,64 @@ from jupyter_server.base.handlers import JupyterHandler
 from tornado import web, websocket
 
 from ... import errors
+from ...errors import WireError
+from ...protocol import TASK_STATUSES, is_finished
+from .. import api_types as api
 from ..readable import plain_value
-from ..tasks import summarize
+from ..store import TaskRecord, TaskSummary
 from .admin import AUTH_RESOURCE, AdminHandler
 from .base import services
 
-STATUSES = ("queued", "running", "completed", "failed", "killed", "missing")
 #: a content type fit for a header: type/subtype and parameters, nothing that could end it
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[ -~]*)?")
 
 
-def readable(record: dict[str, Any], base_url: str = "") -> dict[str, Any]:
-    """A task record (or summary) as people read it: state and return value in plain
-    JSON, Media in the return value as download links; bulky output left out."""
-    plain = {k: v for k, v in record.items() if k not in ("output", "state", "result")}
-    if "state" in record:
-        plain["state"] = plain_value(record["state"])
-    if "result" in record:
-        task_id = record["id"]
-        plain["result"] = plain_value(
-            record["result"], lambda media_id: f"{base_url}anvil/api/tasks/{task_id}/media/{media_id}"
-        )
-    return plain
+def summary_json(task: TaskSummary) -> api.TaskSummary:
+    """A task's summary as people read it: its state in plain JSON (readable.py)."""
+    return {
+        "id": task.id,
+        "app": task.app,
+        "name": task.name,
+        "status": task.status,
+        "launched": task.launched,
+        "started": task.started,
+        "ended": task.ended,
+        "error": _error(task.error),
+        "launched_by": task.launched_by,
+        "output_dropped": task.output_dropped,
+        "owner": task.owner,
+        "state": plain_value(task.state),
+    }
+
+
+def _error(error: WireError | None) -> api.TaskError | None:
+    # a task's end stores its error's type, message and trace, nothing else (tasks.py)
+    return cast("api.TaskError | None", error)
+
+
+def record_json(record: TaskRecord, base_url: str) -> api.TaskDetail:
+    """A whole record as people read it: state and return value in plain JSON, Media in
+    the return value as download links, the traceback; the output has a route of its own."""
+
+    def media_url(media_id: str) -> str:
+        return f"{base_url}anvil/api/tasks/{record.id}/media/{media_id}"
+
+    return {
+        "id": record.id,
+        "app": record.app,
+        "name": record.name,
+        "status": record.status,
+        "launched": record.launched,
+        "started": record.started,
+        "ended": record.ended,
+        "error": _error(record.error),
+        "traceback": record.traceback,
+        "launched_by": record.launched_by,
+        "output_dropped": record.output_dropped,
+        "owner": record.owner,
+        "state": plain_value(record.state),
+        "result": plain_value(record.result, media_url),
+    }
 
 
 class TasksHandler(AdminHandler):
@@ -49,8 +85,8 @@ class TasksHandler(AdminHandler):
     @authorized
     async def get(self) -> None:
         status = self.get_argument("status", None)
-        if status is not None and status not in STATUSES:
-            raise web.HTTPError(400, f"status must be one of {', '.join(STATUSES)}")
+        if status is not None and status not in TASK_STATUSES:
+            raise web.HTTPError(400, f"status must be one of {', '.join(TASK_STATUSES)}")
         try:
             limit = max(1, min(int(self.get_argument("limit", "50")), 500))
             before_arg = self.get_argument("before", None)
@@ -61,15 +97,11 @@ class TasksHandler(AdminHandler):
             app=self.get_argument("app", None), status=status, name=self.get_argument("name", None),
             before=before, limit=limit,
         )  # fmt: skip
-        self.finish(
-            json.dumps(
-                {
-                    "tasks": [readable(r) for r in records],
-                    "next": records[-1]["launched"] if len(records) == limit else None,
-                },
-                default=str,
-            )
-        )
+        page: api.TaskPage = {
+            "tasks": [summary_json(r) for r in records],
+            "next": records[-1].launched if len(records) == limit else None,
+        }
+        self.finish(json.dumps(page, default=str))
 
 
 class TaskHandler(AdminHandler):
@@ -79,7 +111,7 @@ class TaskHandler(AdminHandler):
     @authorized
     async def get(self, task_id: str) -> None:
         record = await find(self, task_id)
-        self.finish(json.dumps(readable(record, self.base_url), default=str))
+        self.finish(json.dumps(record_json(record, self.base_url), default=str))
 
 
 class TaskMediaHandler(JupyterHandler):  # type: ignore[misc]
@@ -93,7 +125,7 @@ class TaskMediaHandler(JupyterHandler):  # type: ignore[misc]
     @authorized
     async def get(self, task_id: str, media_id: str) -> None:
         record = await find(self, task_id)
-        result: dict[str, Any] = record["result"] if isinstance(record.get("result"), dict) else {}
+        result: dict[str, Any] = record.result if isinstance(record.result, dict) else {}
         encoded = (result.get("media") or {}).get(media_id)
         descriptor = next(
             (o for o in result.get("objects") or [] if o.get("type") == ["DataMedia"] and str(o.get("id")) == media_id),
@@ -129,15 +161,14 @@ class TaskOutputHandler(AdminHandler):
         except ValueError:
             raise web.HTTPError(400, "offset must be an integer") from None
         record = await find(self, task_id)
-        output = record.get("output") or ""
-        self.finish(
-            {
-                "text": output[offset:],
-                "offset": len(output),
-                "dropped": record.get("output_dropped", 0),
-                "running": record["status"] in ("queued", "running"),
-            }
-        )
+        output = record.output
+        answer: api.TaskOutput = {
+            "text": output[offset:],
+            "offset": len(output),
+            "dropped": record.output_dropped,
+            "running": not is_finished(record.status),
+        }
+        self.finish(dict(answer))
 
 
 class TaskKillHandler(AdminHandler):
@@ -148,10 +179,10 @@ class TaskKillHandler(AdminHandler):
     async def post(self, task_id: str) -> None:
         await find(self, task_id)
         record = await services(self).tasks.kill(task_id)
-        self.finish(json.dumps(readable(summarize(record)), default=str))
+        self.finish(json.dumps(summary_json(record), default=str))
 
 
-async def find(handler: JupyterHandler, task_id: str) -> dict[str, Any]:
+async def find(handler: JupyterHandler, task_id: str) -> TaskRecord:
     try:
         return await services(handler).tasks.get(task_id)
     except errors.BackgroundTaskNotFound:
@@ -179,9 +210,10 @@ class TaskFeedHandler(JupyterHandler, websocket.WebSocketHandler):  # type: igno
     def open(self, *args: Any, **kwargs: Any) -> None:
         self._unsubscribe = services(self).tasks.subscribe(self._send)
 
-    def _send(self, summary: dict[str, Any]) -> None:
+    def _send(self, summary: TaskSummary) -> None:
         try:
-            self.write_message(json.dumps({"type": "task", "task": readable(summary)}, default=str))
+            event: api.TaskEvent = {"type": "task", "task": summary_json(summary)}
+            self.write_message(json.dumps(event, default=str))
         except websocket.WebSocketClosedError:
             self._unsubscribe()
 

@@ -4,7 +4,7 @@ tables.py      every table, as this release uses them
 files.py       the database files and folder are the owner's alone
 engine.py      the engine (SQLite pragmas) and the thread blocking work runs on
 core.py        Store (the connection and the sessions) and SessionRecord
-tasks.py       TaskStore, the task records
+tasks.py       TaskStore, the task records (TaskRecord, TaskSummary)
 migrate.py     Alembic at start-up, databases from before Alembic included
 migrations/    the revisions
 """
@@ -12,13 +12,16 @@ migrations/    the revisions
 from .core import SessionRecord, Store
 from .files import secure_folder, sqlite_path
 from .tables import TASK_JSON_COLUMNS, log_records, metadata, servers, sessions, tasks
-from .tasks import TaskStore
+from .tasks import TaskChanges, TaskRecord, TaskStore, TaskSummary
 
 __all__ = [
     "TASK_JSON_COLUMNS",
     "SessionRecord",
     "Store",
+    "TaskChanges",
+    "TaskRecord",
     "TaskStore",
+    "TaskSummary",
     "log_records",
     "metadata",
     "secure_folder",

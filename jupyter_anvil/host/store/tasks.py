@@ -5,20 +5,91 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypedDict, cast
 
 import sqlalchemy as sa
 
+from ...errors import WireError
+from ...protocol import UNFINISHED_TASK_STATUSES, TaskStatus
 from .core import Store
 from .tables import TASK_JSON_COLUMNS, servers, tasks
+
+
+@dataclass(kw_only=True)
+class TaskSummary:
+    """A task record without its bulky parts (printed output, traceback, return value):
+    what lists and the live feed carry. Each field is a column of the task table."""
+
+    id: str
+    app: str
+    name: str
+    status: TaskStatus
+    launched: float
+    started: float | None = None  # when it took a kernel
+    ended: float | None = None
+    #: the last ``task_state`` it reported, in wire form ``{"v", "objects"}``
+    state: dict[str, Any] | None = None
+    #: why it failed (or was killed): a wire error ``{"type", "message", "trace"}``
+    error: WireError | None = None
+    #: the launching call's context (``client``, ``remote_caller``, ``call_stack``...)
+    launched_by: dict[str, Any] | None = None
+    #: characters of printed output past the limit, counted but not kept
+    output_dropped: int = 0
+    #: the server instance that runs it (instances.py); None on records of older releases
+    owner: str | None = None
+
+    def summary(self) -> TaskSummary:
+        """A copy of the summary's fields (a snapshot: the live record goes on changing)."""
+        return TaskSummary(**{f.name: getattr(self, f.name) for f in fields(TaskSummary)})
+
+
+@dataclass(kw_only=True)
+class TaskRecord(TaskSummary):
+    """The whole record of one background task."""
+
+    #: what it returned, in wire form ``{"v", "objects", "media"}`` (Media as base64)
+    result: dict[str, Any] | None = None
+    #: the author's traceback of its failure (for the admin API, never a caller)
+    traceback: str | None = None
+    #: what it printed (at most the task output limit, then a marker)
+    output: str = ""
+
+
+class TaskChanges(TypedDict, total=False):
+    """Columns of a record to change (TaskStore.update): any of TaskRecord's but its id."""
+
+    status: TaskStatus
+    started: float | None
+    ended: float | None
+    state: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error: WireError | None
+    traceback: str | None
+    output: str
+    output_dropped: int
+
+
+_MISSING: TaskStatus = "missing"  # typed: the SQL values below are not checked otherwise
+
+#: the columns a summary reads: a list leaves the bulky ones in the database
+_SUMMARY_COLUMNS = [tasks.c[f.name] for f in fields(TaskSummary)]
 
 
 def _task_row(values: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v) if k in TASK_JSON_COLUMNS and v is not None else v for k, v in values.items()}
 
 
-def _task_dict(row: Any) -> dict[str, Any]:
+def _decoded(row: Any) -> dict[str, Any]:
     return {k: json.loads(v) if k in TASK_JSON_COLUMNS and v is not None else v for k, v in dict(row).items()}
+
+
+def _task_record(row: Any) -> TaskRecord:
+    return TaskRecord(**_decoded(row))
+
+
+def _task_summary(row: Any) -> TaskSummary:
+    return TaskSummary(**_decoded(row))
 
 
 class TaskStore:
@@ -27,48 +98,51 @@ class TaskStore:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def insert(self, values: dict[str, Any]) -> None:
+    async def insert(self, record: TaskRecord) -> None:
+        values = _task_row(asdict(record))
+
         def work() -> None:
             with self.store.engine.begin() as db:
-                db.execute(tasks.insert().values(_task_row(values)))
+                db.execute(tasks.insert().values(values))
 
         await self.store.run(work)
 
-    async def update(self, task_id: str, values: dict[str, Any]) -> None:
+    async def update(self, task_id: str, changes: TaskChanges) -> None:
+        values = _task_row(cast("dict[str, Any]", changes))
+
         def work() -> None:
             with self.store.engine.begin() as db:
-                db.execute(tasks.update().where(tasks.c.id == task_id).values(_task_row(values)))
+                db.execute(tasks.update().where(tasks.c.id == task_id).values(values))
 
         await self.store.run(work)
 
-    async def get(self, task_id: str) -> dict[str, Any] | None:
-        def work() -> dict[str, Any] | None:
+    async def get(self, task_id: str) -> TaskRecord | None:
+        def work() -> TaskRecord | None:
             with self.store.engine.begin() as db:
                 row = db.execute(sa.select(tasks).where(tasks.c.id == task_id)).mappings().first()
-                return _task_dict(row) if row is not None else None
+                return _task_record(row) if row is not None else None
 
         return await self.store.run(work)
 
     async def list(
         self,
         app: str | None = None,
-        status: str | None = None,
+        status: TaskStatus | None = None,
         name: str | None = None,
         before: float | None = None,
         limit: int = 50,
-    ) -> list[dict[str, Any]]:
-        """Newest first, without output; ``before`` (a launch time) pages back."""
+    ) -> list[TaskSummary]:
+        """Newest first, as summaries; ``before`` (a launch time) pages back."""
 
-        def work() -> list[dict[str, Any]]:
-            columns = [c for c in tasks.c if c.name not in ("output", "traceback", "result")]
-            query = sa.select(*columns).order_by(tasks.c.launched.desc(), tasks.c.id).limit(limit)
+        def work() -> list[TaskSummary]:
+            query = sa.select(*_SUMMARY_COLUMNS).order_by(tasks.c.launched.desc(), tasks.c.id).limit(limit)
             for column, value in ((tasks.c.app, app), (tasks.c.status, status), (tasks.c.name, name)):
                 if value is not None:
                     query = query.where(column == value)
             if before is not None:
                 query = query.where(tasks.c.launched < before)
             with self.store.engine.begin() as db:
-                return [_task_dict(row) for row in db.execute(query).mappings()]
+                return [_task_summary(row) for row in db.execute(query).mappings()]
 
         return await self.store.run(work)
 
@@ -95,16 +169,16 @@ class TaskStore:
             with self.store.engine.begin() as db:
                 sweep(db)
                 live_owners = sa.select(servers.c.id)
-                unfinished = tasks.c.status.in_(("queued", "running"))
+                unfinished = tasks.c.status.in_(UNFINISHED_TASK_STATUSES)
                 orphaned = sa.or_(tasks.c.owner.is_(None), tasks.c.owner.notin_(live_owners))
                 result = db.execute(
-                    tasks.update().where(unfinished, orphaned).values(status="missing", ended=time.time())
+                    tasks.update().where(unfinished, orphaned).values(status=_MISSING, ended=time.time())
                 )
                 return int(result.rowcount)
 
         return await self.store.run(work)
 
-    async def mark_stopped(self, records: Sequence[dict[str, Any]]) -> None:
+    async def mark_stopped(self, records: Sequence[TaskRecord]) -> None:
         """This server is stopping under these tasks: ``missing``, with the output they
         printed, unless they ended meanwhile."""
 
@@ -112,15 +186,15 @@ class TaskStore:
             now = time.time()
             with self.store.engine.begin() as db:
                 for record in records:
-                    unfinished = tasks.c.status.in_(("queued", "running"))
+                    unfinished = tasks.c.status.in_(UNFINISHED_TASK_STATUSES)
                     db.execute(
                         tasks.update()
-                        .where(tasks.c.id == record["id"], unfinished)
+                        .where(tasks.c.id == record.id, unfinished)
                         .values(
-                            status="missing",
+                            status=_MISSING,
                             ended=now,
-                            output=record["output"],
-                            output_dropped=record["output_dropped"],
+                            output=record.output,
+                            output_dropped=record.output_dropped,
                         )
                     )
 
@@ -130,7 +204,7 @@ class TaskStore:
         """Drop finished records beyond the newest ``keep``, or older than ``max_age_days``."""
 
         def work() -> int:
-            finished = tasks.c.status.notin_(("queued", "running"))
+            finished = tasks.c.status.notin_(UNFINISHED_TASK_STATUSES)
             removed = 0
             with self.store.engine.begin() as db:
                 if max_age_days > 0:

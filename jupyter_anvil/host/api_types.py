@@ -1,0 +1,204 @@
+"""The admin API's JSON, in one place: one type per response and per feed event.
+
+The JupyterLab panel's TypeScript types are written from this module, and
+``tests/test_api_shapes.py`` checks every route's answer against its type on a real
+server. Change a response here first, then in its handler (mypy checks the handlers
+build these types).
+
+Every route is under the Jupyter server's base URL and needs Jupyter's auth (a token,
+or a logged-in user allowed the ``anvil`` resource); none is open to app callers.
+
+==========================================================  ==================================
+route                                                       answer
+==========================================================  ==================================
+``GET  anvil/api/apps``                                     :class:`AppsList` (:class:`AppsOff`
+                                                            with ``--AnvilApp.serve_apps=False``)
+``GET  anvil/api/logs?app=&since=&limit=``                  :class:`LogPage`
+``GET  anvil/api/tasks?app=&status=&name=&limit=&before=``  :class:`TaskPage`
+``GET  anvil/api/tasks/<id>``                               :class:`TaskDetail`
+``GET  anvil/api/tasks/<id>/output?offset=``                :class:`TaskOutput`
+``GET  anvil/api/tasks/<id>/media/<n>``                     the bytes of a Media the task
+                                                            returned, as a download (see
+                                                            :data:`MediaLink`)
+``POST anvil/api/tasks/<id>/kill``                          :class:`TaskSummary`
+``WS   anvil/api/tasks/feed``                               one :class:`TaskEvent` per message
+a refused request (4xx) on the JSON routes                  :class:`AdminError`
+==========================================================  ==================================
+
+Times are seconds since the epoch (floats). Task states and return values are shown as
+plain JSON (see readable.py): ISO dates, big numbers as strings, Media as a
+:data:`MediaLink`, a portable class instance as its data with ``__type__`` naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+from ..protocol import TaskStatus
+from .apps import AppStatus
+from .logs import LogStream
+
+# -- anvil/api/apps ------------------------------------------------------------------------------
+
+
+class PoolStats(TypedDict):
+    """An app's kernel pool now."""
+
+    kernels: int  # kernels serving calls (started and loaded)
+    starting: int  # kernels being started
+    busy: int  # kernels running at least one call
+    in_flight: int  # calls running, over all kernels
+    queued: int  # calls waiting for a kernel
+    task_spares: int  # warm kernels kept for background tasks
+
+
+class AppInfo(TypedDict):
+    """One app (a notebook with cells tagged ``server``)."""
+
+    name: str  # the app's name: its URL is anvil/apps/<name>/
+    notebook: str | None  # its notebook, relative to the server root (None until first read)
+    status: AppStatus  # loading, ready, error or stopped
+    error: str | None  # everything wrong with it now (a failed reload, its notebook, its kernels)
+    functions: list[str]  # the server functions callers may call, sorted
+    background_tasks: list[str]  # the background tasks its server code may launch, sorted
+    pool: PoolStats | None  # None while it has no pool (not loaded, or stopped)
+    call_timeout: float | None  # seconds a call may run (None until its notebook is read)
+    url: str  # the app's page (absolute path, with the server's base URL)
+
+
+class NotebookProblem(TypedDict):
+    """A notebook that cannot be an app (bad metadata, unreadable, a clashing name)."""
+
+    notebook: str  # the notebook, relative to the server root
+    app: str | None  # the app it would be, if that is known
+    error: str  # what is wrong
+
+
+class AppsList(TypedDict):
+    """``GET anvil/api/apps``: every app, and the notebooks that cannot be apps."""
+
+    apps: list[AppInfo]
+    problems: list[NotebookProblem]
+
+
+class AppsOff(AppsList):
+    """``GET anvil/api/apps`` on a server that serves no apps: both lists are empty."""
+
+    serving: Literal[False]
+    message: str  # why, and the option that turns apps on
+
+
+# -- anvil/api/logs ------------------------------------------------------------------------------
+
+
+class LogRecord(TypedDict):
+    """One record of the app log: what a call printed, a traceback, or a note of the server's."""
+
+    seq: int  # increasing over the whole store (every app, every server): tail with ``since``
+    time: float
+    app: str
+    function: str  # what ran: a function's name, ``task:<name>``, ``(load)``, ``(kernel)``, ``(log)``
+    call_id: str  # the call's id ("-" for loading, "" for the server's own notes)
+    stream: LogStream  # stdout, stderr, traceback (the author's, never sent to callers), system
+    text: str  # at most 64 KiB, with a marker where it was cut
+
+
+class LogPage(TypedDict):
+    """``GET anvil/api/logs?app=NAME&since=SEQ&limit=N``: records after ``since``, oldest
+    first, at most ``limit`` (1 to 10000, 1000 by default); pass the last ``seq`` back as
+    ``since`` to tail."""
+
+    records: list[LogRecord]
+
+
+# -- anvil/api/tasks -----------------------------------------------------------------------------
+
+
+class TaskError(TypedDict):
+    """Why a task failed or was killed, as the error its code raised (a wire error)."""
+
+    type: str  # the error's Anvil name (``anvil.server.TimeoutError``) or class name (``ValueError``)
+    message: str
+    trace: list[Any]  # ``[file, line]`` pairs, innermost last
+
+
+class TaskSummary(TypedDict):
+    """A background task without its bulky parts: an item of a page, the answer to a
+    kill, the feed's events."""
+
+    id: str  # 25 characters of a-z and 2-7
+    app: str
+    name: str  # the background task's registered name
+    status: TaskStatus  # queued, running, completed, failed, killed or missing
+    launched: float
+    started: float | None  # when it took a kernel (None while queued)
+    ended: float | None
+    error: TaskError | None  # when it failed or was killed
+    launched_by: dict[str, Any] | None  # the launching call's context (client, remote_caller, ...)
+    output_dropped: int  # characters it printed past the output limit (counted, not kept)
+    owner: str | None  # the server instance running it (None on records of older releases)
+    state: Any  # its ``task_state`` in plain JSON: live while it runs, its last once ended
+
+
+class TaskDetail(TaskSummary):
+    """``GET anvil/api/tasks/<id>``: the whole record but its printed output (see
+    :class:`TaskOutput`)."""
+
+    traceback: str | None  # the author's traceback of a failure
+    result: Any  # what it returned, in plain JSON; Media in it as :data:`MediaLink` (None until completed)
+
+
+class TaskPage(TypedDict):
+    """``GET anvil/api/tasks?app=&status=&name=&limit=50&before=``: tasks newest first,
+    filtered by app, status and name, at most ``limit`` (1 to 500)."""
+
+    tasks: list[TaskSummary]
+    next: float | None  # the ``before`` of the following page; None on the last
+
+
+class TaskOutput(TypedDict):
+    """``GET anvil/api/tasks/<id>/output?offset=N``: what the task printed from ``offset``
+    on; pass the returned ``offset`` back to tail it."""
+
+    text: str
+    offset: int  # characters printed so far (the next call's ``offset``)
+    dropped: int  # characters printed past the output limit, not kept
+    running: bool  # False once it has ended: nothing more will come
+
+
+class TaskEvent(TypedDict):
+    """``anvil/api/tasks/feed`` (WebSocket, server to client only): a task was launched,
+    started, changed its state or ended."""
+
+    type: Literal["task"]
+    task: TaskSummary
+
+
+# -- values inside states and return values ------------------------------------------------------
+
+#: a Media inside a task's state or return value; ``url`` downloads it
+#: (``anvil/api/tasks/<id>/media/<n>``), None where its bytes are not kept (in a state)
+MediaLink = TypedDict(
+    "MediaLink",
+    {
+        "__type__": Literal["Media"],
+        "content_type": str | None,
+        "name": str | None,
+        "size": int | None,  # bytes
+        "url": str | None,
+    },
+)
+
+#: a portable class itself (not an instance) inside a state or return value
+ClassLink = TypedDict("ClassLink", {"__type__": Literal["class"], "name": str | None})
+
+
+# -- refusals ----------------------------------------------------------------------------------------
+
+
+class AdminError(TypedDict):
+    """A refused request (400 bad argument, 403, 404 no such task), as Jupyter's API
+    handlers answer it."""
+
+    message: str  # what was wrong, for a person
+    reason: str | None  # the HTTP reason phrase (``Bad Request``), if any

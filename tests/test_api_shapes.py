@@ -1,0 +1,223 @@
+"""Every admin API route answers exactly the shape its type in
+jupyter_anvil/host/api_types.py declares (the panel's TypeScript types are written from
+those): no key missing, none extra, each value of its declared type. On a real server,
+with apps that load, fail and are refused, and tasks that complete, fail and are killed.
+
+The checker itself (tests/shapes.py) is tested first, on values made to be wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any, Literal, TypedDict
+
+import httpx
+import pytest
+import websockets
+from conftest import AnvilServer, private_server
+from notebook_files import write_notebook
+from shapes import assert_fits, problems
+
+from jupyter_anvil.host import api_types as api
+
+APP = """
+import time
+from jupyter_anvil import server
+from jupyter_anvil.media import BlobMedia
+
+@server.background_task
+def report(pause):
+    server.task_state["step"] = 1
+    print("working")
+    time.sleep(pause)
+    return {"csv": BlobMedia("text/csv", b"a,b\\n", name="r.csv"), "big": 2**70}
+
+@server.background_task
+def broken():
+    raise ValueError("no good")
+
+@server.callable
+def start(name, *args):
+    return server.launch_background_task(name, *args).get_id()
+"""
+
+AUTH = {"Authorization": "token test-token-not-for-apps"}
+
+
+# -- the checker ------------------------------------------------------------------------------------
+
+
+class Inner(TypedDict):
+    kind: Literal["a", "b"]
+    size: int | None
+
+
+class Outer(TypedDict):
+    name: str
+    when: float
+    flag: bool
+    inner: Inner
+    items: list[Inner]
+    extra: dict[str, Any]
+
+
+class Partial(TypedDict, total=False):
+    maybe: str
+
+
+GOOD: dict[str, Any] = {
+    "name": "x",
+    "when": 1,  # JSON has one number type: an int is a fine float
+    "flag": False,
+    "inner": {"kind": "a", "size": None},
+    "items": [{"kind": "b", "size": 3}],
+    "extra": {"anything": [1, None]},
+}
+
+
+def test_the_checker_accepts_what_fits() -> None:
+    assert problems(GOOD, Outer) == []
+    assert problems({}, Partial) == [] and problems({"maybe": "yes"}, Partial) == []
+    assert (
+        problems({"__type__": "Media", "content_type": None, "name": "n", "size": 3, "url": None}, api.MediaLink) == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda v: v.pop("flag"), "$: Outer needs 'flag'"),
+        (lambda v: v.update(surplus=1), "$: Outer has no 'surplus'"),
+        (lambda v: v.update(name=3), "$.name: 3 is not a str"),
+        (lambda v: v.update(when="soon"), "$.when: 'soon' is not a float"),
+        (lambda v: v.update(flag=0), "$.flag: 0 is not a bool"),
+        (lambda v: v["inner"].update(kind="c"), "$.inner.kind: 'c' is not one of ('a', 'b')"),
+        (lambda v: v["inner"].update(size=True), "$.inner.size: True fits none of"),  # a bool is not an int
+        (lambda v: v["inner"].pop("size"), "$.inner: Inner needs 'size'"),
+        (lambda v: v["items"].append("x"), "$.items[1]: str is not an object (Inner)"),
+        (lambda v: v.update(items={}), "$.items: dict is not a list"),
+        (lambda v: v.update(extra=[]), "$.extra: list is not an object"),
+        (lambda v: v.update(inner=None), "$.inner: NoneType is not an object (Inner)"),
+    ],
+)
+def test_the_checker_refuses_what_does_not_fit(change: Any, expected: str) -> None:
+    value = json.loads(json.dumps(GOOD))
+    change(value)
+    found = problems(value, Outer)
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_the_checker_refuses_a_literal_of_another_type_and_unknown_types() -> None:
+    assert problems(0, Literal[False]) and problems(False, Literal[False]) == []
+    assert problems({"maybe": None}, Partial) == ["$.maybe: None is not a str"]
+    with pytest.raises(TypeError):
+        problems(1, complex)
+
+
+# -- every route, on a real server -------------------------------------------------------------------
+
+
+def write_apps(root: Any) -> None:
+    write_notebook(root / "shapes.ipynb", [APP], {"kernels": {"min": 1}})
+    write_notebook(root / "bad_meta.ipynb", [APP], {"kernels": {"min": 3, "max": 1}})
+    (root / "not_json.ipynb").write_text('{"cells": [{"metadata": {"tags": ["server"]}')
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServer]:
+    with private_server(tmp_path_factory, "shapes", write_apps) as running:
+        running.wait_until_loaded(("shapes", "bad_meta"))
+        yield running
+
+
+def get(server: AnvilServer, path: str, expect: int = 200, **params: Any) -> Any:
+    response = httpx.get(server.url + path, params=params, headers=AUTH, timeout=30)
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+def wait_for_end(server: AnvilServer, task_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        record: dict[str, Any] = get(server, f"anvil/api/tasks/{task_id}")
+        if record["status"] not in ("queued", "running"):
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not end")
+
+
+def test_apps_and_problems(server: AnvilServer) -> None:
+    listing = get(server, "anvil/api/apps")
+    assert_fits(listing, api.AppsList)
+    apps = {a["name"]: a for a in listing["apps"]}
+    assert apps["shapes"]["status"] == "ready" and apps["shapes"]["pool"] is not None
+    assert apps["bad_meta"]["status"] == "error" and apps["bad_meta"]["pool"] is None  # the None arms too
+    assert {p["app"] for p in listing["problems"]} == {"bad_meta", None}
+
+
+def test_logs(server: AnvilServer) -> None:
+    page = get(server, "anvil/api/logs", app="shapes")
+    assert_fits(page, api.LogPage)
+    assert page["records"] and {"system"} <= {r["stream"] for r in page["records"]}
+    assert_fits(get(server, "anvil/api/logs", 400, since="x"), api.AdminError)
+
+
+def test_tasks_their_records_output_media_kill_and_feed(server: AnvilServer) -> None:
+    events: list[Any] = []
+
+    async def follow() -> tuple[str, str, str]:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{server.port}/anvil/api/tasks/feed", additional_headers=AUTH
+        ) as feed:
+            done = await asyncio.to_thread(server.call, "shapes", "start", "report", 0.5)
+            failed = await asyncio.to_thread(server.call, "shapes", "start", "broken")
+            killed = await asyncio.to_thread(server.call, "shapes", "start", "report", 60)
+            ended: set[str] = set()
+            while ended != {done, failed}:
+                event = json.loads(await asyncio.wait_for(feed.recv(), 60))
+                events.append(event)
+                if event["task"]["status"] in ("completed", "failed"):
+                    ended.add(event["task"]["id"])
+            return done, failed, killed
+
+    done, failed, killed = asyncio.run(follow())
+    for event in events:
+        assert_fits(event, api.TaskEvent)
+    assert {e["task"]["status"] for e in events} >= {"queued", "running", "completed", "failed"}
+
+    page = get(server, "anvil/api/tasks", app="shapes", limit=2)
+    assert_fits(page, api.TaskPage)
+    assert len(page["tasks"]) == 2 and page["next"] is not None
+    last = get(server, "anvil/api/tasks", app="shapes", before=page["next"])
+    assert_fits(last, api.TaskPage)
+    assert last["next"] is None
+
+    running = get(server, f"anvil/api/tasks/{killed}")  # a live record, as shown while it runs
+    assert_fits(running, api.TaskDetail)
+    output = get(server, f"anvil/api/tasks/{killed}/output")
+    assert_fits(output, api.TaskOutput)
+    kill = httpx.post(f"{server.url}anvil/api/tasks/{killed}/kill", headers=AUTH, timeout=30)
+    assert kill.status_code == 200, kill.text
+    assert_fits(kill.json(), api.TaskSummary)
+    assert kill.json()["status"] == "killed" and kill.json()["error"]["type"] == "anvil.server.BackgroundTaskKilled"
+
+    record = wait_for_end(server, done)
+    assert_fits(record, api.TaskDetail)
+    assert_fits(record["result"]["csv"], api.MediaLink)
+    media = httpx.get(server.url + record["result"]["csv"]["url"].lstrip("/"), headers=AUTH, timeout=30)
+    assert media.status_code == 200 and media.content == b"a,b\n"
+    broke = wait_for_end(server, failed)
+    assert_fits(broke, api.TaskDetail)
+    assert broke["error"]["type"] == "ValueError" and broke["traceback"]
+    assert_fits(get(server, f"anvil/api/tasks/{done}/output", offset=3), api.TaskOutput)
+
+    assert_fits(get(server, "anvil/api/tasks", 400, status="done"), api.AdminError)
+    assert_fits(get(server, f"anvil/api/tasks/{'c' * 25}", 404), api.AdminError)
+    assert_fits(get(server, f"anvil/api/tasks/{done}/output", 400, offset="x"), api.AdminError)
+
+
+def test_apps_off(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with private_server(tmp_path_factory, "shapes-off", lambda root: None, "--AnvilApp.serve_apps=False") as off:
+        assert_fits(get(off, "anvil/api/apps"), api.AppsOff)
