@@ -137,6 +137,7 @@ class TaskSummary(TypedDict):
     launched_by: dict[str, Any] | None  # the launching call's context (client, remote_caller, ...)
     output_dropped: int  # characters it printed past the output limit (counted, not kept)
     owner: str | None  # the server instance running it (None on records of older releases)
+    schedule_id: str | None  # the schedule that launched it (anvil/api/schedules), else None
     state: Any  # its ``task_state`` in plain JSON: live while it runs, its last once ended
 
 

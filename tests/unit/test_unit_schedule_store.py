@@ -26,7 +26,7 @@ from jupyter_anvil.host.schedules.store import (
     Update,
     spec_json,
 )
-from jupyter_anvil.host.store import SessionRecord, Store, TaskStore, metadata
+from jupyter_anvil.host.store import SessionRecord, Store, TaskRecord, TaskStore, metadata
 from jupyter_anvil.host.store.migrate import head_revision, script_directory
 
 NOW = 1_700_000_000.0
@@ -85,11 +85,13 @@ async def test_a_database_at_revision_0002_upgrades_with_its_rows_intact(tmp_pat
         )
         tasks = TaskStore(store)
         old = await tasks.get("t1")
-        assert old is not None and old["output"] == "printed" and old["owner"] == "server1"
-        assert old["schedule_id"] is None  # no schedule launched the tasks already there
-        await tasks.insert({"id": "t2", "app": "app", "name": "job", "status": "queued", "launched": NOW,
-                            "output": "", "output_dropped": 0, "schedule_id": "s" * 24})  # fmt: skip
-        assert (await tasks.get("t2") or {})["schedule_id"] == "s" * 24
+        assert old is not None and old.output == "printed" and old.owner == "server1"
+        assert old.schedule_id is None  # no schedule launched the tasks already there
+        await tasks.insert(
+            TaskRecord(id="t2", app="app", name="job", status="queued", launched=NOW, schedule_id="s" * 24)
+        )
+        launched = await tasks.get("t2")
+        assert launched is not None and launched.schedule_id == "s" * 24
         assert [r["text"] for r in await AppLog(store).read("app")] == ["kept"]
         schedules = ScheduleStore(store)
         assert await schedules.rows() == []

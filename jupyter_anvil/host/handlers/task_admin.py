@@ -43,6 +43,7 @@ def summary_json(task: TaskSummary) -> api.TaskSummary:
         "launched_by": task.launched_by,
         "output_dropped": task.output_dropped,
         "owner": task.owner,
+        "schedule_id": task.schedule_id,
         "state": plain_value(task.state),
     }
 
@@ -60,19 +61,8 @@ def record_json(record: TaskRecord, base_url: str) -> api.TaskDetail:
         return f"{base_url}anvil/api/tasks/{record.id}/media/{media_id}"
 
     return {
-        "id": record.id,
-        "app": record.app,
-        "name": record.name,
-        "status": record.status,
-        "launched": record.launched,
-        "started": record.started,
-        "ended": record.ended,
-        "error": _error(record.error),
+        **summary_json(record),
         "traceback": record.traceback,
-        "launched_by": record.launched_by,
-        "output_dropped": record.output_dropped,
-        "owner": record.owner,
-        "state": plain_value(record.state),
         "result": plain_value(record.result, media_url),
     }
 

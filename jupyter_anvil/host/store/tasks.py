@@ -38,6 +38,8 @@ class TaskSummary:
     output_dropped: int = 0
     #: the server instance that runs it (instances.py); None on records of older releases
     owner: str | None = None
+    #: the schedule that launched it (schedules/), None when code or a caller launched it
+    schedule_id: str | None = None
 
     def summary(self) -> TaskSummary:
         """A copy of the summary's fields (a snapshot: the live record goes on changing)."""
