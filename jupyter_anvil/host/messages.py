@@ -25,6 +25,9 @@ class Caller:
     ip: str | None = None
     cookies: dict[str, dict[str, Any]] | None = None
     background_task_id: str | None = None
+    #: the frames of whatever started this caller, outermost first (a schedule's
+    #: ``scheduled_task`` frame for a run it launched): the start of ``call_stack``
+    origin: list[dict[str, Any]] = field(default_factory=list)
 
     def context(self) -> dict[str, Any]:
         caller = {"type": self.client_type, "is_trusted": self.client_type in ("background_task",)}
@@ -32,8 +35,26 @@ class Caller:
             "client": {"type": self.client_type, "ip": self.ip, "location": None},
             "remote_caller": caller,
             "background_task_id": self.background_task_id,
-            "call_stack": [caller],
+            "call_stack": [*self.origin, caller],
         }
+
+
+#: the call-stack frame type of a run a schedule launched (Anvil's)
+SCHEDULED_TASK = "scheduled_task"
+
+
+def scheduled_frame(schedule_id: str) -> dict[str, Any]:
+    """The call-stack frame of a schedule that launched a task: Anvil's ``scheduled_task``,
+    with the schedule's id (``anvil/api/schedules/<id>``). Trusted: the server's own
+    scheduler launched it, from what the app's author (or an admin) declared."""
+    return {"type": SCHEDULED_TASK, "is_trusted": True, "schedule_id": schedule_id}
+
+
+def scheduled_context(schedule_id: str) -> dict[str, Any]:
+    """What a task record's ``launched_by`` says of a run a schedule launched: no client,
+    the schedule as the caller."""
+    frame = scheduled_frame(schedule_id)
+    return {"client": None, "remote_caller": frame, "background_task_id": None, "call_stack": [frame]}
 
 
 @dataclass

@@ -30,7 +30,7 @@ from .app_kernel import AppKernel
 from .apps import AppManager
 from .background import spawn
 from .instances import ServerInstances
-from .messages import Caller, CallReply, CallRequest
+from .messages import Caller, CallReply, CallRequest, scheduled_frame
 from .sessions import SessionService
 from .store import TaskRecord, TaskStore, TaskSummary
 
@@ -160,7 +160,19 @@ class TaskService:
             log.warning("[jupyter-anvil] %d task kernels did not stop in %.0f s", len(waiting), timeout)
 
     # -- launching ------------------------------------------------------------------------
-    async def launch(self, app_name: str, name: str, request: CallRequest, launched_by: dict[str, Any]) -> TaskRecord:
+    async def launch(
+        self,
+        app_name: str,
+        name: str,
+        request: CallRequest,
+        launched_by: dict[str, Any],
+        *,
+        schedule_id: str | None = None,
+    ) -> TaskRecord:
+        """Record the task (``queued``) and queue it. ``schedule_id``: the schedule that
+        launched it, kept in its record and shown in its ``server.context.call_stack``."""
+        if self.stopping:
+            raise errors.RuntimeUnavailableError("The server is stopping: no background task can be launched")
         app = await self.apps.get(app_name)
         pool = app.pool if app is not None else None
         if pool is None:
@@ -176,6 +188,7 @@ class TaskService:
             launched=time.time(),
             launched_by=launched_by,
             owner=self.instances.id,
+            schedule_id=schedule_id,
         )
         await self.store.insert(record)
         request.command, request.call_id, request.from_client = name, task_id, False
@@ -206,7 +219,8 @@ class TaskService:
             if task.killed:
                 raise errors.BackgroundTaskKilled("The background task was killed.")
             session = self.sessions.new(app_name, "background_task")
-            task.request.caller = Caller(session, "background_task", background_task_id=task.id)
+            origin = [scheduled_frame(task.record.schedule_id)] if task.record.schedule_id else []
+            task.request.caller = Caller(session, "background_task", background_task_id=task.id, origin=origin)
             timeout = self.limits.timeout or None
             task.record.started = time.time()
             # the record follows; the task need not wait for the database to begin
