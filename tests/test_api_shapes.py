@@ -218,6 +218,67 @@ def test_tasks_their_records_output_media_kill_and_feed(server: AnvilServer) -> 
     assert_fits(get(server, f"anvil/api/tasks/{done}/output", 400, offset="x"), api.AdminError)
 
 
+def test_schedules_their_runs_and_the_feeds_schedule_events(server: AnvilServer) -> None:
+    events: list[Any] = []
+
+    def send(method: str, path: str, expect: int, body: Any = None) -> Any:
+        response = httpx.request(method, server.url + path, json=body, headers=AUTH, timeout=30)
+        assert response.status_code == expect, response.text
+        return response.json() if response.content else None
+
+    async def follow() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{server.port}/anvil/api/tasks/feed", additional_headers=AUTH
+        ) as feed:
+            body = {"app": "shapes", "task": "report", "spec": "every day at 09:00", "tz": "Europe/Paris",
+                    "args": [0.1], "kwargs": {}, "misfire": "skip", "name": "daily"}  # fmt: skip
+            made = await asyncio.to_thread(send, "POST", "anvil/api/schedules", 201, body)
+            run = await asyncio.to_thread(send, "POST", f"anvil/api/schedules/{made['id']}/run", 200)
+            failed = await asyncio.to_thread(
+                send, "POST", "anvil/api/schedules", 201, {"app": "shapes", "task": "broken", "spec": "0 9 * * mon"}
+            )
+            await asyncio.to_thread(send, "PATCH", f"anvil/api/schedules/{failed['id']}", 200, {"paused": True})
+            await asyncio.to_thread(send, "DELETE", f"anvil/api/schedules/{failed['id']}", 204)
+            while not any(e.get("type") == "schedule" and e["event"] == "deleted" for e in events):
+                events.append(json.loads(await asyncio.wait_for(feed.recv(), 60)))
+            return made, run, failed
+
+    made, run, _ = asyncio.run(follow())
+    assert_fits(made, api.ScheduleInfo)
+    assert made["args"] == [0.1] and made["misfire"] == "skip" and made["next_run"] is not None
+    assert_fits(run, api.ScheduleRunInfo)
+    assert run["outcome"] == "launched" and run["task_id"]
+    schedule_events = [e for e in events if e["type"] == "schedule"]
+    for event in schedule_events:
+        assert_fits(event, api.ScheduleEvent)
+    assert {e["event"] for e in schedule_events} == {"changed", "run", "deleted"}
+    for event in events:
+        assert_fits(event, api.FeedEvent)
+
+    listing = get(server, "anvil/api/schedules", app="shapes")
+    assert_fits(listing, api.ScheduleList)
+    assert [s["id"] for s in listing["schedules"]] == [made["id"]]
+    shown = get(server, f"anvil/api/schedules/{made['id']}")
+    assert_fits(shown, api.ScheduleInfo)
+    assert shown["last_status"] == "launched" and shown["last_task_id"] == run["task_id"]
+    paused = send("PATCH", f"anvil/api/schedules/{made['id']}", 200, {"paused": True})
+    assert_fits(paused, api.ScheduleInfo)
+    assert paused["next_run"] is None  # the None arms too
+    page = get(server, f"anvil/api/schedules/{made['id']}/runs", limit=1)
+    assert_fits(page, api.ScheduleRunPage)
+    assert page["next"] == run["seq"]
+    assert_fits(get(server, f"anvil/api/schedules/{made['id']}/runs", before=run["seq"]), api.ScheduleRunPage)
+    wait_for_end(server, run["task_id"])
+    assert get(server, f"anvil/api/tasks/{run['task_id']}")["schedule_id"] == made["id"]
+
+    assert_fits(send("POST", "anvil/api/schedules", 400, {"app": "shapes"}), api.AdminError)
+    assert_fits(send("PATCH", f"anvil/api/schedules/{made['id']}", 400, {"spec": 1}), api.AdminError)
+    assert_fits(get(server, "anvil/api/schedules/nope", 404), api.AdminError)
+    assert_fits(get(server, f"anvil/api/schedules/{made['id']}/runs", 400, limit="x"), api.AdminError)
+    assert send("DELETE", f"anvil/api/schedules/{made['id']}", 204) is None
+    assert get(server, "anvil/api/schedules", app="shapes") == {"schedules": []}
+
+
 def test_apps_off(tmp_path_factory: pytest.TempPathFactory) -> None:
     with private_server(tmp_path_factory, "shapes-off", lambda root: None, "--AnvilApp.serve_apps=False") as off:
         assert_fits(get(off, "anvil/api/apps"), api.AppsOff)

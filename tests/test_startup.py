@@ -120,6 +120,7 @@ def test_jupyter_anvil_prints_a_line_per_app_and_no_browser_hints(tmp_path: Path
         plain = next(line for line in output.splitlines() if line.startswith("    plain: "))
         assert "/anvil/apps/plain/_/call/<function> (no page; functions: hello)" in plain
         assert "without a token" in output and "--AnvilApp.serve_apps=False" in output
+        assert "[jupyter-anvil] schedules: none (listed at " in server.wait_for("[jupyter-anvil] schedules: ")
         # it listens where --port and --ip say, and the printed call URL answers
         reply = httpx.post(f"{server.url}anvil/apps/plain/_/call/hello", json={"args": ["Ada"]}, timeout=60)
         assert reply.json() == {"response": "hi Ada", "objects": []}

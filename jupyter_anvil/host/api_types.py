@@ -21,7 +21,17 @@ route                                                       answer
                                                             returned, as a download (see
                                                             :data:`MediaLink`)
 ``POST anvil/api/tasks/<id>/kill``                          :class:`TaskSummary`
-``WS   anvil/api/tasks/feed``                               one :class:`TaskEvent` per message
+``WS   anvil/api/tasks/feed``                               one :class:`TaskEvent` or
+                                                            :class:`ScheduleEvent` per message
+``GET  anvil/api/schedules?app=``                           :class:`ScheduleList`
+``POST anvil/api/schedules``                                201 :class:`ScheduleInfo` (body:
+                                                            :class:`ScheduleCreate`)
+``GET  anvil/api/schedules/<id>``                           :class:`ScheduleInfo`
+``PATCH anvil/api/schedules/<id>``                          :class:`ScheduleInfo` (body:
+                                                            :class:`ScheduleChange`)
+``DELETE anvil/api/schedules/<id>``                         204, no body (an API-made schedule)
+``POST anvil/api/schedules/<id>/run``                       :class:`ScheduleRunInfo` (no body)
+``GET  anvil/api/schedules/<id>/runs?limit=&before=``       :class:`ScheduleRunPage`
 a refused request (4xx) on the JSON routes                  :class:`AdminError`
 ==========================================================  ==================================
 
@@ -37,6 +47,7 @@ from typing import Any, Literal, TypedDict
 from ..protocol import TaskStatus
 from .apps import AppStatus
 from .logs import LogStream
+from .schedules.records import EventKind, MisfirePolicy, RunOutcome, ScheduleSource
 
 # -- anvil/api/apps ------------------------------------------------------------------------------
 
@@ -175,6 +186,103 @@ class TaskEvent(TypedDict):
     task: TaskSummary
 
 
+# -- anvil/api/schedules -------------------------------------------------------------------------
+
+
+class ScheduleInfo(TypedDict):
+    """One schedule: a background task launched at set times (in any time zone)."""
+
+    id: str  # stable: a notebook's schedules keep theirs across reloads and restarts
+    app: str
+    task: str  # the background task it launches
+    name: str  # tells two schedules of one task apart (the task's name by default)
+    spec: str | dict[str, Any]  # as written: a phrase, a cron line, or Anvil's time_spec object
+    description: str  # in words: "every day at 09:00 (Europe/Paris)"
+    tz: str  # its IANA time zone
+    misfire: MisfirePolicy  # runs missed while no server ran it: "skip", or "run_once" (within the grace period)
+    args: list[Any]  # the task's arguments, in plain JSON (as a task's state is shown)
+    kwargs: dict[str, Any]
+    source: ScheduleSource  # "notebook" (@server.scheduled), "metadata" (scheduled_tasks) or "api"
+    paused: bool
+    next_run: float | None  # None while paused, or while it has a problem (then it never runs)
+    last_run: float | None
+    last_status: RunOutcome | None  # what its latest run did: launched, skipped or failed
+    last_task_id: str | None  # the task its latest launch started (anvil/api/tasks/<id>)
+    problem: str | None  # why it cannot run (a bad spec, a task that is gone), with a valid example
+    created: float
+    updated: float
+    app_loaded: bool  # whether this server serves its app (only then does it run it here)
+
+
+class ScheduleList(TypedDict):
+    """``GET anvil/api/schedules?app=``: every schedule (of ``app``), by app, name and id."""
+
+    schedules: list[ScheduleInfo]
+
+
+class ScheduleCreate(TypedDict, total=False):
+    """The body of ``POST anvil/api/schedules`` (no other field is taken). Required: ``app``
+    (served by this server), ``task`` (one of its background tasks) and ``spec``."""
+
+    app: str
+    task: str
+    spec: str | dict[str, Any]  # "every day at 09:00", "*/5 * * * *", {"every": "hour", "at": {"minute": 15}}
+    tz: str  # default "UTC"
+    args: list[Any]  # plain JSON values (default none)
+    kwargs: dict[str, Any]
+    misfire: MisfirePolicy  # default "run_once"
+    name: str  # default: the task's name
+
+
+class ScheduleChange(TypedDict, total=False):
+    """The body of ``PATCH anvil/api/schedules/<id>``: at least one field, none null. A
+    notebook's (or its metadata's) schedule takes only ``paused``: its notebook says the
+    rest. A new spec or zone, or a resume, sets the next run to the first time after now."""
+
+    spec: str | dict[str, Any]
+    tz: str
+    paused: bool
+    misfire: MisfirePolicy
+
+
+class ScheduleRunInfo(TypedDict):
+    """One time a schedule came due (or was run now by request), and what was done."""
+
+    seq: int  # numbered by the database: newer runs have higher numbers (page with ``before``)
+    schedule_id: str
+    app: str
+    due: float  # when it was due
+    at: float  # when the scheduler acted
+    task_id: str | None  # the task it launched (anvil/api/tasks/<id>), if it launched one
+    outcome: RunOutcome  # launched, skipped (its last run still going, or missed) or failed
+    reason: str  # why it was skipped or how it failed ("" for a run on time)
+    server: str | None  # the server instance that acted
+
+
+class ScheduleRunPage(TypedDict):
+    """``GET anvil/api/schedules/<id>/runs?limit=50&before=<seq>``: runs newest first, at
+    most ``limit`` (1 to 1000); the newest ``--AnvilApp.schedule_history`` are kept."""
+
+    runs: list[ScheduleRunInfo]
+    next: int | None  # the ``before`` of the following page; None on the last
+
+
+class ScheduleEvent(TypedDict):
+    """``anvil/api/tasks/feed`` (WebSocket): a schedule was made or changed (its next run
+    moved on, it was paused...), deleted, or a run of it was recorded."""
+
+    type: Literal["schedule"]
+    event: EventKind  # "changed", "deleted" or "run"
+    id: str  # the schedule's
+    app: str
+    schedule: ScheduleInfo | None  # as it is now (None when deleted)
+    run: ScheduleRunInfo | None  # the run just recorded (a "run" event's)
+
+
+#: one message of ``anvil/api/tasks/feed``
+FeedEvent = TaskEvent | ScheduleEvent
+
+
 # -- values inside states and return values ------------------------------------------------------
 
 #: a Media inside a task's state or return value; ``url`` downloads it
@@ -198,8 +306,9 @@ ClassLink = TypedDict("ClassLink", {"__type__": Literal["class"], "name": str | 
 
 
 class AdminError(TypedDict):
-    """A refused request (400 bad argument, 403, 404 no such task), as Jupyter's API
-    handlers answer it."""
+    """A refused request (400 bad argument or body, 403, 404 no such task or schedule, 409
+    a schedule other servers kept changing, 413 a body too big), as Jupyter's API handlers
+    answer it."""
 
     message: str  # what was wrong, for a person
     reason: str | None  # the HTTP reason phrase (``Bad Request``), if any

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, cast, get_args
+from typing import TYPE_CHECKING, Final, Literal, Protocol, cast, get_args
 
 from .app_kernel import KernelLoadError
 from .logs import AppLog
@@ -40,6 +40,17 @@ class AppDefaults:
 PoolFactory = Callable[[AppSpec, PoolLimits], KernelPool]
 
 
+class ServedListener(Protocol):
+    """Told when a version of an app starts being served, and when none is any more (the
+    scheduler's side: schedules/loads.py)."""
+
+    async def served(self, app: str, spec: AppSpec, pool: KernelPool) -> list[str]:
+        """The problems with what that version declares (shown with the app's error); never raises."""
+        ...
+
+    def unserved(self, app: str) -> None: ...
+
+
 class App:
     """One app: its current spec, the pool serving it, and its state."""
 
@@ -53,6 +64,10 @@ class App:
         self.loading_fingerprint: str | None = None
         #: what is wrong with the notebook now, while its last good version serves on
         self.notebook_problem: str | None = None
+        #: what is wrong with the schedules of the version served (they cannot run)
+        self.schedule_problems: list[str] = []
+        #: held while a loaded version is switched in: two loads never switch at once
+        self.switching = asyncio.Lock()
 
     @property
     def call_timeout(self) -> float | None:
@@ -80,6 +95,8 @@ class App:
             problems.append(f"{self.notebook_problem}; {served}")
         if self.pool is not None and self.pool.problem:
             problems.append(self.pool.problem)
+        if self.pool is not None:
+            problems.extend(self.schedule_problems)
         return "; ".join(problems) or None
 
 
@@ -97,6 +114,8 @@ class AppManager:
         self._scanner = Scanner(root)
         self._loads: set[asyncio.Task[None]] = set()
         self._stopping = False
+        #: told of each version served and of apps no longer served (set by the extension)
+        self.listener: ServedListener | None = None
 
     async def get(self, name: str) -> App | None:
         await self.scanned.wait()
@@ -133,6 +152,7 @@ class AppManager:
                 self._fail(app, message)
                 if app.pool is not None:
                     pool, app.pool = app.pool, None
+                    self._unserved(app.name)
                     started.append(self._spawn(pool.drain(self.defaults.call_timeout)))
                 app.loading_fingerprint = None
         for name, spec in specs.items():
@@ -188,15 +208,51 @@ class AppManager:
             log.exception("[jupyter-anvil] app %s failed to start", app.name)
             self._load_failed(app, spec, f"{type(e).__name__}: {e}", first)
             return
-        if app.loading_fingerprint != fingerprint or self._stopping or self.apps.get(app.name) is not app:
-            await pool.drain(0)  # a newer save (or a stop) overtook this load
-            return
-        old, app.pool, app.spec = app.pool, pool, spec
-        app.status, app.error = "ready", None
-        app.loaded.set()
+        async with app.switching:
+            if self._overtaken(app, fingerprint):
+                await pool.drain(0)  # a newer save (or a stop) overtook this load
+                return
+            problems = await self._served(app.name, spec, pool)
+            if self._overtaken(app, fingerprint):  # while its schedules were synced
+                await pool.drain(0)
+                if app.pool is not None and app.spec is not None and app.status == "ready" and not self._gone(app):
+                    # the version served goes on: its schedules again (a newer load syncs its own)
+                    app.schedule_problems = await self._served(app.name, app.spec, app.pool)
+                else:  # the sync must not leave an app that is not served firing
+                    self._unserved(app.name)
+                return
+            old, app.pool, app.spec = app.pool, pool, spec
+            app.status, app.error, app.schedule_problems = "ready", None, problems
+            app.loaded.set()
         self.app_log.write(app.name, "(load)", "-", "system", f"serving {spec.notebook}: {sorted(pool.functions)}")
+        for problem in problems:
+            self.app_log.write(app.name, "(load)", "-", "system", f"schedules: {problem}")
         if old is not None:
             await old.drain(self.defaults.call_timeout)
+
+    def _overtaken(self, app: App, fingerprint: str) -> bool:
+        """A newer save, a stop or the notebook's removal came while ``app`` loaded ``fingerprint``."""
+        return app.loading_fingerprint != fingerprint or self._gone(app)
+
+    def _gone(self, app: App) -> bool:
+        """The server stops, or ``app`` is no longer the app of its name (its notebook was removed)."""
+        return self._stopping or self.apps.get(app.name) is not app
+
+    async def _served(self, name: str, spec: AppSpec, pool: KernelPool) -> list[str]:
+        if self.listener is None:
+            return []
+        try:
+            return await self.listener.served(name, spec, pool)
+        except Exception as e:  # the listener says its own problems; this is a bug of its
+            log.exception("[jupyter-anvil] app %s: its served listener failed", name)
+            return [f"{type(e).__name__}: {e}"]
+
+    def _unserved(self, name: str) -> None:
+        if self.listener is not None:
+            try:
+                self.listener.unserved(name)
+            except Exception:
+                log.exception("[jupyter-anvil] app %s: its unserved listener failed", name)
 
     def _load_failed(self, app: App, spec: AppSpec, message: str, first: bool) -> None:
         self.app_log.write(app.name, "(load)", "-", "system", f"failed to load {spec.notebook}: {message}")
@@ -214,6 +270,7 @@ class AppManager:
     async def _stop(self, app: App, reason: str, grace: float | None = None) -> None:
         app.status, app.error = "stopped", reason
         app.loaded.set()
+        self._unserved(app.name)
         self.app_log.write(app.name, "(load)", "-", "system", f"stopped: {reason}")
         pool, app.pool = app.pool, None
         if pool is not None:

@@ -21,13 +21,17 @@ from .app_kernel import AppKernel
 from .apps import AppDefaults, AppManager
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
-from .handlers import admin, apps_off, calls, public_tasks, socket, socket_limits, static, task_admin
+from .handlers import admin, apps_off, calls, public_tasks, schedule_admin, socket, socket_limits, static, task_admin
 from .handlers.socket_limits import MediaBudget
 from .host_services import HostServices
 from .instances import ServerInstances
 from .logs import AppLog
 from .notebooks import AppSpec
 from .pool import KernelPool, PoolLimits
+from .schedules.feed import ScheduleFeed
+from .schedules.launcher import TaskLauncher
+from .schedules.loads import AppSchedules
+from .schedules.service import Scheduler
 from .services import Lifecycle, Services, start_services, stop_services
 from .sessions import SessionService
 from .store import Store, TaskStore, secure_folder
@@ -102,6 +106,12 @@ class AnvilApp(ExtensionApp):
     task_records_days = Float(30.0, help="Finished background task records older than this are dropped.").tag(
         config=True
     )
+    schedule_grace_seconds = Float(
+        3600.0,
+        help="A schedule with misfire 'run_once' runs once at start-up if its latest run missed while no "
+        "server ran it is at most this many seconds old (else the missed runs are skipped).",
+    ).tag(config=True)
+    schedule_history = Int(100, help="Runs kept in each schedule's history (the newest).").tag(config=True)
     shared_cookie_domain = Unicode(
         "", help="Parent domain of server.cookies.shared (e.g. example.com); default: this host only."
     ).tag(config=True)
@@ -140,6 +150,16 @@ class AnvilApp(ExtensionApp):
         )
         self.instances = ServerInstances(self.store)
         self.tasks = TaskService(self.apps, TaskStore(self.store), self.sessions, task_limits, self.instances)
+        self.schedule_feed = ScheduleFeed()
+        self.schedules = Scheduler(
+            self.store,
+            TaskLauncher(self.tasks, self.app_log),
+            grace_seconds=self.schedule_grace_seconds,
+            history_limit=max(self.schedule_history, 1),
+            on_event=self.schedule_feed.publish,
+            server_id=self.instances.id,
+        )
+        self.apps.listener = AppSchedules(self.schedules)
         # the reserved functions the host answers itself: a new one is one entry here
         host_services = HostServices([*task_host_services(self.tasks)])
         self.calls = CallService(self.apps, self.app_log, self.sessions, host_services)
@@ -148,6 +168,10 @@ class AnvilApp(ExtensionApp):
         # outlive the server); the app log, then the store, last, so every step before
         # them can still write. A new service is one line here.
         self.lifecycle = [
+            # stopped first: no run is launched into a task service that is stopping. Started
+            # first too, which costs nothing: it fires only the schedules of apps served here,
+            # and apps are loaded by the notebook watcher, started after every service.
+            Lifecycle("the scheduler", self.schedules.start, lambda: self.schedules.stop(timeout=2.0), 2.5),
             Lifecycle("background tasks", self.tasks.start, lambda: self.tasks.stop(timeout=4.0), 6.5),
             Lifecycle("app kernels", None, self.apps.stop_all, 6.5),  # the notebook watcher starts apps
             Lifecycle("the app log", self.app_log.start, lambda: self.app_log.stop(timeout=2.0), 2.5),
@@ -167,11 +191,14 @@ class AnvilApp(ExtensionApp):
             self.tasks,
             # one per server: every WebSocket connection's Media counts against it
             MediaBudget(self.websocket_media_mib * socket_limits.MIB),
+            self.schedules,
+            self.schedule_feed,
         )
 
     def initialize_handlers(self) -> None:
         app = r"(?P<app>[A-Za-z0-9_][A-Za-z0-9_.\-]*)"
         task_id = r"(?P<task_id>[a-z2-7]{25})"
+        schedule_id = r"(?P<schedule_id>[^/]+)"  # any id the store has; an unknown one is a 404 of ours
         if self.serve_apps:
             self.handlers.extend(
                 [
@@ -196,6 +223,10 @@ class AnvilApp(ExtensionApp):
                 (rf"/anvil/api/tasks/{task_id}/output", task_admin.TaskOutputHandler),
                 (rf"/anvil/api/tasks/{task_id}/kill", task_admin.TaskKillHandler),
                 (rf"/anvil/api/tasks/{task_id}/media/(?P<media_id>\d{{1,6}})", task_admin.TaskMediaHandler),
+                (r"/anvil/api/schedules", schedule_admin.SchedulesHandler),
+                (rf"/anvil/api/schedules/{schedule_id}", schedule_admin.ScheduleHandler),
+                (rf"/anvil/api/schedules/{schedule_id}/run", schedule_admin.ScheduleRunHandler),
+                (rf"/anvil/api/schedules/{schedule_id}/runs", schedule_admin.ScheduleRunsHandler),
             ]
         )
 
@@ -211,6 +242,7 @@ class AnvilApp(ExtensionApp):
         if self.print_apps:
             await asyncio.gather(*loads, return_exceptions=True)
             self._print_apps()
+            await self._print_schedules()
         await asyncio.sleep(self.watch_interval)
         await self.apps.watch(self.watch_interval)
 
@@ -238,6 +270,26 @@ class AnvilApp(ExtensionApp):
             "without a token; turn them off with --AnvilApp.serve_apps=False:"
         )
         print(header + "\n" + "\n".join(lines), file=sys.stderr, flush=True)
+
+    async def _print_schedules(self) -> None:
+        """How many schedules the store holds, and how many of them this server fires."""
+        try:
+            records = await self.schedules.list()
+        except Exception:
+            self.log.exception("%s could not read the schedules", PREFIX)
+            return
+        here = sum(1 for r in records if r.app_loaded and r.next_run is not None)
+        paused = sum(1 for r in records if r.paused)
+        broken = sum(1 for r in records if r.problem is not None)
+        apps = len({r.app for r in records})
+        counts = (
+            f"{len(records)} (of {apps} app{'' if apps == 1 else 's'}): {here} to run here, {paused} paused,"
+            f" {broken} with a problem"
+            if records
+            else "none"
+        )
+        url = f"{self.server.connection_url.rstrip('/')}/anvil/api/schedules"
+        print(f"{PREFIX} schedules: {counts} (listed at {url})", file=sys.stderr, flush=True)
 
     async def stop_extension(self) -> None:
         """Every service stopped in the order of ``self.lifecycle``, each bounded and its

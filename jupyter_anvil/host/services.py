@@ -13,6 +13,8 @@ from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
 from .handlers.socket_limits import MediaBudget
 from .logs import AppLog
+from .schedules.feed import ScheduleFeed
+from .schedules.service import Scheduler
 from .sessions import SessionService
 from .tasks import TaskService
 
@@ -27,6 +29,9 @@ class Services:
     cookie_tickets: CookieTickets
     tasks: TaskService
     media_budget: MediaBudget
+    schedules: Scheduler
+    #: the scheduler's events (changes, deletions, runs), for the live feed
+    schedule_feed: ScheduleFeed
 
 
 #: what a service's start or stop returns: nothing (done at once) or something to await

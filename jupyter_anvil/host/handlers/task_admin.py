@@ -8,6 +8,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -21,9 +22,11 @@ from ...errors import WireError
 from ...protocol import TASK_STATUSES, is_finished
 from .. import api_types as api
 from ..readable import plain_value
+from ..schedules.records import ScheduleEvent
 from ..store import TaskRecord, TaskSummary
 from .admin import AUTH_RESOURCE, AdminHandler
 from .base import services
+from .schedule_admin import event_json
 
 #: a content type fit for a header: type/subtype and parameters, nothing that could end it
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[ -~]*)?")
@@ -181,7 +184,9 @@ async def find(handler: JupyterHandler, task_id: str) -> TaskRecord:
 
 class TaskFeedHandler(JupyterHandler, websocket.WebSocketHandler):  # type: ignore[misc]
     """``anvil/api/tasks/feed`` (WebSocket): ``{"type": "task", "task": summary}`` for
-    every launch, start, state change and end, so a panel need not poll."""
+    every launch, start, state change and end, and ``{"type": "schedule", "event": ...}``
+    for every schedule made, changed, deleted or run (api_types.ScheduleEvent), so a panel
+    need not poll."""
 
     auth_resource = AUTH_RESOURCE
 
@@ -197,12 +202,28 @@ class TaskFeedHandler(JupyterHandler, websocket.WebSocketHandler):  # type: igno
         if result is not None:
             await result
 
-    def open(self, *args: Any, **kwargs: Any) -> None:
-        self._unsubscribe = services(self).tasks.subscribe(self._send)
+    _subscriptions: tuple[Callable[[], None], ...] = ()
 
-    def _send(self, summary: TaskSummary) -> None:
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        found = services(self)
+        self._subscriptions = (
+            found.tasks.subscribe(self._send_task),
+            found.schedule_feed.subscribe(self._send_schedule),
+        )
+
+    def _unsubscribe(self) -> None:
+        for unsubscribe in self._subscriptions:
+            unsubscribe()
+
+    def _send_task(self, summary: TaskSummary) -> None:
+        event: api.TaskEvent = {"type": "task", "task": summary_json(summary)}
+        self._send(event)
+
+    def _send_schedule(self, schedule_event: ScheduleEvent) -> None:
+        self._send(event_json(schedule_event))
+
+    def _send(self, event: api.FeedEvent) -> None:
         try:
-            event: api.TaskEvent = {"type": "task", "task": summary_json(summary)}
             self.write_message(json.dumps(event, default=str))
         except websocket.WebSocketClosedError:
             self._unsubscribe()
