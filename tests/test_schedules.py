@@ -241,8 +241,9 @@ def test_bad_changes_bodies_and_unknown_ids(server: AnvilServer) -> None:
         assert f"no schedule has the id '{unknown}'" in send(method, path, 404, json=body)
     listing = api(server, "GET", "schedules", params={"app": "sched"})
     assert all(s["id"] != sid for s in listing["schedules"])
-    response = httpx.get(f"{server.url}anvil/api/schedules", timeout=30)  # no token
-    assert response.status_code == 403
+    for method in ("GET", "POST"):  # no token (and no XSRF cookie): refused
+        response = httpx.request(method, f"{server.url}anvil/api/schedules", json={}, timeout=30)
+        assert response.status_code == 403, response.text
 
 
 def test_a_removed_notebook_stops_its_schedules_which_are_kept_for_its_return(server: AnvilServer) -> None:
