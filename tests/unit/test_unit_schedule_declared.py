@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from jupyter_anvil import server, wire
+from jupyter_anvil.host.app_kernel import schedule_declarations
 from jupyter_anvil.kernel import registry
 from jupyter_anvil.media import BlobMedia
+from jupyter_anvil.protocol import ScheduleDeclaration
 
 
 @pytest.fixture
@@ -244,3 +246,38 @@ def test_in_an_app_kernel_after_the_load_a_schedule_is_ignored_and_said_so(
     server.scheduled("every day at 09:00")(lambda: None)
     assert "has an effect only in the server cells, as the app loads" in capsys.readouterr().err
     assert len(registry.schedules) == 1
+
+
+# -- the host: the declarations travel with the app's version ------------------------------------
+
+DECLARED: ScheduleDeclaration = {
+    "name": "job",
+    "task": "job",
+    "spec": "every day at 09:00",
+    "tz": "UTC",
+    "misfire": "run_once",
+    "args": [],
+    "kwargs": {},
+    "cell": 0,
+}
+
+
+def test_a_load_reply_s_schedules_are_read_as_they_came() -> None:
+    assert schedule_declarations(None) == ()  # a kernel from before schedules
+    assert schedule_declarations({"name": "job"}) == ()
+    assert schedule_declarations([DECLARED, "junk", 3, {"odd": True}]) == (DECLARED, {"odd": True})
+
+
+async def test_the_pool_keeps_its_first_kernel_s_schedules(make_pool: Any, settle: Any) -> None:
+    pool, starter = make_pool(min=1, max=1)
+    starter.prepare = lambda kernel: setattr(kernel, "schedules", (DECLARED,))
+    assert pool.schedules == ()
+    await pool.start()
+    assert pool.schedules == (DECLARED,)
+    # a replacement kernel that declares something else does not change the version's schedules
+    starter.prepare = lambda kernel: setattr(kernel, "schedules", ())
+    dead = pool.kernels[0]
+    dead.dead = True
+    pool.kernel_died(dead)
+    await settle(lambda: len(pool.kernels) == 1 and pool.kernels[0] is not dead)
+    assert pool.schedules == (DECLARED,)
