@@ -7,12 +7,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from notebook_files import write_notebook
 
 from jupyter_anvil import server, wire
 from jupyter_anvil.host.app_kernel import schedule_declarations
+from jupyter_anvil.host.notebooks import AppSpec, read_app
 from jupyter_anvil.kernel import registry
 from jupyter_anvil.media import BlobMedia
 from jupyter_anvil.protocol import ScheduleDeclaration
@@ -281,3 +284,23 @@ async def test_the_pool_keeps_its_first_kernel_s_schedules(make_pool: Any, settl
     pool.kernel_died(dead)
     await settle(lambda: len(pool.kernels) == 1 and pool.kernels[0] is not dead)
     assert pool.schedules == (DECLARED,)
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [{"task_name": "job", "job_id": "NIGHTLY1", "time_spec": {"every": "day", "at": {"hour": 3}}}],
+        [{"task_name": "job"}, "not an entry", {"time_spec": "every now and then"}],
+        {"not": "a list"},
+    ],
+)
+def test_metadata_schedules_are_kept_as_written_and_never_fail_the_notebook(tmp_path: Path, entries: Any) -> None:
+    path = write_notebook(tmp_path / "ported.ipynb", ["x = 1"], {"scheduled_tasks": entries})
+    spec = read_app(tmp_path, path)
+    assert isinstance(spec, AppSpec)
+    assert spec.scheduled_tasks == entries
+    unscheduled = read_app(tmp_path, write_notebook(tmp_path / "plain.ipynb", ["x = 1"]))
+    assert isinstance(unscheduled, AppSpec) and unscheduled.scheduled_tasks is None
+    # a changed list is a new version of the app: it reloads, and its schedules with it
+    changed = read_app(tmp_path, write_notebook(tmp_path / "ported.ipynb", ["x = 1"], {"scheduled_tasks": []}))
+    assert isinstance(changed, AppSpec) and changed.fingerprint != spec.fingerprint
