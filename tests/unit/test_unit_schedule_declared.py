@@ -5,7 +5,11 @@ schedules and problems, with stable ids)."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,15 @@ from notebook_files import write_notebook
 from jupyter_anvil import server, wire
 from jupyter_anvil.host.app_kernel import schedule_declarations
 from jupyter_anvil.host.notebooks import AppSpec, read_app
+from jupyter_anvil.host.schedules.declared import (
+    MAX_ID_LENGTH,
+    DeclaredSchedule,
+    definitions_for,
+    launch_arguments,
+    schedule_id,
+    schedule_problems,
+)
+from jupyter_anvil.host.schedules.spec import ScheduleSpecError, parse_spec
 from jupyter_anvil.kernel import registry
 from jupyter_anvil.media import BlobMedia
 from jupyter_anvil.protocol import ScheduleDeclaration
@@ -304,3 +317,275 @@ def test_metadata_schedules_are_kept_as_written_and_never_fail_the_notebook(tmp_
     # a changed list is a new version of the app: it reloads, and its schedules with it
     changed = read_app(tmp_path, write_notebook(tmp_path / "ported.ipynb", ["x = 1"], {"scheduled_tasks": []}))
     assert isinstance(changed, AppSpec) and changed.fingerprint != spec.fingerprint
+
+
+# -- the host: definitions_for -------------------------------------------------------------------
+
+TASKS = ("job", "other")
+ENTRY_EXAMPLE = json.dumps(
+    {
+        "task_name": "nightly",
+        "job_id": "NIGHTLY1",
+        "time_spec": {"every": "day", "n": 1, "at": {"hour": 3, "minute": 0}},
+    }
+)
+NOT_A_TASK = (
+    "is not a @server.background_task of this app (its background tasks: 'job', 'other'), so no schedule can "
+    "launch it; schedule a background task, e.g. "
+)
+SAME_VERSION = "install the same jupyter-anvil version in the kernel's environment as in the server's"
+
+
+def declared(**fields: Any) -> dict[str, Any]:
+    return {**DECLARED, "cell": 2, **fields}
+
+
+def problems_of(declarations: list[Any] = (), entries: Any = None) -> list[str]:  # type: ignore[assignment]
+    return definitions_for("shop", declarations, entries, TASKS)[1]
+
+
+def spec_error(spec: Any, tz: str = "UTC") -> str:
+    with pytest.raises(ScheduleSpecError) as caught:
+        parse_spec(spec, tz)
+    return str(caught.value)
+
+
+def test_good_declarations_become_schedules() -> None:
+    when = wire.encode_value(dt.datetime(2024, 3, 31, 2, 30, tzinfo=dt.timezone.utc), "args")
+    declarations = [
+        declared(name="paris", spec="every day at 09:00", tz="Europe/Paris", misfire="skip", args=[when]),
+        declared(name=None, task="other", spec="*/5 * * * *", kwargs={"n": {"v": 1, "objects": []}}, cell=4),
+    ]
+    entries = [{"task_name": "job", "job_id": "QMUPCYEH", "time_spec": {"every": "minute", "n": 10, "at": {}}}]
+    schedules, problems = definitions_for("shop", declarations, entries, TASKS)
+    assert problems == []
+    assert schedules == [
+        DeclaredSchedule(
+            "shop:paris",
+            "shop",
+            "job",
+            "paris",
+            "every day at 09:00",
+            "Europe/Paris",
+            "skip",
+            [when],
+            {},
+            "notebook",
+            2,
+        ),
+        DeclaredSchedule(
+            "shop:other",
+            "shop",
+            "other",
+            "other",
+            "*/5 * * * *",
+            "UTC",
+            "run_once",
+            [],
+            {"n": {"v": 1, "objects": []}},
+            "notebook",
+            4,
+        ),
+        DeclaredSchedule(
+            "shop:QMUPCYEH",
+            "shop",
+            "job",
+            "QMUPCYEH",
+            {"every": "minute", "n": 10, "at": {}},
+            "UTC",
+            "run_once",
+            [],
+            {},
+            "metadata",
+            None,
+        ),
+    ]
+    # what a run sends: the arguments as a call carries them, decoded only by the kernel
+    args, kwargs, objects = launch_arguments(schedules[0])
+    assert wire.decode({"args": args, "kwargs": kwargs}, objects) == {
+        "args": [dt.datetime(2024, 3, 31, 2, 30, tzinfo=dt.timezone.utc)],
+        "kwargs": {},
+    }
+    args, kwargs, objects = launch_arguments(schedules[1])
+    assert (args, kwargs, objects) == ([], {"n": 1}, [])
+
+
+def test_problems_the_kernel_found_name_their_cell_and_schedule() -> None:
+    assert problems_of(
+        [
+            declared(name="job", problem="misfire is 'skip' or 'run_once', not 'x': e.g. misfire=\"skip\"", cell=4),
+            declared(name=None, task=None, problem="'plain' is not a @server.background_task, so ...", cell=None),
+            declared(problem=["odd"]),
+        ]
+    ) == [
+        "server cell 4: the schedule 'job' of task 'job': misfire is 'skip' or 'run_once', not 'x': "
+        'e.g. misfire="skip"',
+        "a server cell: 'plain' is not a @server.background_task, so ...",
+        "server cell 2: the schedule 'job' of task 'job': ['odd']",
+    ]
+
+
+def test_problems_the_host_finds_in_declarations() -> None:
+    assert problems_of(
+        [
+            "junk",
+            declared(task="nope"),
+            declared(task=None, name=None),
+            declared(name=""),
+            declared(name="dup"),
+            declared(name="dup", cell=5),
+            declared(name="s1", spec=5),
+            declared(name="s2", tz=5),
+            declared(name="s3", misfire="never"),
+            declared(name="s4", args=[1]),
+            declared(name="s5", kwargs={"a": 1}),
+        ]
+    ) == [
+        f"schedule 0 of the load reply is 'junk', not a declaration: {SAME_VERSION}",
+        f"server cell 2: 'nope' {NOT_A_TASK}"
+        '@server.scheduled("every day at 09:00") above @server.background_task above def nope(): ...',
+        f"server cell 2: None {NOT_A_TASK}"
+        '@server.scheduled("every day at 09:00") above @server.background_task above def report(): ...',
+        "server cell 2: the schedule of task 'job' has the name '': a name is a non-empty str, "
+        'e.g. @server.scheduled("every day at 09:00", name="morning")',
+        "server cell 5: the schedule 'dup' of task 'job' has the name of another schedule (server cell 2): give each "
+        'schedule of a task its own name, e.g. @server.scheduled("every day at 09:00", name="morning")',
+        "server cell 2: the schedule 's1' of task 'job': a schedule is a str or an Anvil time_spec dict, not 5, "
+        'e.g. @server.scheduled("every day at 09:00")',
+        "server cell 2: the schedule 's2' of task 'job': tz is a zone name, not 5: e.g. tz=\"Europe/Paris\"",
+        "server cell 2: the schedule 's3' of task 'job': misfire is \"skip\" or \"run_once\", not 'never': "
+        'e.g. misfire="skip"',
+        f"server cell 2: the schedule 's4' of task 'job': its args are not encoded values ([1]): {SAME_VERSION}",
+        f"server cell 2: the schedule 's5' of task 'job': its kwargs are not encoded values ({{'a': 1}}): "
+        f"{SAME_VERSION}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "tz"),
+    [
+        ("every blue moon", "UTC"),
+        ("61 * * * *", "UTC"),
+        ({"every": "fortnight"}, "UTC"),
+        ("every day at 09:00", "Europe/Pariss"),
+        ("every day at 09:00", "europe/paris"),
+    ],
+)
+def test_specs_and_zones_are_checked_by_parse_spec(spec: Any, tz: str) -> None:
+    assert problems_of([declared(name="bad", spec=spec, tz=tz)]) == [
+        f"server cell 2: the schedule 'bad' of task 'job': {spec_error(spec, tz)}"
+    ]
+    assert "e.g." in spec_error(spec, tz) or "Example" in spec_error(spec, tz) or "such as" in spec_error(spec, tz)
+
+
+def test_problems_in_metadata_entries() -> None:
+    day = {"every": "day"}
+    assert problems_of(
+        entries=[
+            "junk",
+            {"task_name": "job", "time_spec": day},
+            {"task_name": "job", "job_id": 5, "time_spec": day},
+            {"task_name": "job", "job_id": "A", "time_spec": day},
+            {"task_name": "job", "job_id": "A", "time_spec": day},
+            {"job_id": "B", "time_spec": day},
+            {"task_name": "nope", "job_id": "C", "time_spec": day},
+            {"task_name": "job", "job_id": "D"},
+            {"task_name": "job", "job_id": "E", "time_spec": 5},
+            {"task_name": "job", "job_id": "F", "time_spec": {"every": "fortnight"}},
+            {"task_name": "job", "job_id": "G", "time_spec": day, "tz": "Europe/Paris"},
+        ]
+    ) == [
+        f"metadata.jupyter_anvil.scheduled_tasks[0] is an object with task_name, job_id and time_spec, not 'junk': "
+        f"e.g. {ENTRY_EXAMPLE}",
+        "metadata.jupyter_anvil.scheduled_tasks[1] has no job_id: a job_id is a non-empty str naming the schedule "
+        f'for good (its runs are kept under it), e.g. "job_id": "NIGHTLY1" in {ENTRY_EXAMPLE}',
+        "metadata.jupyter_anvil.scheduled_tasks[2] has the job_id 5: a job_id is a non-empty str naming the "
+        f'schedule for good (its runs are kept under it), e.g. "job_id": "NIGHTLY1" in {ENTRY_EXAMPLE}',
+        "metadata.jupyter_anvil.scheduled_tasks[4] (job_id 'A') has the same job_id as "
+        'metadata.jupyter_anvil.scheduled_tasks[3]: give each entry its own job_id, e.g. "job_id": "NIGHTLY2"',
+        "metadata.jupyter_anvil.scheduled_tasks[5] (job_id 'B') has no task_name: name a background task, "
+        f'e.g. "task_name": "nightly" in {ENTRY_EXAMPLE}',
+        f"metadata.jupyter_anvil.scheduled_tasks[6] (job_id 'C'): task_name 'nope' {NOT_A_TASK}\"task_name\": \"job\"",
+        f"metadata.jupyter_anvil.scheduled_tasks[7] (job_id 'D') has no time_spec: e.g. {ENTRY_EXAMPLE}",
+        "metadata.jupyter_anvil.scheduled_tasks[8] (job_id 'E'): time_spec is an Anvil time_spec object, not 5: "
+        f"e.g. {ENTRY_EXAMPLE}",
+        "metadata.jupyter_anvil.scheduled_tasks[9] (job_id 'F'), task 'job': " + spec_error({"every": "fortnight"}),
+        "metadata.jupyter_anvil.scheduled_tasks[10] (job_id 'G'): 'tz' ignored: an entry has task_name, job_id and "
+        "time_spec, and runs in UTC as in Anvil (for a time zone or arguments, write "
+        '@server.scheduled("every day at 09:00", tz="Europe/Paris") in a server cell)',
+    ]
+    assert problems_of(entries={"a": 1}) == [
+        "metadata.jupyter_anvil.scheduled_tasks is a list of {task_name, job_id, time_spec} entries as in Anvil's "
+        f"anvil.yaml, not {{'a': 1}}: e.g. [{ENTRY_EXAMPLE}]"
+    ]
+
+
+def test_a_bad_entry_stops_nothing_else() -> None:
+    entries = [
+        {"task_name": "job", "job_id": "G", "time_spec": {"every": "day", "at": {"hour": 3}}, "tz": "Europe/Paris"},
+        {"task_name": "job", "job_id": "H", "time_spec": "every blue moon"},
+        {"task_name": "other", "job_id": "I", "time_spec": {"every": "hour"}},
+    ]
+    schedules, problems = definitions_for("shop", [declared(spec="every now"), declared(name="fine")], entries, TASKS)
+    assert [s.id for s in schedules] == ["shop:fine", "shop:G", "shop:I"]
+    assert all(s.tz == "UTC" and s.args == [] and s.kwargs == {} for s in schedules if s.source == "metadata")
+    assert len(problems) == 3
+
+
+def test_an_id_clash_between_a_cell_and_the_metadata() -> None:
+    entries = [{"task_name": "job", "job_id": "nightly", "time_spec": {"every": "day"}}]
+    schedules, problems = definitions_for("shop", [declared(name="nightly")], entries, TASKS)
+    assert [s.source for s in schedules] == ["notebook"]
+    assert problems == [
+        "metadata.jupyter_anvil.scheduled_tasks[0] (job_id 'nightly'), task 'job': its id 'shop:nightly' is taken by "
+        "the schedule 'nightly' in server cell 2: change its job_id"
+    ]
+
+
+def test_an_app_without_background_tasks_says_so() -> None:
+    assert definitions_for("shop", [declared()], None, [])[1] == [
+        "server cell 2: 'job' is not a @server.background_task of this app (it has none), so no schedule can launch "
+        'it; schedule a background task, e.g. @server.scheduled("every day at 09:00") above @server.background_task '
+        "above def job(): ..."
+    ]
+
+
+def test_ids_are_stable_safe_and_bounded() -> None:
+    assert schedule_id("shop", "morning_report") == "shop:morning_report"
+    assert schedule_id("shop.orders", "QMUPCYEH") == "shop.orders:QMUPCYEH"
+    odd = ["a b", "a:b", "é" * 3, "x" * 80, "", "../../etc"]
+    ids = [schedule_id("shop", key) for key in odd] + [schedule_id("s" * 70, "job")]
+    assert len(set(ids)) == len(ids)  # different names, different ids
+    for schedule in ids:
+        assert len(schedule) <= MAX_ID_LENGTH and re.fullmatch(r"[A-Za-z0-9_.:~-]+", schedule), schedule
+    assert ids[0].startswith("shop:a-b~")
+    # the same at every load, in every process: a hash of the text, not Python's hash()
+    assert schedule_id("shop", "a b") == "shop:a-b~" + hashlib.sha256(b"shop\0a b").hexdigest()[:12]
+    script = (
+        "from jupyter_anvil.host.schedules.declared import schedule_id as s; print(s('shop', 'a b'), s('x' * 70, 'j'))"
+    )
+    again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert again == [schedule_id("shop", "a b"), schedule_id("x" * 70, "j")]
+    # and the same ids from the same declarations, load after load
+    first = definitions_for(
+        "shop", [declared(name="a b")], [{"task_name": "job", "job_id": "J", "time_spec": "@daily"}], TASKS
+    )
+    second = definitions_for(
+        "shop", [declared(name="a b")], [{"task_name": "job", "job_id": "J", "time_spec": "@daily"}], TASKS
+    )
+    assert first == second and [s.id for s in first[0]] == [ids[0], "shop:J"]
+
+
+async def test_the_problems_of_the_version_a_pool_serves(make_pool: Any, tmp_path: Path) -> None:
+    pool, starter = make_pool(min=1, max=1)
+    starter.prepare = lambda kernel: setattr(kernel, "schedules", (DECLARED, declared(name="bad", spec="every now")))
+    entries = [{"task_name": "missing", "job_id": "M", "time_spec": {"every": "day"}}]
+    spec = read_app(tmp_path, write_notebook(tmp_path / "app.ipynb", ["x = 1"], {"scheduled_tasks": entries}))
+    assert isinstance(spec, AppSpec)
+    assert schedule_problems("app", None, spec) == []  # not served: its load error says why
+    await pool.start()
+    assert [p.split(":")[0] for p in schedule_problems("app", pool, spec)] == [
+        "server cell 2",
+        "metadata.jupyter_anvil.scheduled_tasks[0] (job_id 'M')",
+    ]
+    assert len(schedule_problems("app", pool, None)) == 1
