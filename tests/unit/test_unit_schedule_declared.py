@@ -21,14 +21,16 @@ from jupyter_anvil import server, wire
 from jupyter_anvil.host.app_kernel import schedule_declarations
 from jupyter_anvil.host.notebooks import AppSpec, read_app
 from jupyter_anvil.host.schedules.declared import (
-    MAX_ID_LENGTH,
-    DeclaredSchedule,
+    NAME_LENGTH,
     definitions_for,
     launch_arguments,
     schedule_id,
     schedule_problems,
 )
+from jupyter_anvil.host.schedules.records import MAX_ID_LENGTH, ScheduleDefinition
+from jupyter_anvil.host.schedules.service import Scheduler
 from jupyter_anvil.host.schedules.spec import ScheduleSpecError, parse_spec
+from jupyter_anvil.host.store import Store
 from jupyter_anvil.kernel import registry
 from jupyter_anvil.media import BlobMedia
 from jupyter_anvil.protocol import ScheduleDeclaration
@@ -360,46 +362,19 @@ def test_good_declarations_become_schedules() -> None:
     schedules, problems = definitions_for("shop", declarations, entries, TASKS)
     assert problems == []
     assert schedules == [
-        DeclaredSchedule(
-            "shop:paris",
-            "shop",
-            "job",
-            "paris",
-            "every day at 09:00",
-            "Europe/Paris",
-            "skip",
-            [when],
-            {},
-            "notebook",
-            2,
+        ScheduleDefinition(
+            id="shop:paris", app="shop", task="job", name="paris", spec="every day at 09:00", tz="Europe/Paris",
+            misfire="skip", args=[when], kwargs={}, source="notebook",
         ),
-        DeclaredSchedule(
-            "shop:other",
-            "shop",
-            "other",
-            "other",
-            "*/5 * * * *",
-            "UTC",
-            "run_once",
-            [],
-            {"n": {"v": 1, "objects": []}},
-            "notebook",
-            4,
+        ScheduleDefinition(
+            id="shop:other", app="shop", task="other", name="other", spec="*/5 * * * *", tz="UTC",
+            misfire="run_once", args=[], kwargs={"n": {"v": 1, "objects": []}}, source="notebook",
         ),
-        DeclaredSchedule(
-            "shop:QMUPCYEH",
-            "shop",
-            "job",
-            "QMUPCYEH",
-            {"every": "minute", "n": 10, "at": {}},
-            "UTC",
-            "run_once",
-            [],
-            {},
-            "metadata",
-            None,
+        ScheduleDefinition(
+            id="shop:QMUPCYEH", app="shop", task="job", name="QMUPCYEH", spec={"every": "minute", "n": 10, "at": {}},
+            tz="UTC", misfire="run_once", args=[], kwargs={}, source="metadata",
         ),
-    ]
+    ]  # fmt: skip
     # what a run sends: the arguments as a call carries them, decoded only by the kernel
     args, kwargs, objects = launch_arguments(schedules[0])
     assert wire.decode({"args": args, "kwargs": kwargs}, objects) == {
@@ -432,6 +407,7 @@ def test_problems_the_host_finds_in_declarations() -> None:
             declared(task="nope"),
             declared(task=None, name=None),
             declared(name=""),
+            declared(name="n" * (NAME_LENGTH + 1)),
             declared(name="dup"),
             declared(name="dup", cell=5),
             declared(name="s1", spec=5),
@@ -446,8 +422,10 @@ def test_problems_the_host_finds_in_declarations() -> None:
         '@server.scheduled("every day at 09:00") above @server.background_task above def nope(): ...',
         f"server cell 2: None {NOT_A_TASK}"
         '@server.scheduled("every day at 09:00") above @server.background_task above def report(): ...',
-        "server cell 2: the schedule of task 'job' has the name '': a name is a non-empty str, "
+        "server cell 2: the schedule of task 'job' has the name '': a name is a str of 1 to 255 characters, "
         'e.g. @server.scheduled("every day at 09:00", name="morning")',
+        f"server cell 2: the schedule of task 'job' has the name '{'n' * 76}...: a name is a str of 1 to 255 "
+        'characters, e.g. @server.scheduled("every day at 09:00", name="morning")',
         "server cell 5: the schedule 'dup' of task 'job' has the name of another schedule (server cell 2): give each "
         'schedule of a task its own name, e.g. @server.scheduled("every day at 09:00", name="morning")',
         "server cell 2: the schedule 's1' of task 'job': a schedule is a str or an Anvil time_spec dict, not 5, "
@@ -497,10 +475,10 @@ def test_problems_in_metadata_entries() -> None:
     ) == [
         f"metadata.jupyter_anvil.scheduled_tasks[0] is an object with task_name, job_id and time_spec, not 'junk': "
         f"e.g. {ENTRY_EXAMPLE}",
-        "metadata.jupyter_anvil.scheduled_tasks[1] has no job_id: a job_id is a non-empty str naming the schedule "
-        f'for good (its runs are kept under it), e.g. "job_id": "NIGHTLY1" in {ENTRY_EXAMPLE}',
-        "metadata.jupyter_anvil.scheduled_tasks[2] has the job_id 5: a job_id is a non-empty str naming the "
-        f'schedule for good (its runs are kept under it), e.g. "job_id": "NIGHTLY1" in {ENTRY_EXAMPLE}',
+        "metadata.jupyter_anvil.scheduled_tasks[1] has no job_id: a job_id is a str of 1 to 255 characters naming "
+        f'the schedule for good (its runs are kept under it), e.g. "job_id": "NIGHTLY1" in {ENTRY_EXAMPLE}',
+        "metadata.jupyter_anvil.scheduled_tasks[2] has the job_id 5: a job_id is a str of 1 to 255 characters "
+        f'naming the schedule for good (its runs are kept under it), e.g. "job_id": "NIGHTLY1" in {ENTRY_EXAMPLE}',
         "metadata.jupyter_anvil.scheduled_tasks[4] (job_id 'A') has the same job_id as "
         'metadata.jupyter_anvil.scheduled_tasks[3]: give each entry its own job_id, e.g. "job_id": "NIGHTLY2"',
         "metadata.jupyter_anvil.scheduled_tasks[5] (job_id 'B') has no task_name: name a background task, "
@@ -589,3 +567,37 @@ async def test_the_problems_of_the_version_a_pool_serves(make_pool: Any, tmp_pat
         "metadata.jupyter_anvil.scheduled_tasks[0] (job_id 'M')",
     ]
     assert len(schedule_problems("app", pool, None)) == 1
+
+
+class NoLauncher:
+    async def launch(self, app: str, task: str, args: list[Any], kwargs: dict[str, Any], schedule_id: str) -> str:
+        raise AssertionError("nothing is due in this test")
+
+    async def is_running(self, task_id: str) -> bool:
+        return False
+
+
+async def test_the_scheduler_takes_the_definitions_as_they_are(store: Store) -> None:
+    """What ``definitions_for`` makes is what ``Scheduler.sync_app`` takes: stored as they are,
+    none with a problem of its own; the problems go with the app's load problems."""
+    when = wire.encode_value(dt.datetime(2024, 3, 31, 2, 30, tzinfo=dt.timezone.utc), "args")
+    declarations = [
+        declared(name="paris", tz="Europe/Paris", args=[when]),
+        declared(name="a b", spec={"every": "week", "at": {"day": 1, "hour": 10}}),
+        declared(name="bad", spec="every blue moon"),
+    ]
+    entries = [{"task_name": "job", "job_id": "QMUPCYEH", "time_spec": {"every": "minute", "n": 10, "at": {}}}]
+    definitions, problems = definitions_for("shop", declarations, entries, TASKS)
+    scheduler = Scheduler(store, NoLauncher(), parse_spec=parse_spec)
+    try:
+        records = await scheduler.sync_app("shop", definitions, problems, background_tasks=TASKS)
+    finally:
+        await scheduler.stop()
+    assert len(problems) == 1 and problems[0].startswith("server cell 2: the schedule 'bad'")
+    assert {r.id: (r.source, r.problem) for r in records} == {
+        "shop:paris": ("notebook", None),
+        schedule_id("shop", "a b"): ("notebook", None),
+        "shop:QMUPCYEH": ("metadata", None),
+    }
+    paris = next(r for r in records if r.id == "shop:paris")
+    assert (paris.description, paris.args) == ("every day at 09:00 Europe/Paris", [when])

@@ -1,11 +1,17 @@
 """What an app declares: its server cells' ``@server.scheduled`` (from the load reply) and its
 notebook's ``metadata.jupyter_anvil.scheduled_tasks`` (Anvil's ``anvil.yaml`` list), turned
-into schedules the scheduler can run and problems its author can read.
+into the scheduler's ``ScheduleDefinition`` objects (for ``Scheduler.sync_app``) and problems its
+author can read.
 
 ``definitions_for`` is the one place both are checked: a bad declaration never stops the app or
 the other schedules; it becomes a problem that says what is wrong, where (the server cell, or
 the metadata entry's index) and how a valid one reads. Specs and zones are checked here by
 ``parse_spec``; the kernel checked only types (and encoded the arguments).
+
+A definition's ``args`` and ``kwargs`` hold encoded values, one ``{"v": ..., "objects": [...]}``
+per argument as ``wire.encode_value`` makes them (so a datetime or a portable class survives);
+``launch_arguments`` turns them into a call's ``args``, ``kwargs`` and ``objects`` without
+decoding them. A metadata schedule has none, as in Anvil.
 
 Ids are stable, the same at every load, after restarts and on every server: ``app:name`` for a
 server cell's schedule, ``app:job_id`` for a metadata one (Anvil's job ids are made to last).
@@ -20,23 +26,19 @@ import json
 import re
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 from ... import wire
 from ...protocol import EncodedValue
+from .records import DEFAULT_MISFIRE, MAX_ID_LENGTH, MISFIRE_POLICIES, MisfirePolicy, ScheduleDefinition
 from .spec import ScheduleSpecError, parse_spec, shown
 
 if TYPE_CHECKING:
     from ..notebooks import AppSpec
     from ..pool import KernelPool
 
-Source = Literal["notebook", "metadata"]
-Misfire = Literal["skip", "run_once"]
-MISFIRE_POLICIES: Final[tuple[Misfire, ...]] = ("skip", "run_once")
-DEFAULT_MISFIRE: Final[Misfire] = "run_once"
-#: the longest id a declared schedule gets (the store's limit)
-MAX_ID_LENGTH: Final = 64
+#: the longest schedule name (or job id) the store keeps
+NAME_LENGTH: Final = 255
 #: where metadata schedules are written, for messages
 METADATA_KEY: Final = "metadata.jupyter_anvil.scheduled_tasks"
 _METADATA_KEYS: Final = ("task_name", "job_id", "time_spec")
@@ -50,26 +52,6 @@ _ENTRY_EXAMPLE = (
     '{"task_name": "nightly", "job_id": "NIGHTLY1", '
     '"time_spec": {"every": "day", "n": 1, "at": {"hour": 3, "minute": 0}}}'
 )
-
-
-@dataclass(frozen=True)
-class DeclaredSchedule:
-    """One schedule an app declares, checked: its spec parses in its zone and its task is a
-    background task of the app. ``args`` and ``kwargs`` hold encoded values
-    (``{"v": ..., "objects": [...]}``, as ``wire.encode_value`` makes them; see
-    ``launch_arguments``); a metadata schedule has none, as in Anvil."""
-
-    id: str
-    app: str
-    task: str
-    name: str
-    spec: str | dict[str, Any]  # as written
-    tz: str
-    misfire: Misfire
-    args: list[EncodedValue]
-    kwargs: dict[str, EncodedValue]
-    source: Source
-    cell: int | None  # the server cell that declared it (None for metadata)
 
 
 def schedule_id(app: str, key: str) -> str:
@@ -89,7 +71,7 @@ def definitions_for(
     declarations: Iterable[Mapping[str, Any]],
     metadata_entries: object,
     background_tasks: Iterable[str],
-) -> tuple[list[DeclaredSchedule], list[str]]:
+) -> tuple[list[ScheduleDefinition], list[str]]:
     """The schedules ``app`` declares and the problems with the rest.
 
     ``declarations``: the load reply's ``schedules`` (``ScheduleDeclaration``\\ s, read here
@@ -123,7 +105,7 @@ def schedule_problems(app: str, pool: KernelPool | None, spec: AppSpec | None) -
     return list(problems)
 
 
-def launch_arguments(schedule: DeclaredSchedule) -> tuple[list[Any], dict[str, Any], list[dict[str, Any]]]:
+def launch_arguments(schedule: ScheduleDefinition) -> tuple[list[Any], dict[str, Any], list[dict[str, Any]]]:
     """A run's ``args``, ``kwargs`` and ``objects``, as a call message carries them, built
     from the encoded values without decoding them (the host may not know their classes)."""
     message: dict[str, Any] = {"args": [None] * len(schedule.args), "kwargs": {}}
@@ -155,7 +137,7 @@ class _Checker:
     def __init__(self, app: str, background_tasks: frozenset[str]) -> None:
         self.app = app
         self.tasks = background_tasks
-        self.schedules: list[DeclaredSchedule] = []
+        self.schedules: list[ScheduleDefinition] = []
         self.problems: list[str] = []
         self._ids: dict[str, str] = {}  # id -> where it was declared
         self._names: dict[str, str] = {}  # a server cell's schedule name -> where
@@ -186,9 +168,10 @@ class _Checker:
         name = declaration.get("name")
         if name is None:
             name = task
-        if not isinstance(name, str) or not name.strip():
+        if not isinstance(name, str) or not name.strip() or len(name) > NAME_LENGTH:
             self.problems.append(
-                f"{where}: the schedule of task {task!r} has the name {shown(name)}: a name is a non-empty str, "
+                f"{where}: the schedule of task {task!r} has the name {shown(name)}: a name is a str of 1 to "
+                f"{NAME_LENGTH} characters, "
                 f"e.g. {_NAME_EXAMPLE}"
             )
             return
@@ -204,17 +187,15 @@ class _Checker:
         if fields is None:
             return
         spec, tz, misfire, args, kwargs = fields
-        self._add(
-            DeclaredSchedule(
-                schedule_id(self.app, name), self.app, task, name, spec, tz, misfire, args, kwargs, "notebook", cell
-            ),
-            what,
-            f"the schedule {name!r} in {where}",
-        )
+        schedule = ScheduleDefinition(
+            id=schedule_id(self.app, name), app=self.app, task=task, name=name, spec=spec, tz=tz, misfire=misfire,
+            args=list(args), kwargs=dict(kwargs), source="notebook",
+        )  # fmt: skip
+        self._add(schedule, what, f"the schedule {name!r} in {where}")
 
     def _fields(
         self, what: str, declaration: Mapping[str, Any]
-    ) -> tuple[str | dict[str, Any], str, Misfire, list[EncodedValue], dict[str, EncodedValue]] | None:
+    ) -> tuple[str | dict[str, Any], str, MisfirePolicy, list[EncodedValue], dict[str, EncodedValue]] | None:
         """The declaration's values as the kernel should have sent them, or None (a problem
         said why): the kernel checked them, but a kernel is only as trustworthy as its code."""
         spec = declaration.get("spec")
@@ -261,11 +242,11 @@ class _Checker:
             )
             return
         job_id = entry.get("job_id")
-        if not isinstance(job_id, str) or not job_id.strip():
+        if not isinstance(job_id, str) or not job_id.strip() or len(job_id) > NAME_LENGTH:
             missing = "has no job_id" if job_id is None else f"has the job_id {shown(job_id)}"
             self.problems.append(
-                f"{where} {missing}: a job_id is a non-empty str naming the schedule for good (its runs are "
-                f'kept under it), e.g. "job_id": "NIGHTLY1" in {_ENTRY_EXAMPLE}'
+                f"{where} {missing}: a job_id is a str of 1 to {NAME_LENGTH} characters naming the schedule for "
+                f'good (its runs are kept under it), e.g. "job_id": "NIGHTLY1" in {_ENTRY_EXAMPLE}'
             )
             return
         where = f"{where} (job_id {job_id!r})"
@@ -302,23 +283,16 @@ class _Checker:
             )
             return
         what = f"{where}, task {task!r}"
-        schedule = DeclaredSchedule(
-            schedule_id(self.app, job_id),
-            self.app,
-            task,
-            job_id,
-            spec,
-            "UTC",
-            DEFAULT_MISFIRE,
-            [],
-            {},
-            "metadata",
-            None,
-        )
+        # Anvil's: in UTC, with no arguments; the server's default misfire (a run missed
+        # while it was down runs once, where Anvil drops it)
+        schedule = ScheduleDefinition(
+            id=schedule_id(self.app, job_id), app=self.app, task=task, name=job_id, spec=spec, tz="UTC",
+            misfire=DEFAULT_MISFIRE, args=[], kwargs={}, source="metadata",
+        )  # fmt: skip
         self._add(schedule, what, where)
 
     # -- both ----------------------------------------------------------------------------
-    def _add(self, schedule: DeclaredSchedule, what: str, label: str) -> None:
+    def _add(self, schedule: ScheduleDefinition, what: str, label: str) -> None:
         """Add ``schedule`` if its spec parses and its id is its own; ``what`` begins its
         problems, ``label`` names it in another's."""
         try:
