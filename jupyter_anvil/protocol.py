@@ -194,7 +194,7 @@ class EncodedValue(TypedDict):
 class _ScheduleDeclarationFields(TypedDict):
     name: str | None  # as ``name=`` gave it, else the task's name (None: neither is known)
     task: str | None  # the background task it launches (None: the function is not one)
-    spec: str | dict[str, Any] | None  # as written; checked by the host (None: not a spec at all)
+    spec: str | dict[str, Any] | None  # as written, checked by the host (None with a problem)
     tz: str
     misfire: str
     args: list[EncodedValue]
