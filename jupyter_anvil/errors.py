@@ -9,9 +9,27 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from typing import Any
+from typing import Any, Final, TypedDict
 
-WireError = dict[str, Any]
+
+class _WireErrorCore(TypedDict):
+    type: str  # the Anvil name (``anvil.server.TimeoutError``), else the bare class name
+    message: str
+
+
+class WireError(_WireErrorCore, total=False):
+    """An error as it crosses the comm, the store and the public wire (only ``type`` and
+    ``message`` reach a caller there; the trace goes to the app log)."""
+
+    trace: list[list[Any]]  # [[file, line], ...], innermost first, server cells only
+    #: where it arose, when that decides whose fault it is (RESPONSE_STAGE: encoding the
+    #: function's return value, the function's fault whatever the error's type)
+    stage: str
+    #: a load error's server cell: its index, first line, and the failing line
+    cell: int
+    first_line: str
+    line: int | None
+
 
 _BY_WIRE_NAME: dict[str, type[AnvilError]] = {}
 
@@ -128,7 +146,7 @@ class UnsupportedContentType(SerializationError):
 # -- HTTP statuses: the one map ---------------------------------------------------------------
 #: the key of a wire error saying where in the call it arose, when that decides whose
 #: fault it is (the kernel reports the fact; the host picks the status from it)
-STAGE = "stage"
+STAGE: Final = "stage"
 #: arose encoding the function's return value: the function's fault, not the caller's
 RESPONSE_STAGE = "response"
 
@@ -199,7 +217,7 @@ def from_wire(error: WireError) -> Exception:
     cls = _BY_WIRE_NAME.get(wire_type)
     if cls is not None:
         exc = cls(message)
-        exc.error_obj = dict(error)
+        exc.error_obj = error.copy()
         return exc
     if wire_type == "KeyError":
         key_error = KeyError(message)
@@ -210,5 +228,5 @@ def from_wire(error: WireError) -> Exception:
         with contextlib.suppress(Exception):  # builtins with odd signatures fall through
             return builtin(message)
     wrapped = AnvilWrappedError(message)
-    wrapped.error_obj = dict(error)
+    wrapped.error_obj = error.copy()
     return wrapped

@@ -183,12 +183,41 @@ class LoadError(TypedDict, total=False):
     line: int | None
 
 
+class EncodedValue(TypedDict):
+    """One value as ``wire.encode_value`` makes it: JSON with its ``objects`` (no Media).
+    The host keeps and forwards it without decoding (see ``wire.embed``)."""
+
+    v: Any
+    objects: list[dict[str, Any]]
+
+
+class _ScheduleDeclarationFields(TypedDict):
+    name: str | None  # as ``name=`` gave it, else the task's name (None: neither is known)
+    task: str | None  # the background task it launches (None: the function is not one)
+    spec: str | dict[str, Any] | None  # as written, checked by the host (None with a problem)
+    tz: str
+    misfire: str
+    args: list[EncodedValue]
+    kwargs: dict[str, EncodedValue]
+    cell: int | None  # the server cell that declared it
+
+
+class ScheduleDeclaration(_ScheduleDeclarationFields, total=False):
+    """One ``@server.scheduled`` a server cell ran, in the load reply. The kernel checks
+    only types and encodes the arguments; the spec and zone are checked by the host. A
+    use the kernel found wrong still comes, with ``problem`` saying what is wrong (and a
+    valid example), so the host lists it with the app's load problems."""
+
+    problem: str
+
+
 class LoadReply(TypedDict, total=False):
     op: ReplyOp
     req: str | None
     registrations: list[Registration]  # when every cell ran
     error: LoadError  # else: the cell that failed
     traceback: str  # for the author's app log, never a caller
+    schedules: list[ScheduleDeclaration]  # every ``server.scheduled`` the cells ran (absent: none)
 
 
 class SessionOut(TypedDict):

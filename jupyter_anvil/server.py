@@ -11,8 +11,9 @@ Use it as you would Anvil's::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any, TypeVar, overload
+import sys
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from typing import Any, Literal, TypeVar, overload
 
 from . import errors as _errors
 from . import wire
@@ -78,6 +79,7 @@ __all__ = [
     "launch_background_task",
     "list_background_tasks",
     "portable_class",
+    "scheduled",
     "serializable_type",
     "session",
     "task_state",
@@ -195,6 +197,100 @@ def background_task(fn_or_name: Any = None, /) -> Any:
         return decorate
     _registry.register(fn_or_name.__name__, fn_or_name, kind=_BACKGROUND_TASK)
     return fn_or_name
+
+
+def scheduled(
+    spec: str | Mapping[str, Any],
+    *,
+    tz: str = "UTC",
+    misfire: Literal["skip", "run_once"] = "run_once",
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> Callable[[F], F]:
+    """Run a background task on a schedule, whatever users do. Stack it on the task::
+
+        @server.scheduled("every day at 09:00", tz="Europe/Paris")
+        @server.background_task
+        def morning_report():
+            ...
+
+    Each run launches the task as :func:`launch_background_task` would, with ``args`` and
+    ``kwargs``; inside it ``server.context`` says a schedule launched it. A run is skipped
+    while the schedule's previous run is still going (never two at once).
+
+    ``spec`` is one of:
+
+    * a phrase: ``"every 30 seconds"``, ``"every 10 minutes"``, ``"every hour"``,
+      ``"every hour at :15"``, ``"every day at 09:00"``, ``"every monday at 08:30"``,
+      ``"every weekday at 07:00"``, ``"every 2 weeks on friday at 17:00"``,
+      ``"every month on day 1 at 06:00"`` (the ``schedule`` package's ``every(10).minutes``
+      and ``every().monday.at("08:30")``, written as words);
+    * a cron expression of 5 fields (minute hour day-of-month month day-of-week):
+      ``"*/5 * * * *"``, ``"0 9 * * mon-fri"``;
+    * Anvil's ``time_spec`` dict: ``{"every": "day", "n": 1, "at": {"hour": 3, "minute": 0}}``.
+
+    ``tz``: the IANA time zone its times are read in (``"Europe/Paris"``,
+    ``"America/New_York"``; default ``"UTC"``). Daylight saving is handled: a time the clocks
+    skip runs once, just after the jump; a time they repeat runs once, the first time.
+
+    ``misfire``: what happens to runs missed while the server was down. ``"run_once"`` (the
+    default): one run at start-up if the latest missed time is recent (within the server's
+    grace period, an hour by default), never a burst. ``"skip"``: none, as in Anvil.
+
+    ``args`` and ``kwargs``: the task's arguments at every run, portable values as for a
+    server call (datetimes and portable classes too; no Media: they are kept with the
+    schedule). Default: none.
+
+    ``name``: tells apart several schedules of one task (default: the task's name)::
+
+        @server.scheduled("every weekday at 08:00", name="weekdays", args=("short",))
+        @server.scheduled("every sunday at 10:00", name="sundays", args=("full",))
+        @server.background_task
+        def digest(kind):
+            ...
+
+    Below ``@server.background_task`` works too. Mistakes never stop the cell or the app:
+    a spec that does not parse, a zone that does not exist, a function that is not a
+    background task, two schedules of one name are listed with the app's load problems
+    (the admin API's ``anvil/api/apps``), with a valid example; the other schedules run.
+    Apps ported from Anvil can keep their list instead, unchanged, in the notebook's
+    metadata (``metadata.jupyter_anvil.scheduled_tasks``: ``task_name``, ``job_id`` and
+    ``time_spec`` as in ``anvil.yaml``; UTC). The function is returned unchanged.
+    """
+    if not isinstance(spec, (str, Mapping)) and hasattr(spec, "__call__"):  # noqa: B004 - callable() is ours
+        # a bare @server.scheduled: the function came as the spec; it stays the function
+        if _schedules_heard():
+            _noted(_registry.schedule(spec, spec, name=name))
+        return spec  # type: ignore[return-value]
+
+    def decorate(fn: F) -> F:
+        if _schedules_heard():
+            _noted(_registry.schedule(fn, spec, tz=tz, misfire=misfire, args=args, kwargs=kwargs, name=name))
+        return fn
+
+    return decorate
+
+
+def _schedules_heard() -> bool:
+    """Whether a schedule declared now reaches a scheduler: an app kernel reports its
+    schedules with the load of the server cells; after that load one would be lost, so it
+    is refused, and stderr (the app log) says so."""
+    if _runtime.active() is not None and _registry.loading_cell is None:
+        print(
+            "Warning: @server.scheduled has an effect only in the server cells, as the app loads: "
+            "this schedule is ignored",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def _noted(entry: _registry.ScheduleEntry) -> None:
+    """In the notebook being edited (no app kernel) nothing reports a schedule's problem
+    but this warning; an app kernel reports it with the load."""
+    if entry.problem is not None and _runtime.active() is None:
+        print(f"Warning: @server.scheduled: {entry.problem}", file=sys.stderr)
 
 
 def launch_background_task(task_name: str, *args: Any, **kwargs: Any) -> Task:

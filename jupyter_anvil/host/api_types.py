@@ -77,6 +77,16 @@ class AppInfo(TypedDict):
     url: str  # the app's page (absolute path, with the server's base URL)
 
 
+class ListedApp(AppInfo):
+    """An app as ``GET anvil/api/apps`` lists it: :class:`AppInfo` and the problems of the
+    schedules its served version declares."""
+
+    #: each what is wrong with one ``@server.scheduled`` or ``scheduled_tasks`` metadata entry,
+    #: where ("server cell 3: ...", "metadata.jupyter_anvil.scheduled_tasks[0] ...") and a
+    #: valid example; the other schedules run (empty while no version is served)
+    schedule_problems: list[str]
+
+
 class NotebookProblem(TypedDict):
     """A notebook that cannot be an app (bad metadata, unreadable, a clashing name)."""
 
@@ -88,7 +98,7 @@ class NotebookProblem(TypedDict):
 class AppsList(TypedDict):
     """``GET anvil/api/apps``: every app, and the notebooks that cannot be apps."""
 
-    apps: list[AppInfo]
+    apps: list[ListedApp]
     problems: list[NotebookProblem]
 
 

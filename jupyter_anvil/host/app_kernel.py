@@ -34,6 +34,7 @@ from ..protocol import (
     Kind,
     LoadRequest,
     Registered,
+    ScheduleDeclaration,
 )
 from .background import spawn
 from .messages import CallReply, CallRequest
@@ -76,6 +77,9 @@ class AppKernel:
     """A kernel serving one app: started, warmed with the server cells, then called."""
 
     _numbers = itertools.count(1)
+    #: what its server cells declared with ``@server.scheduled`` (checked by the host's
+    #: ``schedules.declared``, not here); none until it has loaded
+    schedules: tuple[ScheduleDeclaration, ...] = ()
 
     def __init__(
         self,
@@ -141,6 +145,7 @@ class AppKernel:
             await self.shutdown()
             raise KernelLoadError(describe_load_error(data["error"]), data["error"], data.get("traceback", ""))
         self.registered = Registered.from_wire(data.get("registrations"))
+        self.schedules = schedule_declarations(data.get("schedules"))
 
     @property
     def functions(self) -> frozenset[str]:
@@ -404,3 +409,11 @@ def describe_load_error(error: dict[str, Any]) -> str:
         f"Server cell {error.get('cell')} (`{error.get('first_line', '')}`) raised "
         f"{error.get('type')}: {error.get('message')}{line}"
     )
+
+
+def schedule_declarations(entries: object) -> tuple[ScheduleDeclaration, ...]:
+    """A load reply's ``schedules``: the objects in it, as they came (a kernel that predates
+    schedules sends none). Their fields are checked where they become schedules."""
+    if not isinstance(entries, list):
+        return ()
+    return tuple(cast(ScheduleDeclaration, entry) for entry in entries if isinstance(entry, dict))

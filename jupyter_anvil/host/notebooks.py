@@ -37,6 +37,10 @@ class AppSpec:
     #: other origins whose pages may call this app ("*": any)
     allowed_origins: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: ``metadata.jupyter_anvil.scheduled_tasks`` as written (Anvil's ``anvil.yaml`` list of
+    #: ``{task_name, job_id, time_spec}``; None: absent). Not checked here: a bad entry must
+    #: not stop the app, so ``schedules.declared`` reports it beside the schedules that run
+    scheduled_tasks: Any = None
 
     @property
     def fingerprint(self) -> str:
@@ -136,6 +140,7 @@ def read_app(root: Path, path: Path, previous: AppSpec | None = None) -> AppSpec
         call_timeout=float(timeout) if timeout is not None else None,
         allowed_origins=tuple(o.rstrip("/") for o in origins),
         metadata=dict(settings),
+        scheduled_tasks=settings.get("scheduled_tasks"),
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import errors
-from ..protocol import Registered
+from ..protocol import Registered, ScheduleDeclaration
 from .app_kernel import AppKernel, KernelLoadError
 from .background import spawn
 
@@ -66,6 +66,8 @@ class KernelPool:
         self._reaper: asyncio.Task[None] | None = None
         #: what this version registered (callables, background tasks...), as its first kernel did
         self.registered = Registered()
+        #: what this version declared with ``@server.scheduled``, as its first kernel did
+        self.schedules: tuple[ScheduleDeclaration, ...] = ()
         #: where to report what the app's author should know (set by the app manager)
         self.on_problem: ProblemSink = lambda stream, text: log.warning("[jupyter-anvil] %s: %s", app, text)
         self._start_failures = 0  # kernels that failed to start in a row
@@ -85,6 +87,7 @@ class KernelPool:
             raise failures[0]
         self.kernels.extend(started)
         self.registered = started[0].registered
+        self.schedules = started[0].schedules
         self._reaper = spawn(self._reap_idle())
         self._refill_spares()
 

@@ -255,7 +255,12 @@ class TaskService:
             record.error = errors.to_wire(errors.BackgroundTaskKilled("The background task was killed."))
         elif reply.error is not None:
             record.status = "failed"
-            record.error = {k: reply.error.get(k) for k in ("type", "message", "trace")}
+            # what a task's error keeps (from a kernel: read leniently)
+            record.error = {
+                "type": str(reply.error.get("type") or "Exception"),
+                "message": str(reply.error.get("message") or ""),
+                "trace": reply.error.get("trace") or [],
+            }
             record.traceback = reply.traceback
         else:
             record.status = "completed"

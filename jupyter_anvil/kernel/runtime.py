@@ -111,6 +111,7 @@ class Runtime:
                 filename = f"{notebook} cell {index}"
                 self.cell_labels[filename] = filename
                 linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+                registry.loading_cell = index  # what @server.scheduled says its problems come from
                 try:
                     code = compile(shell.transform_cell(source), filename, "exec")
                     exec(code, shell.user_ns)  # noqa: S102 - running the author's server cells is the point
@@ -124,7 +125,9 @@ class Runtime:
                     reply["traceback"] = author_traceback(e)
                     break
             reply["registrations"] = registry.listing()
+            reply["schedules"] = registry.schedule_listing()
         finally:
+            registry.loading_cell = None
             self.flush_output(frame)
             context.push(previous)
         self.send(reply)

@@ -7,6 +7,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from ..api_types import AppsList, LogPage, NotebookProblem
+from ..schedules.declared import schedule_problems
 from .base import services
 
 AUTH_RESOURCE = "anvil"
@@ -18,7 +19,8 @@ class AdminHandler(APIHandler):
 
 class AppsHandler(AdminHandler):
     """``GET anvil/api/apps``: every app, its state and its error, and notebooks that
-    cannot be apps."""
+    cannot be apps. An app's ``schedule_problems`` lists what is wrong with the schedules
+    its served version declares (``@server.scheduled``, ``scheduled_tasks`` metadata)."""
 
     @web.authenticated
     @authorized
@@ -29,7 +31,13 @@ class AppsHandler(AdminHandler):
             {"notebook": p.notebook, "app": p.name, "error": p.message} for p in manager.problems
         ]
         answer: AppsList = {
-            "apps": [app.to_json(f"{self.base_url}anvil/apps/{name}/") for name, app in manager.apps.items()],
+            "apps": [
+                {
+                    **app.to_json(f"{self.base_url}anvil/apps/{name}/"),
+                    "schedule_problems": schedule_problems(name, app.pool, app.spec),
+                }
+                for name, app in manager.apps.items()
+            ],
             "problems": problems,
         }
         self.finish(dict(answer))

@@ -15,6 +15,8 @@ checks.py      field checks of API-made schedules, with clear messages
 store.py       ScheduleStore: schedules and their runs in the store, and the firing claims
 firing.py      the clock, the launcher and the loop that fires due schedules once
 service.py     Scheduler: keeps each app's schedules, fires them on time, once across servers
+declared.py    what an app declares (``@server.scheduled`` in its load reply, its notebook's
+               ``scheduled_tasks`` metadata) as definitions with stable ids, and the problems
 launcher.py    TaskLauncher: a run launched as a background task naming its schedule; the
                form a schedule's arguments are kept in (encoded values)
 loads.py       AppSchedules: what an app's loads (apps.py) do to its schedules

@@ -1,0 +1,314 @@
+"""What an app declares: its server cells' ``@server.scheduled`` (from the load reply) and its
+notebook's ``metadata.jupyter_anvil.scheduled_tasks`` (Anvil's ``anvil.yaml`` list), turned
+into the scheduler's ``ScheduleDefinition`` objects (for ``Scheduler.sync_app``) and problems its
+author can read.
+
+``definitions_for`` is the one place both are checked: a bad declaration never stops the app or
+the other schedules; it becomes a problem that says what is wrong, where (the server cell, or
+the metadata entry's index) and how a valid one reads. Specs and zones are checked here by
+``parse_spec``; the kernel checked only types (and encoded the arguments).
+
+A definition's ``args`` and ``kwargs`` hold encoded values, one ``{"v": ..., "objects": [...]}``
+per argument as ``wire.encode_value`` makes them (so a datetime or a portable class survives);
+``launch_arguments`` turns them into a call's ``args``, ``kwargs`` and ``objects`` without
+decoding them. A metadata schedule has none, as in Anvil.
+
+Ids are stable, the same at every load, after restarts and on every server: ``app:name`` for a
+server cell's schedule, ``app:job_id`` for a metadata one (Anvil's job ids are made to last).
+A name or job id outside ``[A-Za-z0-9_.-]``, or an id longer than ``MAX_ID_LENGTH``, is
+shortened to a readable slug plus a hash (``app:slug~1a2b3c4d5e6f``), still stable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from ... import wire
+from ...protocol import EncodedValue
+from .records import DEFAULT_MISFIRE, MAX_ID_LENGTH, MISFIRE_POLICIES, MisfirePolicy, ScheduleDefinition
+from .spec import ScheduleSpecError, parse_spec, shown
+
+if TYPE_CHECKING:
+    from ..notebooks import AppSpec
+    from ..pool import KernelPool
+
+#: the longest schedule name (or job id) the store keeps
+NAME_LENGTH: Final = 255
+#: where metadata schedules are written, for messages
+METADATA_KEY: Final = "metadata.jupyter_anvil.scheduled_tasks"
+_METADATA_KEYS: Final = ("task_name", "job_id", "time_spec")
+
+_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_SAME_VERSION = "install the same jupyter-anvil version in the kernel's environment as in the server's"
+_DECORATOR_EXAMPLE = '@server.scheduled("every day at 09:00")'
+_NAME_EXAMPLE = '@server.scheduled("every day at 09:00", name="morning")'
+_ENTRY_EXAMPLE = (
+    '{"task_name": "nightly", "job_id": "NIGHTLY1", '
+    '"time_spec": {"every": "day", "n": 1, "at": {"hour": 3, "minute": 0}}}'
+)
+
+
+def schedule_id(app: str, key: str) -> str:
+    """The stable id of the schedule ``key`` names in ``app`` (a schedule's name, or a
+    metadata entry's job id): ``app:key``, or a slug with a hash where that would be unsafe
+    in a URL or longer than ``MAX_ID_LENGTH``."""
+    plain = f"{app}:{key}"
+    if _SAFE.fullmatch(app) and _SAFE.fullmatch(key) and len(plain) <= MAX_ID_LENGTH:
+        return plain
+    digest = hashlib.sha256(f"{app}\0{key}".encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    slug = f"{_UNSAFE.sub('-', app).strip('-')}:{_UNSAFE.sub('-', key).strip('-')}"
+    return f"{slug[: MAX_ID_LENGTH - len(digest) - 1]}~{digest}"
+
+
+def definitions_for(
+    app: str,
+    declarations: Iterable[Mapping[str, Any]],
+    metadata_entries: object,
+    background_tasks: Iterable[str],
+) -> tuple[list[ScheduleDefinition], list[str]]:
+    """The schedules ``app`` declares and the problems with the rest.
+
+    ``declarations``: the load reply's ``schedules`` (``ScheduleDeclaration``\\ s, read here
+    as untrusted); ``metadata_entries``: ``metadata.jupyter_anvil.scheduled_tasks`` as
+    written (None: absent); ``background_tasks``: the app's background task names."""
+    checker = _Checker(app, frozenset(background_tasks))
+    for index, declaration in enumerate(declarations):
+        checker.declaration(index, declaration)
+    checker.metadata(metadata_entries)
+    return checker.schedules, checker.problems
+
+
+#: problems by pool: a version's declarations are fixed once it has started, so they are
+#: checked once per version (again if its spec or declarations are not those seen before)
+_problems_of_version: weakref.WeakKeyDictionary[KernelPool, tuple[AppSpec | None, object, list[str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def schedule_problems(app: str, pool: KernelPool | None, spec: AppSpec | None) -> list[str]:
+    """The problems with the schedules of the version ``pool`` serves (none while no version
+    is served: the app's load error says why)."""
+    if pool is None:
+        return []
+    cached = _problems_of_version.get(pool)
+    if cached is not None and cached[0] is spec and cached[1] is pool.schedules:
+        return list(cached[2])
+    entries = spec.scheduled_tasks if spec is not None else None
+    problems = definitions_for(app, pool.schedules, entries, pool.background_tasks)[1]
+    _problems_of_version[pool] = (spec, pool.schedules, problems)
+    return list(problems)
+
+
+def launch_arguments(schedule: ScheduleDefinition) -> tuple[list[Any], dict[str, Any], list[dict[str, Any]]]:
+    """A run's ``args``, ``kwargs`` and ``objects``, as a call message carries them, built
+    from the encoded values without decoding them (the host may not know their classes)."""
+    message: dict[str, Any] = {"args": [None] * len(schedule.args), "kwargs": {}}
+    objects: list[dict[str, Any]] = []
+    for i, value in enumerate(schedule.args):
+        wire.embed(message, objects, ["args", i], dict(value))
+    for key, value in schedule.kwargs.items():
+        message["kwargs"][key] = None
+        wire.embed(message, objects, ["kwargs", key], dict(value))
+    return message["args"], message["kwargs"], objects
+
+
+def not_a_task(task: object, background_tasks: Iterable[str], metadata: bool = False) -> str:
+    """Why ``task`` cannot be scheduled, with the app's background tasks and an example."""
+    known = sorted(background_tasks)
+    listed = f" (its background tasks: {', '.join(map(repr, known))})" if known else " (it has none)"
+    if metadata and known:
+        example = f'"task_name": {json.dumps(known[0])}'
+    else:
+        name = task if isinstance(task, str) and task.isidentifier() else "report"
+        example = f"{_DECORATOR_EXAMPLE} above @server.background_task above def {name}(): ..."
+    return (
+        f"{shown(task)} is not a @server.background_task of this app{listed}, so no schedule can launch it; "
+        f"schedule a background task, e.g. {example}"
+    )
+
+
+class _Checker:
+    def __init__(self, app: str, background_tasks: frozenset[str]) -> None:
+        self.app = app
+        self.tasks = background_tasks
+        self.schedules: list[ScheduleDefinition] = []
+        self.problems: list[str] = []
+        self._ids: dict[str, str] = {}  # id -> where it was declared
+        self._names: dict[str, str] = {}  # a server cell's schedule name -> where
+        self._job_ids: dict[str, str] = {}  # a metadata job id -> where
+
+    # -- server cells --------------------------------------------------------------------
+    def declaration(self, index: int, declaration: object) -> None:
+        if not isinstance(declaration, Mapping):
+            self.problems.append(
+                f"schedule {index} of the load reply is {shown(declaration)}, not a declaration: {_SAME_VERSION}"
+            )
+            return
+        cell = declaration.get("cell")
+        if isinstance(cell, bool) or not isinstance(cell, int):
+            cell = None
+        where = f"server cell {cell}" if cell is not None else "a server cell"
+        problem = declaration.get("problem")
+        task = declaration.get("task")
+        if problem is not None:
+            name = declaration.get("name")
+            if isinstance(task, str) and isinstance(name, str):
+                where = f"{where}: the schedule {name!r} of task {task!r}"
+            self.problems.append(f"{where}: {problem if isinstance(problem, str) else shown(problem)}")
+            return
+        if not isinstance(task, str) or task not in self.tasks:
+            self.problems.append(f"{where}: {not_a_task(task, self.tasks)}")
+            return
+        name = declaration.get("name")
+        if name is None:
+            name = task
+        if not isinstance(name, str) or not name.strip() or len(name) > NAME_LENGTH:
+            self.problems.append(
+                f"{where}: the schedule of task {task!r} has the name {shown(name)}: a name is a str of 1 to "
+                f"{NAME_LENGTH} characters, "
+                f"e.g. {_NAME_EXAMPLE}"
+            )
+            return
+        what = f"{where}: the schedule {name!r} of task {task!r}"
+        if name in self._names:
+            self.problems.append(
+                f"{what} has the name of another schedule ({self._names[name]}): give each schedule of a task "
+                f"its own name, e.g. {_NAME_EXAMPLE}"
+            )
+            return
+        self._names[name] = where
+        fields = self._fields(what, declaration)
+        if fields is None:
+            return
+        spec, tz, misfire, args, kwargs = fields
+        schedule = ScheduleDefinition(
+            id=schedule_id(self.app, name), app=self.app, task=task, name=name, spec=spec, tz=tz, misfire=misfire,
+            args=list(args), kwargs=dict(kwargs), source="notebook",
+        )  # fmt: skip
+        self._add(schedule, what, f"the schedule {name!r} in {where}")
+
+    def _fields(
+        self, what: str, declaration: Mapping[str, Any]
+    ) -> tuple[str | dict[str, Any], str, MisfirePolicy, list[EncodedValue], dict[str, EncodedValue]] | None:
+        """The declaration's values as the kernel should have sent them, or None (a problem
+        said why): the kernel checked them, but a kernel is only as trustworthy as its code."""
+        spec = declaration.get("spec")
+        if not isinstance(spec, (str, dict)):
+            self.problems.append(
+                f"{what}: a schedule is a str or an Anvil time_spec dict, not {shown(spec)}, e.g. {_DECORATOR_EXAMPLE}"
+            )
+            return None
+        tz = declaration.get("tz", "UTC")
+        if not isinstance(tz, str):
+            self.problems.append(f'{what}: tz is a zone name, not {shown(tz)}: e.g. tz="Europe/Paris"')
+            return None
+        misfire = declaration.get("misfire", DEFAULT_MISFIRE)
+        if misfire not in MISFIRE_POLICIES:
+            self.problems.append(f'{what}: misfire is "skip" or "run_once", not {shown(misfire)}: e.g. misfire="skip"')
+            return None
+        args, kwargs = declaration.get("args", []), declaration.get("kwargs", {})
+        if not isinstance(args, list) or not all(_is_encoded(a) for a in args):
+            self.problems.append(f"{what}: its args are not encoded values ({shown(args)}): {_SAME_VERSION}")
+            return None
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) and _is_encoded(v) for k, v in kwargs.items()):
+            self.problems.append(f"{what}: its kwargs are not encoded values ({shown(kwargs)}): {_SAME_VERSION}")
+            return None
+        return spec, tz, misfire, args, kwargs
+
+    # -- metadata ------------------------------------------------------------------------
+    def metadata(self, entries: object) -> None:
+        if entries is None:
+            return
+        if not isinstance(entries, Sequence) or isinstance(entries, str):
+            self.problems.append(
+                f"{METADATA_KEY} is a list of {{task_name, job_id, time_spec}} entries as in Anvil's anvil.yaml, "
+                f"not {shown(entries)}: e.g. [{_ENTRY_EXAMPLE}]"
+            )
+            return
+        for index, entry in enumerate(entries):
+            self.metadata_entry(index, entry)
+
+    def metadata_entry(self, index: int, entry: object) -> None:
+        where = f"{METADATA_KEY}[{index}]"
+        if not isinstance(entry, Mapping):
+            self.problems.append(
+                f"{where} is an object with task_name, job_id and time_spec, not {shown(entry)}: e.g. {_ENTRY_EXAMPLE}"
+            )
+            return
+        job_id = entry.get("job_id")
+        if not isinstance(job_id, str) or not job_id.strip() or len(job_id) > NAME_LENGTH:
+            missing = "has no job_id" if job_id is None else f"has the job_id {shown(job_id)}"
+            self.problems.append(
+                f"{where} {missing}: a job_id is a str of 1 to {NAME_LENGTH} characters naming the schedule for "
+                f'good (its runs are kept under it), e.g. "job_id": "NIGHTLY1" in {_ENTRY_EXAMPLE}'
+            )
+            return
+        where = f"{where} (job_id {job_id!r})"
+        if job_id in self._job_ids:
+            self.problems.append(
+                f"{where} has the same job_id as {self._job_ids[job_id]}: give each entry its own "
+                f'job_id, e.g. "job_id": "NIGHTLY2"'
+            )
+            return
+        self._job_ids[job_id] = f"{METADATA_KEY}[{index}]"
+        unknown = [key for key in entry if key not in _METADATA_KEYS]
+        if unknown:  # said, and the entry still runs: only these keys mean anything here
+            self.problems.append(
+                f"{where}: {', '.join(shown(k) for k in unknown)} ignored: an entry has task_name, job_id and "
+                f"time_spec, and runs in UTC as in Anvil (for a time zone or arguments, write "
+                f'@server.scheduled("every day at 09:00", tz="Europe/Paris") in a server cell)'
+            )
+        task = entry.get("task_name")
+        if task is None:
+            self.problems.append(
+                f'{where} has no task_name: name a background task, e.g. "task_name": "nightly" in {_ENTRY_EXAMPLE}'
+            )
+            return
+        if not isinstance(task, str) or task not in self.tasks:
+            self.problems.append(f"{where}: task_name {not_a_task(task, self.tasks, metadata=True)}")
+            return
+        if "time_spec" not in entry:
+            self.problems.append(f"{where} has no time_spec: e.g. {_ENTRY_EXAMPLE}")
+            return
+        spec = wire.copy_json(entry["time_spec"])  # plain dicts, not nbformat's
+        if not isinstance(spec, (str, dict)):
+            self.problems.append(
+                f"{where}: time_spec is an Anvil time_spec object, not {shown(spec)}: e.g. {_ENTRY_EXAMPLE}"
+            )
+            return
+        what = f"{where}, task {task!r}"
+        # Anvil's: in UTC, with no arguments; the server's default misfire (a run missed
+        # while it was down runs once, where Anvil drops it)
+        schedule = ScheduleDefinition(
+            id=schedule_id(self.app, job_id), app=self.app, task=task, name=job_id, spec=spec, tz="UTC",
+            misfire=DEFAULT_MISFIRE, args=[], kwargs={}, source="metadata",
+        )  # fmt: skip
+        self._add(schedule, what, where)
+
+    # -- both ----------------------------------------------------------------------------
+    def _add(self, schedule: ScheduleDefinition, what: str, label: str) -> None:
+        """Add ``schedule`` if its spec parses and its id is its own; ``what`` begins its
+        problems, ``label`` names it in another's."""
+        try:
+            parse_spec(schedule.spec, schedule.tz, seed=schedule.id)
+        except ScheduleSpecError as e:
+            self.problems.append(f"{what}: {e}")
+            return
+        if schedule.id in self._ids:
+            key = "job_id" if schedule.source == "metadata" else "name"
+            self.problems.append(
+                f"{what}: its id {schedule.id!r} is taken by {self._ids[schedule.id]}: change its {key}"
+            )
+            return
+        self._ids[schedule.id] = label
+        self.schedules.append(schedule)
+
+
+def _is_encoded(value: object) -> bool:
+    return isinstance(value, dict) and "v" in value and isinstance(value.get("objects", []), list)
