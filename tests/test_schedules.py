@@ -19,6 +19,8 @@ from conftest import AnvilServer, private_server
 from notebook_files import write_notebook
 from test_app_loading import wait_for
 
+from jupyter_anvil.host.schedules.records import definition_id
+
 APP = """
 import time
 from jupyter_anvil import server
@@ -269,6 +271,56 @@ def test_a_removed_notebook_stops_its_schedules_which_are_kept_for_its_return(se
     wait_for(lambda: len(runs(server, sid)) > count, timeout=20, what="a run after the app's return")
     api(server, "DELETE", f"schedules/{sid}", expect=204)
     notebook.unlink()
+
+
+DECLARED = """
+@server.scheduled({spec!r}, tz="Europe/Paris", name="morning", args=("declared",))
+@server.background_task
+def morning(label):
+    frames = [[f.type, getattr(f, "schedule_id", None)] for f in server.context.call_stack]
+    return {{"label": label, "frames": frames}}
+"""
+
+
+def test_a_notebook_save_changes_its_schedules(server: AnvilServer) -> None:
+    sid = definition_id("sched", "notebook", "morning")
+
+    def saved(spec: str | None, until: Any, what: str) -> Any:
+        cells = [APP] if spec is None else [APP, DECLARED.format(spec=spec)]
+        write_notebook(server.root / "sched.ipynb", cells, {"kernels": {"min": 1}})
+        return wait_for(until, timeout=120, what=what)
+
+    def schedule() -> Any:
+        response = httpx.get(f"{server.url}anvil/api/schedules/{sid}", headers=AUTH, timeout=30)
+        return response.json() if response.status_code == 200 else None
+
+    daily = saved("every day at 09:00", schedule, "the schedule's first load")
+    assert (daily["source"], daily["task"], daily["tz"], daily["args"]) == ("notebook", "morning", "Europe/Paris",
+                                                                            ["declared"])  # fmt: skip
+    assert daily["next_run"] > time.time() + 2 and daily["problem"] is None
+    # changed in the notebook only: the API pauses it, runs it, and says where the rest is changed
+    for change in ({"spec": "every hour"}, {"tz": "UTC"}, {"misfire": "skip"}):
+        refused = api(server, "PATCH", f"schedules/{sid}", change, 400)
+        assert "declared in the app's notebook" in refused["message"]
+    assert "remove it there" in api(server, "DELETE", f"schedules/{sid}", expect=400)["message"]
+    assert api(server, "PATCH", f"schedules/{sid}", {"paused": True})["paused"] is True
+    api(server, "PATCH", f"schedules/{sid}", {"paused": False})
+    # a save that changes the spec recomputes the next run; the schedule keeps its id
+    fast = saved("every 2 seconds", lambda: (s := schedule())["spec"] == "every 2 seconds" and s, "the new spec")
+    assert fast["next_run"] <= time.time() + 2.5 and fast["created"] == daily["created"]
+    run = wait_for(lambda: [r for r in runs(server, sid) if r["outcome"] == "launched"], timeout=20, what="a run")[-1]
+    result = wait_ended(server, run["task_id"])
+    assert result["result"] == {"label": "declared", "frames": [["scheduled_task", sid], ["background_task", None]]}
+    # a spec broken by a save: listed with its problem (and with the app's), kept with its history, not run
+    broken = saved("every blue moon", lambda: (s := schedule())["problem"] and s, "the broken spec")
+    assert broken["next_run"] is None and "every blue moon" in broken["problem"]
+    (problem,) = server.apps()["sched"]["schedule_problems"]
+    assert problem.startswith("server cell 1: the schedule 'morning' of task 'morning': ")
+    assert server.apps()["sched"]["error"] is None  # the app itself is well
+    assert run["seq"] in [r["seq"] for r in runs(server, sid)]
+    # gone from the notebook: gone
+    saved(None, lambda: schedule() is None, "its removal")
+    assert server.apps()["sched"]["schedule_problems"] == []
 
 
 def test_a_restart_keeps_history_and_next_run(server: AnvilServer) -> None:

@@ -45,7 +45,7 @@ class ServedListener(Protocol):
     scheduler's side: schedules/loads.py)."""
 
     async def served(self, app: str, spec: AppSpec, pool: KernelPool) -> list[str]:
-        """The problems with what that version declares (shown with the app's error); never raises."""
+        """The problems with the schedules that version declares (listed with the app); never raises."""
         ...
 
     def unserved(self, app: str) -> None: ...
@@ -64,7 +64,8 @@ class App:
         self.loading_fingerprint: str | None = None
         #: what is wrong with the notebook now, while its last good version serves on
         self.notebook_problem: str | None = None
-        #: what is wrong with the schedules of the version served (they cannot run)
+        #: what is wrong with the schedules the version served declares (as its load found
+        #: them: the others run); ``anvil/api/apps`` lists them beside ``error``
         self.schedule_problems: list[str] = []
         #: held while a loaded version is switched in: two loads never switch at once
         self.switching = asyncio.Lock()
@@ -95,8 +96,6 @@ class App:
             problems.append(f"{self.notebook_problem}; {served}")
         if self.pool is not None and self.pool.problem:
             problems.append(self.pool.problem)
-        if self.pool is not None:
-            problems.extend(self.schedule_problems)
         return "; ".join(problems) or None
 
 

@@ -1,6 +1,6 @@
 """The app manager tells the scheduler's side (its ``listener``) of every version it serves
 and of apps it no longer serves, in order, even when a save overtakes a load while that
-load's schedules are synced; the problems it is told are shown with the app's error.
+load's schedules are synced; the problems it is told are kept with the app.
 Notebooks on a temporary root, pools of fake kernels, a real app log."""
 
 from __future__ import annotations
@@ -75,15 +75,15 @@ async def test_each_version_served_is_told_and_its_problems_shown(
     await loaded(apps)
     app = apps.apps["app"]
     assert app.status == "ready" and listener.told == [("served", "app", "# version 1")]
-    assert app.describe_error() == "schedule 'x' (job): 'every blue moon' is not a schedule"
-    assert app.to_json()["error"] == app.describe_error()
+    assert app.schedule_problems == ["schedule 'x' (job): 'every blue moon' is not a schedule"]
+    assert app.describe_error() is None  # the app is well: only that schedule cannot run
     await apps.app_log.flush()
     texts = [r["text"] for r in await apps.app_log.read("app")]
     assert "schedules: schedule 'x' (job): 'every blue moon' is not a schedule" in texts
     listener.problems = []
     version(tmp_path, 2)
     await loaded(apps)
-    assert listener.told[-1] == ("served", "app", "# version 2") and app.describe_error() is None
+    assert listener.told[-1] == ("served", "app", "# version 2") and app.schedule_problems == []
     (tmp_path / "app.ipynb").unlink()
     await loaded(apps)
     assert listener.told[-1] == ("unserved", "app", "")
@@ -141,4 +141,4 @@ async def test_a_listener_that_raises_is_a_problem_not_a_failed_load(
     version(tmp_path, 1)
     await loaded(apps)
     app = apps.apps["app"]
-    assert app.status == "ready" and app.describe_error() == "RuntimeError: store down"
+    assert app.status == "ready" and app.schedule_problems == ["RuntimeError: store down"]

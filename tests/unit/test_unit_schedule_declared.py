@@ -25,7 +25,6 @@ from jupyter_anvil.host.schedules.declared import (
     definitions_for,
     launch_arguments,
     schedule_id,
-    schedule_problems,
 )
 from jupyter_anvil.host.schedules.records import MAX_ID_LENGTH, ScheduleDefinition
 from jupyter_anvil.host.schedules.service import Scheduler
@@ -552,21 +551,6 @@ def test_ids_are_stable_safe_and_bounded() -> None:
         "shop", [declared(name="a b")], [{"task_name": "job", "job_id": "J", "time_spec": "@daily"}], TASKS
     )
     assert first == second and [s.id for s in first[0]] == [ids[0], "shop:J"]
-
-
-async def test_the_problems_of_the_version_a_pool_serves(make_pool: Any, tmp_path: Path) -> None:
-    pool, starter = make_pool(min=1, max=1)
-    starter.prepare = lambda kernel: setattr(kernel, "schedules", (DECLARED, declared(name="bad", spec="every now")))
-    entries = [{"task_name": "missing", "job_id": "M", "time_spec": {"every": "day"}}]
-    spec = read_app(tmp_path, write_notebook(tmp_path / "app.ipynb", ["x = 1"], {"scheduled_tasks": entries}))
-    assert isinstance(spec, AppSpec)
-    assert schedule_problems("app", None, spec) == []  # not served: its load error says why
-    await pool.start()
-    assert [p.split(":")[0] for p in schedule_problems("app", pool, spec)] == [
-        "server cell 2",
-        "metadata.jupyter_anvil.scheduled_tasks[0] (job_id 'M')",
-    ]
-    assert len(schedule_problems("app", pool, None)) == 1
 
 
 class NoLauncher:

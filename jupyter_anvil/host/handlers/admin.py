@@ -7,7 +7,6 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from ..api_types import AppsList, LogPage, NotebookProblem
-from ..schedules.declared import schedule_problems
 from .base import services
 
 AUTH_RESOURCE = "anvil"
@@ -34,7 +33,7 @@ class AppsHandler(AdminHandler):
             "apps": [
                 {
                     **app.to_json(f"{self.base_url}anvil/apps/{name}/"),
-                    "schedule_problems": schedule_problems(name, app.pool, app.spec),
+                    "schedule_problems": app.schedule_problems if app.pool is not None else [],
                 }
                 for name, app in manager.apps.items()
             ],

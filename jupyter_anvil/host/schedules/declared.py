@@ -24,18 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from ... import wire
 from ...protocol import EncodedValue
 from .records import DEFAULT_MISFIRE, MAX_ID_LENGTH, MISFIRE_POLICIES, MisfirePolicy, ScheduleDefinition
 from .spec import ScheduleSpecError, parse_spec, shown
-
-if TYPE_CHECKING:
-    from ..notebooks import AppSpec
-    from ..pool import KernelPool
 
 #: the longest schedule name (or job id) the store keeps
 NAME_LENGTH: Final = 255
@@ -82,27 +77,6 @@ def definitions_for(
         checker.declaration(index, declaration)
     checker.metadata(metadata_entries)
     return checker.schedules, checker.problems
-
-
-#: problems by pool: a version's declarations are fixed once it has started, so they are
-#: checked once per version (again if its spec or declarations are not those seen before)
-_problems_of_version: weakref.WeakKeyDictionary[KernelPool, tuple[AppSpec | None, object, list[str]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def schedule_problems(app: str, pool: KernelPool | None, spec: AppSpec | None) -> list[str]:
-    """The problems with the schedules of the version ``pool`` serves (none while no version
-    is served: the app's load error says why)."""
-    if pool is None:
-        return []
-    cached = _problems_of_version.get(pool)
-    if cached is not None and cached[0] is spec and cached[1] is pool.schedules:
-        return list(cached[2])
-    entries = spec.scheduled_tasks if spec is not None else None
-    problems = definitions_for(app, pool.schedules, entries, pool.background_tasks)[1]
-    _problems_of_version[pool] = (spec, pool.schedules, problems)
-    return list(problems)
 
 
 def launch_arguments(schedule: ScheduleDefinition) -> tuple[list[Any], dict[str, Any], list[dict[str, Any]]]:
