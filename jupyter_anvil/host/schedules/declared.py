@@ -16,7 +16,8 @@ decoding them. A metadata schedule has none, as in Anvil.
 Ids are stable, the same at every load, after restarts and on every server: ``app:name`` for a
 server cell's schedule, ``app:job_id`` for a metadata one (Anvil's job ids are made to last).
 A name or job id outside ``[A-Za-z0-9_.-]``, or an id longer than ``MAX_ID_LENGTH``, is
-shortened to a readable slug plus a hash (``app:slug~1a2b3c4d5e6f``), still stable.
+shortened to a readable slug plus a hash (``app:slug~1a2b3c4d5e6f``), still stable. These ids
+tell declarations apart here; loads.py stores each schedule under ``records.definition_id``.
 """
 
 from __future__ import annotations
