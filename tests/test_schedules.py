@@ -222,6 +222,7 @@ def test_bad_changes_bodies_and_unknown_ids(server: AnvilServer) -> None:
         assert "unknown fields 'now'" in send("POST", f"schedules/{sid}/run", 400, json={"now": True})
         assert "limit must be a whole number" in send("GET", f"schedules/{sid}/runs?limit=x", 400)
         assert "limit must be a whole number from 1 to 1000" in send("GET", f"schedules/{sid}/runs?limit=0", 400)
+        assert "before must be a whole number from 0" in send("GET", f"schedules/{sid}/runs?before={2**64}", 400)
         # nothing of it changed by the refusals
         kept = api(server, "GET", f"schedules/{sid}")
         assert (kept["spec"], kept["tz"], kept["task"], kept["paused"]) == (

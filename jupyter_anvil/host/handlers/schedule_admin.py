@@ -123,9 +123,12 @@ def _int_argument(handler: web.RequestHandler, name: str) -> int | None:
     if text is None:
         return None
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise web.HTTPError(400, f"{name} must be a whole number, not {text[:40]!r}") from None
+    if not 0 <= value < 2**63:  # what the database can compare with
+        raise web.HTTPError(400, f"{name} must be a whole number from 0, not {text[:40]!r}")
+    return value
 
 
 @web.stream_request_body
