@@ -140,17 +140,11 @@ async def test_what_only_the_store_can_tell_is_said_once_with_where(scheduler: S
     assert await scheduler.store.apply([Insert(row)], 0.0)
     pool = FakePool((declared("report"), declared("nightly", "every blue moon", cell=2)))
     problems = await loads.served("shop", app_spec(), pool)  # type: ignore[arg-type]
+    with pytest.raises(ScheduleSpecError) as spec_problem:
+        parse_spec("every blue moon", "UTC")
     assert problems == [
-        "server cell 2: the schedule 'nightly' of task 'report': " + spec_problem("every blue moon"),
+        f"server cell 2: the schedule 'nightly' of task 'report': {spec_problem.value}",
         f"server cell 1: the schedule 'report' of task 'report': its id {sid} is another schedule's; it was not kept",
     ]
     assert [(s.name, s.problem is not None) for s in await scheduler.list("shop")] == [("nightly", True)]
     assert (await scheduler.get(sid)).app == "other"
-
-
-def spec_problem(spec: str) -> str:
-    try:
-        parse_spec(spec, "UTC")
-    except ScheduleSpecError as e:
-        return str(e)
-    raise AssertionError(f"{spec!r} parsed")
