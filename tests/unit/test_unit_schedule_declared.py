@@ -533,6 +533,37 @@ def test_a_cell_s_name_equal_to_a_job_id_is_another_schedule() -> None:
     ]
 
 
+def test_a_lone_surrogate_is_a_problem_not_a_failed_sync() -> None:
+    """JSON's "\\ud800" escape decodes to a str no store can write: a schedule holding one,
+    in a server cell or the metadata, would fail its whole app's sync, so it is left out (said
+    where, with no surrogate in the message) and the others stay."""
+    not_text = (
+        "holds a lone surrogate (a \\ud800 escape with no pair), text the store cannot keep: write its names, "
+        "spec and arguments in plain Unicode"
+    )
+    entries = [
+        {"task_name": "job", "job_id": "J\ud800", "time_spec": {"every": "day"}},
+        {"task_name": "job", "job_id": "K", "time_spec": "every \udc00 day"},
+        {"task_name": "job", "job_id": "L", "time_spec": {"every": "day"}},
+    ]
+    declarations = [
+        declared(name="\ud800"),
+        declared(name="spec", spec="every \ud800"),
+        declared(name="tz", tz="Europe/\ud800"),
+        declared(name="args", args=[{"v": "\ud800", "objects": []}], cell=3),
+        declared(name="fine"),
+    ]
+    found = definitions_for("shop", declarations, entries, TASKS)
+    assert found.problems == [
+        *[f"server cell 2: a schedule {not_text}"] * 3,
+        f"server cell 3: a schedule {not_text}",
+        f"metadata.jupyter_anvil.scheduled_tasks[0] {not_text}",
+        f"metadata.jupyter_anvil.scheduled_tasks[1] {not_text}",
+    ]
+    assert [s.name for s in found.runnable] == ["fine", "L"] and found.broken == []
+    assert all(p.encode() for p in found.problems)
+
+
 def test_an_app_without_background_tasks_says_so() -> None:
     assert definitions_for("shop", [declared()], None, []).problems == [
         "server cell 2: 'job' is not a @server.background_task of this app (it has none), so no schedule can launch "
@@ -542,7 +573,7 @@ def test_an_app_without_background_tasks_says_so() -> None:
 
 
 def test_ids_are_stable_safe_and_bounded() -> None:
-    odd = ["morning_report", "a b", "a:b", "é" * 3, "x" * NAME_LENGTH, "../../etc", "\ud800"]
+    odd = ["morning_report", "a b", "a:b", "é" * 3, "x" * NAME_LENGTH, "../../etc", "🕘"]
     found = definitions_for("shop", [declared(name=name) for name in odd], None, TASKS)
     assert found.problems == []
     ids = [s.id for s in found.runnable]

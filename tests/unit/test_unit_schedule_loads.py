@@ -148,3 +148,10 @@ async def test_what_only_the_store_can_tell_is_said_once_with_where(scheduler: S
     ]
     assert [(s.name, s.problem is not None) for s in await scheduler.list("shop")] == [("nightly", True)]
     assert (await scheduler.get(sid)).app == "other"
+
+
+async def test_a_lone_surrogate_leaves_one_schedule_out_not_the_app_s_sync(scheduler: Scheduler) -> None:
+    loads = AppSchedules(scheduler)
+    problems = await loads.served("shop", app_spec(), FakePool((declared("\ud800"), declared("report"))))  # type: ignore[arg-type]
+    assert len(problems) == 1 and problems[0].startswith("server cell 1: a schedule holds a lone surrogate")
+    assert [s.name for s in await scheduler.list("shop")] == ["report"]

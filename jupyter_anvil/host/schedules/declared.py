@@ -43,6 +43,10 @@ METADATA_KEY: Final = "metadata.jupyter_anvil.scheduled_tasks"
 _METADATA_KEYS: Final = ("task_name", "job_id", "time_spec")
 
 _SAME_VERSION = "install the same jupyter-anvil version in the kernel's environment as in the server's"
+_NOT_TEXT = (
+    "holds a lone surrogate (a \\ud800 escape with no pair), text the store cannot keep: write its names, "
+    "spec and arguments in plain Unicode"
+)
 _DECORATOR_EXAMPLE = '@server.scheduled("every day at 09:00")'
 _NAME_EXAMPLE = '@server.scheduled("every day at 09:00", name="morning")'
 _ENTRY_EXAMPLE = (
@@ -121,6 +125,9 @@ class _Checker:
         if isinstance(cell, bool) or not isinstance(cell, int):
             cell = None
         where = f"server cell {cell}" if cell is not None else "a server cell"
+        if _not_text(declaration):
+            self.problems.append(f"{where}: a schedule {_NOT_TEXT}")
+            return
         problem = declaration.get("problem")
         task = declaration.get("task")
         if problem is not None:
@@ -208,6 +215,9 @@ class _Checker:
                 f"{where} is an object with task_name, job_id and time_spec, not {shown(entry)}: e.g. {_ENTRY_EXAMPLE}"
             )
             return
+        if _not_text(entry):
+            self.problems.append(f"{where} {_NOT_TEXT}")
+            return
         job_id = entry.get("job_id")
         if not isinstance(job_id, str) or not job_id.strip() or len(job_id) > NAME_LENGTH:
             missing = "has no job_id" if job_id is None else f"has the job_id {shown(job_id)}"
@@ -270,3 +280,15 @@ class _Checker:
             self.found.broken.append(schedule)
             return
         self.found.runnable.append(schedule)
+
+
+def _not_text(value: object) -> bool:
+    """Whether ``value`` holds a str the store cannot write (a lone surrogate, which JSON's
+    ``"\\ud800"`` decodes to): stored with the schedule, it would fail the whole app's sync."""
+    try:
+        json.dumps(value, ensure_ascii=False, default=repr).encode()
+    except UnicodeEncodeError:
+        return True
+    except (TypeError, ValueError):  # not JSON: the checks of its fields say what is wrong
+        return False
+    return False
