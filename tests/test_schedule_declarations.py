@@ -18,7 +18,9 @@ from notebook_files import write_notebook
 
 from jupyter_anvil import wire
 from jupyter_anvil.host.app_kernel import AppKernel
-from jupyter_anvil.host.schedules.declared import definitions_for, launch_arguments
+from jupyter_anvil.host.schedules.declared import definitions_for
+from jupyter_anvil.host.schedules.launcher import call_arguments
+from jupyter_anvil.host.schedules.records import definition_id
 from jupyter_anvil.host.schedules.spec import parse_spec
 
 SINCE = dt.datetime(2024, 3, 31, 2, 30, tzinfo=dt.timezone.utc)
@@ -107,8 +109,9 @@ def test_its_schedule_problems_are_listed_with_the_app(server: AnvilServer) -> N
         f"@server.scheduled on a background task, e.g. {EXAMPLE} above def plain(): ...",
         "server cell 1: the schedule 'late' of task 'late': misfire is 'skip' or 'run_once', not 'later': "
         'e.g. @server.scheduled("every day at 09:00", misfire="skip")',
-        "server cell 1: the schedule 'weekdays' of task 'clash' has the name of another schedule (server cell 0): "
-        'give each schedule of a task its own name, e.g. @server.scheduled("every day at 09:00", name="morning")',
+        "server cell 1: the schedule 'weekdays' of task 'clash' has the name of the schedule of task 'digest' in "
+        "server cell 0: each schedule of an app has its own name, whatever its task, e.g. "
+        '@server.scheduled("every day at 09:00", name="morning")',
         "metadata.jupyter_anvil.scheduled_tasks[1] (job_id 'YKTLUUWJ'): task_name 'nope' is not a "
         "@server.background_task of this app (its background tasks: 'clash', 'digest', 'late', 'lunar', "
         "'morning_report', 'since'), so no schedule can launch it; schedule a background task, e.g. "
@@ -170,20 +173,15 @@ async def test_a_real_kernel_reports_every_declaration_with_its_cell(tmp_path: P
     assert (declared["lunar"]["spec"], declared["lunar"]["cell"]) == ("every blue moon", 5)
     assert declared["weekdays", "clash"]["cell"] == 5
     # the host's view of the same reply: what runs, and its arguments as a run sends them
-    schedules, host_problems = definitions_for(
-        "scheduled", kernel.schedules, ENTRIES, kernel.registered.background_tasks
-    )
-    by_id: dict[str, Any] = {s.id: s for s in schedules}
-    assert sorted(by_id) == [
-        "scheduled:QMUPCYEH",
-        "scheduled:below",
-        "scheduled:morning_report",
-        "scheduled:sundays",
-        "scheduled:weekdays",
-    ]
-    args, kwargs, objects = launch_arguments(by_id["scheduled:below"])
+    found = definitions_for("scheduled", kernel.schedules, ENTRIES, kernel.registered.background_tasks)
+    by_id: dict[str, Any] = {s.id: s for s in found.runnable}
+    keys = [("metadata", "QMUPCYEH"), *(("notebook", n) for n in ("below", "morning_report", "sundays", "weekdays"))]
+    assert sorted(by_id) == sorted(definition_id("scheduled", source, key) for source, key in keys)  # type: ignore[arg-type]
+    assert [(s.name, s.spec) for s in found.broken] == [("lunar", "every blue moon")]
+    # a run's call, from the arguments as the kernel encoded them: the datetime back, by the kernel's decoding
+    args, kwargs, objects = call_arguments(by_id[definition_id("scheduled", "notebook", "below")].args, {})
     assert wire.decode({"args": args, "kwargs": kwargs}, objects) == {"args": [SINCE], "kwargs": {}}
-    assert [p.split(":")[0] for p in host_problems] == [
+    assert [p.split(":")[0] for p in found.problems] == [
         "server cell 5",
         "server cell 5",
         "server cell 5",

@@ -1,11 +1,10 @@
 """How an app declares schedules: ``@server.scheduled`` in the kernel (what the load reply
 carries), and the host's ``definitions_for`` (declarations and metadata entries checked into
-schedules and problems, with stable ids)."""
+schedules, runnable or broken, and problems, with records.definition_id ids)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import re
 import subprocess
@@ -20,13 +19,8 @@ from notebook_files import write_notebook
 from jupyter_anvil import server, wire
 from jupyter_anvil.host.app_kernel import schedule_declarations
 from jupyter_anvil.host.notebooks import AppSpec, read_app
-from jupyter_anvil.host.schedules.declared import (
-    NAME_LENGTH,
-    definitions_for,
-    launch_arguments,
-    schedule_id,
-)
-from jupyter_anvil.host.schedules.records import MAX_ID_LENGTH, ScheduleDefinition
+from jupyter_anvil.host.schedules.declared import NAME_LENGTH, Declared, definitions_for
+from jupyter_anvil.host.schedules.records import MAX_ID_LENGTH, ScheduleDefinition, definition_id
 from jupyter_anvil.host.schedules.service import Scheduler
 from jupyter_anvil.host.schedules.spec import ScheduleSpecError, parse_spec
 from jupyter_anvil.host.store import Store
@@ -342,7 +336,7 @@ def declared(**fields: Any) -> dict[str, Any]:
 
 
 def problems_of(declarations: list[Any] = (), entries: Any = None) -> list[str]:  # type: ignore[assignment]
-    return definitions_for("shop", declarations, entries, TASKS)[1]
+    return definitions_for("shop", declarations, entries, TASKS).problems
 
 
 def spec_error(spec: Any, tz: str = "UTC") -> str:
@@ -358,30 +352,30 @@ def test_good_declarations_become_schedules() -> None:
         declared(name=None, task="other", spec="*/5 * * * *", kwargs={"n": {"v": 1, "objects": []}}, cell=4),
     ]
     entries = [{"task_name": "job", "job_id": "QMUPCYEH", "time_spec": {"every": "minute", "n": 10, "at": {}}}]
-    schedules, problems = definitions_for("shop", declarations, entries, TASKS)
-    assert problems == []
-    assert schedules == [
+    found = definitions_for("shop", declarations, entries, TASKS)
+    assert found.problems == [] and found.broken == []
+    assert found.runnable == [
         ScheduleDefinition(
-            id="shop:paris", app="shop", task="job", name="paris", spec="every day at 09:00", tz="Europe/Paris",
-            misfire="skip", args=[when], kwargs={}, source="notebook",
+            id=definition_id("shop", "notebook", "paris"), app="shop", task="job", name="paris",
+            spec="every day at 09:00", tz="Europe/Paris", misfire="skip", args=[when], kwargs={}, source="notebook",
         ),
         ScheduleDefinition(
-            id="shop:other", app="shop", task="other", name="other", spec="*/5 * * * *", tz="UTC",
-            misfire="run_once", args=[], kwargs={"n": {"v": 1, "objects": []}}, source="notebook",
+            id=definition_id("shop", "notebook", "other"), app="shop", task="other", name="other",
+            spec="*/5 * * * *", tz="UTC", misfire="run_once", args=[], kwargs={"n": {"v": 1, "objects": []}},
+            source="notebook",
         ),
         ScheduleDefinition(
-            id="shop:QMUPCYEH", app="shop", task="job", name="QMUPCYEH", spec={"every": "minute", "n": 10, "at": {}},
-            tz="UTC", misfire="run_once", args=[], kwargs={}, source="metadata",
+            id=definition_id("shop", "metadata", "QMUPCYEH"), app="shop", task="job", name="QMUPCYEH",
+            spec={"every": "minute", "n": 10, "at": {}}, tz="UTC", misfire="run_once", args=[], kwargs={},
+            source="metadata",
         ),
     ]  # fmt: skip
-    # what a run sends: the arguments as a call carries them, decoded only by the kernel
-    args, kwargs, objects = launch_arguments(schedules[0])
-    assert wire.decode({"args": args, "kwargs": kwargs}, objects) == {
-        "args": [dt.datetime(2024, 3, 31, 2, 30, tzinfo=dt.timezone.utc)],
-        "kwargs": {},
+    assert found.where == {
+        definition_id("shop", "notebook", "paris"): "server cell 2: the schedule 'paris' of task 'job'",
+        definition_id("shop", "notebook", "other"): "server cell 4: the schedule 'other' of task 'other'",
+        definition_id("shop", "metadata", "QMUPCYEH"): "metadata.jupyter_anvil.scheduled_tasks[0] (job_id 'QMUPCYEH'), "
+        "task 'job'",
     }
-    args, kwargs, objects = launch_arguments(schedules[1])
-    assert (args, kwargs, objects) == ([], {"n": 1}, [])
 
 
 def test_problems_the_kernel_found_name_their_cell_and_schedule() -> None:
@@ -409,11 +403,13 @@ def test_problems_the_host_finds_in_declarations() -> None:
             declared(name="n" * (NAME_LENGTH + 1)),
             declared(name="dup"),
             declared(name="dup", cell=5),
+            declared(name="dup", task="other", cell=6),
             declared(name="s1", spec=5),
             declared(name="s2", tz=5),
             declared(name="s3", misfire="never"),
             declared(name="s4", args=[1]),
             declared(name="s5", kwargs={"a": 1}),
+            declared(name="s6", args=[{"v": 1, "objects": [], "extra": 2}]),
         ]
     ) == [
         f"schedule 0 of the load reply is 'junk', not a declaration: {SAME_VERSION}",
@@ -425,8 +421,12 @@ def test_problems_the_host_finds_in_declarations() -> None:
         'e.g. @server.scheduled("every day at 09:00", name="morning")',
         f"server cell 2: the schedule of task 'job' has the name '{'n' * 76}...: a name is a str of 1 to 255 "
         'characters, e.g. @server.scheduled("every day at 09:00", name="morning")',
-        "server cell 5: the schedule 'dup' of task 'job' has the name of another schedule (server cell 2): give each "
-        'schedule of a task its own name, e.g. @server.scheduled("every day at 09:00", name="morning")',
+        "server cell 5: the schedule 'dup' of task 'job' has the name of the schedule of task 'job' in server cell 2: "
+        'each schedule of an app has its own name, whatever its task, e.g. @server.scheduled("every day at 09:00", '
+        'name="morning")',
+        "server cell 6: the schedule 'dup' of task 'other' has the name of the schedule of task 'job' in server cell "
+        '2: each schedule of an app has its own name, whatever its task, e.g. @server.scheduled("every day at 09:00", '
+        'name="morning")',
         "server cell 2: the schedule 's1' of task 'job': a schedule is a str or an Anvil time_spec dict, not 5, "
         'e.g. @server.scheduled("every day at 09:00")',
         "server cell 2: the schedule 's2' of task 'job': tz is a zone name, not 5: e.g. tz=\"Europe/Paris\"",
@@ -435,6 +435,9 @@ def test_problems_the_host_finds_in_declarations() -> None:
         f"server cell 2: the schedule 's4' of task 'job': its args are not encoded values ([1]): {SAME_VERSION}",
         f"server cell 2: the schedule 's5' of task 'job': its kwargs are not encoded values ({{'a': 1}}): "
         f"{SAME_VERSION}",
+        # what launcher.call_arguments would refuse at every run is refused here, at the load
+        f"server cell 2: the schedule 's6' of task 'job': its args are not encoded values "
+        f"([{{'v': 1, 'objects': [], 'extra': 2}}]): {SAME_VERSION}",
     ]
 
 
@@ -449,8 +452,11 @@ def test_problems_the_host_finds_in_declarations() -> None:
     ],
 )
 def test_specs_and_zones_are_checked_by_parse_spec(spec: Any, tz: str) -> None:
-    assert problems_of([declared(name="bad", spec=spec, tz=tz)]) == [
-        f"server cell 2: the schedule 'bad' of task 'job': {spec_error(spec, tz)}"
+    found = definitions_for("shop", [declared(name="bad", spec=spec, tz=tz)], None, TASKS)
+    assert found.problems == [f"server cell 2: the schedule 'bad' of task 'job': {spec_error(spec, tz)}"]
+    # whole but for its spec or zone: broken, kept (with its problem) by the store, never run
+    assert found.runnable == [] and found.broken == [
+        ScheduleDefinition(definition_id("shop", "notebook", "bad"), "shop", "job", "bad", spec, tz)
     ]
     assert "e.g." in spec_error(spec, tz) or "Example" in spec_error(spec, tz) or "such as" in spec_error(spec, tz)
 
@@ -503,24 +509,63 @@ def test_a_bad_entry_stops_nothing_else() -> None:
         {"task_name": "job", "job_id": "H", "time_spec": "every blue moon"},
         {"task_name": "other", "job_id": "I", "time_spec": {"every": "hour"}},
     ]
-    schedules, problems = definitions_for("shop", [declared(spec="every now"), declared(name="fine")], entries, TASKS)
-    assert [s.id for s in schedules] == ["shop:fine", "shop:G", "shop:I"]
-    assert all(s.tz == "UTC" and s.args == [] and s.kwargs == {} for s in schedules if s.source == "metadata")
-    assert len(problems) == 3
+    found = definitions_for("shop", [declared(spec="every now"), declared(name="fine")], entries, TASKS)
+    ids = {key: definition_id("shop", "metadata" if len(key) == 1 else "notebook", key) for key in "GHI"}
+    ids.update((key, definition_id("shop", "notebook", key)) for key in ("job", "fine"))
+    assert [s.id for s in found.runnable] == [ids["fine"], ids["G"], ids["I"]]
+    assert [s.id for s in found.broken] == [ids["job"], ids["H"]]
+    assert all(s.tz == "UTC" and s.args == [] and s.kwargs == {} for s in found.runnable if s.source == "metadata")
+    assert len(found.problems) == 3
+    # a declaration wrong in more than its spec is no schedule at all, not a broken one
+    worse = definitions_for("shop", [declared(spec="every now", misfire="never")], None, TASKS)
+    assert (worse.runnable, worse.broken, len(worse.problems)) == ([], [], 1)
 
 
-def test_an_id_clash_between_a_cell_and_the_metadata() -> None:
+def test_a_cell_s_name_equal_to_a_job_id_is_another_schedule() -> None:
+    """Their ids differ (a cell's and the metadata's); a job id or a name used twice is a clash
+    (test_problems_in_metadata_entries, test_problems_the_host_finds_in_declarations)."""
     entries = [{"task_name": "job", "job_id": "nightly", "time_spec": {"every": "day"}}]
-    schedules, problems = definitions_for("shop", [declared(name="nightly")], entries, TASKS)
-    assert [s.source for s in schedules] == ["notebook"]
-    assert problems == [
-        "metadata.jupyter_anvil.scheduled_tasks[0] (job_id 'nightly'), task 'job': its id 'shop:nightly' is taken by "
-        "the schedule 'nightly' in server cell 2: change its job_id"
+    found = definitions_for("shop", [declared(name="nightly")], entries, TASKS)
+    assert found.problems == [] and found.broken == []
+    assert [(s.source, s.id) for s in found.runnable] == [
+        ("notebook", definition_id("shop", "notebook", "nightly")),
+        ("metadata", definition_id("shop", "metadata", "nightly")),
     ]
 
 
+def test_a_lone_surrogate_is_a_problem_not_a_failed_sync() -> None:
+    """JSON's "\\ud800" escape decodes to a str no store can write: a schedule holding one,
+    in a server cell or the metadata, would fail its whole app's sync, so it is left out (said
+    where, with no surrogate in the message) and the others stay."""
+    not_text = (
+        "holds a lone surrogate (a \\ud800 escape with no pair), text the store cannot keep: write its names, "
+        "spec and arguments in plain Unicode"
+    )
+    entries = [
+        {"task_name": "job", "job_id": "J\ud800", "time_spec": {"every": "day"}},
+        {"task_name": "job", "job_id": "K", "time_spec": "every \udc00 day"},
+        {"task_name": "job", "job_id": "L", "time_spec": {"every": "day"}},
+    ]
+    declarations = [
+        declared(name="\ud800"),
+        declared(name="spec", spec="every \ud800"),
+        declared(name="tz", tz="Europe/\ud800"),
+        declared(name="args", args=[{"v": "\ud800", "objects": []}], cell=3),
+        declared(name="fine"),
+    ]
+    found = definitions_for("shop", declarations, entries, TASKS)
+    assert found.problems == [
+        *[f"server cell 2: a schedule {not_text}"] * 3,
+        f"server cell 3: a schedule {not_text}",
+        f"metadata.jupyter_anvil.scheduled_tasks[0] {not_text}",
+        f"metadata.jupyter_anvil.scheduled_tasks[1] {not_text}",
+    ]
+    assert [s.name for s in found.runnable] == ["fine", "L"] and found.broken == []
+    assert all(p.encode() for p in found.problems)
+
+
 def test_an_app_without_background_tasks_says_so() -> None:
-    assert definitions_for("shop", [declared()], None, [])[1] == [
+    assert definitions_for("shop", [declared()], None, []).problems == [
         "server cell 2: 'job' is not a @server.background_task of this app (it has none), so no schedule can launch "
         'it; schedule a background task, e.g. @server.scheduled("every day at 09:00") above @server.background_task '
         "above def job(): ..."
@@ -528,29 +573,25 @@ def test_an_app_without_background_tasks_says_so() -> None:
 
 
 def test_ids_are_stable_safe_and_bounded() -> None:
-    assert schedule_id("shop", "morning_report") == "shop:morning_report"
-    assert schedule_id("shop.orders", "QMUPCYEH") == "shop.orders:QMUPCYEH"
-    odd = ["a b", "a:b", "é" * 3, "x" * 80, "", "../../etc"]
-    ids = [schedule_id("shop", key) for key in odd] + [schedule_id("s" * 70, "job")]
+    odd = ["morning_report", "a b", "a:b", "é" * 3, "x" * NAME_LENGTH, "../../etc", "🕘"]
+    found = definitions_for("shop", [declared(name=name) for name in odd], None, TASKS)
+    assert found.problems == []
+    ids = [s.id for s in found.runnable]
+    assert ids == [definition_id("shop", "notebook", name) for name in odd]
     assert len(set(ids)) == len(ids)  # different names, different ids
     for schedule in ids:
-        assert len(schedule) <= MAX_ID_LENGTH and re.fullmatch(r"[A-Za-z0-9_.:~-]+", schedule), schedule
-    assert ids[0].startswith("shop:a-b~")
-    # the same at every load, in every process: a hash of the text, not Python's hash()
-    assert schedule_id("shop", "a b") == "shop:a-b~" + hashlib.sha256(b"shop\0a b").hexdigest()[:12]
+        assert len(schedule) <= MAX_ID_LENGTH and re.fullmatch(r"[0-9a-f]+", schedule), schedule
+    # the same at every load, in every process (a hash of the text, not Python's hash()), and
+    # not the same name's in another app
     script = (
-        "from jupyter_anvil.host.schedules.declared import schedule_id as s; print(s('shop', 'a b'), s('x' * 70, 'j'))"
+        "from jupyter_anvil.host.schedules.declared import definitions_for as d; "
+        "print(*[s.id for s in d('shop', [{'name': 'a b', 'task': 'job', 'spec': '@daily'}], "
+        "[{'task_name': 'job', 'job_id': 'J', 'time_spec': '@daily'}], ['job']).runnable])"
     )
     again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
-    assert again == [schedule_id("shop", "a b"), schedule_id("x" * 70, "j")]
-    # and the same ids from the same declarations, load after load
-    first = definitions_for(
-        "shop", [declared(name="a b")], [{"task_name": "job", "job_id": "J", "time_spec": "@daily"}], TASKS
-    )
-    second = definitions_for(
-        "shop", [declared(name="a b")], [{"task_name": "job", "job_id": "J", "time_spec": "@daily"}], TASKS
-    )
-    assert first == second and [s.id for s in first[0]] == [ids[0], "shop:J"]
+    assert again == [definition_id("shop", "notebook", "a b"), definition_id("shop", "metadata", "J")]
+    elsewhere = definitions_for("shop2", [declared(name="a b")], None, TASKS).runnable
+    assert elsewhere[0].id not in ids
 
 
 class NoLauncher:
@@ -563,7 +604,7 @@ class NoLauncher:
 
 async def test_the_scheduler_takes_the_definitions_as_they_are(store: Store) -> None:
     """What ``definitions_for`` makes is what ``Scheduler.sync_app`` takes: stored as they are,
-    none with a problem of its own; the problems go with the app's load problems."""
+    the runnable ones with no problem of the scheduler's own, the broken one with its spec's."""
     when = wire.encode_value(dt.datetime(2024, 3, 31, 2, 30, tzinfo=dt.timezone.utc), "args")
     declarations = [
         declared(name="paris", tz="Europe/Paris", args=[when]),
@@ -571,17 +612,19 @@ async def test_the_scheduler_takes_the_definitions_as_they_are(store: Store) -> 
         declared(name="bad", spec="every blue moon"),
     ]
     entries = [{"task_name": "job", "job_id": "QMUPCYEH", "time_spec": {"every": "minute", "n": 10, "at": {}}}]
-    definitions, problems = definitions_for("shop", declarations, entries, TASKS)
+    found = definitions_for("shop", declarations, entries, TASKS)
+    assert isinstance(found, Declared) and [d.name for d in found.broken] == ["bad"]
     scheduler = Scheduler(store, NoLauncher(), parse_spec=parse_spec)
     try:
-        records = await scheduler.sync_app("shop", definitions, problems, background_tasks=TASKS)
+        records = await scheduler.sync_app("shop", [*found.runnable, *found.broken], background_tasks=TASKS)
     finally:
         await scheduler.stop()
-    assert len(problems) == 1 and problems[0].startswith("server cell 2: the schedule 'bad'")
+    assert len(found.problems) == 1 and found.problems[0].startswith("server cell 2: the schedule 'bad'")
     assert {r.id: (r.source, r.problem) for r in records} == {
-        "shop:paris": ("notebook", None),
-        schedule_id("shop", "a b"): ("notebook", None),
-        "shop:QMUPCYEH": ("metadata", None),
+        definition_id("shop", "notebook", "paris"): ("notebook", None),
+        definition_id("shop", "notebook", "a b"): ("notebook", None),
+        definition_id("shop", "notebook", "bad"): ("notebook", spec_error("every blue moon")),
+        definition_id("shop", "metadata", "QMUPCYEH"): ("metadata", None),
     }
-    paris = next(r for r in records if r.id == "shop:paris")
+    paris = next(r for r in records if r.name == "paris")
     assert (paris.description, paris.args) == ("every day at 09:00 Europe/Paris", [when])

@@ -1,8 +1,8 @@
 """What an app's loads do to its schedules (schedules/loads.py), over a real Scheduler and
 store: a version's declarations stored with records.definition_id ids, a changed spec that
 moves the next run, a spec broken by a save kept (history and paused flag too) with its
-problem told once, a declaration gone from the notebook removed, and a removal that
-stops the firing but keeps the rows."""
+problem told once, a declaration gone from the notebook removed, a declared id another row
+holds said (with where), and a removal that stops the firing but keeps the rows."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from jupyter_anvil.host.notebooks import AppSpec
 from jupyter_anvil.host.schedules.loads import AppSchedules
 from jupyter_anvil.host.schedules.records import definition_id
 from jupyter_anvil.host.schedules.service import Scheduler
+from jupyter_anvil.host.schedules.spec import ScheduleSpecError, parse_spec
+from jupyter_anvil.host.schedules.store import Insert, ScheduleRow
 from jupyter_anvil.host.store import Store
 
 TASKS = frozenset({"report", "cleanup"})
@@ -123,3 +125,33 @@ async def test_unserved_stops_the_firing_and_keeps_the_rows(scheduler: Scheduler
     loads.unserved("shop")
     (kept,) = await scheduler.list("shop")
     assert kept.app_loaded is False and kept.next_run is not None
+
+
+async def test_what_only_the_store_can_tell_is_said_once_with_where(scheduler: Scheduler) -> None:
+    """A declared schedule whose id another app's row holds (a row edited by hand) is not kept,
+    and its problem names its cell; a broken spec beside it is said once, in declared.py's words."""
+    loads = AppSchedules(scheduler)
+    sid = definition_id("shop", "notebook", "report")
+    row = ScheduleRow(
+        id=sid, app="other", task="report", name="report", spec="every hour", tz="UTC", misfire="run_once", args=[],
+        kwargs={}, source="notebook", paused=False, next_run=None, last_run=None, last_status=None, last_task_id=None,
+        problem=None, created=0.0, updated=0.0, version=1,
+    )  # fmt: skip
+    assert await scheduler.store.apply([Insert(row)], 0.0)
+    pool = FakePool((declared("report"), declared("nightly", "every blue moon", cell=2)))
+    problems = await loads.served("shop", app_spec(), pool)  # type: ignore[arg-type]
+    with pytest.raises(ScheduleSpecError) as spec_problem:
+        parse_spec("every blue moon", "UTC")
+    assert problems == [
+        f"server cell 2: the schedule 'nightly' of task 'report': {spec_problem.value}",
+        f"server cell 1: the schedule 'report' of task 'report': its id {sid} is another schedule's; it was not kept",
+    ]
+    assert [(s.name, s.problem is not None) for s in await scheduler.list("shop")] == [("nightly", True)]
+    assert (await scheduler.get(sid)).app == "other"
+
+
+async def test_a_lone_surrogate_leaves_one_schedule_out_not_the_app_s_sync(scheduler: Scheduler) -> None:
+    loads = AppSchedules(scheduler)
+    problems = await loads.served("shop", app_spec(), FakePool((declared("\ud800"), declared("report"))))  # type: ignore[arg-type]
+    assert len(problems) == 1 and problems[0].startswith("server cell 1: a schedule holds a lone surrogate")
+    assert [s.name for s in await scheduler.list("shop")] == ["report"]

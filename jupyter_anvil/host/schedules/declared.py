@@ -10,27 +10,30 @@ the metadata entry's index) and how a valid one reads. Specs and zones are check
 
 A definition's ``args`` and ``kwargs`` hold encoded values, one ``{"v": ..., "objects": [...]}``
 per argument as ``wire.encode_value`` makes them (so a datetime or a portable class survives);
-``launch_arguments`` turns them into a call's ``args``, ``kwargs`` and ``objects`` without
-decoding them. A metadata schedule has none, as in Anvil.
+launcher.py's ``call_arguments`` turns them into a run's call without decoding them. A metadata
+schedule has none, as in Anvil.
 
-Ids are stable, the same at every load, after restarts and on every server: ``app:name`` for a
-server cell's schedule, ``app:job_id`` for a metadata one (Anvil's job ids are made to last).
-A name or job id outside ``[A-Za-z0-9_.-]``, or an id longer than ``MAX_ID_LENGTH``, is
-shortened to a readable slug plus a hash (``app:slug~1a2b3c4d5e6f``), still stable. These ids
-tell declarations apart here; loads.py stores each schedule under ``records.definition_id``.
+A declaration whose only fault is its spec or zone is still a definition (``Declared.broken``):
+the store keeps it with its problem, so a save that breaks a spec keeps the schedule's history
+and paused flag. Anything else wrong leaves the declaration out.
+
+Ids are ``records.definition_id``'s: a hash of the app, the source and the schedule's name (a
+server cell's) or job id (a metadata entry's, Anvil's ids made to last), the same at every load,
+after restarts and on every server. So two cell schedules of one name, or two entries of one job
+id, are one schedule twice (a problem); a cell's name equal to an entry's job id is not.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ... import wire
 from ...protocol import EncodedValue
-from .records import DEFAULT_MISFIRE, MAX_ID_LENGTH, MISFIRE_POLICIES, MisfirePolicy, ScheduleDefinition
+from .launcher import is_encoded
+from .records import DEFAULT_MISFIRE, MISFIRE_POLICIES, MisfirePolicy, ScheduleDefinition, definition_id
 from .spec import ScheduleSpecError, parse_spec, shown
 
 #: the longest schedule name (or job id) the store keeps
@@ -39,9 +42,11 @@ NAME_LENGTH: Final = 255
 METADATA_KEY: Final = "metadata.jupyter_anvil.scheduled_tasks"
 _METADATA_KEYS: Final = ("task_name", "job_id", "time_spec")
 
-_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _SAME_VERSION = "install the same jupyter-anvil version in the kernel's environment as in the server's"
+_NOT_TEXT = (
+    "holds a lone surrogate (a \\ud800 escape with no pair), text the store cannot keep: write its names, "
+    "spec and arguments in plain Unicode"
+)
 _DECORATOR_EXAMPLE = '@server.scheduled("every day at 09:00")'
 _NAME_EXAMPLE = '@server.scheduled("every day at 09:00", name="morning")'
 _ENTRY_EXAMPLE = (
@@ -50,16 +55,20 @@ _ENTRY_EXAMPLE = (
 )
 
 
-def schedule_id(app: str, key: str) -> str:
-    """The stable id of the schedule ``key`` names in ``app`` (a schedule's name, or a
-    metadata entry's job id): ``app:key``, or a slug with a hash where that would be unsafe
-    in a URL or longer than ``MAX_ID_LENGTH``."""
-    plain = f"{app}:{key}"
-    if _SAFE.fullmatch(app) and _SAFE.fullmatch(key) and len(plain) <= MAX_ID_LENGTH:
-        return plain
-    digest = hashlib.sha256(f"{app}\0{key}".encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    slug = f"{_UNSAFE.sub('-', app).strip('-')}:{_UNSAFE.sub('-', key).strip('-')}"
-    return f"{slug[: MAX_ID_LENGTH - len(digest) - 1]}~{digest}"
+@dataclass
+class Declared:
+    """What ``definitions_for`` found in an app's declarations.
+
+    ``runnable``: the schedules that can run. ``broken``: whole ones but for a spec or zone
+    that does not parse (``Scheduler.sync_app`` stores them with that problem; they never
+    fire). ``problems``: everything wrong, each said once, with where. ``where``: each
+    definition's id to where it was declared, as problems begin (for what only the store
+    can tell about it)."""
+
+    runnable: list[ScheduleDefinition] = field(default_factory=list)
+    broken: list[ScheduleDefinition] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    where: dict[str, str] = field(default_factory=dict)
 
 
 def definitions_for(
@@ -67,8 +76,8 @@ def definitions_for(
     declarations: Iterable[Mapping[str, Any]],
     metadata_entries: object,
     background_tasks: Iterable[str],
-) -> tuple[list[ScheduleDefinition], list[str]]:
-    """The schedules ``app`` declares and the problems with the rest.
+) -> Declared:
+    """The schedules ``app`` declares and the problems with them.
 
     ``declarations``: the load reply's ``schedules`` (``ScheduleDeclaration``\\ s, read here
     as untrusted); ``metadata_entries``: ``metadata.jupyter_anvil.scheduled_tasks`` as
@@ -77,20 +86,7 @@ def definitions_for(
     for index, declaration in enumerate(declarations):
         checker.declaration(index, declaration)
     checker.metadata(metadata_entries)
-    return checker.schedules, checker.problems
-
-
-def launch_arguments(schedule: ScheduleDefinition) -> tuple[list[Any], dict[str, Any], list[dict[str, Any]]]:
-    """A run's ``args``, ``kwargs`` and ``objects``, as a call message carries them, built
-    from the encoded values without decoding them (the host may not know their classes)."""
-    message: dict[str, Any] = {"args": [None] * len(schedule.args), "kwargs": {}}
-    objects: list[dict[str, Any]] = []
-    for i, value in enumerate(schedule.args):
-        wire.embed(message, objects, ["args", i], dict(value))
-    for key, value in schedule.kwargs.items():
-        message["kwargs"][key] = None
-        wire.embed(message, objects, ["kwargs", key], dict(value))
-    return message["args"], message["kwargs"], objects
+    return checker.found
 
 
 def not_a_task(task: object, background_tasks: Iterable[str], metadata: bool = False) -> str:
@@ -112,10 +108,10 @@ class _Checker:
     def __init__(self, app: str, background_tasks: frozenset[str]) -> None:
         self.app = app
         self.tasks = background_tasks
-        self.schedules: list[ScheduleDefinition] = []
-        self.problems: list[str] = []
-        self._ids: dict[str, str] = {}  # id -> where it was declared
-        self._names: dict[str, str] = {}  # a server cell's schedule name -> where
+        self.found = Declared()
+        self.problems = self.found.problems
+        # the keys of definition_id, per source: a repeat would be one schedule twice
+        self._names: dict[str, str] = {}  # a server cell's schedule name -> which one, where
         self._job_ids: dict[str, str] = {}  # a metadata job id -> where
 
     # -- server cells --------------------------------------------------------------------
@@ -129,6 +125,9 @@ class _Checker:
         if isinstance(cell, bool) or not isinstance(cell, int):
             cell = None
         where = f"server cell {cell}" if cell is not None else "a server cell"
+        if _not_text(declaration):
+            self.problems.append(f"{where}: a schedule {_NOT_TEXT}")
+            return
         problem = declaration.get("problem")
         task = declaration.get("task")
         if problem is not None:
@@ -151,22 +150,22 @@ class _Checker:
             )
             return
         what = f"{where}: the schedule {name!r} of task {task!r}"
-        if name in self._names:
+        if name in self._names:  # one id (the name is the key): one would replace the other
             self.problems.append(
-                f"{what} has the name of another schedule ({self._names[name]}): give each schedule of a task "
-                f"its own name, e.g. {_NAME_EXAMPLE}"
+                f"{what} has the name of {self._names[name]}: each schedule of an app has its own name, whatever "
+                f"its task, e.g. {_NAME_EXAMPLE}"
             )
             return
-        self._names[name] = where
+        self._names[name] = f"the schedule of task {task!r} in {where}"
         fields = self._fields(what, declaration)
         if fields is None:
             return
         spec, tz, misfire, args, kwargs = fields
         schedule = ScheduleDefinition(
-            id=schedule_id(self.app, name), app=self.app, task=task, name=name, spec=spec, tz=tz, misfire=misfire,
-            args=list(args), kwargs=dict(kwargs), source="notebook",
+            id=definition_id(self.app, "notebook", name), app=self.app, task=task, name=name, spec=spec, tz=tz,
+            misfire=misfire, args=list(args), kwargs=dict(kwargs), source="notebook",
         )  # fmt: skip
-        self._add(schedule, what, f"the schedule {name!r} in {where}")
+        self._add(schedule, what)
 
     def _fields(
         self, what: str, declaration: Mapping[str, Any]
@@ -188,10 +187,10 @@ class _Checker:
             self.problems.append(f'{what}: misfire is "skip" or "run_once", not {shown(misfire)}: e.g. misfire="skip"')
             return None
         args, kwargs = declaration.get("args", []), declaration.get("kwargs", {})
-        if not isinstance(args, list) or not all(_is_encoded(a) for a in args):
+        if not isinstance(args, list) or not all(is_encoded(a) for a in args):
             self.problems.append(f"{what}: its args are not encoded values ({shown(args)}): {_SAME_VERSION}")
             return None
-        if not isinstance(kwargs, dict) or not all(isinstance(k, str) and _is_encoded(v) for k, v in kwargs.items()):
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) and is_encoded(v) for k, v in kwargs.items()):
             self.problems.append(f"{what}: its kwargs are not encoded values ({shown(kwargs)}): {_SAME_VERSION}")
             return None
         return spec, tz, misfire, args, kwargs
@@ -215,6 +214,9 @@ class _Checker:
             self.problems.append(
                 f"{where} is an object with task_name, job_id and time_spec, not {shown(entry)}: e.g. {_ENTRY_EXAMPLE}"
             )
+            return
+        if _not_text(entry):
+            self.problems.append(f"{where} {_NOT_TEXT}")
             return
         job_id = entry.get("job_id")
         if not isinstance(job_id, str) or not job_id.strip() or len(job_id) > NAME_LENGTH:
@@ -261,29 +263,32 @@ class _Checker:
         # Anvil's: in UTC, with no arguments; the server's default misfire (a run missed
         # while it was down runs once, where Anvil drops it)
         schedule = ScheduleDefinition(
-            id=schedule_id(self.app, job_id), app=self.app, task=task, name=job_id, spec=spec, tz="UTC",
+            id=definition_id(self.app, "metadata", job_id), app=self.app, task=task, name=job_id, spec=spec, tz="UTC",
             misfire=DEFAULT_MISFIRE, args=[], kwargs={}, source="metadata",
         )  # fmt: skip
-        self._add(schedule, what, where)
+        self._add(schedule, what)
 
     # -- both ----------------------------------------------------------------------------
-    def _add(self, schedule: ScheduleDefinition, what: str, label: str) -> None:
-        """Add ``schedule`` if its spec parses and its id is its own; ``what`` begins its
-        problems, ``label`` names it in another's."""
+    def _add(self, schedule: ScheduleDefinition, what: str) -> None:
+        """Add ``schedule``, to the broken ones if its spec or zone does not parse (``what``
+        begins that problem). Its id is its own: the names and job ids were told apart."""
+        self.found.where[schedule.id] = what
         try:
             parse_spec(schedule.spec, schedule.tz, seed=schedule.id)
         except ScheduleSpecError as e:
             self.problems.append(f"{what}: {e}")
+            self.found.broken.append(schedule)
             return
-        if schedule.id in self._ids:
-            key = "job_id" if schedule.source == "metadata" else "name"
-            self.problems.append(
-                f"{what}: its id {schedule.id!r} is taken by {self._ids[schedule.id]}: change its {key}"
-            )
-            return
-        self._ids[schedule.id] = label
-        self.schedules.append(schedule)
+        self.found.runnable.append(schedule)
 
 
-def _is_encoded(value: object) -> bool:
-    return isinstance(value, dict) and "v" in value and isinstance(value.get("objects", []), list)
+def _not_text(value: object) -> bool:
+    """Whether ``value`` holds a str the store cannot write (a lone surrogate, which JSON's
+    ``"\\ud800"`` decodes to): stored with the schedule, it would fail the whole app's sync."""
+    try:
+        json.dumps(value, ensure_ascii=False, default=repr).encode()
+    except UnicodeEncodeError:
+        return True
+    except (TypeError, ValueError):  # not JSON: the checks of its fields say what is wrong
+        return False
+    return False

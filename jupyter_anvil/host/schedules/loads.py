@@ -18,21 +18,23 @@ when no version is (its notebook removed or broken).
   schedules do not fire (nothing is recorded for them) until a version loads; a failed
   reload leaves the version before serving, and its schedules running.
 
-Declared schedules get ``records.definition_id`` ids (a hash of app, source and name or job
-id: the same at every load and on every server, distinct across apps, safe in a URL).
+Declared schedules have ``records.definition_id`` ids, given by declared.py (a hash of app,
+source and name or job id: the same at every load and on every server, distinct across apps,
+safe in a URL). Each problem is said once, in declared.py's words: the scheduler's own list of
+them would repeat those, so it is not asked for; what only the store can tell (a declared
+schedule it did not keep, or a problem declared.py let through) is read from the records
+``sync_app`` returns.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Collection, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeGuard
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from .declared import NAME_LENGTH, definitions_for
-from .records import MISFIRE_POLICIES, ScheduleDefinition, definition_id
+from .declared import Declared, definitions_for
+from .records import ScheduleRecord
 from .service import Scheduler
-from .spec import ScheduleSpecError, parse_spec
 
 if TYPE_CHECKING:
     from ..notebooks import AppSpec
@@ -51,72 +53,32 @@ class AppSchedules:
         """Sync the app's schedules with the version ``pool`` serves; the problems with them.
         Never raises: a store that fails is one more problem (and logged)."""
         tasks = pool.background_tasks
-        declared, problems = definitions_for(app, pool.schedules, spec.scheduled_tasks, tasks)
-        definitions = [dataclasses.replace(d, id=definition_id(app, d.source, d.name)) for d in declared]
-        unparsed = unparsed_definitions(app, pool.schedules, spec.scheduled_tasks, tasks, definitions)
-        # declared.py said what is wrong with these, with where: the scheduler's words are not repeated
-        said = tuple(f"schedule '{d.name}' ({d.task}): " for d in unparsed)
-        found: list[str] = []
+        declared = definitions_for(app, pool.schedules, spec.scheduled_tasks, tasks)
         try:
-            await self.scheduler.sync_app(app, [*definitions, *unparsed], found, background_tasks=tasks)
+            records = await self.scheduler.sync_app(app, [*declared.runnable, *declared.broken], background_tasks=tasks)
         except Exception as e:
             log.exception("[jupyter-anvil] could not update the schedules of app %s", app)
-            found.append(
-                f"its schedules could not be updated ({type(e).__name__}: {e}): they stay as the last load left them"
-            )
-        return problems + [p for p in found if not p.startswith(said)]
+            return [
+                *declared.problems,
+                f"its schedules could not be updated ({type(e).__name__}: {e}): they stay as the last load left them",
+            ]
+        return declared.problems + _not_kept(declared, records)
 
     def unserved(self, app: str) -> None:
         self.scheduler.remove_app(app)
 
 
-def unparsed_definitions(
-    app: str,
-    declarations: Iterable[Any],
-    entries: object,
-    tasks: Collection[str],
-    kept: Iterable[ScheduleDefinition],
-) -> list[ScheduleDefinition]:
-    """The declared schedules that are whole but for a spec or zone that does not parse, as
-    definitions (``sync_app`` stores them with that problem); declared.py left them out of
-    ``kept``, the ones that can run. Anything else wrong leaves a declaration out: it has
-    no schedule (its problem is declared.py's to tell)."""
-    ids = {d.id for d in kept}
-    found: dict[str, ScheduleDefinition] = {}
-
-    def add(definition: ScheduleDefinition) -> None:
-        if definition.id in ids or definition.id in found:
-            return
-        try:
-            parse_spec(definition.spec, definition.tz, seed=definition.id)
-        except ScheduleSpecError:
-            found[definition.id] = definition
-
-    for declaration in declarations:
-        if not isinstance(declaration, Mapping) or "problem" in declaration:
-            continue
-        task, name = declaration.get("task"), declaration.get("name")
-        name = task if name is None else name
-        spec, tz = declaration.get("spec"), declaration.get("tz", "UTC")
-        misfire = declaration.get("misfire", "run_once")
-        args, kwargs = declaration.get("args", []), declaration.get("kwargs", {})
-        if (
-            _named(task) and task in tasks and _named(name) and isinstance(spec, (str, dict)) and isinstance(tz, str)
-            and misfire in MISFIRE_POLICIES and isinstance(args, list) and isinstance(kwargs, dict)
-        ):  # fmt: skip
-            add(
-                ScheduleDefinition(
-                    definition_id(app, "notebook", name), app, task, name, spec, tz, misfire, args, kwargs, "notebook"
-                )
-            )
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, Mapping):
-            continue
-        task, job_id, spec = entry.get("task_name"), entry.get("job_id"), entry.get("time_spec")
-        if _named(task) and task in tasks and _named(job_id) and isinstance(spec, (str, dict)):
-            add(ScheduleDefinition(definition_id(app, "metadata", job_id), app, task, job_id, spec, source="metadata"))
-    return list(found.values())
-
-
-def _named(value: object) -> TypeGuard[str]:
-    return isinstance(value, str) and bool(value.strip()) and len(value) <= NAME_LENGTH
+def _not_kept(declared: Declared, records: Iterable[ScheduleRecord]) -> list[str]:
+    """What the store tells of the declared schedules that declared.py could not: one not
+    kept (a row of another app, or of the API, has its id), or a runnable one stored with
+    a problem (a check of the scheduler's that declared.py lacks). A broken one's problem
+    is its spec's or zone's, which declared.py said."""
+    stored = {r.id: r for r in records if r.source != "api"}
+    problems: list[str] = []
+    for definition, runnable in [(d, True) for d in declared.runnable] + [(d, False) for d in declared.broken]:
+        record, where = stored.get(definition.id), declared.where[definition.id]
+        if record is None:
+            problems.append(f"{where}: its id {definition.id} is another schedule's; it was not kept")
+        elif runnable and record.problem is not None:
+            problems.append(f"{where}: {record.problem}")
+    return problems

@@ -37,8 +37,9 @@ def definition_id(app: str, source: ScheduleSource, key: str) -> str:
     """A stable id for a declared schedule: the same at every load and on every server, and
     different across apps (two apps copied from one Anvil app share their job ids). ``key``
     is what names the schedule within the app: its name for a server cell's, its
-    ``job_id`` for a metadata one. Hex, so it is safe in a URL path."""
-    return hashlib.sha256(f"{app}\0{source}\0{key}".encode()).hexdigest()[:24]
+    ``job_id`` for a metadata one. Hex, so it is safe in a URL path. (A lone surrogate, which
+    JSON's ``\\ud800`` makes, is hashed as it is, not an error.)"""
+    return hashlib.sha256(f"{app}\0{source}\0{key}".encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
