@@ -53,7 +53,11 @@ class AppSchedules:
         """Sync the app's schedules with the version ``pool`` serves; the problems with them.
         Never raises: a store that fails is one more problem (and logged)."""
         tasks = pool.background_tasks
-        declared = definitions_for(app, pool.schedules, spec.scheduled_tasks, tasks)
+        try:
+            declared = definitions_for(app, pool.schedules, spec.scheduled_tasks, tasks)
+        except Exception as e:  # a fault of ours reading them: the app is served all the same
+            log.exception("[jupyter-anvil] could not read the schedules app %s declares", app)
+            return [f"its schedules could not be read ({type(e).__name__}: {e}): they stay as the last load left them"]
         try:
             records = await self.scheduler.sync_app(app, [*declared.runnable, *declared.broken], background_tasks=tasks)
         except Exception as e:
