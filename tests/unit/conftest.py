@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,18 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> Non
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.005)
+
+
+@dataclass
+class FakeApp:
+    pool: KernelPool | None
+
+
+class FakeApps:
+    """The part of the app manager the task service uses: ``get(name)`` -> app with a pool."""
+
+    def __init__(self, pool: KernelPool) -> None:
+        self.app = FakeApp(pool)
+
+    async def get(self, name: str) -> FakeApp | None:
+        return self.app if name == "app" else None

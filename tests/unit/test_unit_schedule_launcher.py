@@ -30,18 +30,7 @@ from jupyter_anvil.host.sessions import SessionService
 from jupyter_anvil.host.store import Store, TaskStore
 from jupyter_anvil.host.tasks import TaskLimits, TaskService
 
-
-@dataclass
-class FakeApp:
-    pool: KernelPool | None
-
-
-class FakeApps:
-    def __init__(self, pool: KernelPool) -> None:
-        self.app = FakeApp(pool)
-
-    async def get(self, name: str) -> FakeApp | None:
-        return self.app if name == "app" else None
+from .conftest import FakeApps
 
 
 @dataclass

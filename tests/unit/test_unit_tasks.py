@@ -18,20 +18,7 @@ from jupyter_anvil.host.sessions import SessionService
 from jupyter_anvil.host.store import Store, TaskStore, TaskSummary
 from jupyter_anvil.host.tasks import OUTPUT_CUT, TaskLimits, TaskService
 
-
-@dataclass
-class FakeApp:
-    pool: KernelPool | None
-
-
-class FakeApps:
-    """The part of the app manager the task service uses: ``get(name)`` -> app with a pool."""
-
-    def __init__(self, pool: KernelPool) -> None:
-        self.app = FakeApp(pool)
-
-    async def get(self, name: str) -> FakeApp | None:
-        return self.app if name == "app" else None
+from .conftest import FakeApps
 
 
 @dataclass

@@ -22,6 +22,7 @@ thread; the loop never blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import logging
 import math
@@ -39,6 +40,7 @@ from .records import (
     ScheduleNotFound,
     ScheduleRecord,
     ScheduleRun,
+    ScheduleState,
 )
 from .store import Claim, ClaimResult, ScheduleRow, ScheduleStore, Update, spec_json
 
@@ -409,13 +411,8 @@ class FiringLoop:
         else:
             spec = self._parse(row.id, row.spec, row.tz)[0]
         description = _describe(spec, row)
-        return ScheduleRecord(
-            id=row.id, app=row.app, task=row.task, name=row.name, spec=row.spec, description=description,
-            tz=row.tz, misfire=row.misfire, args=row.args, kwargs=row.kwargs, source=row.source,
-            paused=row.paused, next_run=row.next_run, last_run=row.last_run, last_status=row.last_status,
-            last_task_id=row.last_task_id, problem=row.problem, created=row.created, updated=row.updated,
-            app_loaded=row.app in self._apps,
-        )  # fmt: skip
+        state = {f.name: getattr(row, f.name) for f in dataclasses.fields(ScheduleState)}
+        return ScheduleRecord(**state, description=description, app_loaded=row.app in self._apps)
 
     def _emit_changed(self, row: ScheduleRow) -> None:
         self._emit(ScheduleEvent("changed", row.id, row.app, self._record_of(row)))

@@ -71,22 +71,17 @@ class ScheduleDefinition:
     source: ScheduleSource = "notebook"
 
 
-@dataclass(frozen=True)
-class ScheduleRecord:
-    """A schedule as the admin API lists it. Times are epoch seconds.
-
-    ``next_run`` is None while the schedule is paused or has a ``problem`` (then it never
-    fires). ``last_status`` is the outcome of its latest run (launched, skipped, failed);
-    the launched task's own status is in its task record (``last_task_id``).
-    ``app_loaded`` says whether this server has the app loaded: only then does it fire the
-    schedule here."""
+@dataclass(frozen=True, kw_only=True)
+class ScheduleState:
+    """What is kept of one schedule: how it was declared and where its firing stands.
+    Times are epoch seconds. The store's row (store.py) and the admin API's record add
+    their own few fields to it."""
 
     id: str
     app: str
     task: str
     name: str
     spec: SpecText
-    description: str
     tz: str
     misfire: MisfirePolicy
     args: list[Any]
@@ -100,6 +95,19 @@ class ScheduleRecord:
     problem: str | None
     created: float
     updated: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleRecord(ScheduleState):
+    """A schedule as the admin API lists it.
+
+    ``next_run`` is None while the schedule is paused or has a ``problem`` (then it never
+    fires). ``last_status`` is the outcome of its latest run (launched, skipped, failed);
+    the launched task's own status is in its task record (``last_task_id``).
+    ``app_loaded`` says whether this server has the app loaded: only then does it fire the
+    schedule here."""
+
+    description: str
     app_loaded: bool
 
     def to_json(self) -> dict[str, Any]:

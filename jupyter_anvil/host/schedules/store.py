@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from ..store import Store
 from ..store.tables import schedule_runs, schedules
-from .records import MisfirePolicy, RunOutcome, ScheduleRun, ScheduleSource, SpecText
+from .records import ScheduleRun, ScheduleState, SpecText
 
 T = TypeVar("T")
 #: ids per ``IN (...)``, below the bound old SQLite builds put on a statement's parameters
@@ -37,28 +37,11 @@ def spec_json(spec: SpecText) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-@dataclass(frozen=True)
-class ScheduleRow:
+@dataclass(frozen=True, kw_only=True)
+class ScheduleRow(ScheduleState):
     """A row of ``anvil_schedules``, its JSON columns decoded."""
 
-    id: str
-    app: str
-    task: str
-    name: str
-    spec: SpecText
-    tz: str
-    misfire: MisfirePolicy
-    args: list[Any]
-    kwargs: dict[str, Any]
-    source: ScheduleSource
-    paused: bool
-    next_run: float | None
-    last_run: float | None
-    last_status: RunOutcome | None
-    last_task_id: str | None
-    problem: str | None
-    created: float
-    updated: float
+    #: bumped by every write: a change is written only over the version it was computed from
     version: int
 
 
