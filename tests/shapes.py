@@ -14,8 +14,6 @@ from typing import (
     Annotated,
     Any,
     Literal,
-    NotRequired,
-    Required,
     Union,
     get_args,
     get_origin,
@@ -33,7 +31,7 @@ def problems(value: Any, hint: Any, path: str = "$") -> list[str]:
         return []
     if hint is None or hint is type(None):
         return [] if value is None else [f"{path}: {value!r} is not null"]
-    if origin in (Annotated, Required, NotRequired):
+    if origin is Annotated:
         return problems(value, get_args(hint)[0], path)
     if origin is Literal:
         allowed = get_args(hint)
