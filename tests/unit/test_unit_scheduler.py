@@ -314,7 +314,7 @@ async def test_events_tell_of_changes_runs_and_deletions(rig: Rig) -> None:
     assert run.schedule is not None and run.schedule.last_run == 1_700_000_010.0
     await scheduler.delete(created.id)
     assert (rig.events[-1].kind, rig.events[-1].schedule_id, rig.events[-1].schedule) == ("deleted", created.id, None)
-    assert rig.events[-1].to_json()["kind"] == "deleted"
+    assert rig.events[-1].kind == "deleted"
 
 
 # -- misfire after a restart ------------------------------------------------------------------------

@@ -3,7 +3,6 @@ the events of the live feed, and the errors the admin handlers map to HTTP statu
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import secrets
 from dataclasses import dataclass, field
@@ -20,10 +19,8 @@ RunOutcome = Literal["launched", "skipped", "failed"]
 EventKind = Literal["changed", "deleted", "run"]
 
 MISFIRE_POLICIES: Final[tuple[MisfirePolicy, ...]] = ("skip", "run_once")
-SOURCES: Final[tuple[ScheduleSource, ...]] = ("notebook", "metadata", "api")
 #: the sources an app's load declares; the others are left alone by a reload
 DECLARED_SOURCES: Final[tuple[ScheduleSource, ...]] = ("notebook", "metadata")
-RUN_OUTCOMES: Final[tuple[RunOutcome, ...]] = ("launched", "skipped", "failed")
 DEFAULT_MISFIRE: Final[MisfirePolicy] = "run_once"
 
 #: the longest schedule id the store keeps
@@ -110,9 +107,6 @@ class ScheduleRecord(ScheduleState):
     description: str
     app_loaded: bool
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True)
 class ScheduleRun:
@@ -131,9 +125,6 @@ class ScheduleRun:
     reason: str
     server: str | None
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True)
 class ScheduleEvent:
@@ -145,9 +136,6 @@ class ScheduleEvent:
     app: str
     schedule: ScheduleRecord | None = None
     run: ScheduleRun | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class ScheduleError(Exception):
