@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import re
 from typing import Any, Final, TypedDict
 
 
@@ -141,6 +142,40 @@ class UnsupportedContentType(SerializationError):
     wire, 415 over HTTP."""
 
     wire_name = SerializationError.wire_name
+
+
+# -- email (the classes live here, shared by host and kernel; ``jupyter_anvil.email`` exports them)
+class SendFailure(AnvilError):
+    """Mail could not be sent: a malformed address, a relay that refused the message, or
+    one that could not be reached before the retry window closed (the message says which)."""
+
+    wire_name = "anvil.email.SendFailure"
+
+
+#: the SMTP code a handler's DeliveryFailure is answered with, unless it names its own
+DELIVERY_FAILURE_CODE: Final = 554
+_SMTP_CODE_PREFIX = re.compile(r"^([2-5][0-9][0-9]): ")
+
+
+class DeliveryFailure(AnvilError):
+    """Raise it in an ``@email.handle_message`` handler to refuse the message: the sender's
+    server is answered ``smtp_code`` (554 unless given) with ``message``, as in Anvil."""
+
+    wire_name = "anvil.email.DeliveryFailure"
+
+    def __init__(self, message: str | None = None, smtp_code: int | None = None) -> None:
+        text = message if message is not None else "Message rejected"
+        if isinstance(smtp_code, int) and 400 <= smtp_code <= 599:
+            text = f"{smtp_code}: {text}"
+        super().__init__(text)
+        #: what the sender's server is answered (a code rebuilt from the wire is in the message)
+        self.smtp_code = smtp_code_of(text)
+
+
+def smtp_code_of(message: str) -> int:
+    """The SMTP code a DeliveryFailure's message carries (``"550: ..."``), else 554."""
+    match = _SMTP_CODE_PREFIX.match(message)
+    return int(match.group(1)) if match else DELIVERY_FAILURE_CODE
 
 
 # -- HTTP statuses: the one map ---------------------------------------------------------------

@@ -56,6 +56,18 @@ BACKGROUND_TASKS_PREFIX: Final = "anvil.private.background_tasks."
 #: the portable type name a ``server.Task`` travels under (as in Anvil)
 TASK_TYPE: Final = "anvil.private.BackgroundTask"
 
+# -- email -------------------------------------------------------------------------------------
+#: the host service ``email.send`` calls (server code only: a browser is refused). Its
+#: kwargs are :class:`MailToSend`; it answers ``{"message_id": str}`` once the relay (or
+#: the outbox) took the message, or fails with ``anvil.email.SendFailure``.
+EMAIL_SEND: Final = "anvil.private.email.send"
+#: the name an app's ``@email.handle_message`` is registered under (kind ``email_handler``):
+#: an app has one handler, the last one registered
+EMAIL_HANDLER_NAME: Final = "handle_message"
+#: the call-stack frame type and client type of a handler run (Anvil's)
+EMAIL_FRAME_TYPE: Final = "email_server"
+EMAIL_CLIENT_TYPE: Final = "email"
+
 # -- background tasks' statuses ----------------------------------------------------------------
 #: where a background task is: waiting its turn (``queued``), ``running``, or how it ended.
 #: ``missing``: the server running it stopped or went away before it ended. The host stores
@@ -90,8 +102,7 @@ class TaskRecordReply(TypedDict):
 
 
 # -- kinds of registration -------------------------------------------------------------------
-#: what a server cell can register; ``email_handler`` and ``schedule`` are reserved for
-#: the features that come next (no kernel registers them yet)
+#: what a server cell can register
 Kind = Literal["callable", "background_task", "email_handler", "schedule"]
 CALLABLE: Final[Kind] = "callable"
 BACKGROUND_TASK: Final[Kind] = "background_task"
@@ -164,12 +175,20 @@ class Cell(TypedDict):
     source: str
 
 
+class LoadSettings(TypedDict, total=False):
+    """What server code may know of the host's configuration (never a secret)."""
+
+    #: the domain of the default sender, ``no-reply@<mail_from_domain>``
+    mail_from_domain: str
+
+
 class LoadRequest(TypedDict):
     op: LoadOp
     req: str
     notebook: str
     cells: list[Cell]
     call_id: str  # the app log's id for what the cells print
+    settings: LoadSettings
 
 
 class LoadError(TypedDict, total=False):
@@ -295,6 +314,37 @@ class TaskStateMessage(TypedDict):
     op: TaskStateOp
     task_id: str
     state: Any
+
+
+class MailToSend(TypedDict):
+    """The kwargs of :data:`EMAIL_SEND`: the message the kernel built, and its envelope.
+    ``raw`` is the whole RFC 5322 message (Media ``message/rfc822``), with no ``Bcc``
+    header; ``recipients`` is every envelope recipient (to, cc and bcc)."""
+
+    raw: Any  # Media
+    envelope_from: str
+    recipients: list[str]
+
+
+class MailEnvelope(TypedDict):
+    from_address: str  # the SMTP ``MAIL FROM`` ("" for a bounce)
+    recipient: str  # the ``RCPT TO`` that routed it to the app
+
+
+class DkimResult(TypedDict):
+    valid_from_sender: bool  # a valid whole-message signature whose d= is the From domain
+    domains: list[str]  # the d= of every valid whole-message signature
+
+
+class InboundMail(TypedDict):
+    """The one argument the host calls an app's email handler with (kind
+    ``email_handler``, command :data:`EMAIL_HANDLER_NAME`); the kernel makes the
+    ``email.Message`` from it. ``raw`` is the message as received (Media ``message/rfc822``)."""
+
+    mail_id: str  # its record in the store (``anvil/api/mail/<id>``)
+    raw: Any  # Media
+    envelope: MailEnvelope
+    dkim: DkimResult
 
 
 # -- what a kernel registered, by kind -------------------------------------------------------------

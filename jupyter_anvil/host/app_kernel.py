@@ -33,6 +33,7 @@ from ..protocol import (
     GetTaskStateRequest,
     Kind,
     LoadRequest,
+    LoadSettings,
     Registered,
     ScheduleDeclaration,
 )
@@ -115,8 +116,16 @@ class AppKernel:
         return f"<AppKernel {self.app}#{self.number} in_flight={self.in_flight}>"
 
     # -- life cycle -----------------------------------------------------------------
-    async def start(self, notebook: str, cells: list[dict[str, Any]], cwd: str, load_timeout: float) -> None:
-        """Start the kernel, install the runtime and run the server cells.
+    async def start(
+        self,
+        notebook: str,
+        cells: list[dict[str, Any]],
+        cwd: str,
+        load_timeout: float,
+        settings: LoadSettings | None = None,
+    ) -> None:
+        """Start the kernel, install the runtime and run the server cells (``settings``:
+        what server code may know of the host's configuration).
 
         Raises :class:`KernelLoadError` if a cell fails (the kernel is shut down).
         """
@@ -136,6 +145,7 @@ class AppKernel:
                 "notebook": notebook,
                 "cells": [{"index": int(c["index"]), "source": str(c["source"])} for c in cells],
                 "call_id": f"load-{self.number}",
+                "settings": settings or {},
             }
             data, _ = await asyncio.wait_for(self.request(load), load_timeout)
         except BaseException:
