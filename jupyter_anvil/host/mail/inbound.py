@@ -1,0 +1,341 @@
+"""The inbound SMTP server (aiosmtpd) that takes mail for the apps' ``@email.handle_message``.
+
+It runs aiosmtpd's ``SMTP`` protocol on the server's own asyncio loop (where the kernels
+and the store live), not in aiosmtpd's threaded ``Controller``. A message's way in:
+
+* ``RCPT TO``: the router names the app that takes the recipient, or the recipient is
+  refused (550) before any data is sent. At most ``max_recipients`` per message (452
+  beyond, as RFC 5321 allows: the sender sends the rest in another transaction).
+* ``MAIL FROM ... SIZE=n`` above ``max_bytes`` is refused at once (552), and so is data
+  past it (552 at its end; aiosmtpd drops what comes past the limit instead of keeping it):
+  SIZE is announced in the EHLO reply, so a sender knows the limit before it sends.
+* ``DATA``: what does not begin with a header is not mail (554, nothing stored). Else one
+  record per app the recipients route to is stored (inbox, ``received``) *before* any
+  handler runs, so nothing accepted is lost; DKIM is checked once (on a worker thread: its
+  DNS lookups block); then each app's handler runs once (two recipients of one app: once),
+  the apps at the same time, and the sender is answered with their outcome. One message
+  has one reply: 250 when every handler took it, else the first temporary failure (4xx,
+  so the sender tries again), else the first refusal (5xx). A handler that took it is told
+  again on a retry: a sender's retry is at-least-once, as SMTP is.
+
+Connections are bounded (``max_connections``, 421 beyond), each idle one is closed after
+``idle_timeout``, and aiosmtpd answers what is not SMTP (binary garbage, commands out of
+order, lines too long) with its 5xx while the server goes on serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import re
+import socket
+import time
+import weakref
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from ...protocol import DkimResult, MailEnvelope
+from .dkim_check import DnsFunc, check_dkim
+from .reading import Headline, headline
+from .records import MailChanges, MailRecord, MailStatus, MailSummary
+from .routing import MailRouter
+from .store import new_mail_id
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 25 * 1024 * 1024
+MAX_RECIPIENTS = 100
+MAX_CONNECTIONS = 100
+IDLE_TIMEOUT = 300.0  # RFC 5321 4.5.3.2.7: a server waits 5 minutes for the next command
+#: how often one connection may send each command (a connection that only sends NOOPs
+#: would hold one of the ``max_connections`` forever); 421 and closed past it
+COMMAND_LIMITS = {"NOOP": 50, "VRFY": 10, "HELP": 10, "*": 10_000}
+STOPPED_OUTCOME = "the server stopped before the handler answered"
+#: an RFC 5322 header field's first line: a name of printable ASCII but ':', then ':'
+_HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]+")
+
+
+class InboxStore(Protocol):
+    """What the server needs of the mail store (``MailStore``)."""
+
+    async def insert(self, record: MailRecord) -> None: ...
+
+    async def update(self, mail_id: str, changes: MailChanges) -> MailSummary | None: ...
+
+    async def find(self, *, box: Any, status: MailStatus) -> list[MailRecord]: ...
+
+
+class Handling(Protocol):
+    """Runs an app's handler on a stored message (``MailHandling``): the SMTP code and text."""
+
+    def handle(
+        self, app: str, record: MailRecord, dkim: DkimResult, envelope: MailEnvelope, *, peer: str | None = None
+    ) -> Awaitable[tuple[int, str]]: ...
+
+
+def is_mail(raw: bytes) -> bool:
+    """Whether ``raw`` begins with a header field, as every message does (RFC 5322)."""
+    return _HEADER_LINE.match(raw) is not None
+
+
+def shown(text: str, limit: int = 100) -> str:
+    """A sender's text as it may appear in a reply line: printable ASCII, bounded."""
+    return _NOT_PRINTABLE.sub("?", text)[:limit]
+
+
+class MailServer:
+    def __init__(
+        self,
+        mail: InboxStore,
+        router: MailRouter,
+        handling: Handling,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8025,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        hostname: str | None = None,
+        dnsfunc: DnsFunc | None = None,
+        server_id: str | None = None,
+        max_recipients: int = MAX_RECIPIENTS,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
+        """``port`` 0: any free port (:attr:`port` says which once started); whether the
+        server runs at all is the caller's choice. ``dnsfunc``: the DKIM key lookups
+        (None: dkimpy's, i.e. real DNS). ``server_id``: the records' ``owner``."""
+        self.mail = mail
+        self.router = router
+        self.handling = handling
+        self.host = host
+        self.max_bytes = max_bytes
+        self.hostname = hostname or socket.gethostname()  # not getfqdn(): no DNS lookup at start
+        self.dnsfunc = dnsfunc
+        self.server_id = server_id
+        self.max_recipients = max_recipients
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self._port = port
+        self._server: asyncio.Server | None = None
+        self._starting = asyncio.Lock()
+        self.connections: set[_Connection] = set()
+        #: each transaction's recipients and the app each routed to, at RCPT
+        self._routes: weakref.WeakKeyDictionary[Envelope, dict[str, str]] = weakref.WeakKeyDictionary()
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one bound once started: a given 0 is a free port then)."""
+        if self._server is not None and self._server.sockets:
+            return int(self._server.sockets[0].getsockname()[1])
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    async def ensure_started(self) -> None:
+        """Start unless started (when the first app with a handler is loaded); idempotent,
+        and safe to call from several places at once."""
+        async with self._starting:
+            if self._server is None:
+                await self.start()
+
+    async def start(self) -> None:
+        """Mark what a previous run left ``received`` as failed, then listen."""
+        await self._sweep()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self, _Hooks(self), loop), self.host, self._port)
+        log.info("[jupyter-anvil] receiving mail on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        """Stop listening and close every connection: a message whose handler has not
+        answered stays ``received`` (its sender was never answered 250, and retries)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()
+        await server.wait_closed()
+
+    async def _sweep(self) -> None:
+        """Records left ``received`` by a run that stopped before their handler answered:
+        the sender was never answered 250, so it will send again; the record says so.
+        (A server sharing the store that is handling one now stores its outcome over this.)"""
+        try:
+            left = await self.mail.find(box="inbox", status="received")
+        except Exception:
+            log.exception("[jupyter-anvil] could not read the mail left unanswered by the last run")
+            return
+        for record in left:
+            if self.server_id is not None and record.owner == self.server_id:
+                continue
+            try:
+                await self.mail.update(record.id, {"status": "failed", "outcome": STOPPED_OUTCOME})
+            except Exception:
+                log.exception("[jupyter-anvil] could not mark mail %s failed", record.id)
+
+    # -- a transaction ----------------------------------------------------------------------
+    def rcpt(self, envelope: Envelope, address: str) -> str:
+        routes = self._routes.setdefault(envelope, {})
+        if address in routes:
+            return "250 2.1.5 OK"  # said twice: taken once
+        if len(routes) >= self.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        app = self.router.route(address)
+        if app is None:
+            return f"550 5.1.1 No app here takes mail for <{shown(address)}>"
+        routes[address] = app
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def data(self, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        if not is_mail(raw):
+            return "554 5.6.0 The message is not mail: it does not begin with a header"
+        routes = self._routes.pop(envelope, {})
+        by_app: dict[str, list[str]] = {}
+        for address in envelope.rcpt_tos:
+            app = routes.get(address)
+            if app is not None:
+                by_app.setdefault(app, []).append(address)
+        if not by_app:
+            return "503 5.5.1 Error: need RCPT command"
+        heads = await asyncio.to_thread(_headline, raw)
+        mail_from = envelope.mail_from or ""
+        records = [self._record(app, raw, heads, mail_from, recipients) for app, recipients in by_app.items()]
+        try:
+            for record in records:  # all stored before any handler runs
+                await self.mail.insert(record)
+        except Exception:
+            log.exception("[jupyter-anvil] could not store an inbound message")
+            return "451 4.3.0 The message could not be stored; try again later"
+        dkim = await asyncio.to_thread(check_dkim, raw, _domain_of(heads.from_header), self.dnsfunc)
+        peer = session.peer[0] if isinstance(session.peer, tuple) and session.peer else None
+        answers = await asyncio.gather(
+            *(
+                self._handle(record, dkim, {"from_address": mail_from, "recipient": record.recipients[0]}, peer)
+                for record in records
+            )
+        )
+        return _one_reply(answers)
+
+    def _record(self, app: str, raw: bytes, heads: Headline, mail_from: str, recipients: list[str]) -> MailRecord:
+        now = time.time()
+        return MailRecord(
+            id=new_mail_id(),
+            app=app,
+            box="inbox",
+            status="received",
+            created=now,
+            updated=now,
+            message_id=heads.message_id,
+            envelope_from=mail_from,
+            recipients=recipients,
+            from_header=heads.from_header,
+            to_header=heads.to_header,
+            subject=heads.subject,
+            size=len(raw),
+            owner=self.server_id,
+            raw=raw,
+        )
+
+    async def _handle(self, record: MailRecord, dkim: DkimResult, envelope: MailEnvelope, peer: str | None) -> str:
+        try:
+            code, text = await self.handling.handle(record.app, record, dkim, envelope, peer=peer)
+        except Exception:  # handling never raises; if it did, the sender tries again later
+            log.exception("[jupyter-anvil] the handling of mail %s failed", record.id)
+            return "451 4.3.0 The message could not be handled; try again later"
+        return f"{code} {text}"
+
+
+def _headline(raw: bytes) -> Headline:
+    try:
+        return headline(raw)
+    except Exception:  # a message the parser chokes on is listed without its headers
+        log.debug("inbound mail: headers not readable", exc_info=True)
+        return Headline(None, "", "", "")
+
+
+def _domain_of(from_header: str) -> str:
+    """The domain of the From header's first address ("" if none can be read)."""
+    try:
+        addresses = email.utils.getaddresses([from_header])
+    except Exception:  # noqa: BLE001 - an unreadable From has no domain: no DKIM from its sender
+        return ""
+    address = addresses[0][1] if addresses else ""
+    return address.rpartition("@")[2] if "@" in address else ""
+
+
+def _one_reply(answers: list[str]) -> str:
+    """One reply for a message handled by several apps: 250 if all took it, else the
+    first temporary failure (the sender retries), else the first refusal."""
+    failures = [a for a in answers if not a.startswith("2")]
+    if not failures:
+        return answers[0] if len(answers) == 1 else "250 2.0.0 OK: handled"
+    return next((a for a in failures if a.startswith("4")), failures[0])
+
+
+class _Hooks:
+    """aiosmtpd's handler: its hooks hand over to the server."""
+
+    def __init__(self, server: MailServer) -> None:
+        self.server = server
+
+    async def handle_RCPT(  # aiosmtpd names its hooks so
+        self, smtp: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        return self.server.rcpt(envelope, address)
+
+    async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
+        return await self.server.data(session, envelope)
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("[jupyter-anvil] inbound SMTP session failed", exc_info=error)
+        return "451 4.3.0 Local error; try again later"  # never the exception's text
+
+
+class _Connection(SMTP):
+    """One SMTP connection; past ``max_connections`` refused with 421 before the greeting."""
+
+    def __init__(self, server: MailServer, hooks: _Hooks, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(
+            hooks,
+            data_size_limit=server.max_bytes,
+            enable_SMTPUTF8=True,
+            hostname=server.hostname,
+            ident="jupyter-anvil",
+            timeout=server.idle_timeout,
+            command_call_limit=COMMAND_LIMITS,
+            loop=loop,
+        )
+        self.server = server
+        self.refused = False
+        self.counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self.counted:  # the first time: STARTTLS would call it again
+            if len(self.server.connections) >= self.server.max_connections:
+                self.refused = True
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(b"421 4.7.0 Too many connections; try again later\r\n")
+                transport.close()
+                return
+            self.counted = True
+            self.server.connections.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.refused:
+            return
+        self.server.connections.discard(self)
+        super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        if self.refused:
+            return False
+        return super().eof_received()
