@@ -1,0 +1,294 @@
+"""Inbound mail end to end: a real jupyter-anvil server with its SMTP server on a free
+loopback port, real senders (smtplib, swaks, raw sockets), a real handler on a real kernel.
+
+The handler is registered through the kernel registry directly (``email.handle_message``
+is written on another branch); it records what it was given in ``seen.jsonl`` beside its
+notebook and answers by the message's subject. DKIM keys are looked up in a file of TXT
+records (``--AnvilApp.mail_dkim_test_records``), never in real DNS.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import smtplib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import AnvilServer, free_port, private_server
+from notebook_files import write_notebook
+from unit.test_unit_mail_dkim import resolver, signed
+
+pytestmark = pytest.mark.xfail(
+    strict=False, reason="wiring lands on main: the extension builds and starts the MailServer"
+)
+
+HANDLER = """
+import json, time
+from email import message_from_bytes
+from jupyter_anvil import server
+from jupyter_anvil.errors import DeliveryFailure
+from jupyter_anvil.kernel import registry
+from jupyter_anvil.protocol import EMAIL_HANDLER_NAME
+
+def handle(mail):
+    raw = mail["raw"].get_bytes()
+    subject = message_from_bytes(raw)["Subject"] or ""
+    seen = {
+        "mail_id": mail["mail_id"], "envelope": mail["envelope"], "dkim": mail["dkim"], "subject": subject,
+        "raw_type": mail["raw"].content_type, "size": len(raw),
+        "client": server.context.client.type, "caller": server.context.remote_caller.type,
+        "trusted": server.context.remote_caller.is_trusted, "stack": [f.type for f in server.context.call_stack],
+    }
+    with open("seen.jsonl", "a") as f:
+        f.write(json.dumps(seen) + "\\n")
+    print("handling", subject)
+    if subject == "reject":
+        raise DeliveryFailure("Not wanted here")
+    if subject == "reject550":
+        raise DeliveryFailure("No such person", 550)
+    if subject.startswith("crash"):
+        raise ValueError("boom in the handler")
+    if subject == "slow":
+        time.sleep(20)
+    if subject == "dkim" and not mail["dkim"]["valid_from_sender"]:
+        raise DeliveryFailure("No valid DKIM signature for " + mail["envelope"]["from_address"])
+
+registry.register(EMAIL_HANDLER_NAME, handle, kind="email_handler")
+"""
+
+NO_HANDLER = """
+from jupyter_anvil import server
+
+@server.callable
+def hello():
+    return "hi"
+"""
+
+
+class Mail:
+    def __init__(self, server: AnvilServer, port: int, root: Path) -> None:
+        self.server, self.port, self.root = server, port, root
+
+    def send(self, to: list[str], subject: str = "ok", body: str = "Hello.", **headers: str) -> Any:
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = "Alice <alice@example.com>", ", ".join(to), subject
+        for name, value in headers.items():
+            message[name] = value
+        message.set_content(body)
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as client:
+            return client.send_message(message, "alice@example.com", to)
+
+    def send_raw(self, to: list[str], raw: bytes, sender: str = "alice@example.com") -> Any:
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as client:
+            return client.sendmail(sender, to, raw)
+
+    def seen(self) -> list[dict[str, Any]]:
+        path = self.root / "seen.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def inbox(self, **params: Any) -> list[dict[str, Any]]:
+        return list(self.server.admin("anvil/api/mail", box="inbox", limit=500, **params)["messages"])
+
+    def logs(self, call_id: str | None, stream: str | None = None) -> list[dict[str, Any]]:
+        """The app log's records of a handler run, once there are some (it is written in batches)."""
+        deadline = time.monotonic() + 10
+        while True:
+            records = self.server.admin("anvil/api/logs", app="inbox")["records"]
+            found = [r for r in records if r["call_id"] == call_id and stream in (None, r["stream"])]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+    def record(self, subject: str) -> dict[str, Any]:
+        (record,) = [m for m in self.inbox() if m["subject"] == subject]
+        return record
+
+
+@pytest.fixture(scope="module")
+def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mail]:
+    roots: list[Path] = []
+
+    def write(root: Path) -> None:
+        roots.append(root)
+        write_notebook(root / "inbox.ipynb", [HANDLER], {"kernels": {"min": 1, "max": 2}})
+        write_notebook(root / "quiet.ipynb", [NO_HANDLER], {"kernels": {"min": 1, "max": 1}})
+
+    records = tmp_path_factory.mktemp("dkim") / "records.json"
+    records.write_text(json.dumps(resolver("example.com")))
+    port = free_port()
+    options = (
+        f"--AnvilApp.smtp_server_port={port}",
+        "--AnvilApp.smtp_server_ip=127.0.0.1",
+        f"--AnvilApp.mail_dkim_test_records={records}",
+        "--AnvilApp.mail_handler_timeout=4",
+    )
+    with private_server(tmp_path_factory, "mail-in", write, *options) as server:
+        server.wait_until_loaded(("inbox", "quiet"))
+        yield Mail(server, port, roots[0])
+
+
+def test_mail_reaches_the_handler(mail: Mail) -> None:
+    assert mail.send(["inbox@example.org"], subject="first") == {}
+    (seen,) = [s for s in mail.seen() if s["subject"] == "first"]
+    assert seen["envelope"] == {"from_address": "alice@example.com", "recipient": "inbox@example.org"}
+    assert seen["raw_type"] == "message/rfc822" and seen["dkim"] == {"valid_from_sender": False, "domains": []}
+    assert (seen["client"], seen["caller"], seen["trusted"]) == ("email", "email_server", True)
+    assert seen["stack"] == ["email_server"]
+    record = mail.record("first")
+    assert record["id"] == seen["mail_id"] and record["app"] == "inbox"
+    assert (record["status"], record["smtp_code"], record["recipients"]) == ("handled", 250, ["inbox@example.org"])
+    # what it printed, in the app log under the handler's name
+    printed = mail.logs(record["call_id"])
+    assert [(r["function"], r["text"]) for r in printed] == [("email:handle_message", "handling first\n")]
+
+
+def test_plus_addressing_and_two_recipients_of_one_app_run_once(mail: Mail) -> None:
+    assert mail.send(["inbox+a@example.org", "INBOX+b@other.test"], subject="twice") == {}
+    assert len([s for s in mail.seen() if s["subject"] == "twice"]) == 1
+    assert mail.record("twice")["recipients"] == ["inbox+a@example.org", "INBOX+b@other.test"]
+
+
+def test_swaks_delivers(mail: Mail) -> None:
+    swaks = shutil.which("swaks")
+    assert swaks, "swaks is installed by scripts/test (Debian package)"
+    result = subprocess.run(
+        [swaks, "--to", "inbox@example.net", "--from", "bob@example.com", "--server", "127.0.0.1",
+         "--port", str(mail.port), "--header", "Subject: from swaks", "--body", "Sent by swaks."],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "250" in result.stdout
+    (seen,) = [s for s in mail.seen() if s["subject"] == "from swaks"]
+    assert seen["envelope"]["from_address"] == "bob@example.com"
+
+
+def test_an_unknown_recipient_is_refused_at_rcpt(mail: Mail) -> None:
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        mail.send(["nobody@example.org"], subject="nobody")
+    assert refused.value.recipients["nobody@example.org"][0] == 550
+    assert not [s for s in mail.seen() if s["subject"] == "nobody"]
+
+
+def test_an_app_without_a_handler_is_551(mail: Mail) -> None:
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        mail.send(["quiet@example.org"], subject="to quiet")
+    assert refused.value.smtp_code == 551
+    assert refused.value.smtp_error.endswith(b"This application cannot handle incoming email")
+    assert mail.record("to quiet")["status"] == "rejected"
+
+
+@pytest.mark.parametrize(
+    ("subject", "code", "text", "status"),
+    [
+        ("reject", 554, b"Not wanted here", "rejected"),
+        ("reject550", 550, b"No such person", "rejected"),
+        ("crash", 451, b"4.3.0", "failed"),
+    ],
+)
+def test_handler_outcomes(mail: Mail, subject: str, code: int, text: bytes, status: str) -> None:
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        mail.send(["inbox@example.org"], subject=subject)
+    assert refused.value.smtp_code == code and text in refused.value.smtp_error
+    assert b"boom" not in refused.value.smtp_error and b"Traceback" not in refused.value.smtp_error
+    record = mail.record(subject)
+    assert (record["status"], record["smtp_code"]) == (status, code)
+
+
+def test_a_crash_is_the_authors_to_read(mail: Mail) -> None:
+    with pytest.raises(smtplib.SMTPDataError):
+        mail.send(["inbox@example.org"], subject="crash, read the log")
+    record = mail.record("crash, read the log")
+    assert "boom in the handler" in record["outcome"]
+    traceback = mail.logs(record["call_id"], "traceback")
+    assert traceback and traceback[0]["function"] == "email:handle_message"
+    assert "ValueError: boom in the handler" in traceback[0]["text"]
+
+
+def test_no_answer_in_time_is_451(mail: Mail) -> None:
+    started = time.monotonic()
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        mail.send(["inbox@example.org"], subject="slow")
+    assert refused.value.smtp_code == 451 and time.monotonic() - started < 15
+    assert mail.record("slow")["status"] == "failed"
+    assert mail.send(["inbox@example.org"], subject="after slow") == {}  # another kernel serves on
+
+
+def test_dkim(mail: Mail) -> None:
+    message = (
+        b"From: alice@example.com\r\nTo: inbox@example.org\r\nSubject: dkim\r\nMessage-ID: <d1@example.com>\r\n"
+        b"\r\nSigned.\r\n"
+    )
+    assert mail.send_raw(["inbox@example.org"], signed(message, "example.com")) == {}
+    seen = [s for s in mail.seen() if s["subject"] == "dkim"]
+    assert seen[-1]["dkim"] == {"valid_from_sender": True, "domains": ["example.com"]}
+    # unsigned, the handler that wants DKIM refuses it
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        mail.send_raw(["inbox@example.org"], message.replace(b"<d1@", b"<d2@"))
+    assert refused.value.smtp_code == 554 and b"No valid DKIM signature" in refused.value.smtp_error
+    # signed by another domain than the sender's: refused too
+    other = signed(message.replace(b"<d1@", b"<d3@"), "example.com").replace(b"From: alice@example.com", b"From: x@y.z")
+    with pytest.raises(smtplib.SMTPDataError):
+        mail.send_raw(["inbox@example.org"], other)
+
+
+def test_a_30_mb_message_is_refused_before_its_data(mail: Mail) -> None:
+    big = b"From: a@example.com\r\nSubject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 31_000
+    started = time.monotonic()
+    with pytest.raises(smtplib.SMTPSenderRefused) as refused:  # SIZE declared: refused at MAIL FROM
+        mail.send_raw(["inbox@example.org"], big)
+    assert refused.value.smtp_code == 552 and time.monotonic() - started < 5
+    # a sender that declares nothing: its data dropped as it comes, then 552
+    replies = session(
+        mail.port, [b"HELO c\r\n", b"MAIL FROM:<a@b.c>\r\n", b"RCPT TO:<inbox@x.y>\r\n", b"DATA\r\n", big + b".\r\n"]
+    )
+    assert replies[-1].startswith("552")
+    assert not [m for m in mail.inbox() if m["subject"] == "big"]
+    assert mail.send(["inbox@example.org"], subject="after big") == {}
+
+
+def test_200_recipients(mail: Mail) -> None:
+    to = [f"inbox+{i}@example.org" for i in range(200)]
+    refused = mail.send(to, subject="crowd")
+    assert len(refused) == 100 and {code for code, _ in refused.values()} == {452}
+    assert len(mail.record("crowd")["recipients"]) == 100
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\x00\xff\xfe\x80 garbage \x01\x02\r\n", b"", b"\r\nbody without headers\r\n"],
+    ids=["binary", "empty", "no-headers"],
+)
+def test_what_is_not_mail_is_refused_and_the_server_serves_on(mail: Mail, data: bytes) -> None:
+    replies = session(
+        mail.port, [b"HELO c\r\n", b"MAIL FROM:<a@b.c>\r\n", b"RCPT TO:<inbox@x.y>\r\n", b"DATA\r\n", data + b".\r\n"]
+    )
+    assert replies[-1].startswith("554 5.6.0")
+    garbage = session(mail.port, [b"\xff\xfe\xfd\r\n", b"DATA\r\n", b"RCPT TO:<inbox@x.y>\r\n"])
+    assert [r[:1] for r in garbage[1:]] == ["5", "5", "5"]
+    assert mail.send(["inbox@example.org"], subject=f"after {len(data)}") == {}
+
+
+def session(port: int, lines: list[bytes]) -> list[str]:
+    """Send raw lines on one connection, reading a reply after each: the greeting and the replies."""
+    replies = []
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        reader = sock.makefile("rb")
+        replies.append(read_reply(reader))
+        for line in lines:
+            sock.sendall(line)
+            replies.append(read_reply(reader))
+    return replies
+
+
+def read_reply(reader: Any) -> str:
+    while True:
+        line = reader.readline().decode("ascii", "replace")
+        if len(line) < 4 or line[3] != "-":
+            return line.strip()
