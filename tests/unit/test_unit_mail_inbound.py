@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from jupyter_anvil.host.mail import inbound
 from jupyter_anvil.host.mail.dkim_check import records_resolver
 from jupyter_anvil.host.mail.inbound import STOPPED_OUTCOME, MailServer, is_mail
 from jupyter_anvil.host.mail.records import MailRecord
@@ -52,7 +54,9 @@ class FixedHandling:
         stored = await self.mail.get(record.id)
         self.runs.append(Run(app, record, dkim, envelope, peer, stored.status if stored else None))
         await asyncio.sleep(self.delay)
-        return self.answers.get(app, (250, "2.0.0 OK: handled"))
+        code, text = self.answers.get(app, (250, "2.0.0 OK: handled"))
+        await self.mail.update(record.id, {"status": "handled" if code == 250 else "failed", "smtp_code": code})
+        return code, text
 
 
 @dataclass
@@ -134,7 +138,7 @@ async def test_routed_mail_is_stored_then_handled(harness: Callable[..., Any]) -
     assert (record.app, record.box, record.status, record.envelope_from) == (
         "support",
         "inbox",
-        "received",
+        "handled",
         "alice@example.com",
     )
     assert (record.subject, record.message_id, record.recipients) == (
@@ -367,3 +371,57 @@ async def test_stop_leaves_a_message_in_handling_received(harness: Callable[...,
 def test_is_mail() -> None:
     assert is_mail(b"Subject: x\r\n\r\nbody") and is_mail(b"X-Odd-Name!  : v\r\n")
     assert not is_mail(b"") and not is_mail(b" Subject: x") and not is_mail(b": x") and not is_mail(b"\x80: x")
+
+
+async def test_a_sender_that_hangs_up_does_not_cut_the_handler_short(harness: Callable[..., Any]) -> None:
+    """Stored, the message's handler runs to its end and its outcome is kept; the sender,
+    never told 250, sends it again."""
+    h = await harness()
+    h.handling.delay = 1.0
+    handler_runs = threading.Event()
+
+    def work() -> None:
+        with socket.create_connection(("127.0.0.1", h.port), timeout=10) as sock:
+            sock.sendall(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<support@a.org>\r\nDATA\r\n")
+            sock.sendall(b"Subject: gone\r\n\r\nbye\r\n.\r\n")
+            assert handler_runs.wait(10)  # hung up while the handler runs
+
+    hanging_up = asyncio.ensure_future(asyncio.to_thread(work))
+    while not h.handling.runs:
+        await asyncio.sleep(0.01)
+    handler_runs.set()
+    await hanging_up
+    await asyncio.sleep(0.2)
+    (record,) = await h.inbox()
+    assert record.status == "received"  # the handler still runs
+    await asyncio.sleep(1.2)
+    (record,) = await h.inbox()
+    assert (record.subject, record.status) == ("gone", "handled")
+
+
+async def test_messages_in_memory_at_once_are_bounded(
+    harness: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inbound, "DATA_WAIT", 0.3)
+    h = await harness(max_transactions=1)
+    h.handling.delay = 1.0
+    first = asyncio.ensure_future(h.send(["support@a.org"]))
+    while not h.handling.runs:
+        await asyncio.sleep(0.01)
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        await h.send(["sales@a.org"])
+    assert refused.value.smtp_code == 451 and b"Too many messages in progress" in refused.value.smtp_error
+    assert await first == {}
+    h.handling.delay = 0
+    assert await h.send(["sales@a.org"]) == {}  # its turn came
+
+
+async def test_a_port_in_use_is_logged_not_raised(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        mail = MailStore(store)
+        server = MailServer(mail, MailRouter(None, {}, lambda: APPS), FixedHandling(mail), port=port)
+        assert await server.ensure_started() is False
+        assert not server.running and f"cannot receive mail on 127.0.0.1:{port}" in caplog.text

@@ -13,12 +13,16 @@ and the store live), not in aiosmtpd's threaded ``Controller``. A message's way 
   record per app the recipients route to is stored (inbox, ``received``) *before* any
   handler runs, so nothing accepted is lost; DKIM is checked once (on a worker thread: its
   DNS lookups block); then each app's handler runs once (two recipients of one app: once),
-  the apps at the same time, and the sender is answered with their outcome. One message
+  the apps at the same time, and the sender is answered with their outcome. Once stored,
+  a message's handlers run to their end and store their outcome even if the sender hangs
+  up before the answer (it then sends again: it was never told 250). One message
   has one reply: 250 when every handler took it, else the first temporary failure (4xx,
   so the sender tries again), else the first refusal (5xx). A handler that took it is told
   again on a retry: a sender's retry is at-least-once, as SMTP is.
 
-Connections are bounded (``max_connections``, 421 beyond), each idle one is closed after
+Connections are bounded (``max_connections``, 421 beyond), and so are the messages held in
+memory at once (``max_transactions``: a DATA waits for its turn, 451 if it waits too long);
+each idle connection is closed after
 ``idle_timeout``, and aiosmtpd answers what is not SMTP (binary garbage, commands out of
 order, lines too long) with its 5xx while the server goes on serving.
 """
@@ -35,9 +39,10 @@ import weakref
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from ...protocol import DkimResult, MailEnvelope
+from ..background import spawn
 from .dkim_check import DnsFunc, check_dkim
 from .reading import Headline, headline
 from .records import MailChanges, MailRecord, MailStatus, MailSummary
@@ -49,6 +54,12 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024
 MAX_RECIPIENTS = 100
 MAX_CONNECTIONS = 100
+#: messages read or handled at once: each holds up to ``max_bytes`` in memory; a DATA
+#: past them waits for a turn, up to DATA_WAIT seconds, then is told 451 (try later)
+MAX_TRANSACTIONS = 10
+DATA_WAIT = 30.0
+#: seconds a stop gives the handlers running to store their outcome
+STOP_GRACE = 2.0
 IDLE_TIMEOUT = 300.0  # RFC 5321 4.5.3.2.7: a server waits 5 minutes for the next command
 #: how often one connection may send each command (a connection that only sends NOOPs
 #: would hold one of the ``max_connections`` forever); 421 and closed past it
@@ -102,6 +113,7 @@ class MailServer:
         server_id: str | None = None,
         max_recipients: int = MAX_RECIPIENTS,
         max_connections: int = MAX_CONNECTIONS,
+        max_transactions: int = MAX_TRANSACTIONS,
         idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         """``port`` 0: any free port (:attr:`port` says which once started); whether the
@@ -117,11 +129,14 @@ class MailServer:
         self.server_id = server_id
         self.max_recipients = max_recipients
         self.max_connections = max_connections
+        self.transactions = asyncio.Semaphore(max_transactions)
         self.idle_timeout = idle_timeout
         self._port = port
         self._server: asyncio.Server | None = None
         self._starting = asyncio.Lock()
         self.connections: set[_Connection] = set()
+        #: deliveries running: stored, and their handlers not yet answered
+        self._deliveries: set[asyncio.Task[str]] = set()
         #: each transaction's recipients and the app each routed to, at RCPT
         self._routes: weakref.WeakKeyDictionary[Envelope, dict[str, str]] = weakref.WeakKeyDictionary()
 
@@ -136,16 +151,22 @@ class MailServer:
     def running(self) -> bool:
         return self._server is not None
 
-    async def ensure_started(self) -> None:
+    async def ensure_started(self) -> bool:
         """Start unless started (when the first app with a handler is loaded); idempotent,
-        and safe to call from several places at once."""
+        and safe to call from several places at once. Never raises: a port that cannot be
+        listened on is logged (and tried again at the next call); False then."""
         async with self._starting:
             if self._server is None:
-                await self.start()
+                try:
+                    await self.start()
+                except OSError as e:
+                    log.error("[jupyter-anvil] cannot receive mail on %s:%d: %s", self.host, self._port, e)
+                    return False
+            return True
 
     async def start(self) -> None:
-        """Mark what a previous run left ``received`` as failed, then listen."""
-        await self._sweep()
+        """Mark what a previous run left ``received`` as failed, then listen (OSError if it cannot)."""
+        await self.sweep()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self, _Hooks(self), loop), self.host, self._port)
         log.info("[jupyter-anvil] receiving mail on %s:%d", self.host, self.port)
@@ -161,8 +182,12 @@ class MailServer:
             if connection.transport is not None:
                 connection.transport.close()
         await server.wait_closed()
+        if self._deliveries:  # a handler about to answer may still store its outcome
+            await asyncio.wait(set(self._deliveries), timeout=STOP_GRACE)
+        for delivery in list(self._deliveries):
+            delivery.cancel()
 
-    async def _sweep(self) -> None:
+    async def sweep(self) -> None:
         """Records left ``received`` by a run that stopped before their handler answered:
         the sender was never answered 250, so it will send again; the record says so.
         (A server sharing the store that is handling one now stores its outcome over this.)"""
@@ -214,8 +239,18 @@ class MailServer:
         except Exception:
             log.exception("[jupyter-anvil] could not store an inbound message")
             return "451 4.3.0 The message could not be stored; try again later"
-        dkim = await asyncio.to_thread(check_dkim, raw, _domain_of(heads.from_header), self.dnsfunc)
         peer = session.peer[0] if isinstance(session.peer, tuple) and session.peer else None
+        # stored: from here the handlers run to their end and store how it went, even if the
+        # sender hangs up (it was not answered 250, so it sends again; the record says why)
+        delivery = spawn(self._deliver(records, raw, heads, mail_from, peer))
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
+        return await asyncio.shield(delivery)
+
+    async def _deliver(
+        self, records: list[MailRecord], raw: bytes, heads: Headline, mail_from: str, peer: str | None
+    ) -> str:
+        dkim = await asyncio.to_thread(check_dkim, raw, _domain_of(heads.from_header), self.dnsfunc)
         answers = await asyncio.gather(
             *(
                 self._handle(record, dkim, {"from_address": mail_from, "recipient": record.recipients[0]}, peer)
@@ -334,6 +369,19 @@ class _Connection(SMTP):
             return
         self.server.connections.discard(self)
         super().connection_lost(error)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:  # aiosmtpd's name
+        """DATA, a bounded number at once: each message is held in memory whole."""
+        try:
+            await asyncio.wait_for(self.server.transactions.acquire(), DATA_WAIT)
+        except asyncio.TimeoutError:
+            await self.push("451 4.3.2 Too many messages in progress; try again later")
+            return
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.server.transactions.release()
 
     def eof_received(self) -> bool | None:
         if self.refused:
