@@ -9,6 +9,7 @@ import asyncio
 import smtplib
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -425,3 +426,45 @@ async def test_a_port_in_use_is_logged_not_raised(store: Store, caplog: pytest.L
         server = MailServer(mail, MailRouter(None, {}, lambda: APPS), FixedHandling(mail), port=port)
         assert await server.ensure_started() is False
         assert not server.running and f"cannot receive mail on 127.0.0.1:{port}" in caplog.text
+
+
+async def test_a_slow_dkim_check_does_not_eat_the_handlers_time(
+    harness: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inbound, "DKIM_TIMEOUT", 0.2)
+
+    def slow_dns(name: bytes, timeout: float = 5) -> bytes | None:
+        time.sleep(1.0)
+        return None
+
+    h = await harness(dnsfunc=slow_dns)
+    started = time.monotonic()
+    assert await h.send(["support@a.org"], signed(MESSAGE, "example.com")) == {}
+    assert time.monotonic() - started < 0.9
+    assert h.handling.runs[0].dkim == {"valid_from_sender": False, "domains": []}
+
+
+class FailingSecondInsert(MailStore):
+    inserts = 0
+
+    async def insert(self, record: MailRecord) -> None:
+        self.inserts += 1
+        if self.inserts == 2:
+            raise OSError("disk full")
+        await super().insert(record)
+
+
+async def test_a_message_not_stored_for_every_app_is_451_and_runs_no_handler(store: Store) -> None:
+    mail = FailingSecondInsert(store)
+    handling = FixedHandling(mail)
+    server = MailServer(mail, MailRouter(None, {}, lambda: APPS), handling, port=0)
+    await server.start()
+    try:
+        h = Harness(server, handling, mail)
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            await h.send(["support@a.org", "sales@a.org"])
+        assert refused.value.smtp_code == 451 and handling.runs == []
+        (record,) = await h.inbox()  # the one stored says why no handler ran
+        assert (record.status, record.outcome) == ("failed", inbound.NOT_STORED_OUTCOME)
+    finally:
+        await server.stop()

@@ -30,6 +30,7 @@ order, lines too long) with its 5xx while the server goes on serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import re
@@ -58,6 +59,9 @@ MAX_CONNECTIONS = 100
 #: past them waits for a turn, up to DATA_WAIT seconds, then is told 451 (try later)
 MAX_TRANSACTIONS = 10
 DATA_WAIT = 30.0
+#: seconds the DKIM check of one message may take (its DNS lookups): past it, the message
+#: is handled as carrying no valid signature, so a slow DNS cannot eat the handler's time
+DKIM_TIMEOUT = 15.0
 #: seconds a stop gives the handlers running to store their outcome
 STOP_GRACE = 2.0
 IDLE_TIMEOUT = 300.0  # RFC 5321 4.5.3.2.7: a server waits 5 minutes for the next command
@@ -65,6 +69,7 @@ IDLE_TIMEOUT = 300.0  # RFC 5321 4.5.3.2.7: a server waits 5 minutes for the nex
 #: would hold one of the ``max_connections`` forever); 421 and closed past it
 COMMAND_LIMITS = {"NOOP": 50, "VRFY": 10, "HELP": 10, "*": 10_000}
 STOPPED_OUTCOME = "the server stopped before the handler answered"
+NOT_STORED_OUTCOME = "the message could not be stored for every app it was sent to: no handler ran"
 #: an RFC 5322 header field's first line: a name of printable ASCII but ':', then ':'
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]+")
@@ -233,11 +238,16 @@ class MailServer:
         heads = await asyncio.to_thread(_headline, raw)
         mail_from = envelope.mail_from or ""
         records = [self._record(app, raw, heads, mail_from, recipients) for app, recipients in by_app.items()]
+        stored: list[MailRecord] = []
         try:
             for record in records:  # all stored before any handler runs
                 await self.mail.insert(record)
+                stored.append(record)
         except Exception:
             log.exception("[jupyter-anvil] could not store an inbound message")
+            for record in stored:  # no handler runs: the records say so (the sender retries)
+                with contextlib.suppress(Exception):
+                    await self.mail.update(record.id, {"status": "failed", "outcome": NOT_STORED_OUTCOME})
             return "451 4.3.0 The message could not be stored; try again later"
         peer = session.peer[0] if isinstance(session.peer, tuple) and session.peer else None
         # stored: from here the handlers run to their end and store how it went, even if the
@@ -250,7 +260,7 @@ class MailServer:
     async def _deliver(
         self, records: list[MailRecord], raw: bytes, heads: Headline, mail_from: str, peer: str | None
     ) -> str:
-        dkim = await asyncio.to_thread(check_dkim, raw, _domain_of(heads.from_header), self.dnsfunc)
+        dkim = await self._dkim(raw, heads)
         answers = await asyncio.gather(
             *(
                 self._handle(record, dkim, {"from_address": mail_from, "recipient": record.recipients[0]}, peer)
@@ -258,6 +268,15 @@ class MailServer:
             )
         )
         return _one_reply(answers)
+
+    async def _dkim(self, raw: bytes, heads: Headline) -> DkimResult:
+        """The message's DKIM verdict, on a worker thread (DNS blocks), within DKIM_TIMEOUT."""
+        check = asyncio.to_thread(check_dkim, raw, _domain_of(heads.from_header), self.dnsfunc)
+        try:
+            return await asyncio.wait_for(check, DKIM_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("[jupyter-anvil] a DKIM check took over %g s: no valid signature", DKIM_TIMEOUT)
+            return {"valid_from_sender": False, "domains": []}
 
     def _record(self, app: str, raw: bytes, heads: Headline, mail_from: str, recipients: list[str]) -> MailRecord:
         now = time.time()
