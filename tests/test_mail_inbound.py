@@ -9,11 +9,15 @@ records (``--AnvilApp.mail_dkim_test_records``), never in real DNS.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import smtplib
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -55,7 +59,7 @@ def handle(mail):
         raise DeliveryFailure("No such person", 550)
     if subject.startswith("crash"):
         raise ValueError("boom in the handler")
-    if subject == "slow":
+    if subject.startswith("slow"):
         time.sleep(20)
     if subject == "dkim" and not mail["dkim"]["valid_from_sender"]:
         raise DeliveryFailure("No valid DKIM signature for " + mail["envelope"]["from_address"])
@@ -128,10 +132,27 @@ def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mail]:
         "--AnvilApp.smtp_server_ip=127.0.0.1",
         f"--AnvilApp.mail_dkim_test_records={records}",
         "--AnvilApp.mail_handler_timeout=4",
+        "--AnvilApp.mail_domain=apps.test",
     )
     with private_server(tmp_path_factory, "mail-in", write, *options) as server:
         server.wait_until_loaded(("inbox", "quiet"))
+        wait_for_smtp(port)
         yield Mail(server, port, roots[0])
+
+
+def wait_for_smtp(port: int, timeout: float = 30) -> None:
+    """The SMTP server starts once an app with a handler is loaded: wait for it to listen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                if sock.recv(1024).startswith(b"220"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no SMTP server on port {port} after {timeout} s")
+        time.sleep(0.2)
 
 
 def test_mail_reaches_the_handler(mail: Mail) -> None:
@@ -153,6 +174,12 @@ def test_plus_addressing_and_two_recipients_of_one_app_run_once(mail: Mail) -> N
     assert mail.send(["inbox+a@example.org", "INBOX+b@other.test"], subject="twice") == {}
     assert len([s for s in mail.seen() if s["subject"] == "twice"]) == 1
     assert mail.record("twice")["recipients"] == ["inbox+a@example.org", "INBOX+b@other.test"]
+
+
+def test_the_app_subdomain_of_the_mail_domain_routes(mail: Mail) -> None:
+    assert mail.send(["Anyone@INBOX.apps.test"], subject="by subdomain") == {}
+    (seen,) = [s for s in mail.seen() if s["subject"] == "by subdomain"]
+    assert seen["envelope"]["recipient"] == "Anyone@INBOX.apps.test"
 
 
 def test_swaks_delivers(mail: Mail) -> None:
@@ -292,3 +319,37 @@ def read_reply(reader: Any) -> str:
         line = reader.readline().decode("ascii", "replace")
         if len(line) < 4 or line[3] != "-":
             return line.strip()
+
+
+def test_a_crash_under_a_handler_marks_its_message_failed_at_the_next_start(mail: Mail) -> None:
+    """Last (it kills the server): a message whose handler had not answered when the server
+    died was never answered 250 (its sender sends it again); its record, stored before the
+    handler ran, is kept, and the next start says what became of it."""
+    outcome: list[Any] = []
+
+    def send() -> None:
+        try:
+            mail.send(["inbox@example.org"], subject="slow, then a restart")
+        except Exception as e:  # what the sender saw
+            outcome.append(e)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    deadline = time.monotonic() + 30
+    while not [s for s in mail.seen() if s["subject"] == "slow, then a restart"]:
+        assert time.monotonic() < deadline, "the handler never ran"
+        time.sleep(0.1)
+    server = mail.server
+    assert server.process is not None
+    kernels = server.kernel_processes()
+    server.process.kill()  # no stop: a crash
+    server.process.wait(20)
+    for pid in kernels:  # the kernels would outlive a crashed server: not this test's
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    sender.join(30)
+    assert outcome and isinstance(outcome[0], (smtplib.SMTPServerDisconnected, ConnectionError))
+    mail.server.start(wait_for=("inbox",))
+    wait_for_smtp(mail.port)
+    record = mail.record("slow, then a restart")
+    assert record["status"] == "failed" and record["outcome"] == "the server stopped before the handler answered"
