@@ -16,7 +16,7 @@ import pytest
 from jupyter_anvil import errors, wire
 from jupyter_anvil.host.apps import App
 from jupyter_anvil.host.logs import AppLog
-from jupyter_anvil.host.mail.handling import MailHandling, reply_text
+from jupyter_anvil.host.mail.handling import MailHandling, has_email_handler, reply_text
 from jupyter_anvil.host.mail.records import MailRecord
 from jupyter_anvil.host.mail.store import MailStore, new_mail_id
 from jupyter_anvil.host.messages import CallReply, CallRequest
@@ -267,3 +267,9 @@ async def test_the_session_changes_are_kept(setup: Callable[..., Any], store: St
     assert code == 250
     (request,) = s.kernels[0].calls
     assert request.caller is not None and request.caller.session.persisted
+
+
+async def test_has_email_handler(setup: Callable[..., Any]) -> None:
+    with_handler, without = await setup(), await setup(handler=False)
+    assert has_email_handler(with_handler.pool) and not has_email_handler(without.pool)
+    assert not has_email_handler(None)

@@ -64,6 +64,12 @@ _CODE_PREFIX = re.compile(r"^[2-5][0-9][0-9]: ")
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]+")
 
 
+def has_email_handler(pool: KernelPool | None) -> bool:
+    """Whether the version a pool serves registered an email handler (for the wiring: the
+    SMTP server starts once an app that has one is served)."""
+    return pool is not None and EMAIL_HANDLER_NAME in pool.registered.of(EMAIL_HANDLER)
+
+
 class OutcomeStore(Protocol):
     """What handling needs of the mail store (``MailStore.update``)."""
 
@@ -207,7 +213,7 @@ class MailHandling:
             pool = app.pool
             if pool is None:
                 raise errors.RuntimeUnavailableError(f"App '{app.name}' is not available ({app.status})")
-            if EMAIL_HANDLER_NAME not in pool.registered.of(EMAIL_HANDLER):
+            if not has_email_handler(pool):
                 return None
             try:
                 kernel = pool.try_lease()

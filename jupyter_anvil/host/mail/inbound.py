@@ -12,19 +12,19 @@ and the store live), not in aiosmtpd's threaded ``Controller``. A message's way 
 * ``DATA``: what does not begin with a header is not mail (554, nothing stored). Else one
   record per app the recipients route to is stored (inbox, ``received``) *before* any
   handler runs, so nothing accepted is lost; DKIM is checked once (on a worker thread: its
-  DNS lookups block); then each app's handler runs once (two recipients of one app: once),
-  the apps at the same time, and the sender is answered with their outcome. Once stored,
-  a message's handlers run to their end and store their outcome even if the sender hangs
-  up before the answer (it then sends again: it was never told 250). One message
-  has one reply: 250 when every handler took it, else the first temporary failure (4xx,
-  so the sender tries again), else the first refusal (5xx). A handler that took it is told
-  again on a retry: a sender's retry is at-least-once, as SMTP is.
+  DNS lookups block; bounded by DKIM_TIMEOUT); then each app's handler runs once (two
+  recipients of one app: once), the apps at the same time, and the sender is answered with
+  their outcome. Once stored, a message's handlers run to their end and store their
+  outcome even if the sender hangs up first (it sends again: it was never told 250).
+* One message has one reply: 250 when every handler took it, else the first temporary
+  failure (4xx, so the sender tries again), else the first refusal (5xx). A handler that
+  took it is given it again on the retry: SMTP delivery is at-least-once.
 
 Connections are bounded (``max_connections``, 421 beyond), and so are the messages held in
-memory at once (``max_transactions``: a DATA waits for its turn, 451 if it waits too long);
-each idle connection is closed after
-``idle_timeout``, and aiosmtpd answers what is not SMTP (binary garbage, commands out of
-order, lines too long) with its 5xx while the server goes on serving.
+memory at once (``max_transactions``: a DATA waits for its turn, 451 if it waits too
+long); an idle connection is closed after ``idle_timeout``, one command sent too often
+(NOOP...) closes it too, and aiosmtpd answers what is not SMTP (binary garbage, commands
+out of order, lines too long) with its 5xx while the server goes on serving.
 """
 
 from __future__ import annotations
