@@ -32,7 +32,7 @@ PASSWORD_ENV: Final = "JUPYTER_ANVIL_SMTP_PASSWORD"  # noqa: S105 (a name, not a
 DEFAULT_TIMEOUT: Final = 30.0
 
 # a host name (letters, digits, hyphens, dots; IDNs as Unicode letters) or an IP literal
-_HOST_NAME = re.compile(r"^[\w.-]+$", re.UNICODE)
+_HOST_NAME = re.compile(r"[\w.-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -102,7 +102,7 @@ class RelayConfig:
                 f"not {parts.scheme or '(no scheme)'}"
             )
         host = parts.hostname or ""
-        if not host or not (_HOST_NAME.match(host) or _is_ip_literal(host)):
+        if not host or not (_HOST_NAME.fullmatch(host) or _is_ip_literal(host)):
             raise ValueError(f"the mail relay URL {shown!r} names no host")
         if port_given == 0:
             raise ValueError(f"the mail relay URL {shown!r} has a bad port (1 to 65535)")
