@@ -211,7 +211,11 @@ class MailSender:
                     if isinstance(attempt, Delivered):
                         return await self._sent(record, attempts, attempt), None
                     if isinstance(attempt, PermanentFailure):
-                        failure = SendFailure(f"The mail relay refused the message: {attempt.reply}")
+                        failure = SendFailure(
+                            f"The mail relay refused the message: {attempt.reply}"
+                            if attempt.of_message
+                            else f"Could not send the message: {attempt.reply}"
+                        )
                         return await self._failed(record, attempts, attempt, failure), failure
                     now = self.clock()
                     if now >= deadline:

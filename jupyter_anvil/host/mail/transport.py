@@ -69,6 +69,9 @@ class PermanentFailure:
 
     smtp_code: int | None
     reply: str
+    #: False: the refusal is of something else than the message (the credentials, our
+    #: own refusal to log in unencrypted): the caller is not told "the relay refused the message"
+    of_message: bool = True
 
     @property
     def outcome(self) -> str:
@@ -78,10 +81,10 @@ class PermanentFailure:
 Attempt = Delivered | TemporaryFailure | PermanentFailure
 
 
-def classify(code: int | None, reply: str) -> TemporaryFailure | PermanentFailure:
+def classify(code: int | None, reply: str, of_message: bool = True) -> TemporaryFailure | PermanentFailure:
     """A refusal by its code: 5xx is for good, anything else may pass later."""
     if code is not None and 500 <= code <= 599:
-        return PermanentFailure(code, reply)
+        return PermanentFailure(code, reply, of_message)
     return TemporaryFailure(code, reply)
 
 
@@ -173,18 +176,19 @@ class SmtpRelay(Transport):
                     None,
                     f"the relay {config.shown} does not offer STARTTLS: refusing to send the credentials "
                     f"for {config.user} unencrypted (use smtps:// if it speaks TLS from the start)",
+                    of_message=False,
                 )
             try:
                 client.login(config.user, config.password or "")
             except smtplib.SMTPAuthenticationError as e:  # 535 for good; 454 and the like may pass later
                 reply = self._scrubbed(e.smtp_code, e.smtp_error)
-                return classify(e.smtp_code, f"the relay refused the credentials for {config.user}: {reply}")
+                return classify(e.smtp_code, f"the relay refused the credentials for {config.user}: {reply}", False)
             except smtplib.SMTPNotSupportedError:
-                return PermanentFailure(None, f"the relay {config.shown} offers no AUTH, but a user is set")
+                return PermanentFailure(None, f"the relay {config.shown} offers no AUTH, but a user is set", False)
             except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException):
                 raise
             except smtplib.SMTPException as e:  # "No suitable authentication method found."
-                return PermanentFailure(None, f"cannot log in to the relay {config.shown} as {config.user}: {e}")
+                return PermanentFailure(None, f"cannot log in to the relay {config.shown} as {config.user}: {e}", False)
         options = self._mail_options(client, raw, envelope_from, recipients)
         if isinstance(options, PermanentFailure):
             return options
