@@ -393,3 +393,51 @@ async def test_credentials_are_not_sent_where_starttls_is_not_offered(
     service = sender(mail, f"smtp+plain://{USER.replace('@', '%40')}@{HOST}:{controller.port}", PASSWORD)
     assert (await service.send("shop", RAW, "shop@example.com", RECIPIENTS)).status == "sent"
     assert relay.logins == [(USER, PASSWORD)]
+
+
+# -- relays that are slow, wide or international --------------------------------------------------
+async def test_a_silent_relay_times_out_without_blocking_the_event_loop(mail: MailStore) -> None:
+    with socket.socket() as silent:  # takes connections (the kernel's backlog) and never says a word
+        silent.bind((HOST, 0))
+        silent.listen(8)
+        url = f"smtp+plain://{HOST}:{silent.getsockname()[1]}"
+        service = sender(mail, url, timeout=0.4, retry_seconds=1.2)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.ensure_future(tick())
+        started = time.monotonic()
+        with pytest.raises(SendFailure) as caught:
+            await service.send("shop", RAW, "shop@example.com", RECIPIENTS)
+        elapsed = time.monotonic() - started
+        ticker.cancel()
+    assert "the relay did not answer within" in str(caught.value)
+    assert str(caught.value).startswith(f"Could not reach the mail relay {url} for 1 s")
+    assert ticks > elapsed / 0.01 / 4  # the loop kept turning while smtplib waited on its thread
+
+
+async def test_two_hundred_recipients(mail: MailStore, start_relay: RelayFactory) -> None:
+    controller, relay = start_relay()
+    recipients = [f"reader{i}@example.org" for i in range(200)]
+    service = sender(mail, f"smtp+plain://{HOST}:{controller.port}")
+    assert (await service.send("shop", RAW, "shop@example.com", recipients)).status == "sent"
+    (envelope,) = relay.received
+    assert envelope.rcpt_tos == recipients
+
+
+async def test_international_addresses_need_smtputf8(mail: MailStore, start_relay: RelayFactory) -> None:
+    recipients = ["jörg@bücher.example"]
+    controller, relay = start_relay(enable_SMTPUTF8=True)
+    service = sender(mail, f"smtp+plain://{HOST}:{controller.port}")
+    assert (await service.send("shop", RAW, "shop@example.com", recipients)).status == "sent"
+    assert relay.received[0].rcpt_tos == recipients and "SMTPUTF8" in relay.received[0].mail_options
+    controller, relay = start_relay(enable_SMTPUTF8=False)
+    service = sender(mail, f"smtp+plain://{HOST}:{controller.port}")
+    with pytest.raises(SendFailure, match="does not take non-ASCII addresses"):
+        await service.send("shop", RAW, "shop@example.com", recipients)
+    assert relay.received == []

@@ -325,3 +325,17 @@ async def test_start_with_the_outbox_leaves_queued_mail_alone(mail: MailStore) -
     await sender(mail, Outbox()).start()
     (summary,) = await mail.list()
     assert summary.status == "queued"
+
+
+async def test_the_messages_waiting_for_the_relay_are_bounded(mail: MailStore, settle: Callable[..., Any]) -> None:
+    gate = asyncio.Event()
+    relay = ScriptedRelay(gate=gate)
+    service = sender(mail, relay, max_waiting=2)
+    waiting = [asyncio.ensure_future(service.send("shop", RAW, "shop@example.com", RECIPIENTS)) for _ in range(2)]
+    await settle(lambda: len(relay.attempts) == 2)
+    with pytest.raises(SendFailure, match="2 messages are waiting for the mail relay already"):
+        await service.send("shop", RAW, "shop@example.com", RECIPIENTS)
+    gate.set()
+    await asyncio.gather(*waiting)
+    assert (await service.send("shop", RAW, "shop@example.com", RECIPIENTS)).status == "sent"
+    assert len(await mail.list()) == 3  # the refused one was never stored

@@ -70,6 +70,7 @@ class MailSender:
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_recipients: int = DEFAULT_MAX_RECIPIENTS,
         connections: int = 4,
+        max_waiting: int = 1000,
         retry_first: float = 1.0,
         retry_most: float = 30.0,
         server_id: str | None = None,
@@ -81,6 +82,8 @@ class MailSender:
         self.retry_seconds = retry_seconds
         self.max_bytes = max_bytes
         self.max_recipients = max_recipients
+        #: messages being delivered or waiting to retry, at most (each holds its bytes in memory)
+        self.max_waiting = max_waiting
         self.retry_first = retry_first
         self.retry_most = retry_most
         self.server_id = server_id
@@ -145,6 +148,11 @@ class MailSender:
         could not be reached before the retry window closed (stored ``failed``)."""
         if self._stopping:
             raise SendFailure("The server is stopping: the message was not sent")
+        if self.transport.sends_mail and len(self._deliveries) >= self.max_waiting:
+            raise SendFailure(
+                f"{len(self._deliveries)} messages are waiting for the mail relay already: "
+                "this one was not sent; try again later"
+            )
         mail_id = new_mail_id()
         limits = {"max_bytes": self.max_bytes, "max_recipients": self.max_recipients}
         message = prepare(raw, envelope_from, recipients, mail_id=mail_id, **limits)

@@ -254,7 +254,8 @@ class SmtpRelay(Transport):
             what = f"the relay's TLS certificate was not accepted: {error.verify_message or error}"
         elif isinstance(error, ssl.SSLError):
             what = f"the TLS handshake with the relay failed: {error.reason or error}"
-        elif isinstance(error, TimeoutError):
+        elif isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError):
+            # smtplib turns a reply that timed out into SMTPServerDisconnected
             what = f"{doing}: the relay did not answer within {timeout:g} s"
         elif isinstance(error, smtplib.SMTPServerDisconnected):
             what = f"{doing}: the relay closed the connection"
