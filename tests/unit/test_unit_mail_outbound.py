@@ -339,3 +339,29 @@ async def test_the_messages_waiting_for_the_relay_are_bounded(mail: MailStore, s
     await asyncio.gather(*waiting)
     assert (await service.send("shop", RAW, "shop@example.com", RECIPIENTS)).status == "sent"
     assert len(await mail.list()) == 3  # the refused one was never stored
+
+
+async def test_start_leaves_the_mail_of_a_live_server_alone(mail: MailStore) -> None:
+    relay = ScriptedRelay(TemporaryFailure(None, "down"))
+    for owner in ("live", "gone"):
+        first = sender(mail, relay, retry_first=30.0, retry_most=30.0, server_id=owner)
+        caller = asyncio.ensure_future(first.send("shop", RAW, "shop@example.com", RECIPIENTS))
+        for _ in range(200):
+            if any(s.owner == owner and s.attempts == 1 for s in await mail.list()):
+                break
+            await asyncio.sleep(0.01)
+        await first.stop()
+        with pytest.raises(SendFailure):
+            await caller
+
+    async def gone(owner: str) -> bool:
+        return owner == "gone"
+
+    relay.script = [Delivered(250, "250 OK")]
+    await sender(mail, relay, server_id="third", owner_is_gone=gone).start()
+    for _ in range(200):
+        if any(s.status == "sent" for s in await mail.list()):
+            break
+        await asyncio.sleep(0.01)
+    by_status = {s.status: s.owner for s in await mail.list()}
+    assert by_status == {"sent": "third", "queued": "live"}

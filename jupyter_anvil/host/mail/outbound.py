@@ -29,7 +29,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from ...errors import SendFailure
@@ -74,6 +74,7 @@ class MailSender:
         retry_first: float = 1.0,
         retry_most: float = 30.0,
         server_id: str | None = None,
+        owner_is_gone: Callable[[str], Awaitable[bool]] | None = None,
         log: logging.Logger = module_log,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -87,6 +88,9 @@ class MailSender:
         self.retry_first = retry_first
         self.retry_most = retry_most
         self.server_id = server_id
+        #: servers sharing a store: whether the server that queued a message is gone (so
+        #: this one takes it over at start); None: every queued message is this server's
+        self.owner_is_gone = owner_is_gone
         self.log = log
         self.clock = clock
         self._connections = asyncio.Semaphore(max(1, connections))
@@ -99,9 +103,10 @@ class MailSender:
     # -- the server's start and stop ---------------------------------------------------------
     async def start(self) -> None:
         """Resume every ``queued`` record a previous run left (each at once; one attempt
-        at least, even if its deadline passed while no server ran)."""
+        at least, even if its deadline passed while no server ran), but those of another
+        server that ``owner_is_gone`` says is still running."""
         self._stopping = False
-        queued = await self.mail.find(box="outbox", status="queued")
+        queued = [r for r in await self.mail.find(box="outbox", status="queued") if await self._ours(r)]
         if not queued:
             return
         if not self.transport.sends_mail:
@@ -117,6 +122,11 @@ class MailSender:
                 if self.server_id is not None and record.owner != self.server_id:
                     await self._write(record, {"owner": self.server_id})
                 self._deliver_later(record)
+
+    async def _ours(self, record: MailRecord) -> bool:
+        if self.owner_is_gone is None or record.owner is None or record.owner == self.server_id:
+            return True
+        return await self.owner_is_gone(record.owner)
 
     async def stop(self, timeout: float = 4.0) -> None:
         """Stop delivering: waits between attempts are cancelled at once; attempts under
