@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -441,3 +442,35 @@ async def test_international_addresses_need_smtputf8(mail: MailStore, start_rela
     with pytest.raises(SendFailure, match="does not take non-ASCII addresses"):
         await service.send("shop", RAW, "shop@example.com", recipients)
     assert relay.received == []
+
+
+@pytest.mark.parametrize(("greeting", "final"), [(b"554 5.7.1 no service for you", True), (b"421 busy", False)])
+async def test_a_relay_that_refuses_at_its_greeting(mail: MailStore, greeting: bytes, final: bool) -> None:
+    with socket.socket() as listener:  # a peer that answers each connection with one line, then hangs up
+        listener.bind((HOST, 0))
+        listener.listen(8)
+        listener.settimeout(0.05)
+        done = threading.Event()
+
+        def serve() -> None:
+            while not done.is_set():
+                try:
+                    connection, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                with connection:
+                    connection.sendall(greeting + b"\r\n")
+
+        server = asyncio.ensure_future(asyncio.to_thread(serve))
+        service = sender(mail, f"smtp+plain://{HOST}:{listener.getsockname()[1]}", retry_seconds=0.5)
+        with pytest.raises(SendFailure) as caught:
+            await service.send("shop", RAW, "shop@example.com", RECIPIENTS)
+        done.set()
+        await server
+    record = await only_record(mail)
+    if final:
+        assert str(caught.value) == "The mail relay refused the message: 554 5.7.1 no service for you"
+        assert record.attempts == 1
+    else:
+        assert "kept deferring the message for 0 s: 421 busy" in str(caught.value)
+        assert record.attempts > 1

@@ -164,11 +164,11 @@ class SmtpRelay(Transport):
 
     def _session(self, client: smtplib.SMTP, raw: bytes, envelope_from: str, recipients: list[str]) -> Attempt:
         config = self.config
-        client.ehlo()
+        client.ehlo_or_helo_if_needed()  # EHLO, else HELO; SMTPHeloError when both are refused
         encrypted = config.scheme == "smtps"
         if config.scheme == "smtp" and client.has_extn("starttls"):
             client.starttls(context=config.tls_context())
-            client.ehlo()
+            client.ehlo_or_helo_if_needed()  # what the relay offers may change under TLS (AUTH)
             encrypted = True
         if config.user is not None:
             if not encrypted and config.scheme != "smtp+plain":
