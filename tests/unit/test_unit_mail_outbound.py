@@ -365,3 +365,12 @@ async def test_start_leaves_the_mail_of_a_live_server_alone(mail: MailStore) -> 
         await asyncio.sleep(0.01)
     by_status = {s.status: s.owner for s in await mail.list()}
     assert by_status == {"sent": "third", "queued": "live"}
+
+
+def test_the_size_bound_holds_after_line_ends_are_fixed() -> None:
+    raw = b"From: a@b.c\nMessage-ID: <1@b.c>\n\n" + b"x\n" * 100
+    fixed = prepare(raw, "a@b.c", ["x@y.z"], mail_id="m" * 26).raw
+    assert len(fixed) > len(raw)
+    assert prepare(raw, "a@b.c", ["x@y.z"], mail_id="m" * 26, max_bytes=len(fixed)).raw == fixed
+    with pytest.raises(SendFailure, match="the most that may be sent"):
+        prepare(raw, "a@b.c", ["x@y.z"], mail_id="m" * 26, max_bytes=len(fixed) - 1)

@@ -103,6 +103,12 @@ def _field_name(field: bytes) -> bytes:
     return field.split(b":", 1)[0].strip().lower()
 
 
+def _check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        mib = 1024 * 1024
+        raise SendFailure(f"The message is {size / mib:.1f} MB; the most that may be sent is {max_bytes / mib:.1f} MB")
+
+
 def prepare(
     raw: Any,
     envelope_from: Any,
@@ -116,10 +122,7 @@ def prepare(
     a Message-ID the message lacks."""
     if not isinstance(raw, (bytes, bytearray)):
         raise SendFailure(f"The message must be bytes (message/rfc822), not {type(raw).__name__}")
-    if len(raw) > max_bytes:
-        raise SendFailure(
-            f"The message is {len(raw) / 1048576:.1f} MB; the most that may be sent is {max_bytes / 1048576:.1f} MB"
-        )
+    _check_size(len(raw), max_bytes)
     sender = check_address(envelope_from)
     to = check_recipients(recipients, max_recipients)
     text = _LINE_END.sub(b"\r\n", bytes(raw))
@@ -138,8 +141,8 @@ def prepare(
         fields.insert(0, f"Message-ID: <{mail_id}@{domain}>\r\n".encode())
     head = b"".join(fields)
     parsed = BytesParser(policy=default_policy).parsebytes(head + b"\r\n", headersonly=True)
-    # the length can only shrink (a dropped Bcc) or grow by a Message-ID: the bound holds
     raw_out = head + b"\r\n" + body if blank else head
+    _check_size(len(raw_out), max_bytes)  # CRLF line ends and a Message-ID may have added a little
     return Outgoing(
         raw=raw_out,
         envelope_from=sender,
