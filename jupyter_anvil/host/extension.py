@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import platform
 import sys
 import uuid
 from pathlib import Path
@@ -16,7 +17,7 @@ from jupyter_server.serverapp import ServerApp
 from traitlets import Bool, Dict, Float, Int, Type, Unicode
 
 from .. import __version__
-from ..protocol import BACKGROUND_TASK, log_name
+from ..protocol import BACKGROUND_TASK, LoadSettings, log_name
 from .app_kernel import AppKernel
 from .apps import AppDefaults, AppManager
 from .calls import CallService
@@ -55,6 +56,11 @@ COOKIE_KEYS_FILE = "cookie_keys"
 PREFIX = "[jupyter-anvil]"
 #: an app without a page is printed with its functions' names, this many at most
 MAX_FUNCTIONS_SHOWN = 8
+
+
+def default_mail_domain() -> str:
+    """The domain of the default sender when none is configured: this machine's name."""
+    return platform.node() or "localhost"
 
 
 def data_folder() -> Path:
@@ -216,7 +222,9 @@ class AnvilApp(ExtensionApp):
         )
         self.apps.listener = AppSchedules(self.schedules)
         self.mail_feed: EventFeed[MailEvent] = EventFeed("mail feed")
-        self.mail = MailStore(self.store, self.mail_feed.publish)
+        self.mail = MailStore(self.store, self.mail_feed.publish, kept=self.mail_kept, days=self.mail_days)
+        # what server code may know of the configuration (never a secret: kernels run app code)
+        self.kernel_settings: LoadSettings = {"mail_from_domain": self.mail_from_domain or default_mail_domain()}
         # the reserved functions the host answers itself: a new one is one entry here
         host_services = HostServices([*task_host_services(self.tasks)])
         self.calls = CallService(self.apps, self.app_log, self.sessions, host_services)
@@ -230,6 +238,7 @@ class AnvilApp(ExtensionApp):
             # and apps are loaded by the notebook watcher, started after every service.
             Lifecycle("the scheduler", self.schedules.start, lambda: self.schedules.stop(timeout=2.0), 2.5),
             Lifecycle("background tasks", self.tasks.start, lambda: self.tasks.stop(timeout=4.0), 6.5),
+            Lifecycle("the mail records", self.mail.start, None, 0.0),
             Lifecycle("app kernels", None, self.apps.stop_all, 6.5),  # the notebook watcher starts apps
             Lifecycle("the app log", self.app_log.start, lambda: self.app_log.stop(timeout=2.0), 2.5),
             Lifecycle("sessions", self.sessions.start, self.sessions.stop, 1.0),  # a cancel: at once
@@ -376,7 +385,9 @@ class AnvilApp(ExtensionApp):
                 on_task_state=self.tasks.on_state,
             )
             notebook_dir = (self.apps.root / spec.notebook).parent
-            await kernel.start(spec.notebook, spec.cells, str(notebook_dir), self.load_timeout)
+            await kernel.start(
+                spec.notebook, spec.cells, str(notebook_dir), self.load_timeout, settings=self.kernel_settings
+            )
             return kernel
 
         pool = KernelPool(spec.name, limits, start_kernel)
