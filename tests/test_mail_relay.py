@@ -474,3 +474,20 @@ async def test_a_relay_that_refuses_at_its_greeting(mail: MailStore, greeting: b
     else:
         assert "kept deferring the message for 0 s: 421 busy" in str(caught.value)
         assert record.attempts > 1
+
+
+async def test_every_recipient_refused(mail: MailStore, start_relay: RelayFactory) -> None:
+    controller, relay = start_relay()
+    relay.refuse = {r: "550 5.1.1 no such user" for r in RECIPIENTS}
+    service = sender(mail, f"smtp+plain://{HOST}:{controller.port}")
+    with pytest.raises(SendFailure) as caught:
+        await service.send("shop", RAW, "shop@example.com", RECIPIENTS)
+    assert str(caught.value) == (
+        "The mail relay refused the message: 550 5.1.1 no such user (all 3 recipients were refused: 550)"
+    )
+    # one of them only deferred: the whole message is tried again
+    relay.refuse = {"ann@example.org": "550 5.1.1 no such user", "bob@example.org": "450 4.2.0 mailbox busy"}
+    service = sender(mail, f"smtp+plain://{HOST}:{controller.port}", retry_seconds=0.3)
+    with pytest.raises(SendFailure, match=r"kept deferring the message for 0 s: 450 4\.2\.0 mailbox busy"):
+        await service.send("shop", RAW, "shop@example.com", ["ann@example.org", "bob@example.org"])
+    assert relay.received == []

@@ -201,14 +201,13 @@ class SmtpRelay(Transport):
             if code not in (250, 251):
                 refused[recipient] = (code, message)
         if len(refused) == len(recipients):
-            client.rset()
             # every recipient refused: for good only if none of the refusals is temporary
-            codes = [c for c, _ in refused.values()]
             code, message = next(((c, m) for c, m in refused.values() if c < 500), refused[recipients[0]])
-            reply = self._scrubbed(code, message)
-            if len(recipients) > 1:
-                reply = f"{reply} (and every other recipient: {', '.join(str(c) for c in sorted(set(codes)))})"
-            return classify(code, reply)
+            outcome = self._refused(client, code, message)
+            if len(recipients) == 1:
+                return outcome
+            codes = ", ".join(str(c) for c in sorted({c for c, _ in refused.values()}))
+            return classify(code, f"{outcome.outcome} (all {len(recipients)} recipients were refused: {codes})")
         try:
             code, message = client.data(raw)  # raw is CRLF already: data() only dot-stuffs it
         except smtplib.SMTPDataError as e:  # DATA itself refused (not 354)
@@ -237,7 +236,7 @@ class SmtpRelay(Transport):
             options.append("SMTPUTF8")
         return options
 
-    def _refused(self, client: smtplib.SMTP, code: int, message: bytes) -> Attempt:
+    def _refused(self, client: smtplib.SMTP, code: int, message: bytes) -> TemporaryFailure | PermanentFailure:
         # the outcome is the refusal, whatever happens to the connection
         with contextlib.suppress(OSError, smtplib.SMTPException):
             client.rset()
