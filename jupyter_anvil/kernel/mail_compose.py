@@ -62,8 +62,9 @@ FALLBACK_DOMAIN = "localhost"
 DEFAULT_LOCAL_PART = "no-reply"
 
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+#: control characters, and what str.splitlines() breaks at (the stdlib refuses these in a header)
+_CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+_LINE_BREAKS = re.compile("\\s*[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+\\s*")
 
 
 @dataclass(frozen=True)

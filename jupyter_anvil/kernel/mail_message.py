@@ -269,6 +269,8 @@ def _read_parts(parsed: StdMessage, message: Message) -> None:
     """Fill text, html, attachments and inline_attachments from the message's leaf parts."""
     for part in _leaves(parsed, 0):
         try:
+            if "Content-Type" not in part and not _part_bytes(part).strip():
+                continue  # no body at all (nor a part saying it is one): text stays None
             content_type = part.get_content_type()
             disposition = part.get_content_disposition()
             filename = _filename(part)
@@ -311,8 +313,8 @@ def _part_bytes(part: StdMessage) -> bytes:
 
 
 def _decoded_text(part: StdMessage) -> str:
-    """A text part as str, decoded with its charset; a bad or unknown charset never raises:
-    undecodable bytes become U+FFFD."""
+    """A text part as str, decoded with its charset, with ``\\n`` line ends (mail's text is
+    CRLF on the wire); a bad or unknown charset never raises: undecodable bytes become U+FFFD."""
     data = _part_bytes(part)
     charset = part.get_content_charset() or "utf-8"
     try:
@@ -322,9 +324,10 @@ def _decoded_text(part: StdMessage) -> str:
     if charset.lower() in ("us-ascii", "ascii"):
         charset = "utf-8"  # mail marked ASCII that is not: read as UTF-8 rather than lose it
     try:
-        return data.decode(charset, errors="replace")
+        text = data.decode(charset, errors="replace")
     except Exception:  # noqa: BLE001 - a codec that fails even with errors="replace"
-        return data.decode("utf-8", errors="replace")
+        text = data.decode("utf-8", errors="replace")
+    return text.replace("\r\n", "\n")
 
 
 def _filename(part: StdMessage) -> str | None:
