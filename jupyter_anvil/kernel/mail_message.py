@@ -232,8 +232,19 @@ def _headers(parsed: StdMessage) -> list[tuple[str, str]]:
     except Exception:  # noqa: BLE001 - no headers to read
         items = []
     for name, value in items:
-        out.append((str(name), _header_text(str(name), value)))
+        out.append((_unescaped(str(name)), _header_text(str(name), _unescaped(value))))
     return out
+
+
+def _unescaped(value: Any) -> Any:
+    """A raw header value as text: the parser keeps 8-bit bytes (UTF-8 headers, RFC 6532, which
+    mail clients send) as surrogate escapes; read them as UTF-8."""
+    if not isinstance(value, str) or value.isascii():
+        return value
+    try:
+        return value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeError:  # already text (not escapes): as it is
+        return value
 
 
 def _header_text(name: str, value: Any) -> str:
@@ -247,7 +258,7 @@ def _header_text(name: str, value: Any) -> str:
 def _addresses(parsed: StdMessage, kind: str) -> list[Address]:
     out: list[Address] = []
     try:
-        values = [value for name, value in parsed.raw_items() if name.lower() == kind]  # type: ignore[attr-defined]
+        values = [_unescaped(value) for name, value in parsed.raw_items() if name.lower() == kind]  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001
         return out
     for value in values:

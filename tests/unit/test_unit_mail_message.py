@@ -293,3 +293,15 @@ def test_a_handler_s_own_delivery_failure_passes_through(clean_registry: Any) ->
     with pytest.raises(DeliveryFailure) as refused:
         clean_registry[EMAIL_HANDLER_NAME].function(inbound(b"\r\n"))
     assert refused.value.smtp_code == 550 and str(refused.value) == "550: Go away"
+
+
+def test_raw_utf8_headers_are_read_as_utf8_and_can_be_replied_to(host: Host) -> None:
+    raw = "From: Zoë <zoe@sender.example>\r\nSubject: Grüße ✓\r\nMessage-ID: <u@x>\r\n\r\nhi".encode()
+    message = mail_message.from_inbound(inbound(raw))
+    assert message.subject == "Grüße ✓" and ("Subject", "Grüße ✓") in message.headers
+    assert message.addressees.from_address is not None and message.addressees.from_address.name == "Zoë"
+    message.reply(text="ok")
+    assert host.parsed()["To"].addresses[0].display_name == "Zoë"
+    assert host.parsed()["Subject"] == "Re: Grüße ✓"
+    latin = mail_message.from_inbound(inbound(b"Subject: caf\xe9\r\n\r\n"))
+    assert latin.subject == "caf\ufffd"  # 8-bit but not UTF-8: replaced, never an error
