@@ -29,11 +29,9 @@ from .kernel.mail_message import DKIM, Address, Addressees, Envelope, Message
 from .kernel.mail_message import handler_for as _handler_for
 from .protocol import EMAIL_HANDLER as _EMAIL_HANDLER
 from .protocol import EMAIL_HANDLER_NAME as _EMAIL_HANDLER_NAME
-from .protocol import MAX_MESSAGE_BYTES
 
 __all__ = [
     "DKIM",
-    "MAX_MESSAGE_BYTES",
     "Address",
     "Addressees",
     "DeliveryFailure",

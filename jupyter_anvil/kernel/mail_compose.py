@@ -57,6 +57,11 @@ KEYWORDS = (
 #: the most envelope recipients (to, cc and bcc together) one message may have: every relay
 #: must take 100 (RFC 5321 4.5.3.1.8); send to more in several messages
 MAX_RECIPIENTS = 100
+#: the longest subject, name or threading header, in characters (folding a longer one is slow,
+#: and no mail reader shows it)
+MAX_HEADER_CHARS = 10_000
+#: the longest one address, name included, in characters (an address alone is at most 254)
+MAX_ADDRESS_CHARS = 1_000
 #: the domain of the default sender when the host's settings name none
 FALLBACK_DOMAIN = "localhost"
 DEFAULT_LOCAL_PART = "no-reply"
@@ -131,8 +136,9 @@ def split_addresses(text: str) -> list[str]:
 def parse_mailbox(piece: str) -> Mailbox:
     """One address (``a@b.c``, ``Name <a@b.c>``, ``"Doe, J." <a@b.c>``, a Unicode name or
     domain), or ``SendFailure("Invalid email address: <piece>")``."""
-    invalid = SendFailure(f"Invalid email address: {piece}")
-    if not piece or _CONTROL.search(piece):
+    shown = piece if len(piece) <= 200 else piece[:200] + "..."
+    invalid = SendFailure(f"Invalid email address: {shown}")
+    if not piece or len(piece) > MAX_ADDRESS_CHARS or _CONTROL.search(piece):
         raise invalid  # a line break would start a header of the sender's choosing
     try:
         header = POLICY.header_factory("To", piece)
@@ -177,7 +183,12 @@ def parse_addresses(value: Any, keyword: str) -> list[Mailbox]:
         texts = list(value)
     else:
         raise SendFailure(f"Keyword argument '{keyword}' must be a string, or list of strings, not {_kind(value)}")
-    return [parse_mailbox(piece) for text in texts for piece in split_addresses(text)]
+    if sum(len(text) for text in texts) > MAX_ADDRESS_CHARS * MAX_RECIPIENTS:
+        raise SendFailure(f"Too many recipients in '{keyword}': at most {MAX_RECIPIENTS} addresses")
+    pieces = [piece for text in texts for piece in split_addresses(text)]
+    if len(pieces) > MAX_RECIPIENTS:
+        raise SendFailure(f"Too many recipients in '{keyword}': {len(pieces)}, at most {MAX_RECIPIENTS} addresses")
+    return [parse_mailbox(piece) for piece in pieces]
 
 
 def sender(from_address: Any, from_name: Any, domain: str) -> Mailbox:
@@ -314,6 +325,10 @@ def _content_type(content_type: str | None) -> tuple[str, str]:
 # -- checking the keywords -------------------------------------------------------------------------
 def _optional_str(value: Any, keyword: str) -> str | None:
     if value is None or isinstance(value, str):
+        if value is not None and keyword not in ("text", "html") and len(value) > MAX_HEADER_CHARS:
+            raise SendFailure(
+                f"Keyword argument '{keyword}' is too long: {len(value)} characters, at most {MAX_HEADER_CHARS}"
+            )
         return value
     raise SendFailure(f"Keyword argument '{keyword}' must be a string, not {_kind(value)}")
 
@@ -364,6 +379,10 @@ def _references(value: Any) -> str | None:
         value = " ".join(item.strip() for item in value)
     if not isinstance(value, str):
         raise SendFailure(f"Keyword argument 'references' must be a string, or list of strings, not {_kind(value)}")
+    if len(value) > MAX_HEADER_CHARS:
+        raise SendFailure(
+            f"Keyword argument 'references' is too long: {len(value)} characters, at most {MAX_HEADER_CHARS}"
+        )
     return _one_line(value).strip() or None
 
 

@@ -328,3 +328,20 @@ def test_send_report_is_portable() -> None:
     decoded = wire.decode(encoded.message, encoded.objects, encoded.media)["r"]
     assert isinstance(decoded, email.SendReport) and decoded.message_id == "<x@y>"
     assert encoded.objects[0]["typeName"] == "anvil.email.SendReport"
+
+
+def test_header_texts_and_address_lists_are_bounded() -> None:
+    limit = mail_compose.MAX_HEADER_CHARS
+    for keyword in ("subject", "from_name", "in_reply_to", "references"):
+        with pytest.raises(SendFailure, match=rf"Keyword argument '{keyword}' is too long: {limit + 1} characters"):
+            build(to="a@example.com", **{keyword: "x" * (limit + 1)})
+    build(to="a@example.com", subject="é" * limit)  # at the limit: fine
+    with pytest.raises(SendFailure) as raised:
+        build(to="Long " * 1000 + "<a@example.com>")
+    assert str(raised.value).startswith("Invalid email address: Long Long") and str(raised.value).endswith("...")
+    assert len(str(raised.value)) < 300
+    with pytest.raises(SendFailure, match=r"Too many recipients in 'reply_to': 101"):
+        build(to="a@example.com", reply_to=",".join(f"r{i}@example.com" for i in range(101)))
+    with pytest.raises(SendFailure, match=r"Too many recipients in 'cc'"):
+        build(to="a@example.com", cc="x" * (mail_compose.MAX_ADDRESS_CHARS * mail_compose.MAX_RECIPIENTS + 1))
+    assert len(build(to="a@example.com", text="é" * 100_000, html="<p>" * 100_000)[0].raw) < 1_000_000
