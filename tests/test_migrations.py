@@ -129,10 +129,10 @@ def open_store(path: Path) -> Store:
 def assert_at_head(path: Path) -> None:
     tables, columns, log_sql, revision = schema(path)
     assert {"anvil_sessions", "anvil_tasks", "anvil_log", "anvil_servers", "alembic_version"} <= tables
-    assert {"anvil_schedules", "anvil_schedule_runs"} <= tables
+    assert {"anvil_schedules", "anvil_schedule_runs", "anvil_mail"} <= tables
     assert {"owner", "schedule_id"} <= columns
     assert "AUTOINCREMENT" in log_sql.upper()
-    assert revision == head_revision() == "0003"
+    assert revision == head_revision() == "0004"
 
 
 async def assert_rows_intact(store: Store) -> None:

@@ -21,8 +21,10 @@ route                                                       answer
                                                             returned, as a download (see
                                                             :data:`MediaLink`)
 ``POST anvil/api/tasks/<id>/kill``                          :class:`TaskSummary`
-``WS   anvil/api/tasks/feed``                               one :class:`TaskEvent` or
-                                                            :class:`ScheduleEvent` per message
+``WS   anvil/api/tasks/feed``                               one :class:`TaskEvent`,
+                                                            :class:`ScheduleEvent`,
+                                                            :class:`MailEvent` or
+                                                            :class:`MailDeletedEvent` per message
 ``GET  anvil/api/schedules?app=``                           :class:`ScheduleList`
 ``POST anvil/api/schedules``                                201 :class:`ScheduleInfo` (body:
                                                             :class:`ScheduleCreate`)
@@ -32,6 +34,13 @@ route                                                       answer
 ``DELETE anvil/api/schedules/<id>``                         204, no body (an API-made schedule)
 ``POST anvil/api/schedules/<id>/run``                       :class:`ScheduleRunInfo` (no body)
 ``GET  anvil/api/schedules/<id>/runs?limit=&before=``       :class:`ScheduleRunPage`
+``GET  anvil/api/mail?app=&box=&status=&limit=&before=``    :class:`MailPage`
+``GET  anvil/api/mail/<id>``                                :class:`MailDetail`
+``GET  anvil/api/mail/<id>/raw``                            the message as sent or received
+                                                            (``message/rfc822``, a ``.eml``)
+``GET  anvil/api/mail/<id>/parts/<n>``                      the bytes of an attachment or
+                                                            inline part, as a download
+``DELETE anvil/api/mail/<id>``                              204, no body
 a refused request (4xx) on the JSON routes                  :class:`AdminError`
 ==========================================================  ==================================
 
@@ -47,6 +56,7 @@ from typing import Any, Literal, TypedDict
 from ..protocol import TaskStatus
 from .apps import AppStatus
 from .logs import LogStream
+from .mail.records import MailBox, MailStatus
 from .schedules.records import EventKind, MisfirePolicy, RunOutcome, ScheduleSource
 
 # -- anvil/api/apps ------------------------------------------------------------------------------
@@ -289,8 +299,86 @@ class ScheduleEvent(TypedDict):
     run: ScheduleRunInfo | None  # the run just recorded (a "run" event's)
 
 
+# -- mail ----------------------------------------------------------------------------------------
+
+
+class MailInfo(TypedDict):
+    """A message sent or received, without its body (jupyter_anvil/host/mail/records.py)."""
+
+    id: str
+    app: str
+    box: MailBox  # outbox, sent or inbox
+    #: outbox: kept (the outbox transport: never sent), queued (waiting for the relay) or
+    #: failed; sent: sent; inbox: received (its handler has not answered), handled,
+    #: rejected (5xx) or failed (4xx)
+    status: MailStatus
+    created: float
+    updated: float
+    message_id: str | None  # the Message-ID header
+    envelope_from: str  # SMTP MAIL FROM ("" for a bounce)
+    recipients: list[str]  # every RCPT TO (bcc included for mail sent)
+    from_header: str
+    to_header: str
+    subject: str
+    size: int  # bytes
+    attempts: int  # delivery attempts so far (mail sent through a relay)
+    smtp_code: int | None  # the relay's last reply, or the code a sender was answered
+    outcome: str  # in words: the relay's reply, the handler's error, why it failed
+    next_attempt: float | None  # while queued: when it is tried again
+    deadline: float | None  # while queued: when retrying stops
+    owner: str | None  # the server instance sending or handling it
+    call_id: str | None  # the app log's id of the sending call or the handler's run
+
+
+class MailPage(TypedDict):
+    """``GET anvil/api/mail?app=&box=&status=&limit=50&before=<created>``: newest first, at
+    most ``limit`` (1 to 500)."""
+
+    messages: list[MailInfo]
+    next: float | None  # the ``before`` of the following page; None on the last
+
+
+class MailPart(TypedDict):
+    """An attachment or inline part; ``url`` downloads its bytes."""
+
+    index: int
+    name: str | None
+    content_type: str
+    size: int
+    content_id: str | None  # an inline part's Content-ID (without <>), as ``cid:`` names it
+    inline: bool
+    url: str
+
+
+class MailDetail(MailInfo):
+    """``GET anvil/api/mail/<id>``: the summary with the message read: every header (name,
+    value; in order, values cut at 4000 characters), the first text and html bodies, the
+    other parts, and where to download the whole ``.eml``."""
+
+    headers: list[list[str]]
+    text: str | None
+    html: str | None
+    parts: list[MailPart]
+    raw_url: str
+
+
+class MailEvent(TypedDict):
+    """``anvil/api/tasks/feed``: a message was stored or changed (queued, sent, handled...)."""
+
+    type: Literal["mail"]
+    mail: MailInfo
+
+
+class MailDeletedEvent(TypedDict):
+    """``anvil/api/tasks/feed``: a message was deleted."""
+
+    type: Literal["mail_deleted"]
+    id: str
+    app: str
+
+
 #: one message of ``anvil/api/tasks/feed``
-FeedEvent = TaskEvent | ScheduleEvent
+FeedEvent = TaskEvent | ScheduleEvent | MailEvent | MailDeletedEvent
 
 
 # -- values inside states and return values ------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import platform
 import sys
 import uuid
 from pathlib import Path
@@ -13,19 +14,32 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.serverapp import ServerApp
-from traitlets import Bool, Float, Int, Type, Unicode
+from traitlets import Bool, Dict, Float, Int, Type, Unicode
 
 from .. import __version__
-from ..protocol import BACKGROUND_TASK, log_name
+from ..protocol import BACKGROUND_TASK, LoadSettings, log_name
 from .app_kernel import AppKernel
 from .apps import AppDefaults, AppManager
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
-from .handlers import admin, apps_off, calls, public_tasks, schedule_admin, socket, socket_limits, static, task_admin
+from .feed import EventFeed
+from .handlers import (
+    admin,
+    apps_off,
+    calls,
+    mail_admin,
+    public_tasks,
+    schedule_admin,
+    socket,
+    socket_limits,
+    static,
+    task_admin,
+)
 from .handlers.socket_limits import MediaBudget
 from .host_services import HostServices
 from .instances import ServerInstances
 from .logs import AppLog
+from .mail.store import MailEvent, MailStore
 from .notebooks import AppSpec
 from .pool import KernelPool, PoolLimits
 from .schedules.feed import ScheduleFeed
@@ -42,6 +56,11 @@ COOKIE_KEYS_FILE = "cookie_keys"
 PREFIX = "[jupyter-anvil]"
 #: an app without a page is printed with its functions' names, this many at most
 MAX_FUNCTIONS_SHOWN = 8
+
+
+def default_mail_domain() -> str:
+    """The domain of the default sender when none is configured: this machine's name."""
+    return platform.node() or "localhost"
 
 
 def data_folder() -> Path:
@@ -112,6 +131,48 @@ class AnvilApp(ExtensionApp):
         "server ran it is at most this many seconds old (else the missed runs are skipped).",
     ).tag(config=True)
     schedule_history = Int(100, help="Runs kept in each schedule's history (the newest).").tag(config=True)
+    # -- email -------------------------------------------------------------------------------
+    smtp_relay_url = Unicode(
+        "",
+        help="Mail relay that email.send hands messages to: smtp://user@host:587 (STARTTLS when offered), "
+        "smtps://user@host:465 (TLS), smtp+plain://host:25 (never encrypted: local test relays only). "
+        "Empty (the default): the outbox, where messages are kept and listed (anvil/api/mail), never sent.",
+    ).tag(config=True)
+    smtp_relay_password = Unicode(
+        "", help="Password for the relay's user (default: the environment variable JUPYTER_ANVIL_SMTP_PASSWORD)."
+    ).tag(config=True)
+    smtp_relay_ca_file = Unicode(
+        "", help="PEM file of the certificate authority to trust for the relay's TLS (default: the system's)."
+    ).tag(config=True)
+    mail_from_domain = Unicode(
+        "", help="Domain of the default sender, no-reply@<domain> (default: this machine's name)."
+    ).tag(config=True)
+    mail_retry_seconds = Float(
+        120.0, help="Seconds email.send retries a relay that is down or answers a temporary failure."
+    ).tag(config=True)
+    smtp_server_ip = Unicode("127.0.0.1", help="Address the inbound SMTP server listens on.").tag(config=True)
+    smtp_server_port = Int(
+        8025, help="Port of the inbound SMTP server, started once an app has an email handler (0: off)."
+    ).tag(config=True)
+    mail_domain = Unicode(
+        "",
+        help="Mail domain of the apps: <anything>@<app>.<mail_domain> reaches the app (as <app>@<any domain> "
+        "and <app>+tag@<any domain> always do).",
+    ).tag(config=True)
+    mail_routes = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        help="Recipients routed to apps, checked first: {'support@example.com': 'helpdesk', "
+        "'@example.org': 'catchall'}.",
+    ).tag(config=True)
+    mail_max_bytes = Int(25 * 1024 * 1024, help="Largest message sent or received, in bytes (larger: 552).").tag(
+        config=True
+    )
+    mail_handler_timeout = Float(
+        45.0, help="Seconds an email handler may run before the sender is answered 451 (try later)."
+    ).tag(config=True)
+    mail_kept = Int(1000, help="Messages kept per app in each of outbox, sent and inbox (the newest).").tag(config=True)
+    mail_days = Float(30.0, help="Messages older than this many days are dropped.").tag(config=True)
     shared_cookie_domain = Unicode(
         "", help="Parent domain of server.cookies.shared (e.g. example.com); default: this host only."
     ).tag(config=True)
@@ -160,6 +221,10 @@ class AnvilApp(ExtensionApp):
             server_id=self.instances.id,
         )
         self.apps.listener = AppSchedules(self.schedules)
+        self.mail_feed: EventFeed[MailEvent] = EventFeed("mail feed")
+        self.mail = MailStore(self.store, self.mail_feed.publish, kept=self.mail_kept, days=self.mail_days)
+        # what server code may know of the configuration (never a secret: kernels run app code)
+        self.kernel_settings: LoadSettings = {"mail_from_domain": self.mail_from_domain or default_mail_domain()}
         # the reserved functions the host answers itself: a new one is one entry here
         host_services = HostServices([*task_host_services(self.tasks)])
         self.calls = CallService(self.apps, self.app_log, self.sessions, host_services)
@@ -173,6 +238,7 @@ class AnvilApp(ExtensionApp):
             # and apps are loaded by the notebook watcher, started after every service.
             Lifecycle("the scheduler", self.schedules.start, lambda: self.schedules.stop(timeout=2.0), 2.5),
             Lifecycle("background tasks", self.tasks.start, lambda: self.tasks.stop(timeout=4.0), 6.5),
+            Lifecycle("the mail records", self.mail.start, None, 0.0),
             Lifecycle("app kernels", None, self.apps.stop_all, 6.5),  # the notebook watcher starts apps
             Lifecycle("the app log", self.app_log.start, lambda: self.app_log.stop(timeout=2.0), 2.5),
             Lifecycle("sessions", self.sessions.start, self.sessions.stop, 1.0),  # a cancel: at once
@@ -193,12 +259,15 @@ class AnvilApp(ExtensionApp):
             MediaBudget(self.websocket_media_mib * socket_limits.MIB),
             self.schedules,
             self.schedule_feed,
+            self.mail,
+            self.mail_feed,
         )
 
     def initialize_handlers(self) -> None:
         app = r"(?P<app>[A-Za-z0-9_][A-Za-z0-9_.\-]*)"
         task_id = r"(?P<task_id>[a-z2-7]{25})"
         schedule_id = r"(?P<schedule_id>[^/]+)"  # any id the store has; an unknown one is a 404 of ours
+        mail_id = r"(?P<mail_id>[a-z2-7]{26})"
         if self.serve_apps:
             self.handlers.extend(
                 [
@@ -227,6 +296,10 @@ class AnvilApp(ExtensionApp):
                 (rf"/anvil/api/schedules/{schedule_id}", schedule_admin.ScheduleHandler),
                 (rf"/anvil/api/schedules/{schedule_id}/run", schedule_admin.ScheduleRunHandler),
                 (rf"/anvil/api/schedules/{schedule_id}/runs", schedule_admin.ScheduleRunsHandler),
+                (r"/anvil/api/mail", mail_admin.MailListHandler),
+                (rf"/anvil/api/mail/{mail_id}", mail_admin.MailHandler),
+                (rf"/anvil/api/mail/{mail_id}/raw", mail_admin.MailRawHandler),
+                (rf"/anvil/api/mail/{mail_id}/parts/(?P<index>\d{{1,4}})", mail_admin.MailPartHandler),
             ]
         )
 
@@ -312,7 +385,9 @@ class AnvilApp(ExtensionApp):
                 on_task_state=self.tasks.on_state,
             )
             notebook_dir = (self.apps.root / spec.notebook).parent
-            await kernel.start(spec.notebook, spec.cells, str(notebook_dir), self.load_timeout)
+            await kernel.start(
+                spec.notebook, spec.cells, str(notebook_dir), self.load_timeout, settings=self.kernel_settings
+            )
             return kernel
 
         pool = KernelPool(spec.name, limits, start_kernel)

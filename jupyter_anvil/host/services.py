@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from .apps import AppManager
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
+from .feed import EventFeed
 from .handlers.socket_limits import MediaBudget
 from .logs import AppLog
+from .mail.store import MailEvent, MailStore
 from .schedules.feed import ScheduleFeed
 from .schedules.service import Scheduler
 from .sessions import SessionService
@@ -32,6 +34,9 @@ class Services:
     schedules: Scheduler
     #: the scheduler's events (changes, deletions, runs), for the live feed
     schedule_feed: ScheduleFeed
+    #: every message sent or received, and their changes for the live feed
+    mail: MailStore
+    mail_feed: EventFeed[MailEvent]
 
 
 #: what a service's start or stop returns: nothing (done at once) or something to await

@@ -21,11 +21,14 @@ from ... import errors
 from ...errors import WireError
 from ...protocol import TASK_STATUSES, is_finished
 from .. import api_types as api
+from ..mail.records import MailSummary
+from ..mail.store import MailEvent
 from ..readable import plain_value
 from ..schedules.records import ScheduleEvent
 from ..store import TaskRecord, TaskSummary
 from .admin import AUTH_RESOURCE, AdminHandler
 from .base import services
+from .mail_admin import mail_json
 from .schedule_admin import event_json
 
 #: a content type fit for a header: type/subtype and parameters, nothing that could end it
@@ -184,9 +187,10 @@ async def find(handler: JupyterHandler, task_id: str) -> TaskRecord:
 
 class TaskFeedHandler(JupyterHandler, websocket.WebSocketHandler):  # type: ignore[misc]
     """``anvil/api/tasks/feed`` (WebSocket): ``{"type": "task", "task": summary}`` for
-    every launch, start, state change and end, and ``{"type": "schedule", "event": ...}``
-    for every schedule made, changed, deleted or run (api_types.ScheduleEvent), so a panel
-    need not poll."""
+    every launch, start, state change and end, ``{"type": "schedule", "event": ...}``
+    for every schedule made, changed, deleted or run (api_types.ScheduleEvent), and
+    ``{"type": "mail", "mail": ...}`` / ``{"type": "mail_deleted", ...}`` for every message
+    stored, changed or deleted, so a panel need not poll."""
 
     auth_resource = AUTH_RESOURCE
 
@@ -209,6 +213,7 @@ class TaskFeedHandler(JupyterHandler, websocket.WebSocketHandler):  # type: igno
         self._subscriptions = (
             found.tasks.subscribe(self._send_task),
             found.schedule_feed.subscribe(self._send_schedule),
+            found.mail_feed.subscribe(self._send_mail),
         )
 
     def _unsubscribe(self) -> None:
@@ -221,6 +226,15 @@ class TaskFeedHandler(JupyterHandler, websocket.WebSocketHandler):  # type: igno
 
     def _send_schedule(self, schedule_event: ScheduleEvent) -> None:
         self._send(event_json(schedule_event))
+
+    def _send_mail(self, mail_event: MailEvent) -> None:
+        summary = mail_event.get("mail")
+        if isinstance(summary, MailSummary):
+            changed: api.MailEvent = {"type": "mail", "mail": mail_json(summary)}
+            self._send(changed)
+        else:
+            deleted: api.MailDeletedEvent = {"type": "mail_deleted", "id": mail_event["id"], "app": mail_event["app"]}
+            self._send(deleted)
 
     def _send(self, event: api.FeedEvent) -> None:
         try:

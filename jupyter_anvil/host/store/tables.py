@@ -118,5 +118,35 @@ schedule_runs = sa.Table(
     sqlite_autoincrement=True,  # never reuse a number: pages by seq stay stable
 )
 
+#: every message sent or received, with where it is and how it got there (host/mail/records.py)
+mail = sa.Table(
+    "anvil_mail",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("app", sa.String(255), nullable=False),
+    sa.Column("box", sa.String(8), nullable=False),  # outbox, sent or inbox
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+    sa.Column("message_id", sa.Text),
+    sa.Column("envelope_from", sa.Text, nullable=False),
+    sa.Column("recipients", sa.Text, nullable=False),  # JSON list
+    sa.Column("from_header", sa.Text, nullable=False),
+    sa.Column("to_header", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("smtp_code", sa.Integer),
+    sa.Column("outcome", sa.Text, nullable=False, default=""),
+    sa.Column("next_attempt", sa.Float),
+    sa.Column("deadline", sa.Float),
+    sa.Column("owner", sa.String(32)),
+    sa.Column("call_id", sa.String(64)),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    sa.Index("ix_anvil_mail_app_box", "app", "box", "created"),
+    sa.Index("ix_anvil_mail_status", "status"),
+    sa.Index("ix_anvil_mail_created", "created"),
+)
+
 #: columns kept as JSON text
 TASK_JSON_COLUMNS = ("state", "result", "error", "launched_by")
