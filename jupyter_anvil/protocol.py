@@ -184,6 +184,8 @@ class LoadSettings(TypedDict, total=False):
 
     #: the domain of the default sender, ``no-reply@<mail_from_domain>``
     mail_from_domain: str
+    #: the largest message ``email.send`` hands the host, in bytes (absent: MAX_MESSAGE_BYTES)
+    mail_max_bytes: int
 
 
 class LoadRequest(TypedDict):

@@ -224,7 +224,18 @@ def what_was_seen():
 @server.callable
 def send_default():
     return email.send(to="a@example.com", text="x").message_id
+
+@server.callable
+def send_big(size):
+    from jupyter_anvil.media import BlobMedia
+    try:
+        return email.send(to="a@example.com", attachments=BlobMedia("application/octet-stream", b"0" * size)).message_id
+    except email.SendFailure as e:
+        return "refused: " + str(e)
 """
+
+
+SETTINGS: Any = {"mail_from_domain": "Mail.Example.org", "mail_max_bytes": 200_000}
 
 
 class HostStandIn:
@@ -250,7 +261,7 @@ async def kernel(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tupl
     manager = AsyncKernelManager(kernel_name="python3", connection_file=str(folder / "kernel.json"))
     app_kernel = AppKernel(manager, APP, on_log=lambda *_: None, on_nested_call=host, on_death=lambda _: None)
     cells = [{"index": 0, "source": HANDLER_CELL}]
-    await app_kernel.start("mailer.ipynb", cells, str(folder), 120, settings={"mail_from_domain": "Mail.Example.org"})
+    await app_kernel.start("mailer.ipynb", cells, str(folder), 120, settings=SETTINGS)
     try:
         yield app_kernel, host
     finally:
@@ -289,8 +300,10 @@ async def run_handler(app_kernel: AppKernel, raw: bytes, valid_from_sender: bool
     return await app_kernel.call(request, timeout=60, kind=EMAIL_HANDLER)
 
 
-async def call(app_kernel: AppKernel, command: str) -> Any:
-    reply = await app_kernel.call(CallRequest(command=command, call_id=f"call-{command}"), timeout=60)
+async def call(app_kernel: AppKernel, command: str, *args: Any) -> Any:
+    encoded = wire.encode({"args": list(args)})
+    request = CallRequest(command=command, args=encoded.message["args"], objects=encoded.objects, call_id=command)
+    reply = await app_kernel.call(request, timeout=60)
     assert reply.error is None, reply.error
     return wire.decode({"r": reply.response}, reply.objects, reply.media)["r"]
 
@@ -355,3 +368,13 @@ async def test_the_load_settings_name_the_default_sender(kernel: tuple[AppKernel
     assert mail["envelope_from"] == "no-reply@mail.example.org"
     sent = message_from_bytes(mail["raw"].get_bytes(), policy=policy.default)
     assert sent["Message-ID"].endswith(f"-{APP}@mail.example.org>")
+
+
+async def test_the_load_settings_bound_the_message(kernel: tuple[AppKernel, HostStandIn]) -> None:
+    app_kernel, host = kernel
+    before = len(host.sent)
+    refused = await call(app_kernel, "send_big", 160_000)  # base64: about 216,000 bytes once encoded
+    assert refused.startswith("refused: Message too big: ") and "the limit is 200000 bytes" in refused
+    assert len(host.sent) == before
+    assert (await call(app_kernel, "send_big", 100_000)).startswith("<host-")
+    assert len(host.sent[-1]["raw"].get_bytes()) <= 200_000

@@ -210,8 +210,9 @@ def sender(from_address: Any, from_name: Any, domain: str) -> Mailbox:
 
 
 # -- the message ---------------------------------------------------------------------------------
-def compose(kwargs: Mapping[str, Any], *, domain: str, app: str) -> Outgoing:
-    """Build the message ``email.send(**kwargs)`` sends, sent from ``domain`` by ``app``.
+def compose(kwargs: Mapping[str, Any], *, domain: str, app: str, max_bytes: int = MAX_MESSAGE_BYTES) -> Outgoing:
+    """Build the message ``email.send(**kwargs)`` sends, sent from ``domain`` by ``app``, of at
+    most ``max_bytes`` once encoded.
 
     Raises TypeError for an unknown keyword (as a Python function would) and SendFailure
     for a value that cannot be sent (a malformed address, a wrong type, no recipient, too big).
@@ -240,7 +241,7 @@ def compose(kwargs: Mapping[str, Any], *, domain: str, app: str) -> Outgoing:
     inline = _inline_attachments(kw.get("inline_attachments"))
     in_reply_to = _optional_str(kw.get("in_reply_to"), "in_reply_to")
     references = _references(kw.get("references"))
-    _check_size(subject, text, html, attachments, inline.values())
+    _check_size(subject, text, html, attachments, inline.values(), max_bytes)
 
     message = MIMEPart(policy=POLICY)  # the type of its parts (attach wants its own type)
     message["From"] = from_mailbox.header()
@@ -264,8 +265,8 @@ def compose(kwargs: Mapping[str, Any], *, domain: str, app: str) -> Outgoing:
     for index, media in attachments:
         message.attach(_media_part(media, f"Attachment {index}", "attachment"))
     raw = message.as_bytes(policy=POLICY)
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise _too_big(len(raw))
+    if len(raw) > max_bytes:
+        raise _too_big(len(raw), max_bytes)
     return Outgoing(raw, from_mailbox.address, recipients, message_id)
 
 
@@ -386,17 +387,19 @@ def _references(value: Any) -> str | None:
     return _one_line(value).strip() or None
 
 
-def _check_size(subject: str, text: str | None, html: str | None, attachments: Any, inline: Any) -> None:
+def _check_size(
+    subject: str, text: str | None, html: str | None, attachments: Any, inline: Any, max_bytes: int
+) -> None:
     """Refuse before building what would be too big once built (base64 grows it by a third)."""
     media_bytes = sum(media.length for _, media in attachments) + sum(media.length for media in inline)
     estimate = len(subject) + len(text or "") + len(html or "") + media_bytes * 4 // 3
-    if estimate > MAX_MESSAGE_BYTES:
-        raise _too_big(estimate)
+    if estimate > max_bytes:
+        raise _too_big(estimate, max_bytes)
 
 
-def _too_big(size: int) -> SendFailure:
+def _too_big(size: int, max_bytes: int) -> SendFailure:
     return SendFailure(
-        f"Message too big: {size} bytes encoded, the limit is {MAX_MESSAGE_BYTES} bytes "
+        f"Message too big: {size} bytes encoded, the limit is {max_bytes} bytes "
         "(attachments grow by a third once encoded)"
     )
 
@@ -429,6 +432,14 @@ def mail_from_domain() -> str:
     return domain or FALLBACK_DOMAIN
 
 
+def max_message_bytes() -> int:
+    """The largest message the host takes: its setting, else MAX_MESSAGE_BYTES (25 MB)."""
+    active = runtime.active()
+    configured = active.settings.get("mail_max_bytes") if active is not None else None
+    valid = isinstance(configured, int) and not isinstance(configured, bool) and configured > 0
+    return configured if valid and isinstance(configured, int) else MAX_MESSAGE_BYTES
+
+
 def hand_to_host(mail: MailToSend) -> Any:
     """Hand a built message to the host's send service; its answer is ``{"message_id": ...}``.
     The one place a kernel sends mail: tests replace it."""
@@ -444,7 +455,8 @@ def hand_to_host(mail: MailToSend) -> Any:
 def send(**kwargs: Any) -> str:
     """Build the message and have the host send it; the Message-ID it was sent with."""
     active = runtime.active()
-    outgoing = compose(kwargs, domain=mail_from_domain(), app=active.app if active is not None else "notebook")
+    app = active.app if active is not None else "notebook"
+    outgoing = compose(kwargs, domain=mail_from_domain(), app=app, max_bytes=max_message_bytes())
     answer = hand_to_host(
         {
             "raw": BlobMedia("message/rfc822", outgoing.raw, name="message.eml"),

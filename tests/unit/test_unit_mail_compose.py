@@ -245,6 +245,15 @@ def test_media_types_that_cannot_be_base64_go_as_octet_stream() -> None:
     assert latin.get_content_type() == "text/plain" and latin.get_payload(decode=True) == "é".encode("latin-1")
 
 
+def test_the_limit_is_the_encoded_size() -> None:
+    media = BlobMedia("application/octet-stream", b"\0" * 30_000)
+    kw = {"to": "a@example.com", "attachments": media}
+    with pytest.raises(SendFailure, match=r"Message too big: \d+ bytes encoded, the limit is 35000 bytes"):
+        mail_compose.compose(kw, domain=DOMAIN, app="a", max_bytes=35_000)
+    built = mail_compose.compose(kw, domain=DOMAIN, app="a", max_bytes=45_000)
+    assert 40_000 < len(built.raw) <= 45_000
+
+
 def test_a_message_over_the_limit_is_refused_before_it_is_built() -> None:
     big = BlobMedia("application/octet-stream", b"\0" * (MAX_MESSAGE_BYTES * 3 // 4 + 1024))
     with pytest.raises(SendFailure, match=rf"Message too big: .* the limit is {MAX_MESSAGE_BYTES} bytes"):
