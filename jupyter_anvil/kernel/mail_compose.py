@@ -136,8 +136,7 @@ def split_addresses(text: str) -> list[str]:
 def parse_mailbox(piece: str) -> Mailbox:
     """One address (``a@b.c``, ``Name <a@b.c>``, ``"Doe, J." <a@b.c>``, a Unicode name or
     domain), or ``SendFailure("Invalid email address: <piece>")``."""
-    shown = piece if len(piece) <= 200 else piece[:200] + "..."
-    invalid = SendFailure(f"Invalid email address: {shown}")
+    invalid = SendFailure(f"Invalid email address: {_shown(piece)}")
     if not piece or len(piece) > MAX_ADDRESS_CHARS or _CONTROL.search(piece):
         raise invalid  # a line break would start a header of the sender's choosing
     try:
@@ -202,7 +201,7 @@ def sender(from_address: Any, from_name: Any, domain: str) -> Mailbox:
         text = re.sub(r">\s*$", f"@{domain}>", text) if text.rstrip().endswith(">") else f"{text.strip()}@{domain}"
     pieces = split_addresses(text)
     if len(pieces) != 1:
-        raise SendFailure(f"Invalid email address: {from_address}")
+        raise SendFailure(f"Invalid email address: {_shown(text)}")
     mailbox = parse_mailbox(pieces[0])
     if name is not None:
         mailbox = Mailbox(_one_line(name), mailbox.username, mailbox.domain)
@@ -417,6 +416,11 @@ def _unique(addresses: list[str]) -> list[str]:
             seen.add(address.lower())
             out.append(address)
     return out
+
+
+def _shown(text: str) -> str:
+    """An address as an error shows it: cut to 200 characters."""
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _kind(value: Any) -> str:

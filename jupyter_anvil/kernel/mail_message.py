@@ -150,7 +150,7 @@ class Message:
             kw["from_address"] = self.envelope.recipient
         mail_compose.send(**kw)
 
-    def sender_domain(self) -> str:
+    def _sender_domain(self) -> str:
         """The From address's domain, else the envelope sender's (what DKIM is checked for)."""
         for address in (
             self.addressees.from_address.address if self.addressees.from_address else "",
@@ -375,7 +375,7 @@ def handler_for(function: Callable[[Message], Any], require_dkim: bool) -> Calla
     def handle(inbound: Any = None, *args: Any, **kwargs: Any) -> None:
         message = from_inbound(inbound)
         if require_dkim and not message.dkim.valid_from_sender:
-            raise DeliveryFailure(f"No valid DKIM signature for {message.sender_domain()}")
+            raise DeliveryFailure(f"No valid DKIM signature for {message._sender_domain()}")
         function(message)
 
     return handle

@@ -260,6 +260,7 @@ def test_handle_message_with_and_without_parentheses(clean_registry: Any, capsys
     clean_registry[EMAIL_HANDLER_NAME].function(inbound(b"Subject: two\r\n\r\n"))
     assert seen[-1] == ("second", "two")
     email.handle_message(second)
+    email.handle_message(fn=second, require_dkim=False)  # Anvil's keywords
     assert "already been registered" not in capsys.readouterr().err  # the same function again: no warning
     with pytest.raises(TypeError, match="require_dkim must be True or False"):
         email.handle_message(require_dkim="yes")  # type: ignore[call-overload]
