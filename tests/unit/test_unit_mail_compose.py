@@ -354,3 +354,17 @@ def test_header_texts_and_address_lists_are_bounded() -> None:
     with pytest.raises(SendFailure, match=r"Too many recipients in 'cc'"):
         build(to="a@example.com", cc="x" * (mail_compose.MAX_ADDRESS_CHARS * mail_compose.MAX_RECIPIENTS + 1))
     assert len(build(to="a@example.com", text="é" * 100_000, html="<p>" * 100_000)[0].raw) < 1_000_000
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=80), st.text(alphabet='ab@.<>", ()\\:;\r\nü-', max_size=40)))
+def test_any_address_text_is_sent_or_refused_with_send_failure(text: str) -> None:
+    try:
+        outgoing, parsed = build(to=text, cc=[text], reply_to=text)
+    except SendFailure as e:
+        assert str(e).startswith(("Invalid email address: ", "No recipients"))
+        return
+    assert outgoing.recipients and all(re.fullmatch(r"\S+@[a-z0-9.\[\]:-]+", r) for r in outgoing.recipients)
+    assert set(parsed.keys()) <= {
+        "From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type",
+    }  # fmt: skip
