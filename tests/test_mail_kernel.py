@@ -1,8 +1,7 @@
 """The author's email API on a real server and real kernels: what ``email.send`` hands the
 host (caught at the kernel's one seam, ``mail_compose.hand_to_host``, inside the app's
 kernel), an ``@email.handle_message`` handler and its ``reply()``, and what a browser can
-reach of them (nothing). The end-to-end send through the host's service is xfail until
-that service lands (branch mail-out)."""
+reach of them (nothing), and a send through the host's service."""
 
 from __future__ import annotations
 
@@ -190,7 +189,6 @@ def test_a_browser_cannot_call_the_handler(server: AnvilServer) -> None:
     assert "handle_message" not in server.apps()[APP]["functions"]
 
 
-@pytest.mark.xfail(reason="host service lands with mail-out", strict=False)
 def test_send_through_the_host_returns_the_message_id(server: AnvilServer) -> None:
     response = server.post(APP, "send_for_real", {"args": [], "kwargs": {"to": "a@example.com", "text": "hi"}})
     assert response.status_code == 200, response.text

@@ -88,7 +88,8 @@ def test_a_sent_message_is_kept_in_the_outbox_and_read_back_whole(server: AnvilS
     parts = {p["name"]: p for p in detail["parts"]}
     assert parts["data.csv"]["content_type"] == "text/csv" and not parts["data.csv"]["inline"]
     assert parts["logo.png"]["inline"] and parts["logo.png"]["content_id"] == "logo"
-    csv = httpx.get(parts["data.csv"]["url"], headers=AUTH, timeout=30)
+    assert detail["raw_url"] == f"/anvil/api/mail/{mail['id']}/raw"  # under the server's base URL
+    csv = httpx.get(server.url.rstrip("/") + parts["data.csv"]["url"], headers=AUTH, timeout=30)
     assert csv.status_code == 200 and csv.content == b"a,b\n1,2\n"
     assert csv.headers["content-disposition"].startswith("attachment")
     raw = admin(server, f"mail/{mail['id']}/raw")

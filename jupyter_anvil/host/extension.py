@@ -228,7 +228,10 @@ class AnvilApp(ExtensionApp):
         self.mail_feed: EventFeed[MailEvent] = EventFeed("mail feed")
         self.mail = MailStore(self.store, self.mail_feed.publish, kept=self.mail_kept, days=self.mail_days)
         # what server code may know of the configuration (never a secret: kernels run app code)
-        self.kernel_settings: LoadSettings = {"mail_from_domain": self.mail_from_domain or default_mail_domain()}
+        self.kernel_settings: LoadSettings = {
+            "mail_from_domain": self.mail_from_domain or default_mail_domain(),
+            "mail_max_bytes": self.mail_max_bytes,
+        }
         self.mail_sender = MailSender(
             self.mail,
             self._mail_transport(),
