@@ -61,6 +61,10 @@ TASK_TYPE: Final = "anvil.private.BackgroundTask"
 #: kwargs are :class:`MailToSend`; it answers ``{"message_id": str}`` once the relay (or
 #: the outbox) took the message, or fails with ``anvil.email.SendFailure``.
 EMAIL_SEND: Final = "anvil.private.email.send"
+#: the largest message, in bytes as sent (headers and encoded parts), either way: ``email.send``
+#: refuses to hand the host a bigger one (the host checks again), and the inbound server's
+#: default limit (it answers 552 to a bigger one, before reading it whole)
+MAX_MESSAGE_BYTES: Final = 25 * 1024 * 1024
 #: the name an app's ``@email.handle_message`` is registered under (kind ``email_handler``):
 #: an app has one handler, the last one registered
 EMAIL_HANDLER_NAME: Final = "handle_message"
@@ -180,6 +184,8 @@ class LoadSettings(TypedDict, total=False):
 
     #: the domain of the default sender, ``no-reply@<mail_from_domain>``
     mail_from_domain: str
+    #: the largest message ``email.send`` hands the host, in bytes (absent: MAX_MESSAGE_BYTES)
+    mail_max_bytes: int
 
 
 class LoadRequest(TypedDict):

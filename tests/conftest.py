@@ -74,6 +74,8 @@ class AnvilServer:
         self.token = TOKEN
         self.options = options
         self.port = free_port()
+        #: the inbound SMTP server's port: one of its own, so servers never share 8025
+        self.smtp_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = workdir / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -88,7 +90,7 @@ class AnvilServer:
             sys.executable, "-m", "jupyter_anvil", str(self.root),
             f"--ServerApp.port={self.port}", "--ServerApp.ip=127.0.0.1",
             f"--IdentityProvider.token={self.token}", "--ServerApp.open_browser=False",
-            "--AnvilApp.watch_interval=0.3", *self.options,
+            "--AnvilApp.watch_interval=0.3", f"--AnvilApp.smtp_server_port={self.smtp_port}", *self.options,
         ]  # fmt: skip
         self.log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(command, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)

@@ -22,6 +22,7 @@ SECRETS = {
     "JPY_API_TOKEN": "secret-old-hub-token",
     "JUPYTER_GATEWAY_AUTH_TOKEN": "secret-gateway-token",
     "JUPYTER_GATEWAY_HTTP_PWD": "secret-gateway-password",
+    "JUPYTER_ANVIL_SMTP_PASSWORD": "secret-relay-password",
 }
 HARMLESS = {"ANVIL_TEST_SETTING": "kernels see this"}
 

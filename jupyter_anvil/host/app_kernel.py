@@ -52,6 +52,7 @@ SECRET_ENV = frozenset(
         "JUPYTER_GATEWAY_AUTH_TOKEN",  # a kernel gateway the server may use
         "JUPYTER_GATEWAY_HTTP_PWD",
         "JUPYTER_ANVIL_COOKIE_KEY",
+        "JUPYTER_ANVIL_SMTP_PASSWORD",  # the mail relay's: the host sends mail, never a kernel
     }
 )
 

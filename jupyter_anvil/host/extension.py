@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import platform
 import sys
 import uuid
 from pathlib import Path
@@ -16,7 +17,7 @@ from jupyter_server.serverapp import ServerApp
 from traitlets import Bool, Dict, Float, Int, Type, Unicode
 
 from .. import __version__
-from ..protocol import BACKGROUND_TASK, log_name
+from ..protocol import BACKGROUND_TASK, LoadSettings, log_name
 from .app_kernel import AppKernel
 from .apps import AppDefaults, AppManager
 from .calls import CallService
@@ -38,7 +39,11 @@ from .handlers.socket_limits import MediaBudget
 from .host_services import HostServices
 from .instances import ServerInstances
 from .logs import AppLog
+from .mail.outbound import MailSender
+from .mail.relay import RelayConfig
+from .mail.send_call import host_services as mail_host_services
 from .mail.store import MailEvent, MailStore
+from .mail.transport import Outbox, SmtpRelay, Transport
 from .notebooks import AppSpec
 from .pool import KernelPool, PoolLimits
 from .schedules.feed import ScheduleFeed
@@ -55,6 +60,11 @@ COOKIE_KEYS_FILE = "cookie_keys"
 PREFIX = "[jupyter-anvil]"
 #: an app without a page is printed with its functions' names, this many at most
 MAX_FUNCTIONS_SHOWN = 8
+
+
+def default_mail_domain() -> str:
+    """The domain of the default sender when none is configured: this machine's name."""
+    return platform.node() or "localhost"
 
 
 def data_folder() -> Path:
@@ -216,9 +226,21 @@ class AnvilApp(ExtensionApp):
         )
         self.apps.listener = AppSchedules(self.schedules)
         self.mail_feed: EventFeed[MailEvent] = EventFeed("mail feed")
-        self.mail = MailStore(self.store, self.mail_feed.publish)
+        self.mail = MailStore(self.store, self.mail_feed.publish, kept=self.mail_kept, days=self.mail_days)
+        # what server code may know of the configuration (never a secret: kernels run app code)
+        self.kernel_settings: LoadSettings = {
+            "mail_from_domain": self.mail_from_domain or default_mail_domain(),
+            "mail_max_bytes": self.mail_max_bytes,
+        }
+        self.mail_sender = MailSender(
+            self.mail,
+            self._mail_transport(),
+            retry_seconds=self.mail_retry_seconds,
+            max_bytes=self.mail_max_bytes,
+            server_id=self.instances.id,
+        )
         # the reserved functions the host answers itself: a new one is one entry here
-        host_services = HostServices([*task_host_services(self.tasks)])
+        host_services = HostServices([*task_host_services(self.tasks), *mail_host_services(self.mail_sender)])
         self.calls = CallService(self.apps, self.app_log, self.sessions, host_services)
         # Started top to bottom, and stopped top to bottom: tasks before the pools (a pool
         # must still be open while task kernels go, or a replacement it starts then could
@@ -230,6 +252,9 @@ class AnvilApp(ExtensionApp):
             # and apps are loaded by the notebook watcher, started after every service.
             Lifecycle("the scheduler", self.schedules.start, lambda: self.schedules.stop(timeout=2.0), 2.5),
             Lifecycle("background tasks", self.tasks.start, lambda: self.tasks.stop(timeout=4.0), 6.5),
+            Lifecycle("the mail records", self.mail.start, None, 0.0),
+            # resumes the mail a previous run left waiting for the relay; stops retrying at once
+            Lifecycle("sending mail", self.mail_sender.start, lambda: self.mail_sender.stop(timeout=2.0), 2.5),
             Lifecycle("app kernels", None, self.apps.stop_all, 6.5),  # the notebook watcher starts apps
             Lifecycle("the app log", self.app_log.start, lambda: self.app_log.stop(timeout=2.0), 2.5),
             Lifecycle("sessions", self.sessions.start, self.sessions.stop, 1.0),  # a cancel: at once
@@ -253,6 +278,27 @@ class AnvilApp(ExtensionApp):
             self.mail,
             self.mail_feed,
         )
+
+    def _mail_transport(self) -> Transport:
+        """The relay named by ``smtp_relay_url``, else the outbox. A URL that cannot be used
+        stops the server: mail someone expects to go out must not silently stay here."""
+        if not self.smtp_relay_url:
+            print(
+                f"{PREFIX} mail is kept in the outbox, never sent (anvil/api/mail?box=outbox);"
+                " to deliver it, set --AnvilApp.smtp_relay_url",
+                file=sys.stderr,
+                flush=True,
+            )
+            return Outbox()
+        try:
+            config = RelayConfig.from_url(
+                self.smtp_relay_url, self.smtp_relay_password or None, ca_file=self.smtp_relay_ca_file or None
+            )
+        except ValueError as e:
+            print(f"{PREFIX} --AnvilApp.smtp_relay_url: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        print(f"{PREFIX} mail is sent through the relay {config.shown}", file=sys.stderr, flush=True)
+        return SmtpRelay(config)
 
     def initialize_handlers(self) -> None:
         app = r"(?P<app>[A-Za-z0-9_][A-Za-z0-9_.\-]*)"
@@ -376,7 +422,9 @@ class AnvilApp(ExtensionApp):
                 on_task_state=self.tasks.on_state,
             )
             notebook_dir = (self.apps.root / spec.notebook).parent
-            await kernel.start(spec.notebook, spec.cells, str(notebook_dir), self.load_timeout)
+            await kernel.start(
+                spec.notebook, spec.cells, str(notebook_dir), self.load_timeout, settings=self.kernel_settings
+            )
             return kernel
 
         pool = KernelPool(spec.name, limits, start_kernel)

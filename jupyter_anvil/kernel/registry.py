@@ -32,9 +32,11 @@ def register(name: str, function: Callable[..., Any], require_user: Any = None, 
     """Register ``function`` under ``name``; the last registration of a name wins, as in Anvil."""
     registered = registrations[kind]
     previous = registered.get(name)
-    if previous is not None and previous.function is not function:
+    # a wrapper (the email handler's) stands for the function it wraps: the same one again is no news
+    if previous is not None and _unwrapped(previous.function) is not _unwrapped(function):
+        what = "callable" if kind == CALLABLE else kind.replace("_", " ")
         print(
-            f"Warning: a {'callable' if kind == CALLABLE else kind.replace('_', ' ')} with the name {name!r} has "
+            f"Warning: {'an' if what[0] in 'aeiou' else 'a'} {what} with the name {name!r} has "
             f"already been registered (previously by {_qualname(previous.function)} now by {_qualname(function)}).",
             file=sys.stderr,
         )
@@ -70,6 +72,10 @@ def check_caller(registration: Registration) -> None:
         f"You must be logged in to call server function {registration.name!r}, and this server has no users "
         "service yet: functions registered with require_user refuse every call"
     )
+
+
+def _unwrapped(function: Callable[..., Any]) -> Any:
+    return getattr(function, "__wrapped__", function)
 
 
 def _qualname(function: Callable[..., Any]) -> str:

@@ -35,6 +35,7 @@ from ..protocol import (
     LoadError,
     LoadReply,
     LoadRequest,
+    LoadSettings,
 )
 from . import context, registry
 from .cookies import CookieJar
@@ -58,6 +59,8 @@ class Runtime:
         self._workers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="anvil-call")
         self._frames: dict[str, context.CallFrame] = {}  # calls running now, by call id
         self._pump = StatePump(self._task_states, self._send_state)
+        #: what the host tells server code of its configuration (``mail_from_domain``), at load
+        self.settings: LoadSettings = {}
 
     # -- the comm ---------------------------------------------------------------
     def on_open(self, comm: Any, open_msg: Message) -> None:
@@ -105,6 +108,8 @@ class Runtime:
         frame = context.CallFrame(call_id=str(data.get("call_id", "load")), command="(load)")
         previous = context.push(frame)
         reply: LoadReply = {"op": REPLY, "req": data.get("req")}
+        settings = data.get("settings")
+        self.settings = cast(LoadSettings, dict(settings)) if isinstance(settings, dict) else {}
         try:
             for cell in data.get("cells", []):
                 index, source = int(cell["index"]), str(cell["source"])

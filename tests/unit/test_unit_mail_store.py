@@ -123,3 +123,14 @@ async def test_a_failing_feed_does_not_fail_the_write(store: Store) -> None:
     record = message()
     await mail.insert(record)
     assert await mail.get(record.id) == record
+
+
+async def test_storing_mail_prunes_what_is_past_the_limits(store: Store) -> None:
+    from jupyter_anvil.host.mail.store import PRUNE_EVERY
+
+    mail = MailStore(store, kept=3, days=30)
+    now = time.time()
+    records = [message(box="inbox", status="handled", created=now - i) for i in range(PRUNE_EVERY)]
+    for record in records:
+        await mail.insert(record)
+    assert {r.id for r in await mail.list(limit=500)} == {r.id for r in records[:3]}

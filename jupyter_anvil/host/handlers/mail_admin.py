@@ -10,13 +10,14 @@ from typing import cast
 from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import JupyterHandler
 from tornado import web
 
 from .. import api_types as api
 from ..mail.reading import part_bytes as read_part
 from ..mail.reading import read
 from ..mail.records import MAIL_BOXES, MAIL_STATUSES, MailBox, MailRecord, MailStatus, MailSummary
-from .admin import AdminHandler
+from .admin import AUTH_RESOURCE, AdminHandler
 from .base import services
 
 #: the most messages one page lists
@@ -103,7 +104,7 @@ class MailListHandler(AdminHandler):
         self.finish(dict(answer))
 
 
-async def find(handler: AdminHandler, mail_id: str) -> MailRecord:
+async def find(handler: JupyterHandler, mail_id: str) -> MailRecord:
     record = await services(handler).mail.get(mail_id)
     if record is None:
         raise web.HTTPError(404, f"no message {mail_id}")
@@ -151,7 +152,13 @@ class MailHandler(AdminHandler):
         self.finish()
 
 
-class MailRawHandler(AdminHandler):
+class _DownloadHandler(JupyterHandler):  # type: ignore[misc]
+    """A download under the admin API's auth (not an APIHandler, which answers JSON only)."""
+
+    auth_resource = AUTH_RESOURCE
+
+
+class MailRawHandler(_DownloadHandler):
     """``GET anvil/api/mail/<id>/raw``: the message as sent or received, ``<id>.eml``."""
 
     @web.authenticated
@@ -161,7 +168,7 @@ class MailRawHandler(AdminHandler):
         download(self, record.raw, "message/rfc822", f"{record.id}.eml")
 
 
-class MailPartHandler(AdminHandler):
+class MailPartHandler(_DownloadHandler):
     """``GET anvil/api/mail/<id>/parts/<n>``: one attachment or inline part, downloaded."""
 
     @web.authenticated

@@ -53,12 +53,42 @@ def _record(row: Any) -> MailRecord:
     return MailRecord(**values)
 
 
-class MailStore:
-    """Mail records, each change told to ``on_event`` (the live feed) once it is stored."""
+#: records stored between two prunes (mail is pruned at start-up and then every so many)
+PRUNE_EVERY = 50
 
-    def __init__(self, store: Store, on_event: Callable[[MailEvent], None] | None = None) -> None:
+
+class MailStore:
+    """Mail records, each change told to ``on_event`` (the live feed) once it is stored.
+
+    What the world sends is bounded here: at start-up and after every :data:`PRUNE_EVERY`
+    records, all but each app's newest ``kept`` per box, and any older than ``days``, go."""
+
+    def __init__(
+        self,
+        store: Store,
+        on_event: Callable[[MailEvent], None] | None = None,
+        *,
+        kept: int = 1000,
+        days: float = 30.0,
+    ) -> None:
         self.store = store
         self.on_event = on_event
+        self.kept = max(kept, 1)
+        self.days = days
+        self._since_prune = 0
+
+    async def start(self) -> None:
+        await self._prune()
+
+    async def _prune(self) -> None:
+        self._since_prune = 0
+        try:
+            removed = await self.prune(self.kept, self.days)
+        except Exception:  # a failed prune is retried at the next one; the write it follows stands
+            log.exception("[jupyter-anvil] could not prune the mail records")
+            return
+        if removed:
+            log.info("[jupyter-anvil] dropped %d old mail records", removed)
 
     def _publish(self, event: MailEvent) -> None:
         if self.on_event is None:
@@ -77,6 +107,9 @@ class MailStore:
 
         await self.store.run(work)
         self._publish({"type": "mail", "mail": record.summary()})
+        self._since_prune += 1
+        if self._since_prune >= PRUNE_EVERY:
+            await self._prune()
 
     async def update(self, mail_id: str, changes: MailChanges) -> MailSummary | None:
         """Change a record; its summary as stored, or None if there is no such record
