@@ -1,10 +1,11 @@
 """Inbound mail end to end: a real jupyter-anvil server with its SMTP server on a free
-loopback port, real senders (smtplib, swaks, raw sockets), a real handler on a real kernel.
+loopback port, real senders (smtplib, swaks, raw sockets), real ``@email.handle_message``
+handlers on real kernels.
 
-The handler is registered through the kernel registry directly (``email.handle_message``
-is written on another branch); it records what it was given in ``seen.jsonl`` beside its
-notebook and answers by the message's subject. DKIM keys are looked up in a file of TXT
-records (``--AnvilApp.mail_dkim_test_records``), never in real DNS.
+The handler of the app ``inbox`` records what it was given in ``seen.jsonl`` beside its
+notebook and answers by the message's subject; ``strict`` has
+``handle_message(require_dkim=True)``; ``quiet`` has no handler. DKIM keys are looked up in
+a file of TXT records (``--AnvilApp.mail_dkim_test_records``), never in real DNS.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from conftest import AnvilServer, free_port, private_server
+from conftest import AnvilServer, private_server
 from notebook_files import write_notebook
 from unit.test_unit_mail_dkim import resolver, signed
 
@@ -35,36 +37,44 @@ pytestmark = pytest.mark.xfail(
 
 HANDLER = """
 import json, time
-from email import message_from_bytes
-from jupyter_anvil import server
-from jupyter_anvil.errors import DeliveryFailure
-from jupyter_anvil.kernel import registry
-from jupyter_anvil.protocol import EMAIL_HANDLER_NAME
+from jupyter_anvil import email, server
 
-def handle(mail):
-    raw = mail["raw"].get_bytes()
-    subject = message_from_bytes(raw)["Subject"] or ""
+def note(app, msg):
     seen = {
-        "mail_id": mail["mail_id"], "envelope": mail["envelope"], "dkim": mail["dkim"], "subject": subject,
-        "raw_type": mail["raw"].content_type, "size": len(raw),
+        "app": app, "subject": msg.subject, "text": msg.text,
+        "envelope": {"from_address": msg.envelope.from_address, "recipient": msg.envelope.recipient},
+        "dkim": {"valid_from_sender": msg.dkim.valid_from_sender, "domains": msg.dkim.domains},
         "client": server.context.client.type, "caller": server.context.remote_caller.type,
         "trusted": server.context.remote_caller.is_trusted, "stack": [f.type for f in server.context.call_stack],
     }
     with open("seen.jsonl", "a") as f:
         f.write(json.dumps(seen) + "\\n")
+
+@email.handle_message
+def handle(msg):
+    note("inbox", msg)
+    subject = msg.subject or ""
     print("handling", subject)
     if subject == "reject":
-        raise DeliveryFailure("Not wanted here")
+        raise email.DeliveryFailure("Not wanted here")
     if subject == "reject550":
-        raise DeliveryFailure("No such person", 550)
+        raise email.DeliveryFailure("No such person", 550)
     if subject.startswith("crash"):
         raise ValueError("boom in the handler")
     if subject.startswith("slow"):
         time.sleep(20)
-    if subject == "dkim" and not mail["dkim"]["valid_from_sender"]:
-        raise DeliveryFailure("No valid DKIM signature for " + mail["envelope"]["from_address"])
+    if subject == "please reply":
+        msg.reply(text="Thanks, got it.")
+"""
 
-registry.register(EMAIL_HANDLER_NAME, handle, kind="email_handler")
+STRICT = """
+import json
+from jupyter_anvil import email
+
+@email.handle_message(require_dkim=True)
+def handle(msg):
+    with open("seen.jsonl", "a") as f:
+        f.write(json.dumps({"app": "strict", "subject": msg.subject, "dkim": msg.dkim.domains}) + "\\n")
 """
 
 NO_HANDLER = """
@@ -123,21 +133,20 @@ def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mail]:
         roots.append(root)
         write_notebook(root / "inbox.ipynb", [HANDLER], {"kernels": {"min": 1, "max": 2}})
         write_notebook(root / "quiet.ipynb", [NO_HANDLER], {"kernels": {"min": 1, "max": 1}})
+        write_notebook(root / "strict.ipynb", [STRICT], {"kernels": {"min": 1, "max": 1}})
 
     records = tmp_path_factory.mktemp("dkim") / "records.json"
     records.write_text(json.dumps(resolver("example.com")))
-    port = free_port()
-    options = (
-        f"--AnvilApp.smtp_server_port={port}",
+    options = (  # the SMTP port: each test server has its own (conftest.AnvilServer.smtp_port)
         "--AnvilApp.smtp_server_ip=127.0.0.1",
         f"--AnvilApp.mail_dkim_test_records={records}",
         "--AnvilApp.mail_handler_timeout=4",
         "--AnvilApp.mail_domain=apps.test",
     )
     with private_server(tmp_path_factory, "mail-in", write, *options) as server:
-        server.wait_until_loaded(("inbox", "quiet"))
-        wait_for_smtp(port)
-        yield Mail(server, port, roots[0])
+        server.wait_until_loaded(("inbox", "quiet", "strict"))
+        wait_for_smtp(server.smtp_port)
+        yield Mail(server, server.smtp_port, roots[0])
 
 
 def wait_for_smtp(port: int, timeout: float = 30) -> None:
@@ -159,11 +168,11 @@ def test_mail_reaches_the_handler(mail: Mail) -> None:
     assert mail.send(["inbox@example.org"], subject="first") == {}
     (seen,) = [s for s in mail.seen() if s["subject"] == "first"]
     assert seen["envelope"] == {"from_address": "alice@example.com", "recipient": "inbox@example.org"}
-    assert seen["raw_type"] == "message/rfc822" and seen["dkim"] == {"valid_from_sender": False, "domains": []}
+    assert seen["text"] == "Hello.\n" and seen["dkim"] == {"valid_from_sender": False, "domains": []}
     assert (seen["client"], seen["caller"], seen["trusted"]) == ("email", "email_server", True)
     assert seen["stack"] == ["email_server"]
     record = mail.record("first")
-    assert record["id"] == seen["mail_id"] and record["app"] == "inbox"
+    assert record["app"] == "inbox" and record["box"] == "inbox"
     assert (record["status"], record["smtp_code"], record["recipients"]) == ("handled", 250, ["inbox@example.org"])
     # what it printed, in the app log under the handler's name
     printed = mail.logs(record["call_id"])
@@ -247,22 +256,60 @@ def test_no_answer_in_time_is_451(mail: Mail) -> None:
     assert mail.send(["inbox@example.org"], subject="after slow") == {}  # another kernel serves on
 
 
-def test_dkim(mail: Mail) -> None:
+def test_dkim_and_require_dkim(mail: Mail) -> None:
     message = (
-        b"From: alice@example.com\r\nTo: inbox@example.org\r\nSubject: dkim\r\nMessage-ID: <d1@example.com>\r\n"
+        b"From: alice@example.com\r\nTo: strict@example.org\r\nSubject: dkim\r\nMessage-ID: <d1@example.com>\r\n"
         b"\r\nSigned.\r\n"
     )
     assert mail.send_raw(["inbox@example.org"], signed(message, "example.com")) == {}
-    seen = [s for s in mail.seen() if s["subject"] == "dkim"]
-    assert seen[-1]["dkim"] == {"valid_from_sender": True, "domains": ["example.com"]}
-    # unsigned, the handler that wants DKIM refuses it
+    (seen,) = [s for s in mail.seen() if s["subject"] == "dkim" and s["app"] == "inbox"]
+    assert seen["dkim"] == {"valid_from_sender": True, "domains": ["example.com"]}
+    # handle_message(require_dkim=True): signed by the sender's domain, taken
+    assert mail.send_raw(["strict@example.org"], signed(message.replace(b"<d1@", b"<d2@"), "example.com")) == {}
+    assert [s for s in mail.seen() if s["app"] == "strict"] == [
+        {"app": "strict", "subject": "dkim", "dkim": ["example.com"]}
+    ]
+    # unsigned: refused
     with pytest.raises(smtplib.SMTPDataError) as refused:
-        mail.send_raw(["inbox@example.org"], message.replace(b"<d1@", b"<d2@"))
+        mail.send_raw(["strict@example.org"], message.replace(b"<d1@", b"<d3@"))
     assert refused.value.smtp_code == 554 and b"No valid DKIM signature" in refused.value.smtp_error
     # signed by another domain than the sender's: refused too
-    other = signed(message.replace(b"<d1@", b"<d3@"), "example.com").replace(b"From: alice@example.com", b"From: x@y.z")
+    other = signed(
+        message.replace(b"<d1@", b"<d4@").replace(b"From: alice@example.com", b"From: x@elsewhere.test"), "example.com"
+    )
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        mail.send_raw(["strict@example.org"], other)
+    assert refused.value.smtp_code == 554
+    # a signed message changed on its way: refused
+    tampered = signed(message.replace(b"<d1@", b"<d5@"), "example.com").replace(b"Signed.", b"Forged.")
     with pytest.raises(smtplib.SMTPDataError):
-        mail.send_raw(["inbox@example.org"], other)
+        mail.send_raw(["strict@example.org"], tampered)
+    assert len([s for s in mail.seen() if s["app"] == "strict"]) == 1
+    statuses = sorted(m["status"] for m in mail.inbox(app="strict"))
+    assert statuses == ["handled", "rejected", "rejected", "rejected"]
+
+
+def test_a_reply_lands_in_the_outbox(mail: Mail) -> None:
+    assert mail.send(["inbox@example.org"], subject="please reply", **{"Message-ID": "<ask-1@example.com>"}) == {}
+    deadline = time.monotonic() + 10
+    while True:
+        replies = [m for m in mail.server.admin("anvil/api/mail", box="outbox", app="inbox")["messages"]]
+        if replies or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    (reply,) = replies
+    assert reply["subject"] == "Re: please reply" and reply["recipients"] == ["alice@example.com"]
+    assert reply["envelope_from"] == "inbox@example.org" and "inbox@example.org" in reply["from_header"]
+    raw = httpx_get_raw(mail.server, reply["id"])
+    assert b"In-Reply-To: <ask-1@example.com>" in raw and b"References: <ask-1@example.com>" in raw
+
+
+def httpx_get_raw(server: AnvilServer, mail_id: str) -> bytes:
+    response = httpx.get(
+        f"{server.url}anvil/api/mail/{mail_id}/raw", headers={"Authorization": f"token {server.token}"}, timeout=30
+    )
+    response.raise_for_status()
+    return response.content
 
 
 def test_a_30_mb_message_is_refused_before_its_data(mail: Mail) -> None:
