@@ -57,6 +57,7 @@ NO_HANDLER = (551, "5.7.1 This application cannot handle incoming email")
 #: what the sender's server is told of a handler that failed (details are the author's)
 HANDLER_FAILED = (451, "4.3.0 The application failed to handle this message; try again later")
 HANDLER_TIMED_OUT = (451, "4.3.0 The application took too long to handle this message; try again later")
+APP_UNAVAILABLE = (451, "4.3.0 The application is not available now; try again later")
 #: an SMTP reply line is ASCII; the handler's own text is cut to this many characters
 MAX_REPLY_TEXT = 200
 
@@ -168,11 +169,11 @@ class MailHandling:
             try:
                 await asyncio.wait_for(app.loaded.wait(), deadline - loop.time())
             except asyncio.TimeoutError:
-                return Outcome(*HANDLER_TIMED_OUT, "failed", "the app was still starting")
+                return Outcome(*APP_UNAVAILABLE, "failed", "the app was still starting")
         try:
             leased = await self._lease(app, deadline)
         except errors.AnvilError as e:
-            return Outcome(451, "4.3.0 The application is not available; try again later", "failed", str(e))
+            return Outcome(*APP_UNAVAILABLE, "failed", str(e))
         if leased is None:
             return Outcome(*NO_HANDLER, "rejected", "the app registers no @email.handle_message handler")
         pool, kernel = leased
