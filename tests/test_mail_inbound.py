@@ -31,10 +31,6 @@ from conftest import AnvilServer, private_server
 from notebook_files import write_notebook
 from unit.test_unit_mail_dkim import resolver, signed
 
-pytestmark = pytest.mark.xfail(
-    strict=False, reason="wiring lands on main: the extension builds and starts the MailServer"
-)
-
 HANDLER = """
 import json, time
 from jupyter_anvil import email, server

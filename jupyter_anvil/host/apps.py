@@ -51,6 +51,24 @@ class ServedListener(Protocol):
     def unserved(self, app: str) -> None: ...
 
 
+class ServedListeners:
+    """Several listeners told in turn (the scheduler's, the mail server's); the problems
+    each finds are listed together."""
+
+    def __init__(self, *listeners: ServedListener) -> None:
+        self.listeners = listeners
+
+    async def served(self, app: str, spec: AppSpec, pool: KernelPool) -> list[str]:
+        problems: list[str] = []
+        for listener in self.listeners:
+            problems += await listener.served(app, spec, pool)
+        return problems
+
+    def unserved(self, app: str) -> None:
+        for listener in self.listeners:
+            listener.unserved(app)
+
+
 class App:
     """One app: its current spec, the pool serving it, and its state."""
 

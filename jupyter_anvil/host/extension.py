@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import sys
@@ -19,7 +20,7 @@ from traitlets import Bool, Dict, Float, Int, Type, Unicode
 from .. import __version__
 from ..protocol import BACKGROUND_TASK, LoadSettings, log_name
 from .app_kernel import AppKernel
-from .apps import AppDefaults, AppManager
+from .apps import AppDefaults, AppManager, ServedListeners
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
 from .feed import EventFeed
@@ -39,8 +40,13 @@ from .handlers.socket_limits import MediaBudget
 from .host_services import HostServices
 from .instances import ServerInstances
 from .logs import AppLog
+from .mail.dkim_check import DnsFunc, records_resolver
+from .mail.handling import MailHandling
+from .mail.inbound import MailServer
+from .mail.listener import StartOnHandler
 from .mail.outbound import MailSender
 from .mail.relay import RelayConfig
+from .mail.routing import MailRouter
 from .mail.send_call import host_services as mail_host_services
 from .mail.store import MailEvent, MailStore
 from .mail.transport import Outbox, SmtpRelay, Transport
@@ -175,6 +181,9 @@ class AnvilApp(ExtensionApp):
     mail_handler_timeout = Float(
         45.0, help="Seconds an email handler may run before the sender is answered 451 (try later)."
     ).tag(config=True)
+    mail_dkim_test_records = Unicode(
+        "", help="Tests only: a JSON file {TXT record name: text} answering DKIM key lookups instead of DNS."
+    ).tag(config=True)
     mail_kept = Int(1000, help="Messages kept per app in each of outbox, sent and inbox (the newest).").tag(config=True)
     mail_days = Float(30.0, help="Messages older than this many days are dropped.").tag(config=True)
     shared_cookie_domain = Unicode(
@@ -224,7 +233,6 @@ class AnvilApp(ExtensionApp):
             on_event=self.schedule_feed.publish,
             server_id=self.instances.id,
         )
-        self.apps.listener = AppSchedules(self.schedules)
         self.mail_feed: EventFeed[MailEvent] = EventFeed("mail feed")
         self.mail = MailStore(self.store, self.mail_feed.publish, kept=self.mail_kept, days=self.mail_days)
         # what server code may know of the configuration (never a secret: kernels run app code)
@@ -242,11 +250,32 @@ class AnvilApp(ExtensionApp):
         # the reserved functions the host answers itself: a new one is one entry here
         host_services = HostServices([*task_host_services(self.tasks), *mail_host_services(self.mail_sender)])
         self.calls = CallService(self.apps, self.app_log, self.sessions, host_services)
+        self.mail_handling = MailHandling(
+            self.apps, self.sessions, self.app_log, self.mail, timeout=self.mail_handler_timeout
+        )
+        self.mail_server = MailServer(
+            self.mail,
+            MailRouter(self.mail_domain or None, dict(self.mail_routes), lambda: list(self.apps.apps)),
+            self.mail_handling,
+            host=self.smtp_server_ip,
+            port=self.smtp_server_port,
+            max_bytes=self.mail_max_bytes,
+            dnsfunc=self._dkim_test_resolver(),
+            server_id=self.instances.id,
+        )
+        self.apps.listener = ServedListeners(
+            AppSchedules(self.schedules),
+            StartOnHandler(self.mail_server, self.app_log, enabled=self.smtp_server_port != 0),
+        )
         # Started top to bottom, and stopped top to bottom: tasks before the pools (a pool
         # must still be open while task kernels go, or a replacement it starts then could
         # outlive the server); the app log, then the store, last, so every step before
         # them can still write. A new service is one line here.
         self.lifecycle = [
+            # stopped first: no mail is taken in for kernels about to stop. Started (listening)
+            # once an app with a handler is served; its start here only marks mail a previous
+            # run left unanswered.
+            Lifecycle("receiving mail", self.mail_server.sweep, self.mail_server.stop, 2.5),
             # stopped first: no run is launched into a task service that is stopping. Started
             # first too, which costs nothing: it fires only the schedules of apps served here,
             # and apps are loaded by the notebook watcher, started after every service.
@@ -278,6 +307,12 @@ class AnvilApp(ExtensionApp):
             self.mail,
             self.mail_feed,
         )
+
+    def _dkim_test_resolver(self) -> DnsFunc | None:
+        """Tests only: DKIM key lookups answered from a JSON file instead of DNS."""
+        if not self.mail_dkim_test_records:
+            return None
+        return records_resolver(json.loads(Path(self.mail_dkim_test_records).read_text()))
 
     def _mail_transport(self) -> Transport:
         """The relay named by ``smtp_relay_url``, else the outbox. A URL that cannot be used
@@ -431,6 +466,8 @@ class AnvilApp(ExtensionApp):
         return pool
 
     def _on_output(self, app: str, call_id: str, stream: str, text: str) -> None:
+        if self.mail_handling.log_output(app, call_id, stream, text):
+            return
         task = self.tasks.live.get(call_id)
         if task is None:
             self.calls.log(app, call_id, stream, text)
