@@ -221,9 +221,7 @@ def main() -> None:
             results.update(asyncio.run(run_server(path, None, args, sink)))
     finally:
         relay.stop()
-    print(
-        f"## mail: {args.messages} messages, {args.concurrency} at once, app kernels 2 ({platform.processor() or ''})"
-    )
+    print(f"## mail: {args.messages} messages, {args.concurrency} at once, 2 app kernels ({platform.machine()})")
     for name, row in results.items():
         extra = "".join(f" {k}={row[k]}" for k in ("relay_received", "delivered_twice") if k in row)
         print(
