@@ -41,6 +41,15 @@ def broken():
 @server.callable
 def start(name, *args):
     return server.launch_background_task(name, *args).get_id()
+
+@server.callable
+def mail(subject):
+    from jupyter_anvil import email
+    logo = BlobMedia("image/png", b"png", name="logo.png")
+    csv = BlobMedia("text/csv", b"a,b", name="r.csv")
+    sent = email.send(to="a@example.com", subject=subject, text="t", html="<img src='cid:logo'>",
+                      attachments=[csv], inline_attachments={"logo": logo})
+    return sent.message_id
 """
 
 AUTH = {"Authorization": "token test-token-not-for-apps"}
@@ -277,6 +286,39 @@ def test_schedules_their_runs_and_the_feeds_schedule_events(server: AnvilServer)
     assert_fits(get(server, f"anvil/api/schedules/{made['id']}/runs", 400, limit="x"), api.AdminError)
     assert send("DELETE", f"anvil/api/schedules/{made['id']}", 204) is None
     assert get(server, "anvil/api/schedules", app="shapes") == {"schedules": []}
+
+
+def test_mail_its_messages_parts_and_the_feeds_mail_events(server: AnvilServer) -> None:
+    async def follow() -> list[Any]:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{server.port}/anvil/api/tasks/feed", additional_headers=AUTH
+        ) as feed:
+            for subject in ("one", "two"):
+                await asyncio.to_thread(server.call, "shapes", "mail", subject)
+            events = [json.loads(await asyncio.wait_for(feed.recv(), 60)) for _ in range(2)]
+            mail_id = events[0]["mail"]["id"]
+            deleted = await asyncio.to_thread(
+                httpx.delete, f"{server.url}anvil/api/mail/{mail_id}", headers=AUTH, timeout=30
+            )
+            assert deleted.status_code == 204
+            events.append(json.loads(await asyncio.wait_for(feed.recv(), 60)))
+            return events
+
+    events = asyncio.run(follow())
+    for event in events[:2]:
+        assert_fits(event, api.MailEvent)
+    assert_fits(events[2], api.MailDeletedEvent)
+    for event in events:
+        assert_fits(event, api.FeedEvent)
+    page = get(server, "anvil/api/mail", app="shapes", limit=1)
+    assert_fits(page, api.MailPage)
+    assert page["next"] is not None
+    assert_fits(get(server, "anvil/api/mail", box="outbox", before=page["next"]), api.MailPage)
+    detail = get(server, f"anvil/api/mail/{page['messages'][0]['id']}")
+    assert_fits(detail, api.MailDetail)
+    assert {p["inline"] for p in detail["parts"]} == {True, False}  # content_id's None and str arms
+    assert_fits(get(server, "anvil/api/mail", 400, box="spam"), api.AdminError)
+    assert_fits(get(server, f"anvil/api/mail/{'b' * 26}", 404), api.AdminError)
 
 
 def test_apps_off(tmp_path_factory: pytest.TempPathFactory) -> None:

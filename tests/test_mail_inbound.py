@@ -294,7 +294,7 @@ def test_a_reply_lands_in_the_outbox(mail: Mail) -> None:
             break
         time.sleep(0.2)
     (reply,) = replies
-    assert reply["subject"] == "Re: please reply" and reply["recipients"] == ["alice@example.com"]
+    assert reply["subject"] == "please reply" and reply["recipients"] == ["alice@example.com"]
     assert reply["envelope_from"] == "inbox@example.org" and "inbox@example.org" in reply["from_header"]
     raw = httpx_get_raw(mail.server, reply["id"])
     assert b"In-Reply-To: <ask-1@example.com>" in raw and b"References: <ask-1@example.com>" in raw

@@ -172,7 +172,7 @@ def test_the_handler_runs_with_a_message_and_replies_threaded(server: AnvilServe
     (reply,) = result["mails"]
     assert reply["envelope_from"] == "mailer@app.example" and reply["recipients"] == ["zoe@sender.example"]
     message = parsed(reply)
-    assert message["Subject"] == "Re: Question"
+    assert message["Subject"] == "Question"
     assert message["In-Reply-To"] == "<q1@sender.example>"
     assert message["References"] == "<q0@sender.example> <q1@sender.example>"
 
@@ -330,7 +330,7 @@ async def test_a_handler_run_as_the_host_runs_it(kernel: tuple[AppKernel, HostSt
     assert mail["envelope_from"] == "mailer@app.example" and mail["recipients"] == ["zoe@sender.example"]
     assert mail["raw"].content_type == "message/rfc822"
     sent = message_from_bytes(mail["raw"].get_bytes(), policy=policy.default)
-    assert sent["In-Reply-To"] == "<m1@sender.example>" and sent["Subject"] == "Re: Hi"
+    assert sent["In-Reply-To"] == "<m1@sender.example>" and sent["Subject"] == "Hi"
     assert sent["To"].addresses[0].display_name == "Zoë"
 
 

@@ -246,6 +246,7 @@ class AnvilApp(ExtensionApp):
             retry_seconds=self.mail_retry_seconds,
             max_bytes=self.mail_max_bytes,
             server_id=self.instances.id,
+            owner_is_gone=self.instances.is_gone,
         )
         # the reserved functions the host answers itself: a new one is one entry here
         host_services = HostServices([*task_host_services(self.tasks), *mail_host_services(self.mail_sender)])
@@ -262,6 +263,7 @@ class AnvilApp(ExtensionApp):
             max_bytes=self.mail_max_bytes,
             dnsfunc=self._dkim_test_resolver(),
             server_id=self.instances.id,
+            owner_is_gone=self.instances.is_gone,
         )
         self.apps.listener = ServedListeners(
             AppSchedules(self.schedules),

@@ -116,6 +116,17 @@ class ServerInstances:
             db.execute(servers.delete().where(servers.c.id.in_(gone)))
         return gone
 
+    async def is_gone(self, server_id: str) -> bool:
+        """Whether the server ``server_id`` is gone (after a sweep): what it left unfinished
+        (mail to send, mail it was handling) is for a live server to take over."""
+
+        def work() -> bool:
+            with self.store.engine.begin() as db:
+                self.sweep(db)
+                return db.execute(sa.select(servers.c.id).where(servers.c.id == server_id)).first() is None
+
+        return server_id != self.id and await self.store.run(work)
+
     async def unregister(self) -> None:
         def work() -> None:
             with self.store.engine.begin() as db:

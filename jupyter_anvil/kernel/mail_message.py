@@ -128,7 +128,7 @@ class Message:
 
         By default it goes to the ``Reply-To`` header, else the From address, else the
         envelope sender; from the address the message came to (``envelope.recipient``);
-        with the subject prefixed ``"Re: "`` (unless it already starts so); and threaded:
+        with the same subject, as Anvil keeps it (pass ``subject=`` for another); threaded:
         ``In-Reply-To`` is the message's ``Message-ID``, ``References`` its References
         plus that id. Returns None, as in Anvil.
         """
@@ -140,7 +140,7 @@ class Message:
             if kw["to"] is None:
                 raise SendFailure("Cannot reply to a message with no Reply-To header, From address or envelope sender")
         if "subject" not in kw:
-            kw["subject"] = reply_subject(self.subject)
+            kw["subject"] = self.subject or ""
         message_id = self.get_header("Message-ID")
         if message_id and str(message_id).strip():
             kw.setdefault("in_reply_to", str(message_id).strip())
@@ -178,12 +178,6 @@ for _cls, _name in (
     (Message, "anvil.email.Message"),
 ):
     wire.register_portable_class(_cls, _name)
-
-
-def reply_subject(subject: str | None) -> str:
-    """``"Re: <subject>"``, unless it already starts with ``Re:`` (any case)."""
-    subject = (subject or "").strip()
-    return subject if subject.lower().startswith("re:") else f"Re: {subject}".strip()
 
 
 # -- from the host's InboundMail -------------------------------------------------------------------

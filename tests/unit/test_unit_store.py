@@ -179,3 +179,17 @@ async def test_log_keeps_only_the_newest_records_per_app(store: Store) -> None:
     assert len(await app_log.read("other")) == 5
     since = (await app_log.read("app"))[2]["seq"]
     assert [r["text"] for r in await app_log.read("app", since=since)] == ["line 18", "line 19"]
+
+
+async def test_is_gone_says_which_servers_sharing_the_store_are_gone(store: Store) -> None:
+    me, other, gone = (ServerInstances(store, stale_after=60) for _ in range(3))
+    for server in (me, other, gone):
+        await server.register()
+
+    def stale() -> None:
+        with store.engine.begin() as db:
+            db.execute(servers.update().where(servers.c.id == gone.id).values(beat=time.time() - 120))
+
+    await store.run(stale)
+    assert not await me.is_gone(me.id) and not await me.is_gone(other.id)
+    assert await me.is_gone(gone.id) and await me.is_gone("never-registered")

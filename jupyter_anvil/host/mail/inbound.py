@@ -37,7 +37,7 @@ import re
 import socket
 import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
@@ -116,6 +116,7 @@ class MailServer:
         hostname: str | None = None,
         dnsfunc: DnsFunc | None = None,
         server_id: str | None = None,
+        owner_is_gone: Callable[[str], Awaitable[bool]] | None = None,
         max_recipients: int = MAX_RECIPIENTS,
         max_connections: int = MAX_CONNECTIONS,
         max_transactions: int = MAX_TRANSACTIONS,
@@ -123,8 +124,10 @@ class MailServer:
     ) -> None:
         """``port`` 0: any free port (:attr:`port` says which once started); whether the
         server runs at all is the caller's choice. ``dnsfunc``: the DKIM key lookups
-        (None: dkimpy's, i.e. real DNS). ``server_id``: the records' ``owner``."""
+        (None: dkimpy's, i.e. real DNS). ``server_id``: the records' ``owner``;
+        ``owner_is_gone``: whether another owner is gone (None: every other one is)."""
         self.mail = mail
+        self.owner_is_gone = owner_is_gone
         self.router = router
         self.handling = handling
         self.host = host
@@ -204,6 +207,12 @@ class MailServer:
         for record in left:
             if self.server_id is not None and record.owner == self.server_id:
                 continue
+            if (
+                record.owner is not None
+                and self.owner_is_gone is not None
+                and not await self.owner_is_gone(record.owner)
+            ):
+                continue  # a live server sharing the store is handling it
             try:
                 await self.mail.update(record.id, {"status": "failed", "outcome": STOPPED_OUTCOME})
             except Exception:
