@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +214,94 @@ async def test_layering_file_names_the_servers_site_packages(service: EnvService
     # the env's own packages come before the server's: an app's pin shadows the server's version
     assert path.index(site_dir) < min(path.index(p) for p in path if p.startswith(sys.prefix) and "site-packages" in p)
     assert python.exists() and os.access(python, os.X_OK)
+
+
+def installer_processes(root: Path) -> list[int]:
+    """Processes whose command line names a folder under root (an installer still running)."""
+    marker = str(root).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int(proc.name) != os.getpid() and marker in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def silent_index() -> Iterator[str]:
+    """An index URL that accepts connections and never answers: an installer reading it hangs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+
+
+async def test_a_hanging_build_is_killed_at_build_timeout(tmp_path: Path, installer: str, silent_index: str) -> None:
+    root = tmp_path / "envs"
+    envs = EnvService(
+        root, installer=installer, installer_args=["--no-index", "--find-links", silent_index], build_timeout=3
+    )
+    await envs.start()
+    started = time.monotonic()
+    with pytest.raises(EnvBuildFailed, match=r"took longer than 3 s.*env_build_timeout"):
+        await envs.ensure(EnvRequest((f"{PROBE}==1.0",)), "a")
+    assert time.monotonic() - started < 20
+    assert envs.list()[0].status == "failed"
+    # the installer and what it started are gone, and so is the half-built folder
+    for _ in range(50):
+        if not installer_processes(root):
+            break
+        await asyncio.sleep(0.1)
+    assert installer_processes(root) == []
+    assert [p.name for p in root.iterdir() if not p.name.endswith(".failed.log")] == []
+    assert "took longer" in (envs.log(envs.list()[0].id) or ("", 0))[0]
+
+
+async def test_stop_kills_a_build_under_way(tmp_path: Path, silent_index: str) -> None:
+    root = tmp_path / "envs"
+    envs = EnvService(root, installer_args=["--no-index", "--find-links", silent_index])
+    await envs.start()
+    ensure = asyncio.create_task(envs.ensure(EnvRequest((f"{PROBE}==1.0",)), "a"))
+    for _ in range(100):
+        if envs.installer_runs >= 2:  # the install is running
+            break
+        await asyncio.sleep(0.05)
+    assert envs.list()[0].status == "building" and envs.list()[0].apps == ["a"]
+    await envs.stop()
+    with pytest.raises(asyncio.CancelledError):
+        await ensure
+    assert installer_processes(root) == []
+    assert list(root.iterdir()) == []
+
+
+async def test_a_python_the_machine_lacks_is_a_clear_error(service: EnvService) -> None:
+    with pytest.raises(EnvBuildFailed, match=r"python 9\.9 is not on this machine.*it has python .*3\.\d+") as e:
+        await service.ensure(EnvRequest((f"{PROBE}==1.0",), python="9.9"), "a")
+    assert f"{sys.version_info[0]}.{sys.version_info[1]}" in str(e.value)
+    assert service.installer_runs == 0
+
+
+def test_python_2_7_is_refused_before_any_build() -> None:
+    with pytest.raises(EnvRequestError, match=r"python 2\.7 is too old"):
+        EnvRequest((f"{PROBE}==1.0",), python="2.7")
+
+
+async def test_an_unknown_installer_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="env_installer must be one of auto, uv, pip"):
+        EnvService(tmp_path, installer="conda")
+
+
+async def test_a_second_build_after_a_failure_retries(tmp_path: Path, installer: str, wheels: Path) -> None:
+    later = tmp_path / "later"
+    later.mkdir()
+    envs = EnvService(tmp_path / "envs", installer=installer, installer_args=offline_args(later))
+    await envs.start()
+    request = EnvRequest((f"{PROBE}==1.0",))
+    with pytest.raises(EnvBuildFailed):
+        await envs.ensure(request, "a")
+    make_wheel(later, PROBE, "1.0")  # the package published meanwhile
+    info = await envs.ensure(request, "a")
+    assert info.status == "ready" and info.error is None
+    assert run_in(info, envs, f"import {PROBE}; print({PROBE}.__version__)") == "1.0"

@@ -84,22 +84,57 @@ def find_installer(choice: str) -> Installer:
     return Installer("pip")
 
 
-def available_pythons() -> dict[str, str]:
-    """The Python versions on PATH (``python3.N``), and the server's own: version -> executable."""
+async def _python_version_of(executable: str) -> str | None:
+    """The "3.N" an interpreter reports, or None if it does not run (a pyenv shim of a version
+    that is not active, a broken link)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            executable,
+            "-c",
+            "import sys; print('%d.%d' % sys.version_info[:2])",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    except (OSError, asyncio.TimeoutError):
+        return None
+    return out.decode(errors="replace").strip() if proc.returncode == 0 else None
+
+
+async def available_pythons() -> dict[str, str]:
+    """The Python versions this machine runs (``python3.N`` on PATH that start, and the server's own)."""
     found = {f"{sys.version_info[0]}.{sys.version_info[1]}": sys.executable}
     for minor in range(8, 20):
         version = f"3.{minor}"
-        if version not in found and (path := shutil.which(f"python{version}")):
+        path = shutil.which(f"python{version}")
+        if version not in found and path and await _python_version_of(path) == version:
             found[version] = path
     return found
 
 
-def find_python(version: str) -> str:
-    pythons = available_pythons()
+async def find_python(version: str) -> str:
+    """The interpreter of this version, or BuildError naming it and what the machine has (never a download)."""
+    path = shutil.which(f"python{version}")
+    if path and await _python_version_of(path) == version:
+        return path
+    pythons = await available_pythons()
     if version in pythons:
         return pythons[version]
     has = ", ".join(sorted(pythons, key=lambda v: tuple(int(p) for p in v.split("."))))
-    raise BuildError(f"python {version} is not on this machine (no python{version} on PATH); it has python {has}")
+    raise BuildError(
+        f"python {version} is not on this machine (no working python{version} on PATH); it has python {has}"
+    )
+
+
+def pip_has_python_option() -> bool:
+    """The server's pip installs into another environment (``pip --python``: pip 22.3 and later)."""
+    try:
+        version = metadata.version("pip")
+    except metadata.PackageNotFoundError:
+        return False
+    parts = [int(p) if p.isdigit() else 0 for p in version.split(".")[:2]]
+    return tuple(parts + [0] * (2 - len(parts))) >= (22, 3)
 
 
 def server_site_dirs() -> list[str]:
@@ -255,7 +290,10 @@ def _venv_argv(ctx: BuildContext, python: str) -> list[str]:
     if ctx.installer.kind == "uv":
         assert ctx.installer.uv is not None
         return [ctx.installer.uv, "venv", "--no-config", "--python", python, venv]
-    return [python, "-m", "venv", "--without-pip", venv]
+    if pip_has_python_option():
+        return [python, "-m", "venv", "--without-pip", venv]
+    # an older pip (or none) in the server: the environment gets its own pip, which installs into it
+    return [python, "-m", "venv", venv]
 
 
 def _install_argv(ctx: BuildContext, requirements: Path, constraints: Path) -> list[str]:
@@ -264,7 +302,9 @@ def _install_argv(ctx: BuildContext, requirements: Path, constraints: Path) -> l
     if ctx.installer.kind == "uv":
         assert ctx.installer.uv is not None
         return [ctx.installer.uv, "pip", "install", "--python", target, *files, *ctx.installer_args]
-    return [sys.executable, "-m", "pip", "--python", target, "install", *files, *ctx.installer_args]
+    if pip_has_python_option():
+        return [sys.executable, "-m", "pip", "--python", target, "install", *files, *ctx.installer_args]
+    return [target, "-m", "pip", "install", *files, *ctx.installer_args]
 
 
 async def _site_packages(ctx: BuildContext) -> Path:
@@ -287,7 +327,7 @@ async def build_env(ctx: BuildContext) -> None:
     """Build the environment in ctx.folder/venv; BuildError says why not."""
     request = ctx.request
     layered = request.python is None
-    python = sys.executable if layered else find_python(request.python or "")
+    python = sys.executable if layered else await find_python(request.python or "")
     requirements = list(request.requirements)
     if not layered:
         # a plain environment of another Python: the kernel itself comes from the install
