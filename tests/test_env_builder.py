@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 from jupyter_client.manager import AsyncKernelManager
 from wheels import make_wheel
 
-from jupyter_anvil.host.envs.builder import SERVER_PTH, find_uv
+from jupyter_anvil.host.envs.builder import MAX_LIVE_OUTPUT, SERVER_PTH, BuildLog, find_uv
 from jupyter_anvil.host.envs.cache import venv_python
 from jupyter_anvil.host.envs.request import EnvRequest, EnvRequestError
 from jupyter_anvil.host.envs.service import EnvBuildFailed, EnvInfo, EnvService
@@ -301,7 +302,55 @@ async def test_a_second_build_after_a_failure_retries(tmp_path: Path, installer:
     request = EnvRequest((f"{PROBE}==1.0",))
     with pytest.raises(EnvBuildFailed):
         await envs.ensure(request, "a")
+    events: list[dict[str, Any]] = []
+    envs._on_event = events.append
     make_wheel(later, PROBE, "1.0")  # the package published meanwhile
     info = await envs.ensure(request, "a")
     assert info.status == "ready" and info.error is None
+    assert [e["env"]["status"] for e in events if e["type"] == "env"] == ["building", "ready"]
     assert run_in(info, envs, f"import {PROBE}; print({PROBE}.__version__)") == "1.0"
+    # the failed build's log went with its success
+    assert [p.name for p in (tmp_path / "envs").iterdir()] == [info.id]
+
+
+async def test_an_env_removed_under_the_service_is_built_again(service: EnvService) -> None:
+    request = EnvRequest((f"{PROBE}==1.0",))
+    info = await service.ensure(request, "a")
+    shutil.rmtree(service.cache.folder(info.id))
+    again = await service.ensure(request, "a")
+    assert again.id == info.id and service.installer_runs == 4
+    assert run_in(again, service, f"import {PROBE}; print({PROBE}.__version__)") == "1.0"
+
+
+def test_live_output_is_coalesced_and_bounded(tmp_path: Path) -> None:
+    chunks: list[str] = []
+    log = BuildLog(tmp_path / "build.log", chunks.append)
+    for _ in range(10):
+        log.write(b"x" * 100)  # small pieces in quick succession: held back
+    assert chunks == []
+    log.write(b"y" * 5000)
+    assert len(chunks) == 1 and len(chunks[0]) == 6000
+    for _ in range(400):
+        log.write(b"z" * 4096 + b"\n")
+    log.close()
+    assert sum(len(c) for c in chunks) < MAX_LIVE_OUTPUT + 10_000
+    assert chunks[-1].endswith("[more output in the build log]\n")
+    assert (tmp_path / "build.log").stat().st_size == 6000 + 400 * 4097
+    assert log.tail().splitlines()[-1] == "z" * 2000  # the error quotes at most 40 lines of 2000 characters
+    assert len(log.tail().splitlines()) == 40
+
+
+@pytest.mark.skipif(
+    not os.environ.get("ANVIL_TEST_OTHER_PYTHON"), reason="set ANVIL_TEST_OTHER_PYTHON=3.N (needs an index)"
+)
+async def test_another_python_gets_a_plain_env_with_its_own_kernel(
+    tmp_path: Path, installer: str, wheels: Path
+) -> None:
+    """Opt-in: a python3.N on PATH, and an index reachable for ipykernel's wheels of that Python."""
+    version = os.environ["ANVIL_TEST_OTHER_PYTHON"]
+    envs = EnvService(tmp_path / "envs", installer=installer, installer_args=["--find-links", str(wheels)])
+    await envs.start()
+    info = await envs.ensure(EnvRequest((f"{PROBE}==1.0",), python=version), "a")
+    assert info.python == version
+    code = f"import sys, {PROBE}, jupyter_anvil.kernel.runtime; print('%d.%d' % sys.version_info[:2])"
+    assert run_in(info, envs, code) == version

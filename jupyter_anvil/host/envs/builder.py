@@ -44,6 +44,8 @@ MAX_LOG_BYTES = 4 * 1024 * 1024
 # live output is coalesced into chunks of about this size, at most this often
 OUTPUT_CHUNK = 4096
 OUTPUT_INTERVAL = 0.2
+# a build tells at most this much of its output live (the rest is in build.log)
+MAX_LIVE_OUTPUT = 1024 * 1024
 
 
 class BuildError(Exception):
@@ -172,6 +174,7 @@ class BuildLog:
         self._pending: list[str] = []
         self._pending_size = 0
         self._last_flush = time.monotonic()
+        self._live = 0
 
     def write(self, data: bytes) -> None:
         if self._written < MAX_LOG_BYTES:
@@ -185,7 +188,10 @@ class BuildLog:
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()[-2000:]
         self._tail.extend(line.rstrip("\r")[:2000] for line in lines)
-        if self._on_output is not None:
+        if self._on_output is not None and self._live < MAX_LIVE_OUTPUT:
+            self._live += len(text)
+            if self._live >= MAX_LIVE_OUTPUT:
+                text += "\n[more output in the build log]\n"
             self._pending.append(text)
             self._pending_size += len(text)
             self.maybe_flush()
@@ -267,7 +273,7 @@ async def run_command(ctx: BuildContext, argv: Sequence[str], *, installer: bool
     try:
         while True:
             try:
-                data = await asyncio.wait_for(proc.stdout.read(65536), OUTPUT_INTERVAL)
+                data = await asyncio.wait_for(proc.stdout.read(OUTPUT_CHUNK), OUTPUT_INTERVAL)
             except asyncio.TimeoutError:
                 ctx.log.maybe_flush()
                 continue

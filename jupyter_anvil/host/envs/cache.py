@@ -217,6 +217,8 @@ class EnvCache:
             if self.read(env_id) is None:
                 raise
             self._remove_folder(building)
+        with contextlib.suppress(OSError):
+            self.failed_log(env_id).unlink()  # an earlier failure of this id is history
         return self.read(env_id)
 
     def touch_last_used(self, env_id: str) -> None:
@@ -231,6 +233,15 @@ class EnvCache:
             self._remove_folder(folder)
         with contextlib.suppress(OSError):
             self.failed_log(env_id).unlink()
+
+    def remove_failed_logs(self, older_than: float) -> None:
+        """Remove the logs of failed builds last written before older_than."""
+        if not self.root.is_dir():
+            return
+        for entry in self.root.glob(f"*{FAILED_LOG_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                if entry.stat().st_mtime < older_than:
+                    entry.unlink()
 
     def _remove_folder(self, folder: Path) -> None:
         # renamed away first: a folder half removed never looks like an environment

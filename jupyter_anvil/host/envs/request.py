@@ -48,15 +48,22 @@ def check_requirement(entry: object, where: str) -> str:
         raise EnvRequestError(f"{where}: an empty requirement")
     if len(text) > MAX_REQUIREMENT_CHARS:
         raise EnvRequestError(f"{where}: a requirement longer than {MAX_REQUIREMENT_CHARS} characters")
-    if any(ch in text for ch in "\r\n\x00"):
-        # the builder writes one requirement a line: a line break would smuggle in another line
+    if any(ch in text for ch in "\r\n\x00") or text.endswith("\\"):
+        # the builder writes one requirement a line: a line break (or a continuation) would
+        # smuggle in another line
         raise EnvRequestError(f"{where}: {text[:80]!r}: a requirement must be one line")
-    if text.startswith("-"):
+    if text.startswith("-") or re.search(r"\s-", text):
         raise EnvRequestError(
             f"{where}: {text[:80]!r}: installer options are not requirements "
             "(installer options come from --AnvilApp.env_installer_args)"
         )
+    if "${" in text:
+        # pip and uv expand ${NAME} in requirements files: the server's environment variables
+        # (its secrets) must not end up in a URL an app chose
+        raise EnvRequestError(f"{where}: {text[:80]!r}: environment variables (${{...}}) are not expanded here")
     if _is_local_wheel(text):
+        if re.search(r"\s", text):
+            raise EnvRequestError(f"{where}: {text[:80]!r}: a wheel's path must have no spaces")
         return text
     try:
         Requirement(text)

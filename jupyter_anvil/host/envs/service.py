@@ -139,8 +139,14 @@ class EnvService:
         waiting = self._waiting.setdefault(eid, set())
         waiting.add(app)
         try:
-            if eid in self._pythons:
+            python = self._pythons.get(eid)
+            if python is not None and await asyncio.to_thread(python.exists):
                 return self._info_with_apps(eid)
+            if python is not None:
+                # removed under us (by hand, or by another server sharing the folder): built again
+                log.warning("environment %s is gone from %s: building it again", eid, self.cache.root)
+                self._pythons.pop(eid, None)
+                self._infos.pop(eid, None)
             # built meanwhile by another server sharing the folder
             ready = await asyncio.to_thread(self.cache.read, eid)
             if ready is not None:
@@ -148,10 +154,21 @@ class EnvService:
                 return self._info_with_apps(eid)
             task = self._builds.get(eid)
             if task is None:
+                self._infos[eid] = EnvInfo(
+                    id=eid,
+                    requirements=request.requirements,
+                    python=request.python,
+                    status="building",
+                    error=None,
+                    size_bytes=None,
+                    created=None,
+                    last_used=None,
+                    kernel_name=kernel_name(eid),
+                )
                 task = asyncio.create_task(self._build(eid, request), name=f"anvil-env-build-{eid}")
                 self._builds[eid] = task
                 task.add_done_callback(self._build_done)
-            self._announce(eid)
+            self._announce(eid)  # building, with this app among those waiting for it
             await asyncio.shield(task)
             return self._info_with_apps(eid)
         finally:
@@ -203,6 +220,10 @@ class EnvService:
         """Remove ready environments no app uses whose last use is older than keep_days."""
         cutoff = time.time() - self.keep_days * 86400
         used = set(self._app_env.values()) | set(self._waiting) | set(self._builds)
+        # this server's use, told on disk first: another server sharing the folder prunes by it
+        for eid in set(self._app_env.values()):
+            self._touch(eid, force=True)
+        await asyncio.to_thread(self.cache.remove_failed_logs, cutoff)
         removed = 0
         for eid, info in list(self._infos.items()):
             if info.status != "ready" or eid in used:
@@ -281,18 +302,6 @@ class EnvService:
             raise EnvBuildFailed(str(e)) from None
 
     async def _build(self, eid: str, request: EnvRequest) -> EnvInfo:
-        self._infos[eid] = EnvInfo(
-            id=eid,
-            requirements=request.requirements,
-            python=request.python,
-            status="building",
-            error=None,
-            size_bytes=None,
-            created=None,
-            last_used=None,
-            kernel_name=kernel_name(eid),
-        )
-        self._announce(eid)
         folder = await asyncio.to_thread(self.cache.new_building_folder, eid)
         await asyncio.to_thread(self.cache.write_request, folder, id_material(request, self._installer_args))
         self._building_logs[eid] = folder / BUILD_LOG
