@@ -64,9 +64,15 @@ async def service(tmp_path: Path, installer: str, wheels: Path) -> AsyncIterator
     await envs.stop()
 
 
-def run_in(info: EnvInfo, envs: EnvService, code: str) -> str:
+def without_pythonpath() -> dict[str, str]:
+    """The environment minus PYTHONPATH (which the tests set to the checkout): what the layering
+    alone makes reachable."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def run_in(info: EnvInfo, envs: EnvService, code: str, env: dict[str, str] | None = None) -> str:
     python = envs.kernel_specs.get_kernel_spec(info.kernel_name).argv[0]
-    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -79,6 +85,7 @@ async def test_env_has_the_package_the_server_lacks(service: EnvService) -> None
     assert run_in(info, service, f"import {PROBE}; print({PROBE}.__version__)") == "1.0"
     # the layering: the server's packages are reachable after the env's own
     assert run_in(info, service, "import ipykernel, jupyter_anvil.kernel.runtime; print('ok')") == "ok"
+    assert run_in(info, service, "import jupyter_anvil.kernel.runtime; print('ok')", without_pythonpath()) == "ok"
     server = subprocess.run([sys.executable, "-c", f"import {PROBE}"], capture_output=True, text=True)
     assert server.returncode != 0 and "No module named" in server.stderr
     assert (service.cache.folder(info.id) / "build.log").read_text().count("$ ") >= 2
@@ -181,7 +188,7 @@ async def test_kernel_spec_starts_a_real_kernel_in_the_env(service: EnvService, 
         pytest.skip("the kernel start does not depend on the installer")
     info = await service.ensure(EnvRequest((f"{PROBE}==2.0",)), "a")
     manager = AsyncKernelManager(kernel_name=info.kernel_name, kernel_spec_manager=service.kernel_specs)
-    await manager.start_kernel()
+    await manager.start_kernel(env=without_pythonpath())  # jupyter_anvil reached through the layering alone
     client = manager.client()
     client.start_channels()
     try:

@@ -173,8 +173,8 @@ class EnvService:
             return self._info_with_apps(eid)
         finally:
             waiting.discard(app)
-            if not waiting:
-                self._waiting.pop(eid, None)
+            if not waiting and self._waiting.get(eid) is waiting:
+                del self._waiting[eid]
 
     def use(self, app: str, env_id: str | None) -> None:
         """App now serves with env_id (None: with no environment); its last use is now."""
