@@ -361,3 +361,38 @@ async def test_another_python_gets_a_plain_env_with_its_own_kernel(
     assert info.python == version
     code = f"import sys, {PROBE}, jupyter_anvil.kernel.runtime; print('%d.%d' % sys.version_info[:2])"
     assert run_in(info, envs, code) == version
+
+
+async def test_a_local_wheel_path_is_a_requirement(service: EnvService, wheels: Path) -> None:
+    wheel = wheels / f"{PROBE}-2.0-py3-none-any.whl"
+    info = await service.ensure(EnvRequest((str(wheel),)), "a")
+    assert run_in(info, service, f"import {PROBE}; print({PROBE}.__version__)") == "2.0"
+
+
+async def test_a_conflict_gives_the_installers_message(service: EnvService) -> None:
+    with pytest.raises(EnvBuildFailed) as failed:
+        await service.ensure(EnvRequest((f"{PROBE}==1.0", f"{PROBE}==2.0")), "a")
+    text = str(failed.value).lower()
+    assert "1.0" in text and "2.0" in text
+    assert "conflict" in text or "unsatisfiable" in text or "cannot install" in text
+
+
+async def test_output_is_told_live_while_building(tmp_path: Path, silent_index: str) -> None:
+    events: list[dict[str, Any]] = []
+    envs = EnvService(
+        tmp_path / "envs", installer_args=["--no-index", "--find-links", silent_index], on_event=events.append
+    )
+    await envs.start()
+    ensure = asyncio.create_task(envs.ensure(EnvRequest((f"{PROBE}==1.0",)), "a"))
+    for _ in range(100):
+        if any(e["type"] == "env_output" and "install" in e["text"] for e in events):
+            break
+        await asyncio.sleep(0.05)
+    assert not ensure.done() and envs.list()[0].status == "building"
+    output = "".join(e["text"] for e in events if e["type"] == "env_output")
+    assert "venv" in output and "install" in output
+    text, offset = envs.log(envs.list()[0].id) or ("", 0)
+    assert "install" in text and offset > 0
+    await envs.stop()
+    with pytest.raises(asyncio.CancelledError):
+        await ensure
