@@ -184,3 +184,18 @@ async def test_use_and_prune(tmp_path: Path) -> None:
     envs.keep_days = 0
     assert await envs.prune() == 2 and envs.list() == []
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"installer_args": "--no-index"}, TypeError),
+        ({"installer_args": ["--no-index", 3]}, TypeError),
+        ({"build_timeout": 0}, ValueError),
+        ({"keep_days": -1}, ValueError),
+        ({"installer": "conda"}, ValueError),
+    ],
+)
+def test_bad_configuration_refused(tmp_path: Path, kwargs: dict[str, object], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        EnvService(tmp_path, **kwargs)  # type: ignore[arg-type]

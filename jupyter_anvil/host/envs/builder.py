@@ -86,22 +86,36 @@ def find_installer(choice: str) -> Installer:
     return Installer("pip")
 
 
+async def _output_of(argv: Sequence[str], timeout: float) -> tuple[int | None, str]:
+    """A short command's exit code and output (None: it did not start or took too long; it is
+    killed then, and when the caller is cancelled)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except OSError as e:
+        return None, str(e)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        return None, f"{argv[0]} did not answer within {timeout:g} s"
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(proc.wait())
+    return proc.returncode, out.decode(errors="replace")
+
+
 async def _python_version_of(executable: str) -> str | None:
     """The "3.N" an interpreter reports, or None if it does not run (a pyenv shim of a version
     that is not active, a broken link)."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            executable,
-            "-c",
-            "import sys; print('%d.%d' % sys.version_info[:2])",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 20)
-    except (OSError, asyncio.TimeoutError):
-        return None
-    return out.decode(errors="replace").strip() if proc.returncode == 0 else None
+    code, out = await _output_of([executable, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], 20)
+    return out.strip() if code == 0 else None
 
 
 async def available_pythons() -> dict[str, str]:
@@ -315,17 +329,10 @@ def _install_argv(ctx: BuildContext, requirements: Path, constraints: Path) -> l
 
 async def _site_packages(ctx: BuildContext) -> Path:
     python = venv_python(ctx.folder / VENV)
-    proc = await asyncio.create_subprocess_exec(
-        str(python),
-        "-c",
-        "import sysconfig; print(sysconfig.get_path('purelib'))",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    path = Path(out.decode(errors="replace").strip())
-    if proc.returncode != 0 or not path.is_dir():
-        raise BuildError(f"the new environment's python does not start: {out.decode(errors='replace')[-2000:]}")
+    code, out = await _output_of([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], 60)
+    path = Path(out.strip())
+    if code != 0 or not path.is_dir():
+        raise BuildError(f"the new environment's python does not start: {out[-2000:]}")
     return path
 
 

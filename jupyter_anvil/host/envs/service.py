@@ -83,8 +83,10 @@ class EnvService:
         keep_days: float = 14.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        if isinstance(installer_args, str):
-            raise TypeError("installer_args must be a list of arguments, not a string")
+        if isinstance(installer_args, str) or not all(isinstance(a, str) for a in installer_args):
+            raise TypeError("installer_args must be a list of strings (one argument each)")
+        if not build_timeout > 0 or not keep_days >= 0:
+            raise ValueError("build_timeout must be above 0 and keep_days at least 0")
         if installer not in INSTALLER_CHOICES:
             raise ValueError(f"env_installer must be one of {', '.join(INSTALLER_CHOICES)}, not {installer!r}")
         self._installer_choice = installer
