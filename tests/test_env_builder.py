@@ -35,6 +35,10 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_wheel(folder, "anvil_probe_user", "1.0", requires=["anvil_probe_dep>=1.0"])
     # depends on a kernel package at a version that is not the server's: the constraints refuse it
     make_wheel(folder, "anvil_probe_breaker", "1.0", requires=["traitlets==1.0.0"])
+    make_wheel(folder, "traitlets", "1.0.0")
+    # would bring another jupyter-anvil, shadowing the kernel runtime the host talks to
+    make_wheel(folder, "anvil_probe_anvil_breaker", "1.0", requires=["jupyter-anvil==99.0"])
+    make_wheel(folder, "jupyter_anvil", "99.0")
     # a .pth run at every start of the env's python that makes ipykernel unimportable
     make_wheel(
         folder,
@@ -148,10 +152,17 @@ async def test_a_requirement_pip_cannot_read_never_reaches_the_installer(service
     assert service.installer_runs == 0
 
 
-async def test_a_kernel_package_at_another_version_is_refused(service: EnvService) -> None:
+@pytest.mark.parametrize(
+    ("requirement", "package"), [("anvil_probe_breaker", "traitlets"), ("anvil_probe_anvil_breaker", "jupyter-anvil")]
+)
+async def test_a_kernel_package_at_another_version_is_refused(
+    service: EnvService, requirement: str, package: str
+) -> None:
+    # the other version is there to be found: the constraints (the server's versions) refuse it
     with pytest.raises(EnvBuildFailed) as failed:
-        await service.ensure(EnvRequest(("anvil_probe_breaker",)), "a")
-    assert "traitlets" in str(failed.value)
+        await service.ensure(EnvRequest((requirement,)), "a")
+    assert package in str(failed.value).replace("_", "-")
+    assert "smoke check" not in str(failed.value)  # the resolver refused it: nothing was installed
 
 
 async def test_smoke_check_failure_fails_the_build(service: EnvService) -> None:
