@@ -407,3 +407,38 @@ async def test_output_is_told_live_while_building(tmp_path: Path, silent_index: 
     await envs.stop()
     with pytest.raises(asyncio.CancelledError):
         await ensure
+
+
+CRASHING_SERVER = """
+import asyncio, sys
+from pathlib import Path
+from jupyter_anvil.host.envs.request import EnvRequest
+from jupyter_anvil.host.envs.service import EnvService
+
+async def main():
+    envs = EnvService(Path(sys.argv[1]), installer_args=["--no-index", "--find-links", sys.argv[2]])
+    await envs.start()
+    await envs.ensure(EnvRequest(("anvil_probe_pkg==1.0",)), "a")
+
+asyncio.run(main())
+"""
+
+
+async def test_a_server_killed_mid_build_leaves_nothing_that_looks_ready(tmp_path: Path, silent_index: str) -> None:
+    root = tmp_path / "envs"
+    crashing = subprocess.Popen([sys.executable, "-c", CRASHING_SERVER, str(root), silent_index])
+    try:
+        for _ in range(200):
+            building = [p for p in root.glob("*.building-*") if (p / "venv").exists()] if root.exists() else []
+            if building:
+                break
+            await asyncio.sleep(0.05)
+        assert building, "the build did not start"
+    finally:
+        crashing.kill()  # SIGKILL: no clean-up of its own
+        crashing.wait()
+    for pid in installer_processes(root):  # its installer, orphaned in its own session
+        os.kill(pid, 9)
+    envs = EnvService(root)
+    await envs.start()
+    assert envs.list() == [] and list(root.iterdir()) == []
