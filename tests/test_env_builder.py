@@ -26,6 +26,22 @@ from jupyter_anvil.host.envs.service import EnvBuildFailed, EnvInfo, EnvService
 PROBE = "anvil_probe_pkg"
 
 
+@pytest.fixture(autouse=True)
+async def stop_services(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Every EnvService a test starts is stopped after it (its pruner and any build cancelled)."""
+    started: list[EnvService] = []
+    original = EnvService.start
+
+    async def start(self: EnvService) -> None:
+        started.append(self)
+        await original(self)
+
+    monkeypatch.setattr(EnvService, "start", start)
+    yield
+    for envs in started:
+        await envs.stop()
+
+
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("wheels")
