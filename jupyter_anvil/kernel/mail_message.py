@@ -259,7 +259,7 @@ def _addresses(parsed: StdMessage, kind: str) -> list[Address]:
         try:
             header = _PARSE_POLICY.header_factory(kind, value)
             found = list(header.addresses)  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001, S112 - an unparseable address header gives no addresses
+        except Exception:  # noqa: BLE001, S112 - an unparsable address header gives no addresses
             continue
         for address in found:
             try:
