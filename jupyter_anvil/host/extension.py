@@ -23,6 +23,7 @@ from .app_kernel import AppKernel
 from .apps import AppDefaults, AppManager, ServedListeners
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
+from .envs_pending import EnvInfo
 from .feed import EventFeed
 from .handlers import (
     admin,
@@ -446,12 +447,14 @@ class AnvilApp(ExtensionApp):
         await stop_services(self.lifecycle, self.log)
 
     # -- kernels --------------------------------------------------------------------------
-    def _make_pool(self, spec: AppSpec, limits: PoolLimits) -> KernelPool:
+    def _make_pool(self, spec: AppSpec, limits: PoolLimits, env: EnvInfo | None) -> KernelPool:
+        """The pool of one version of an app; its kernels (call and task kernels alike: the
+        pool starts both) run in ``env`` when the app has one."""
         pool: KernelPool
 
         async def start_kernel() -> AppKernel:
             kernel = AppKernel(
-                self._new_kernel_manager(),
+                self._new_kernel_manager(env),
                 spec.name,
                 on_log=lambda call_id, stream, text: self._on_output(spec.name, call_id, stream, text),
                 on_nested_call=self.calls.nested_call,
@@ -478,7 +481,7 @@ class AnvilApp(ExtensionApp):
         if stream in ("stdout", "stderr"):
             self.tasks.on_output(call_id, text)
 
-    def _new_kernel_manager(self) -> AsyncKernelManager:
+    def _new_kernel_manager(self, env: EnvInfo | None = None) -> AsyncKernelManager:
         runtime_dir = jupyter_runtime_dir()
         os.makedirs(runtime_dir, exist_ok=True)
         kernel_id = f"anvil-{uuid.uuid4().hex[:12]}"
