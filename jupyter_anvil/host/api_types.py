@@ -61,7 +61,7 @@ from typing import Any, Literal, TypedDict
 
 from ..protocol import TaskStatus
 from .apps import AppStatus
-from .envs_pending import EnvStatus
+from .envs.service import EnvStatus
 from .logs import LogStream
 from .mail.records import MailBox, MailStatus
 from .schedules.records import EventKind, MisfirePolicy, RunOutcome, ScheduleSource
@@ -84,7 +84,7 @@ class AppEnv(TypedDict):
     """The Python environment of an app: the one being built for it (while one is), else
     the one its served version runs in (``anvil/api/envs`` lists them)."""
 
-    id: str | None  # None only in the moment before a build is under way
+    id: str  # anvil/api/envs/<id>/log: its build's output
     status: EnvStatus  # building, ready or failed
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -11,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, Protocol, cast, get_args
 
 from .app_kernel import KernelLoadError
-from .envs_pending import EnvBuildFailed, EnvInfo, EnvRequest
+from .envs.request import EnvRequest
+from .envs.service import EnvBuildFailed, EnvInfo
 from .logs import AppLog
 from .notebooks import AppSpec, NotebookProblem, Scanner
 from .pool import KernelPool, PoolLimits
@@ -50,13 +50,13 @@ PoolFactory = Callable[[AppSpec, PoolLimits, EnvInfo | None], KernelPool]
 class AppEnvs(Protocol):
     """What the app manager needs of the environments (host/envs/service.py's EnvService)."""
 
+    def env_id(self, request: EnvRequest) -> str: ...
+
     async def ensure(self, request: EnvRequest, app: str) -> EnvInfo: ...
 
     def use(self, app: str, env_id: str | None) -> None: ...
 
     def get(self, env_id: str) -> EnvInfo | None: ...
-
-    def list(self) -> builtins.list[EnvInfo]: ...
 
 
 class ServedListener(Protocol):
@@ -139,12 +139,7 @@ class App:
         if self.envs is None:
             return None
         if self.env_building is not None:
-            building = self.env_building
-            for info in self.envs.list():  # the build under way for this request, once it is known
-                same = info.requirements == building.requirements and info.python == building.python
-                if same and info.status == "building":
-                    return {"id": info.id, "status": "building"}
-            return {"id": None, "status": "building"}
+            return {"id": self.envs.env_id(self.env_building), "status": "building"}
         if self.env_id is not None:
             serving = self.envs.get(self.env_id)
             return {"id": self.env_id, "status": serving.status if serving is not None else "ready"}

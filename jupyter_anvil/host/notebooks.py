@@ -20,14 +20,12 @@ from typing import Any, Literal
 
 import nbformat
 
-from .envs_pending import EnvRequest, EnvRequestError, parse_requirements, read_requirements_file
+from .envs.request import EnvRequest, EnvRequestError, parse_python, parse_requirements, read_requirements_file
 
 SERVER_TAG = "server"
 APP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 ORIGIN = re.compile(r"^(\*|https?://[A-Za-z0-9.\-\[\]:]+/?)$")
 SKIPPED_DIRS = {"node_modules", "__pycache__", "site-packages"}
-#: ``metadata.jupyter_anvil.python``: a version like "3.11" (the machine must have it)
-PYTHON_VERSION = re.compile(r"^3\.[0-9]{1,2}$")
 REQUIREMENTS_SUFFIX = ".requirements.txt"
 RequirementsSource = Literal["metadata", "file"]
 
@@ -157,9 +155,7 @@ def read_app(root: Path, path: Path, previous: AppSpec | None = None) -> AppSpec
         static_dir = (path.parent / static).resolve()
         if not static_dir.is_relative_to(root.resolve()):
             raise ValueError(f"static folder {static!r} is outside the server root")
-        python = settings.get("python")
-        if python is not None and (not isinstance(python, str) or not PYTHON_VERSION.match(python)):
-            raise ValueError(f'python must be a version like "3.11", not {python!r}'[:300])
+        python = parse_python(settings.get("python"), "metadata.jupyter_anvil.python")
     except ValueError as e:
         message = f"invalid metadata.jupyter_anvil: {e}"
         if previous is not None:

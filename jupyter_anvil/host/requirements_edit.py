@@ -14,7 +14,7 @@ import nbformat
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from .envs_pending import EnvRequestError, parse_requirements, read_requirements_file
+from .envs.request import EnvRequestError, parse_requirements, read_requirements_file
 from .notebooks import requirements_file
 
 WHERE = "metadata.jupyter_anvil.requirements"

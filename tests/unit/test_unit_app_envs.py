@@ -13,7 +13,8 @@ import pytest
 from notebook_files import write_notebook
 
 from jupyter_anvil.host.apps import AppDefaults, AppManager
-from jupyter_anvil.host.envs_pending import EnvBuildFailed, EnvInfo, EnvRequest
+from jupyter_anvil.host.envs.request import EnvRequest
+from jupyter_anvil.host.envs.service import EnvBuildFailed, EnvInfo
 from jupyter_anvil.host.logs import AppLog
 from jupyter_anvil.host.notebooks import AppSpec
 from jupyter_anvil.host.pool import KernelPool, PoolLimits
@@ -32,8 +33,11 @@ class StandInEnvs:
         self.building: dict[str, EnvInfo] = {}
         self.used: list[tuple[str, str | None]] = []
 
+    def env_id(self, request: EnvRequest) -> str:
+        return f"{abs(hash(request)) % 10**16:016d}"
+
     def _info(self, request: EnvRequest, status: str) -> EnvInfo:
-        env_id = f"{abs(hash(request)) % 10**16:016d}"
+        env_id = self.env_id(request)
         return EnvInfo(
             env_id, request.requirements, request.python, status, None, None, None, None, [], f"anvil-env-{env_id}"
         )  # type: ignore[arg-type]
@@ -52,9 +56,6 @@ class StandInEnvs:
 
     def get(self, env_id: str) -> EnvInfo | None:
         return self.building.get(env_id)
-
-    def list(self) -> list[EnvInfo]:
-        return list(self.building.values())
 
 
 @pytest.fixture

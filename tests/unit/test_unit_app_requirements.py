@@ -49,7 +49,7 @@ def test_bad_entries_are_a_clear_problem(tmp_path: Path) -> None:
         (["requests>="], "requests>="),
         ("requests", "list"),
         (["--index-url=http://x"], "env_installer_args"),
-        ([1], "list"),
+        ([1], "must be a string"),
     ]:
         problem = app(tmp_path, {"requirements": bad})
         assert isinstance(problem, NotebookProblem) and problem.name == "helpdesk", bad

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from notebook_files import write_notebook
 
-from jupyter_anvil.host.envs_pending import EnvRequestError
+from jupyter_anvil.host.envs.request import EnvRequestError
 from jupyter_anvil.host.requirements_edit import RequirementsEditError, edit_requirements, project_name
 
 
