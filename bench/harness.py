@@ -369,6 +369,25 @@ def no_nan(value: object) -> object:
     return value
 
 
+def write_app_notebook(folder: Path, app: str, source: str, anvil: dict[str, object] | None = None) -> Path:
+    """``<folder>/<app>.ipynb``: one ``server`` cell of ``source`` (and ``anvil`` as its
+    ``metadata.jupyter_anvil``), written as JSON so the benchmarks need no nbformat."""
+    cell = {
+        "cell_type": "code",
+        "execution_count": None,
+        "id": os.urandom(4).hex(),
+        "metadata": {"tags": ["server"]},
+        "outputs": [],
+        "source": source,
+    }
+    metadata: dict[str, object] = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}}
+    if anvil is not None:
+        metadata["jupyter_anvil"] = anvil
+    path = folder / f"{app}.ipynb"
+    path.write_text(json.dumps({"cells": [cell], "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
 def git_commit() -> str:
     """The source tree the numbers belong to."""
     try:

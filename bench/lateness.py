@@ -17,16 +17,14 @@ skipped (never doubled), and the counts of each outcome are reported beside the 
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from harness import HOST, ServerProcess, free_port, wait_until
+from harness import HOST, ServerProcess, free_port, wait_until, write_app_notebook
 
 APP = "sched_bench"
 CELL = """\
@@ -40,17 +38,7 @@ def tick():
 
 
 def write_notebook(folder: Path) -> None:
-    cell = {
-        "cell_type": "code",
-        "execution_count": None,
-        "id": uuid.uuid4().hex[:8],
-        "metadata": {"tags": ["server"]},
-        "outputs": [],
-        "source": CELL,
-    }
-    meta = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}}
-    notebook = {"cells": [cell], "metadata": meta, "nbformat": 4, "nbformat_minor": 5}
-    (folder / f"{APP}.ipynb").write_text(json.dumps(notebook))
+    write_app_notebook(folder, APP, CELL)
 
 
 async def _lateness(schedules: int, seconds: float, folder: Path) -> dict[str, Any]:

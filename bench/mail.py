@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import secrets
 import smtplib
@@ -35,14 +34,13 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiosmtpd.controller import Controller
-from harness import HOST, ServerProcess, free_port, git_commit, percentile, wait_until, write_json
+from harness import HOST, ServerProcess, free_port, git_commit, percentile, wait_until, write_app_notebook, write_json
 
 APP = "mail_bench"
 CELL = """\
@@ -79,22 +77,7 @@ class Sink:
 
 
 def write_notebook(folder: Path) -> None:
-    cell = {
-        "cell_type": "code",
-        "execution_count": None,
-        "id": uuid.uuid4().hex[:8],
-        "metadata": {"tags": ["server"]},
-        "outputs": [],
-        "source": CELL,
-    }
-    meta = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}}
-    notebook = {
-        "cells": [cell],
-        "metadata": {**meta, "jupyter_anvil": {"kernels": {"min": 2, "max": 2}}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    (folder / f"{APP}.ipynb").write_text(json.dumps(notebook))
+    write_app_notebook(folder, APP, CELL, {"kernels": {"min": 2, "max": 2}})
 
 
 def summary(latencies: list[float], wall: float, errors: int) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from .host_services import HostServices
 from .instances import ServerInstances
 from .logs import AppLog
 from .mail.dkim_check import DnsFunc, records_resolver
-from .mail.handling import MailHandling
+from .mail.handling import MailHandling, has_email_handler
 from .mail.inbound import MailServer
 from .mail.listener import StartOnHandler
 from .mail.outbound import MailSender
@@ -469,6 +469,7 @@ class AnvilApp(ExtensionApp):
             await asyncio.gather(*loads, return_exceptions=True)
             self._print_apps()
             await self._print_schedules()
+            self._print_mail()
         await asyncio.sleep(self.watch_interval)
         await self.apps.watch(self.watch_interval)
 
@@ -516,6 +517,22 @@ class AnvilApp(ExtensionApp):
         )
         url = f"{self.server.connection_url.rstrip('/')}/anvil/api/schedules"
         print(f"{PREFIX} schedules: {counts} (listed at {url})", file=sys.stderr, flush=True)
+
+    def _print_mail(self) -> None:
+        """Where mail goes out and comes in: nobody should think mail went out that did not."""
+        handlers = sorted(name for name, app in self.apps.apps.items() if has_email_handler(app.pool))
+        if not handlers:
+            inbound = "no app has an email handler"
+        elif self.mail_server.running:
+            inbound = f"received on {self.smtp_server_ip}:{self.mail_server.port} (SMTP) for {', '.join(handlers)}"
+        else:
+            inbound = f"NOT received ({', '.join(handlers)} have handlers; see above)"
+        outbound = (
+            f"sent through the relay {self.mail_sender.transport.shown}"
+            if self.smtp_relay_url
+            else "kept in the outbox (never sent)"
+        )
+        print(f"{PREFIX} mail: {outbound}; {inbound}", file=sys.stderr, flush=True)
 
     async def stop_extension(self) -> None:
         """Every service stopped in the order of ``self.lifecycle``, each bounded and its

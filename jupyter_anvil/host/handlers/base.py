@@ -4,7 +4,9 @@ the one error map gives them (:func:`errors.http_status`)."""
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from tornado import web
 
@@ -16,6 +18,24 @@ if TYPE_CHECKING:
 
 def services(handler: web.RequestHandler) -> Services:
     return handler.settings["jupyter_anvil"]  # type: ignore[no-any-return]
+
+
+#: a content type fit for a header: type/subtype and parameters, nothing that could end it
+_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[ -~]*)?")
+
+
+def send_download(handler: web.RequestHandler, data: bytes, content_type: str, name: str) -> None:
+    """Answer ``data`` as a download with its content type and file name, never shown
+    inline: what a task returned or a stranger mailed must not run as a page of the
+    Jupyter server's own origin."""
+    fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", name)[:200] or "download"
+    handler.set_header(
+        "Content-Type", content_type if _CONTENT_TYPE.fullmatch(content_type) else "application/octet-stream"
+    )
+    handler.set_header("Content-Disposition", f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}")
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
+    handler.finish(data)
 
 
 class PublicHandler(web.RequestHandler):

@@ -5,9 +5,7 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import cast
-from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import JupyterHandler
@@ -18,12 +16,10 @@ from ..mail.reading import part_bytes as read_part
 from ..mail.reading import read
 from ..mail.records import MAIL_BOXES, MAIL_STATUSES, MailBox, MailRecord, MailStatus, MailSummary
 from .admin import AUTH_RESOURCE, AdminHandler
-from .base import services
+from .base import send_download, services
 
 #: the most messages one page lists
 MAX_PAGE = 500
-#: a part's content type fit for a header: type/subtype, nothing that could end it
-_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+")
 
 
 def mail_json(mail: MailSummary) -> api.MailInfo:
@@ -56,19 +52,6 @@ def _choice(handler: web.RequestHandler, name: str, allowed: tuple[str, ...]) ->
     if value is not None and value not in allowed:
         raise web.HTTPError(400, f"{name} must be one of {', '.join(allowed)}, not {value[:40]!r}")
     return value
-
-
-def download(handler: web.RequestHandler, data: bytes, content_type: str, name: str) -> None:
-    """Answer ``data`` as a download, never shown inline: mail is what strangers sent, and
-    this is the Jupyter server's own origin."""
-    fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", name)[:200] or "download"
-    handler.set_header(
-        "Content-Type", content_type if _CONTENT_TYPE.fullmatch(content_type) else "application/octet-stream"
-    )
-    handler.set_header("Content-Disposition", f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}")
-    handler.set_header("X-Content-Type-Options", "nosniff")
-    handler.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
-    handler.finish(data)
 
 
 class MailListHandler(AdminHandler):
@@ -165,7 +148,7 @@ class MailRawHandler(_DownloadHandler):
     @authorized
     async def get(self, mail_id: str) -> None:
         record = await find(self, mail_id)
-        download(self, record.raw, "message/rfc822", f"{record.id}.eml")
+        send_download(self, record.raw, "message/rfc822", f"{record.id}.eml")
 
 
 class MailPartHandler(_DownloadHandler):
@@ -179,4 +162,4 @@ class MailPartHandler(_DownloadHandler):
         if found is None:
             raise web.HTTPError(404, f"message {mail_id} has no part {index}")
         part, data = found
-        download(self, data, part.content_type, part.name or f"part-{part.index}")
+        send_download(self, data, part.content_type, part.name or f"part-{part.index}")

@@ -7,10 +7,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Callable
 from typing import Any, cast
-from urllib.parse import quote
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
@@ -27,13 +25,10 @@ from ..readable import plain_value
 from ..schedules.records import ScheduleEvent
 from ..store import TaskRecord, TaskSummary
 from .admin import AUTH_RESOURCE, AdminHandler
-from .base import services
+from .base import send_download, services
 from .env_admin import env_feed_event
 from .mail_admin import mail_json
 from .schedule_admin import event_json
-
-#: a content type fit for a header: type/subtype and parameters, nothing that could end it
-_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[ -~]*)?")
 
 
 def summary_json(task: TaskSummary) -> api.TaskSummary:
@@ -134,16 +129,8 @@ class TaskMediaHandler(JupyterHandler):  # type: ignore[misc]
             data = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             raise web.HTTPError(404, f"task {task_id} returned no Media {media_id}") from None
-        content_type = str(descriptor.get("mime-type") or "")
-        if not _CONTENT_TYPE.fullmatch(content_type):
-            content_type = "application/octet-stream"
         name = str(descriptor.get("name") or f"media-{media_id}")
-        self.set_header("Content-Type", content_type)
-        fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", name)
-        self.set_header("Content-Disposition", f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
-        self.finish(data)
+        send_download(self, data, str(descriptor.get("mime-type") or ""), name)
 
 
 class TaskOutputHandler(AdminHandler):
