@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from conftest import AnvilServer, private_server
+from conftest import AnvilServer, free_port, private_server
 from notebook_files import write_notebook
 from wheels import make_wheel
 
@@ -314,3 +317,20 @@ def test_a_second_start_reuses_the_cache(server: AnvilServer) -> None:
     assert server.apps()["one"]["env"]["id"] == env_id
     assert server.call("one", "version") == "1.0"
     assert elapsed < 120
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        ("--AnvilApp.env_installer=conda", "env_installer must be one of"),
+        ("--AnvilApp.env_installer_args=[1, 2]", "not a JSON list of strings"),
+    ],
+)
+def test_options_it_cannot_use_stop_the_server_plainly(tmp_path: Path, option: str, says: str) -> None:
+    env = dict(os.environ)
+    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
+        env[name] = str(tmp_path / name.lower())
+    command = [sys.executable, "-m", "jupyter_anvil", str(tmp_path), f"--ServerApp.port={free_port()}", option]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and says in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr

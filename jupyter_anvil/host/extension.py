@@ -238,14 +238,7 @@ class AnvilApp(ExtensionApp):
         self.app_log = AppLog(self.store, self.log_records_per_app)
         #: the environments' events (status changes, build output) for the live feed
         self.env_feed: EventFeed[dict[str, Any]] = EventFeed("environments feed")
-        self.envs = EnvService(
-            Path(self.envs_dir) if self.envs_dir else data_folder() / "envs",
-            installer=self.env_installer,
-            installer_args=self._installer_args(),
-            build_timeout=self.env_build_timeout,
-            keep_days=self.env_keep_days,
-            on_event=self.env_feed.publish,
-        )
+        self.envs = self._env_service()
         self.apps = AppManager(root, defaults, self.app_log, self._make_pool, self.envs)
         self.sessions = SessionService(self.store, self.session_idle_minutes * 60)
         task_limits = TaskLimits(
@@ -347,6 +340,21 @@ class AnvilApp(ExtensionApp):
             self.envs,
             self.env_feed,
         )
+
+    def _env_service(self) -> EnvService:
+        """The environments' service; options it cannot use stop the server, said plainly."""
+        try:
+            return EnvService(
+                Path(self.envs_dir) if self.envs_dir else data_folder() / "envs",
+                installer=self.env_installer,
+                installer_args=self._installer_args(),
+                build_timeout=self.env_build_timeout,
+                keep_days=self.env_keep_days,
+                on_event=self.env_feed.publish,
+            )
+        except (TypeError, ValueError) as e:
+            print(f"{PREFIX} --AnvilApp.env_*: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
 
     def _installer_args(self) -> tuple[str, ...]:
         """``env_installer_args`` as given: the option repeated (one item each), or one JSON
