@@ -296,6 +296,10 @@ def test_a_bad_requirement_on_a_new_app_is_an_error(server: AnvilServer) -> None
     app_notebook(server.root, "broken", ["anvil_no_such_pkg"])
     apps = wait_for(server, lambda apps: "broken" in apps and apps["broken"]["status"] == "error")
     assert "anvil_no_such_pkg" in apps["broken"]["error"].replace("-", "_")
+    env = apps["broken"]["env"]
+    assert env is not None and env["status"] == "failed"
+    log = server.admin(f"anvil/api/envs/{env['id']}/log")  # the whole build's output, kept
+    assert log["building"] is False and "anvil_no_such_pkg" in log["text"].replace("-", "_")
     assert server.call("one", "version") == "1.0"  # nothing else affected
     (server.root / "broken.ipynb").unlink()
 

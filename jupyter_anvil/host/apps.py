@@ -98,6 +98,8 @@ class App:
         self.env_id: str | None = None
         #: the request of an environment being built for a newer version, while it builds
         self.env_building: EnvRequest | None = None
+        #: the environment whose build failed last (its log says why), until one is built
+        self.env_failed: str | None = None
         self.spec: AppSpec | None = None
         self.pool: KernelPool | None = None
         self.status: AppStatus = "loading"
@@ -135,7 +137,8 @@ class App:
         }
 
     def env_json(self) -> AppEnv | None:
-        """The environment being built for the app (while one is), else the one it serves with."""
+        """The environment being built for the app (while one is), else the one it serves
+        with, else the one whose failed build keeps it from being served."""
         if self.envs is None:
             return None
         if self.env_building is not None:
@@ -143,6 +146,8 @@ class App:
         if self.env_id is not None:
             serving = self.envs.get(self.env_id)
             return {"id": self.env_id, "status": serving.status if serving is not None else "ready"}
+        if self.env_failed is not None and self.pool is None:  # not served for want of it
+            return {"id": self.env_failed, "status": "failed"}
         return None
 
     def describe_error(self) -> str | None:
@@ -322,21 +327,20 @@ class AppManager:
         self.app_log.write(app.name, "(load)", "-", "system", f"environment for {spec.notebook}: {shown}")
         try:
             env = await self.envs.ensure(request, app.name)
-        except EnvBuildFailed as e:
-            if app.env_building is request:
-                app.env_building = None
-            if not self._overtaken(app, fingerprint):
-                self._load_failed(app, spec, f"building its Python environment failed: {e}", first)
-            return False
         except Exception as e:
+            if isinstance(e, EnvBuildFailed):
+                message = str(e)  # the installer's own
+            else:
+                log.exception("[jupyter-anvil] app %s: building its environment failed", app.name)
+                message = f"{type(e).__name__}: {e}"
+            if not self._overtaken(app, fingerprint):
+                app.env_failed = self.envs.env_id(request)  # its log tells the whole story
+                self._load_failed(app, spec, f"building its Python environment failed: {message}", first)
+            return False
+        finally:
             if app.env_building is request:
                 app.env_building = None
-            log.exception("[jupyter-anvil] app %s: building its environment failed", app.name)
-            if not self._overtaken(app, fingerprint):
-                self._load_failed(app, spec, f"building its Python environment failed: {type(e).__name__}: {e}", first)
-            return False
-        if app.env_building is request:
-            app.env_building = None
+        app.env_failed = None
         self.app_log.write(app.name, "(load)", "-", "system", f"environment {env.id} ready")
         return env
 

@@ -114,6 +114,8 @@ async def test_a_failed_first_build_is_an_error_with_the_installer_message(manag
     app = apps.apps["app"]
     assert app.status == "error" and given == []
     assert "nosuchpkg was not found" in (app.error or "")
+    shown = app.to_json()["env"]
+    assert shown is not None and shown["status"] == "failed"  # its id: the build's log
 
 
 async def test_a_failed_rebuild_leaves_the_previous_version_serving(manager, tmp_path: Path) -> None:
