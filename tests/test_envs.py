@@ -308,7 +308,7 @@ def test_a_bad_requirement_on_a_new_app_is_an_error(server: AnvilServer) -> None
 
 
 def test_a_second_start_reuses_the_cache(server: AnvilServer) -> None:
-    """Last: it restarts the module's server."""
+    """It restarts the module's server (which serves on after it)."""
     env_id = server.apps()["one"]["env"]["id"]
     folder = envs_folder(server) / env_id
     marks = {name: (folder / name).stat().st_mtime_ns for name in ("build.log", "ready")}
@@ -338,3 +338,11 @@ def test_options_it_cannot_use_stop_the_server_plainly(tmp_path: Path, option: s
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and says in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+
+
+def test_a_python_the_machine_lacks_is_a_clear_error(server: AnvilServer) -> None:
+    write_notebook(server.root / "ancient.ipynb", [APP], {"requirements": [f"{PKG}==1.0"], "python": "3.99"})
+    apps = wait_for(server, lambda apps: "ancient" in apps and apps["ancient"]["status"] == "error")
+    assert "3.99" in apps["ancient"]["error"], apps["ancient"]["error"]
+    assert server.call("one", "version") == "1.0"  # nothing else affected
+    (server.root / "ancient.ipynb").unlink()
