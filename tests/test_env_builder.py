@@ -26,6 +26,22 @@ from jupyter_anvil.host.envs.service import EnvBuildFailed, EnvInfo, EnvService
 PROBE = "anvil_probe_pkg"
 
 
+@pytest.fixture(autouse=True)
+async def stop_services(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Every EnvService a test starts is stopped after it (its pruner and any build cancelled)."""
+    started: list[EnvService] = []
+    original = EnvService.start
+
+    async def start(self: EnvService) -> None:
+        started.append(self)
+        await original(self)
+
+    monkeypatch.setattr(EnvService, "start", start)
+    yield
+    for envs in started:
+        await envs.stop()
+
+
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("wheels")
@@ -35,6 +51,10 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_wheel(folder, "anvil_probe_user", "1.0", requires=["anvil_probe_dep>=1.0"])
     # depends on a kernel package at a version that is not the server's: the constraints refuse it
     make_wheel(folder, "anvil_probe_breaker", "1.0", requires=["traitlets==1.0.0"])
+    make_wheel(folder, "traitlets", "1.0.0")
+    # would bring another jupyter-anvil, shadowing the kernel runtime the host talks to
+    make_wheel(folder, "anvil_probe_anvil_breaker", "1.0", requires=["jupyter-anvil==99.0"])
+    make_wheel(folder, "jupyter_anvil", "99.0")
     # a .pth run at every start of the env's python that makes ipykernel unimportable
     make_wheel(
         folder,
@@ -148,10 +168,17 @@ async def test_a_requirement_pip_cannot_read_never_reaches_the_installer(service
     assert service.installer_runs == 0
 
 
-async def test_a_kernel_package_at_another_version_is_refused(service: EnvService) -> None:
+@pytest.mark.parametrize(
+    ("requirement", "package"), [("anvil_probe_breaker", "traitlets"), ("anvil_probe_anvil_breaker", "jupyter-anvil")]
+)
+async def test_a_kernel_package_at_another_version_is_refused(
+    service: EnvService, requirement: str, package: str
+) -> None:
+    # the other version is there to be found: the constraints (the server's versions) refuse it
     with pytest.raises(EnvBuildFailed) as failed:
-        await service.ensure(EnvRequest(("anvil_probe_breaker",)), "a")
-    assert "traitlets" in str(failed.value)
+        await service.ensure(EnvRequest((requirement,)), "a")
+    assert package in str(failed.value).replace("_", "-")
+    assert "smoke check" not in str(failed.value)  # the resolver refused it: nothing was installed
 
 
 async def test_smoke_check_failure_fails_the_build(service: EnvService) -> None:
@@ -360,7 +387,7 @@ async def test_another_python_gets_a_plain_env_with_its_own_kernel(
     info = await envs.ensure(EnvRequest((f"{PROBE}==1.0",), python=version), "a")
     assert info.python == version
     code = f"import sys, {PROBE}, jupyter_anvil.kernel.runtime; print('%d.%d' % sys.version_info[:2])"
-    assert run_in(info, envs, code) == version
+    assert run_in(info, envs, code, without_pythonpath()) == version  # jupyter_anvil linked or copied in
 
 
 async def test_a_local_wheel_path_is_a_requirement(service: EnvService, wheels: Path) -> None:
@@ -396,3 +423,38 @@ async def test_output_is_told_live_while_building(tmp_path: Path, silent_index: 
     await envs.stop()
     with pytest.raises(asyncio.CancelledError):
         await ensure
+
+
+CRASHING_SERVER = """
+import asyncio, sys
+from pathlib import Path
+from jupyter_anvil.host.envs.request import EnvRequest
+from jupyter_anvil.host.envs.service import EnvService
+
+async def main():
+    envs = EnvService(Path(sys.argv[1]), installer_args=["--no-index", "--find-links", sys.argv[2]])
+    await envs.start()
+    await envs.ensure(EnvRequest(("anvil_probe_pkg==1.0",)), "a")
+
+asyncio.run(main())
+"""
+
+
+async def test_a_server_killed_mid_build_leaves_nothing_that_looks_ready(tmp_path: Path, silent_index: str) -> None:
+    root = tmp_path / "envs"
+    crashing = subprocess.Popen([sys.executable, "-c", CRASHING_SERVER, str(root), silent_index])
+    try:
+        for _ in range(200):
+            building = [p for p in root.glob("*.building-*") if (p / "venv").exists()] if root.exists() else []
+            if building:
+                break
+            await asyncio.sleep(0.05)
+        assert building, "the build did not start"
+    finally:
+        crashing.kill()  # SIGKILL: no clean-up of its own
+        crashing.wait()
+    for pid in installer_processes(root):  # its installer, orphaned in its own session
+        os.kill(pid, 9)
+    envs = EnvService(root)
+    await envs.start()
+    assert envs.list() == [] and list(root.iterdir()) == []

@@ -3,10 +3,12 @@ written by hand (no installer runs here: tests/test_env_builder.py builds real o
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,22 @@ from jupyter_anvil.host.envs.request import EnvRequest
 from jupyter_anvil.host.envs.service import EnvService
 
 DAY = 86400.0
+
+
+@pytest.fixture(autouse=True)
+async def stop_services(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Every EnvService a test starts is stopped after it (its pruner and any build cancelled)."""
+    started: list[EnvService] = []
+    original = EnvService.start
+
+    async def start(self: EnvService) -> None:
+        started.append(self)
+        await original(self)
+
+    monkeypatch.setattr(EnvService, "start", start)
+    yield
+    for envs in started:
+        await envs.stop()
 
 
 def fake_ready_env(root: Path, request: EnvRequest, args: tuple[str, ...] = (), last_used: float | None = None) -> str:
@@ -199,3 +217,18 @@ async def test_use_and_prune(tmp_path: Path) -> None:
 def test_bad_configuration_refused(tmp_path: Path, kwargs: dict[str, object], error: type[Exception]) -> None:
     with pytest.raises(error):
         EnvService(tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_prune_runs_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jupyter_anvil.host.envs import service as service_module
+
+    monkeypatch.setattr(service_module, "PRUNE_FIRST_DELAY", 0.05)
+    monkeypatch.setattr(service_module, "PRUNE_INTERVAL", 0.05)
+    old = fake_ready_env(tmp_path, EnvRequest(("a",)), last_used=time.time() - 20 * DAY)
+    envs = EnvService(tmp_path)
+    await envs.start()
+    for _ in range(100):
+        if envs.get(old) is None:
+            break
+        await asyncio.sleep(0.02)
+    assert envs.get(old) is None and not (tmp_path / old).exists()

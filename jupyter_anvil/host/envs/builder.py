@@ -8,7 +8,7 @@ The install is constrained to the server's versions of the kernel's own packages
 
 Another Python ("3.12"): a plain venv of that interpreter (found on PATH as ``python3.12``; never
 downloaded) with ipykernel at the server's version installed beside the requirements, and
-jupyter_anvil's source reached through a .pth (an editable install's source folder) or copied in.
+jupyter_anvil's package linked in from a source checkout (an editable install) or copied in.
 
 Every build ends with a smoke check: the environment's python imports ipykernel and
 jupyter_anvil's kernel runtime.
@@ -17,6 +17,7 @@ jupyter_anvil's kernel runtime.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import os
 import shutil
@@ -189,6 +190,7 @@ class BuildLog:
         self._pending_size = 0
         self._last_flush = time.monotonic()
         self._live = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def write(self, data: bytes) -> None:
         if self._written < MAX_LOG_BYTES:
@@ -198,7 +200,7 @@ class BuildLog:
                 self._file.write(b"\n[build.log truncated]\n")
             self._written += len(data)
             self._file.flush()
-        text = data.decode("utf-8", errors="replace")
+        text = self._decoder.decode(data)  # a character cut between two reads is kept whole
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()[-2000:]
         self._tail.extend(line.rstrip("\r")[:2000] for line in lines)
@@ -359,10 +361,19 @@ async def build_env(ctx: BuildContext) -> None:
         (site_packages / SERVER_PTH).write_text(line + "\n")
         ctx.log.note(f"layered over the server's packages: {', '.join(dirs)}")
     else:
+        # jupyter_anvil is pure Python: the kernel side runs under any Python it supports.
         package, is_source = _jupyter_anvil_source()
+        linked = False
         if is_source:
-            (site_packages / SERVER_PTH).write_text(f"{package.parent!s}\n")
-            ctx.log.note(f"jupyter_anvil from its source folder {package.parent}")
+            # a source checkout (an editable install): linked, so the env follows edits; only the
+            # package is reachable, not the checkout's other folders (tests, bench, ...)
+            try:
+                os.symlink(package, site_packages / package.name, target_is_directory=True)
+                linked = True
+            except OSError:
+                linked = False  # no symlinks here (Windows without the privilege): copied
+        if linked:
+            ctx.log.note(f"jupyter_anvil linked from its source folder {package}")
         else:
             shutil.copytree(package, site_packages / package.name, ignore=shutil.ignore_patterns("__pycache__"))
             ctx.log.note(f"jupyter_anvil copied from {package}")

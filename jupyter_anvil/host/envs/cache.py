@@ -37,7 +37,18 @@ FAILED_LOG_SUFFIX = ".failed.log"
 
 # An app's requirement that brings one of these at another version would break the kernel the
 # environment starts: installs are constrained to the server's own versions of them.
-KERNEL_PACKAGES = ("ipykernel", "ipython", "jupyter_client", "jupyter_core", "comm", "pyzmq", "tornado", "traitlets")
+# jupyter-anvil itself too: another copy in an environment would shadow the kernel runtime the host talks to.
+KERNEL_PACKAGES = (
+    "ipykernel",
+    "ipython",
+    "jupyter_client",
+    "jupyter_core",
+    "comm",
+    "pyzmq",
+    "tornado",
+    "traitlets",
+    "jupyter-anvil",
+)
 
 
 def kernel_pins() -> tuple[str, ...]:

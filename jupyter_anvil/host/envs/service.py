@@ -4,7 +4,8 @@
 server or an earlier one: no installer runs); otherwise it starts a build, or joins the one under
 way, and waits for it. Builds are bounded by ``build_timeout`` (the installer killed) and are
 cancelled by ``stop()``. Status changes and the installer's output go to ``on_event`` for the
-live feed.
+live feed. Environments no app uses are pruned after ``keep_days`` without use: by ``prune()``,
+which also runs by itself every few hours while the service runs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ TOUCH_INTERVAL = 60.0
 MAX_LOG_READ = 256 * 1024
 # failed builds remembered (their error shown) at most
 MAX_FAILED = 200
+# prune() also runs by itself: first an hour after start (once the apps have loaded and said
+# which environments they use), then every 6 hours
+PRUNE_FIRST_DELAY = 3600.0
+PRUNE_INTERVAL = 6 * 3600.0
 
 
 @dataclass
@@ -102,6 +107,7 @@ class EnvService:
         self._waiting: dict[str, set[str]] = {}  # env id -> apps awaiting its build
         self._app_env: dict[str, str] = {}  # app -> env id it serves with
         self._touched: dict[str, float] = {}
+        self._pruner: asyncio.Task[None] | None = None
         # how many times an installer process was started (the cache's proof: a cached start runs none)
         self.installer_runs = 0
         self.kernel_specs = EnvKernelSpecs(self._python_of, self._kernel_starting)
@@ -115,9 +121,24 @@ class EnvService:
             log.info("removed unfinished environment folders: %s", ", ".join(removed))
         for ready in await asyncio.to_thread(self.cache.ready_envs):
             self._set_ready(ready, announce=False)
+        if self._pruner is None:
+            self._pruner = asyncio.create_task(self._prune_now_and_then(), name="anvil-env-prune")
+
+    async def _prune_now_and_then(self) -> None:
+        delay = PRUNE_FIRST_DELAY
+        while True:
+            await asyncio.sleep(delay)
+            delay = PRUNE_INTERVAL
+            try:
+                await self.prune()
+            except Exception:
+                log.exception("pruning the environments failed")
 
     async def stop(self) -> None:
         """Cancel the builds under way (their installers killed, their folders removed)."""
+        if self._pruner is not None:
+            self._pruner.cancel()
+            self._pruner = None
         builds = list(self._builds.values())
         for task in builds:
             task.cancel()
