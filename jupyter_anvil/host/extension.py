@@ -66,8 +66,6 @@ from .tasks import TaskLimits, TaskService
 
 COOKIE_KEYS_FILE = "cookie_keys"
 PREFIX = "[jupyter-anvil]"
-#: seconds between removals of environments unused for ``env_keep_days`` (and one at start)
-ENV_PRUNE_INTERVAL = 24 * 3600.0
 #: an app without a page is printed with its functions' names, this many at most
 MAX_FUNCTIONS_SHOWN = 8
 
@@ -213,8 +211,6 @@ class AnvilApp(ExtensionApp):
 
     #: the notebook watcher: the extension's own loop, started after every service, cancelled first
     _watcher: asyncio.Future[None] | None = None
-    #: removes unused environments once a day
-    _env_pruner: asyncio.Future[None] | None = None
 
     @property
     def server(self) -> ServerApp:
@@ -314,7 +310,8 @@ class AnvilApp(ExtensionApp):
             Lifecycle("sending mail", self.mail_sender.start, lambda: self.mail_sender.stop(timeout=2.0), 2.5),
             # stopped before the kernels: a build under way is killed (its folder removed), and
             # the load that waited for it ends at once
-            Lifecycle("environments", self._start_envs, self._stop_envs, 3.0),
+            # (the service prunes unused ones itself, once the apps have loaded and said which they use)
+            Lifecycle("environments", self.envs.start, self.envs.stop, 3.0),
             Lifecycle("app kernels", None, self.apps.stop_all, 6.5),  # the notebook watcher starts apps
             Lifecycle("the app log", self.app_log.start, lambda: self.app_log.stop(timeout=2.0), 2.5),
             Lifecycle("sessions", self.sessions.start, self.sessions.stop, 1.0),  # a cancel: at once
@@ -441,28 +438,6 @@ class AnvilApp(ExtensionApp):
                 (rf"/anvil/api/mail/{mail_id}/parts/(?P<index>\d{{1,4}})", mail_admin.MailPartHandler),
             ]
         )
-
-    async def _start_envs(self) -> None:
-        await self.envs.start()
-        self._env_pruner = asyncio.ensure_future(self._prune_envs())
-
-    async def _stop_envs(self) -> None:
-        if self._env_pruner is not None:
-            self._env_pruner.cancel()
-        await self.envs.stop()
-
-    async def _prune_envs(self) -> None:
-        """At start, then daily: environments no app used for ``env_keep_days`` are removed."""
-        while True:
-            try:
-                removed = await self.envs.prune()
-                if removed:
-                    self.log.info(
-                        "%s removed %d environment(s) unused for %g days", PREFIX, removed, self.env_keep_days
-                    )
-            except Exception:
-                self.log.exception("%s removing unused environments failed", PREFIX)
-            await asyncio.sleep(ENV_PRUNE_INTERVAL)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:  # type: ignore[override]
         await start_services(self.lifecycle)
