@@ -223,6 +223,7 @@ class AppManager:
                 if app.pool is not None:
                     pool, app.pool = app.pool, None
                     self._unserved(app.name)
+                    self._env_unserved(app)
                     started.append(self._spawn(pool.drain(self.defaults.call_timeout)))
                 app.loading_fingerprint = None
         for name, spec in specs.items():
@@ -344,6 +345,12 @@ class AppManager:
         self.app_log.write(app.name, "(load)", "-", "system", f"environment {env.id} ready")
         return env
 
+    def _env_unserved(self, app: App) -> None:
+        """``app`` serves with no environment now (unless another app of its name does)."""
+        app.env_id = None
+        if self.apps.get(app.name) in (None, app):
+            self._use_env(app.name, None)
+
     def _use_env(self, name: str, env_id: str | None) -> None:
         if self.envs is None:
             return
@@ -370,10 +377,6 @@ class AppManager:
             return [f"{type(e).__name__}: {e}"]
 
     def _unserved(self, name: str) -> None:
-        app = self.apps.get(name)
-        if app is not None:
-            app.env_id = None
-        self._use_env(name, None)
         if self.listener is not None:
             try:
                 self.listener.unserved(name)
@@ -394,9 +397,10 @@ class AppManager:
         app.loaded.set()
 
     async def _stop(self, app: App, reason: str, grace: float | None = None) -> None:
-        app.status, app.error, app.env_id = "stopped", reason, None
+        app.status, app.error = "stopped", reason
         app.loaded.set()
         self._unserved(app.name)
+        self._env_unserved(app)
         self.app_log.write(app.name, "(load)", "-", "system", f"stopped: {reason}")
         pool, app.pool = app.pool, None
         if pool is not None:
