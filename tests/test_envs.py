@@ -248,14 +248,16 @@ def test_a_new_app_shows_building_first(server: AnvilServer) -> None:
 # -- rebuilds ----------------------------------------------------------------------------------
 
 
-def call_in_a_loop(server: AnvilServer, until: Callable[[str], bool], timeout: float = 240) -> list[str]:
-    """Call ``switcher.version`` again and again until ``until`` holds for an answer; each
+def call_in_a_loop(
+    server: AnvilServer, until: Callable[[str], bool], timeout: float = 240, app: str = "switcher"
+) -> list[str]:
+    """Call ``<app>.version`` again and again until ``until`` holds for an answer; each
     answer, failing the test at the first call that does not succeed."""
     answers: list[str] = []
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=60) as client:
         while time.monotonic() < deadline:
-            response = client.post(f"{server.url}anvil/apps/switcher/_/call/version", json={"args": []})
+            response = client.post(f"{server.url}anvil/apps/{app}/_/call/version", json={"args": []})
             assert response.status_code == 200, (answers[-3:], response.text)
             answers.append(response.json()["response"])
             if until(answers[-1]):
@@ -269,6 +271,14 @@ def test_a_changed_requirement_rebuilds_and_switches_with_no_failed_call(server:
     app_notebook(server.root, "switcher", [f"{PKG}==2.0"])
     answers = call_in_a_loop(server, lambda answer: answer == "2.0")
     assert answers[0] == "1.0" and set(answers) == {"1.0", "2.0"}
+
+
+def test_saving_the_requirements_file_rebuilds_too(server: AnvilServer) -> None:
+    assert server.call("two", "version") == "2.0"
+    (server.root / "two.requirements.txt").write_text(f"{PKG}==1.0\n")
+    answers = call_in_a_loop(server, lambda answer: answer == "1.0", app="two")
+    assert answers[0] == "2.0"
+    assert server.apps()["two"]["requirements"] == [f"{PKG}==1.0"]
 
 
 def test_a_bad_requirement_is_the_installers_message_and_the_previous_env_serves(server: AnvilServer) -> None:
