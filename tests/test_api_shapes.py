@@ -19,6 +19,7 @@ import websockets
 from conftest import AnvilServer, private_server
 from notebook_files import write_notebook
 from shapes import assert_fits, problems
+from wheels import make_wheel
 
 from jupyter_anvil.host import api_types as api
 
@@ -324,3 +325,65 @@ def test_mail_its_messages_parts_and_the_feeds_mail_events(server: AnvilServer) 
 def test_apps_off(tmp_path_factory: pytest.TempPathFactory) -> None:
     with private_server(tmp_path_factory, "shapes-off", lambda root: None, "--AnvilApp.serve_apps=False") as off:
         assert_fits(get(off, "anvil/api/apps"), api.AppsOff)
+
+
+def test_envs_requirements_and_the_feeds_env_events(server: AnvilServer, tmp_path: Any) -> None:
+    """An app given a requirement (a local wheel: no index is needed) through the
+    requirements route: its environment, its build's log and the feed's env events."""
+    wheel = make_wheel(tmp_path, "anvil_shapes_pkg", "1.0")
+    write_notebook(
+        server.root / "shapes_env.ipynb", ["from jupyter_anvil import server\nx = 1\nserver.callable(print)"]
+    )
+    deadline = time.monotonic() + 120
+    while server.apps().get("shapes_env", {}).get("status") != "ready" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    events: list[Any] = []
+
+    def env_ready() -> dict[str, Any]:
+        while time.monotonic() < deadline + 240:
+            app = server.apps()["shapes_env"]
+            if app["env"] is not None and app["env"]["status"] != "building" and app["requirements"]:
+                return app
+            time.sleep(0.2)
+        raise AssertionError(server.log_tail())
+
+    async def follow() -> tuple[httpx.Response, dict[str, Any]]:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{server.port}/anvil/api/tasks/feed", additional_headers=AUTH
+        ) as feed:
+
+            async def read() -> None:
+                while True:
+                    events.append(json.loads(await feed.recv()))
+
+            reader = asyncio.ensure_future(read())
+            body = {"add": [str(wheel)]}
+            response = await asyncio.to_thread(
+                httpx.post, f"{server.url}anvil/api/apps/shapes_env/requirements", json=body, headers=AUTH
+            )
+            app = await asyncio.to_thread(env_ready)
+            await asyncio.sleep(0.3)
+            reader.cancel()
+            return response, app
+
+    response, app = asyncio.run(follow())
+    try:
+        assert response.status_code == 200, response.text
+        assert_fits(response.json(), api.RequirementsList)
+        assert app["env"]["status"] == "ready", app
+        assert_fits(server.admin("anvil/api/apps"), api.AppsList)
+        env_events = [e for e in events if e["type"] in ("env", "env_output")]
+        assert {e["type"] for e in env_events} == {"env", "env_output"}, events
+        for event in env_events:
+            assert_fits(event, api.EnvEvent if event["type"] == "env" else api.EnvOutputEvent)
+            assert_fits(event, api.FeedEvent)
+        listing = get(server, "anvil/api/envs")
+        assert_fits(listing, api.EnvList)
+        assert_fits(get(server, f"anvil/api/envs/{app['env']['id']}/log", offset=2), api.EnvLog)
+        assert_fits(get(server, "anvil/api/envs/0123456789abcdef/log", 404), api.AdminError)
+        assert_fits(get(server, f"anvil/api/envs/{app['env']['id']}/log", 400, offset="x"), api.AdminError)
+        bad = httpx.post(f"{server.url}anvil/api/apps/shapes_env/requirements", json={"add": 1}, headers=AUTH)
+        assert bad.status_code == 400
+        assert_fits(bad.json(), api.AdminError)
+    finally:
+        (server.root / "shapes_env.ipynb").unlink()

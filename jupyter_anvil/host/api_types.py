@@ -13,6 +13,10 @@ route                                                       answer
 ==========================================================  ==================================
 ``GET  anvil/api/apps``                                     :class:`AppsList` (:class:`AppsOff`
                                                             with ``--AnvilApp.serve_apps=False``)
+``POST anvil/api/apps/<app>/requirements``                  :class:`RequirementsList` (body:
+                                                            :class:`RequirementsChange`)
+``GET  anvil/api/envs``                                     :class:`EnvList`
+``GET  anvil/api/envs/<id>/log?offset=``                    :class:`EnvLog`
 ``GET  anvil/api/logs?app=&since=&limit=``                  :class:`LogPage`
 ``GET  anvil/api/tasks?app=&status=&name=&limit=&before=``  :class:`TaskPage`
 ``GET  anvil/api/tasks/<id>``                               :class:`TaskDetail`
@@ -23,8 +27,10 @@ route                                                       answer
 ``POST anvil/api/tasks/<id>/kill``                          :class:`TaskSummary`
 ``WS   anvil/api/tasks/feed``                               one :class:`TaskEvent`,
                                                             :class:`ScheduleEvent`,
-                                                            :class:`MailEvent` or
-                                                            :class:`MailDeletedEvent` per message
+                                                            :class:`MailEvent`,
+                                                            :class:`MailDeletedEvent`,
+                                                            :class:`EnvEvent` or
+                                                            :class:`EnvOutputEvent` per message
 ``GET  anvil/api/schedules?app=``                           :class:`ScheduleList`
 ``POST anvil/api/schedules``                                201 :class:`ScheduleInfo` (body:
                                                             :class:`ScheduleCreate`)
@@ -55,6 +61,7 @@ from typing import Any, Literal, TypedDict
 
 from ..protocol import TaskStatus
 from .apps import AppStatus
+from .envs.service import EnvStatus
 from .logs import LogStream
 from .mail.records import MailBox, MailStatus
 from .schedules.records import EventKind, MisfirePolicy, RunOutcome, ScheduleSource
@@ -73,18 +80,97 @@ class PoolStats(TypedDict):
     task_spares: int  # warm kernels kept for background tasks
 
 
+class AppEnv(TypedDict):
+    """The Python environment of an app: the one being built for it (while one is), else
+    the one its served version runs in (``anvil/api/envs`` lists them)."""
+
+    id: str  # anvil/api/envs/<id>/log: its build's output
+    status: EnvStatus  # building, ready or failed
+
+
 class AppInfo(TypedDict):
     """One app (a notebook with cells tagged ``server``)."""
 
     name: str  # the app's name: its URL is anvil/apps/<name>/
     notebook: str | None  # its notebook, relative to the server root (None until first read)
-    status: AppStatus  # loading, ready, error or stopped
+    #: building (its environment, before its first version loads), loading, ready, error or
+    #: stopped; a served app whose new environment builds stays ready (see ``env``)
+    status: AppStatus
     error: str | None  # everything wrong with it now (a failed reload, its notebook, its kernels)
     functions: list[str]  # the server functions callers may call, sorted
     background_tasks: list[str]  # the background tasks its server code may launch, sorted
     pool: PoolStats | None  # None while it has no pool (not loaded, or stopped)
     call_timeout: float | None  # seconds a call may run (None until its notebook is read)
     url: str  # the app's page (absolute path, with the server's base URL)
+    env: AppEnv | None  # None: it runs on the server's default kernel
+    requirements: list[str]  # the Python packages it asks for (as its notebook or file reads)
+    requirements_source: Literal["metadata", "file"] | None  # where they were read; None: none asked
+    requirements_note: str | None  # e.g. that the metadata's list wins over a requirements file
+
+
+class RequirementsChange(TypedDict, total=False):
+    """The body of ``POST anvil/api/apps/<app>/requirements``: requirement strings to add
+    (``"requests>=2.31"``; one of the same project replaces it) and to remove (by project
+    name, or a requirement naming it). Written into ``metadata.jupyter_anvil.requirements``;
+    the next scan of the notebooks sees the save and rebuilds."""
+
+    add: list[str]
+    remove: list[str]
+
+
+class RequirementsList(TypedDict):
+    """The answer of ``POST anvil/api/apps/<app>/requirements``: the notebook's list now."""
+
+    app: str
+    notebook: str
+    requirements: list[str]
+
+
+# -- anvil/api/envs ------------------------------------------------------------------------------
+
+
+class EnvInfo(TypedDict):
+    """One Python environment: a venv layered over the server's, holding an app's requirements."""
+
+    id: str  # 16 hex digits: a hash of what was asked (requirements, python, installer options, platform)
+    requirements: list[str]
+    python: str | None  # None: the server's own version
+    status: EnvStatus  # building, ready or failed
+    error: str | None  # a failed build's installer message
+    size_bytes: int | None  # on disk (None until built)
+    created: float | None
+    last_used: float | None  # when an app last started kernels in it
+    apps: list[str]  # the apps serving with it now
+
+
+class EnvList(TypedDict):
+    """``GET anvil/api/envs``: every environment this server knows."""
+
+    envs: list[EnvInfo]
+
+
+class EnvLog(TypedDict):
+    """``GET anvil/api/envs/<id>/log?offset=N``: the installer's output from ``offset`` on;
+    pass the returned ``offset`` back to tail it."""
+
+    text: str
+    offset: int
+    building: bool  # False once the build has ended: nothing more will come
+
+
+class EnvEvent(TypedDict):
+    """``anvil/api/tasks/feed``: an environment changed status (building, ready, failed)."""
+
+    type: Literal["env"]
+    env: EnvInfo
+
+
+class EnvOutputEvent(TypedDict):
+    """``anvil/api/tasks/feed``: a chunk of an environment's build output."""
+
+    type: Literal["env_output"]
+    id: str
+    text: str
 
 
 class ListedApp(AppInfo):
@@ -378,7 +464,7 @@ class MailDeletedEvent(TypedDict):
 
 
 #: one message of ``anvil/api/tasks/feed``
-FeedEvent = TaskEvent | ScheduleEvent | MailEvent | MailDeletedEvent
+FeedEvent = TaskEvent | ScheduleEvent | MailEvent | MailDeletedEvent | EnvEvent | EnvOutputEvent
 
 
 # -- values inside states and return values ------------------------------------------------------

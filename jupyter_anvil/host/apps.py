@@ -10,22 +10,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, Protocol, cast, get_args
 
 from .app_kernel import KernelLoadError
+from .envs.request import EnvRequest
+from .envs.service import EnvBuildFailed, EnvInfo
 from .logs import AppLog
 from .notebooks import AppSpec, NotebookProblem, Scanner
 from .pool import KernelPool, PoolLimits
 
 if TYPE_CHECKING:
-    from .api_types import AppInfo, PoolStats
+    from .api_types import AppEnv, AppInfo, PoolStats
 
 log = logging.getLogger(__name__)
 #: seconds calls in flight get to finish when the server stops
 STOP_GRACE = 5.0
 
-#: where an app is: ``loading`` its first version, ``ready`` (served), ``error`` (not
-#: served: its error says why), ``stopped`` (its notebook was removed, or the server stops).
-#: A reload that fails leaves a ready app ready, serving its previous version. (mypy checks
-#: every status assigned or compared against this type: a misspelt one fails the check.)
-AppStatus = Literal["loading", "ready", "error", "stopped"]
+#: where an app is: ``building`` the Python environment its requirements ask for (before
+#: its first version loads), ``loading`` its first version, ``ready`` (served), ``error``
+#: (not served: its error says why), ``stopped`` (its notebook was removed, or the server
+#: stops). A reload that fails (its new environment's build included) leaves a ready app
+#: ready, serving its previous version; a ready app whose new environment builds stays
+#: ready, its ``env`` saying ``building``. (mypy checks every status assigned or compared
+#: against this type: a misspelt one fails the check.)
+AppStatus = Literal["building", "loading", "ready", "error", "stopped"]
 APP_STATUSES: Final[tuple[AppStatus, ...]] = get_args(AppStatus)
 
 
@@ -37,7 +42,21 @@ class AppDefaults:
     call_timeout: float = 30.0
 
 
-PoolFactory = Callable[[AppSpec, PoolLimits], KernelPool]
+#: a new pool for a version of an app, its kernels started in the environment given (None:
+#: the server's default kernel)
+PoolFactory = Callable[[AppSpec, PoolLimits, EnvInfo | None], KernelPool]
+
+
+class AppEnvs(Protocol):
+    """What the app manager needs of the environments (host/envs/service.py's EnvService)."""
+
+    def env_id(self, request: EnvRequest) -> str: ...
+
+    async def ensure(self, request: EnvRequest, app: str) -> EnvInfo: ...
+
+    def use(self, app: str, env_id: str | None) -> None: ...
+
+    def get(self, env_id: str) -> EnvInfo | None: ...
 
 
 class ServedListener(Protocol):
@@ -72,8 +91,15 @@ class ServedListeners:
 class App:
     """One app: its current spec, the pool serving it, and its state."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, envs: AppEnvs | None = None) -> None:
         self.name = name
+        self.envs = envs
+        #: the environment the version served runs in (None: the server's default kernel)
+        self.env_id: str | None = None
+        #: the request of an environment being built for a newer version, while it builds
+        self.env_building: EnvRequest | None = None
+        #: the environment whose build failed last (its log says why), until one is built
+        self.env_failed: str | None = None
         self.spec: AppSpec | None = None
         self.pool: KernelPool | None = None
         self.status: AppStatus = "loading"
@@ -104,7 +130,25 @@ class App:
             "pool": cast("PoolStats", self.pool.stats()) if self.pool else None,
             "call_timeout": self.spec.call_timeout if self.spec else None,
             "url": url,
+            "env": self.env_json(),
+            "requirements": list(self.spec.requirements) if self.spec else [],
+            "requirements_source": self.spec.requirements_source if self.spec else None,
+            "requirements_note": self.spec.requirements_note if self.spec else None,
         }
+
+    def env_json(self) -> AppEnv | None:
+        """The environment being built for the app (while one is), else the one it serves
+        with, else the one whose failed build keeps it from being served."""
+        if self.envs is None:
+            return None
+        if self.env_building is not None:
+            return {"id": self.envs.env_id(self.env_building), "status": "building"}
+        if self.env_id is not None:
+            serving = self.envs.get(self.env_id)
+            return {"id": self.env_id, "status": serving.status if serving is not None else "ready"}
+        if self.env_failed is not None and self.pool is None:  # not served for want of it
+            return {"id": self.env_failed, "status": "failed"}
+        return None
 
     def describe_error(self) -> str | None:
         """Everything wrong with the app now, or None: its load, its notebook, its kernels."""
@@ -120,8 +164,17 @@ class App:
 class AppManager:
     """Keeps the served apps in step with the notebooks under ``root``."""
 
-    def __init__(self, root: Path, defaults: AppDefaults, app_log: AppLog, make_pool: PoolFactory) -> None:
+    def __init__(
+        self,
+        root: Path,
+        defaults: AppDefaults,
+        app_log: AppLog,
+        make_pool: PoolFactory,
+        envs: AppEnvs | None = None,
+    ) -> None:
         self.root = root
+        #: builds the environments apps with requirements run in (None: no such support)
+        self.envs = envs
         self.defaults = defaults
         self.app_log = app_log
         self.make_pool = make_pool
@@ -162,7 +215,7 @@ class AppManager:
         for problem in problems:
             if problem.name is None or problem.name in stale:
                 continue
-            app = self.apps.setdefault(problem.name, App(problem.name))
+            app = self.apps.setdefault(problem.name, App(problem.name, self.envs))
             message = f"{problem.notebook}: {problem.message}"
             app.notebook_problem = None  # the problem now stops the app: said in its error
             if app.status != "error" or app.error != message:
@@ -170,10 +223,11 @@ class AppManager:
                 if app.pool is not None:
                     pool, app.pool = app.pool, None
                     self._unserved(app.name)
+                    self._env_unserved(app)
                     started.append(self._spawn(pool.drain(self.defaults.call_timeout)))
                 app.loading_fingerprint = None
         for name, spec in specs.items():
-            app = self.apps.setdefault(name, App(name))
+            app = self.apps.setdefault(name, App(name, self.envs))
             self._note_notebook_problem(app, stale.get(name))
             fingerprint = spec.fingerprint
             if fingerprint != app.loading_fingerprint:
@@ -211,8 +265,15 @@ class AppManager:
         """Warm a new pool with ``spec``; switch to it only if it loads."""
         fingerprint = spec.fingerprint
         first = app.pool is None
+        env = await self._build_env(app, spec, fingerprint, first)
+        if env is False:
+            return
+        if self._overtaken(app, fingerprint):
+            return  # a newer save came while the environment built: that load goes on
         self.app_log.write(app.name, "(load)", "-", "system", f"loading {spec.notebook}")
-        pool = self.make_pool(spec, self.limits_for(spec))
+        if app.status == "building":
+            app.status = "loading"
+        pool = self.make_pool(spec, self.limits_for(spec), env)
         pool.on_problem = lambda stream, text: self.app_log.write(app.name, "(load)", "-", stream, text)
         try:
             await pool.start()
@@ -240,12 +301,63 @@ class AppManager:
                 return
             old, app.pool, app.spec = app.pool, pool, spec
             app.status, app.error, app.schedule_problems = "ready", None, problems
+            app.env_id = env.id if env is not None else None
+            self._use_env(app.name, app.env_id)
             app.loaded.set()
         self.app_log.write(app.name, "(load)", "-", "system", f"serving {spec.notebook}: {sorted(pool.functions)}")
         for problem in problems:
             self.app_log.write(app.name, "(load)", "-", "system", f"schedules: {problem}")
         if old is not None:
             await old.drain(self.defaults.call_timeout)
+
+    async def _build_env(
+        self, app: App, spec: AppSpec, fingerprint: str, first: bool
+    ) -> EnvInfo | Literal[False] | None:
+        """The environment ``spec``'s requirements ask for, built (or found built); None
+        when it asks for none; False when it cannot be had (said on the app)."""
+        request = spec.env_request
+        if request.empty:
+            return None
+        if self.envs is None:
+            self._load_failed(app, spec, "this server has no support for per-app Python packages", first)
+            return False
+        if first:
+            app.status, app.error = "building", None
+        app.env_building = request
+        shown = ", ".join(request.requirements) + (f" on Python {request.python}" if request.python else "")
+        self.app_log.write(app.name, "(load)", "-", "system", f"environment for {spec.notebook}: {shown}")
+        try:
+            env = await self.envs.ensure(request, app.name)
+        except Exception as e:
+            if isinstance(e, EnvBuildFailed):
+                message = str(e)  # the installer's own
+            else:
+                log.exception("[jupyter-anvil] app %s: building its environment failed", app.name)
+                message = f"{type(e).__name__}: {e}"
+            if not self._overtaken(app, fingerprint):
+                app.env_failed = self.envs.env_id(request)  # its log tells the whole story
+                self._load_failed(app, spec, f"building its Python environment failed: {message}", first)
+            return False
+        finally:
+            if app.env_building is request:
+                app.env_building = None
+        app.env_failed = None
+        self.app_log.write(app.name, "(load)", "-", "system", f"environment {env.id} ready")
+        return env
+
+    def _env_unserved(self, app: App) -> None:
+        """``app`` serves with no environment now (unless another app of its name does)."""
+        app.env_id = None
+        if self.apps.get(app.name) in (None, app):
+            self._use_env(app.name, None)
+
+    def _use_env(self, name: str, env_id: str | None) -> None:
+        if self.envs is None:
+            return
+        try:
+            self.envs.use(name, env_id)
+        except Exception:  # bookkeeping of last use: never a reason to fail a load
+            log.exception("[jupyter-anvil] app %s: recording its environment's use failed", name)
 
     def _overtaken(self, app: App, fingerprint: str) -> bool:
         """A newer save, a stop or the notebook's removal came while ``app`` loaded ``fingerprint``."""
@@ -288,6 +400,7 @@ class AppManager:
         app.status, app.error = "stopped", reason
         app.loaded.set()
         self._unserved(app.name)
+        self._env_unserved(app)
         self.app_log.write(app.name, "(load)", "-", "system", f"stopped: {reason}")
         pool, app.pool = app.pool, None
         if pool is not None:

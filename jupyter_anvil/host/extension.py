@@ -15,7 +15,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.serverapp import ServerApp
-from traitlets import Bool, Dict, Float, Int, Type, Unicode
+from traitlets import Bool, Dict, Float, Int, List, Type, Unicode
 
 from .. import __version__
 from ..protocol import BACKGROUND_TASK, LoadSettings, log_name
@@ -23,11 +23,13 @@ from .app_kernel import AppKernel
 from .apps import AppDefaults, AppManager, ServedListeners
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
+from .envs.service import EnvInfo, EnvService
 from .feed import EventFeed
 from .handlers import (
     admin,
     apps_off,
     calls,
+    env_admin,
     mail_admin,
     public_tasks,
     schedule_admin,
@@ -186,6 +188,23 @@ class AnvilApp(ExtensionApp):
     ).tag(config=True)
     mail_kept = Int(1000, help="Messages kept per app in each of outbox, sent and inbox (the newest).").tag(config=True)
     mail_days = Float(30.0, help="Messages older than this many days are dropped.").tag(config=True)
+    # -- Python packages per app -------------------------------------------------------------
+    env_installer = Unicode(
+        "auto",
+        help="What installs an app's requirements: 'uv', 'pip', or 'auto' (uv if the machine has it, else pip).",
+    ).tag(config=True)
+    env_installer_args = List(
+        Unicode(),
+        help="Options added to every install, e.g. ['--no-index', '--find-links', '/wheels'] or "
+        "['--index-url', 'https://pypi.example.com/simple'].",
+    ).tag(config=True)
+    env_build_timeout = Float(600.0, help="Seconds an environment's build may take before it is stopped.").tag(
+        config=True
+    )
+    env_keep_days = Float(14.0, help="Environments no app has used for this many days are removed.").tag(config=True)
+    envs_dir = Unicode("", help="Where apps' environments are built (default: envs in the Jupyter data folder).").tag(
+        config=True
+    )
     shared_cookie_domain = Unicode(
         "", help="Parent domain of server.cookies.shared (e.g. example.com); default: this host only."
     ).tag(config=True)
@@ -213,7 +232,10 @@ class AnvilApp(ExtensionApp):
         self.store = Store(self.database_url or f"sqlite:///{data_folder() / 'anvil.db'}")
         self.store.create_schema()
         self.app_log = AppLog(self.store, self.log_records_per_app)
-        self.apps = AppManager(root, defaults, self.app_log, self._make_pool)
+        #: the environments' events (status changes, build output) for the live feed
+        self.env_feed: EventFeed[dict[str, Any]] = EventFeed("environments feed")
+        self.envs = self._env_service()
+        self.apps = AppManager(root, defaults, self.app_log, self._make_pool, self.envs)
         self.sessions = SessionService(self.store, self.session_idle_minutes * 60)
         task_limits = TaskLimits(
             concurrency=self.task_concurrency,
@@ -286,6 +308,10 @@ class AnvilApp(ExtensionApp):
             Lifecycle("the mail records", self.mail.start, None, 0.0),
             # resumes the mail a previous run left waiting for the relay; stops retrying at once
             Lifecycle("sending mail", self.mail_sender.start, lambda: self.mail_sender.stop(timeout=2.0), 2.5),
+            # stopped before the kernels: a build under way is killed (its folder removed), and
+            # the load that waited for it ends at once
+            # (the service prunes unused ones itself, once the apps have loaded and said which they use)
+            Lifecycle("environments", self.envs.start, self.envs.stop, 3.0),
             Lifecycle("app kernels", None, self.apps.stop_all, 6.5),  # the notebook watcher starts apps
             Lifecycle("the app log", self.app_log.start, lambda: self.app_log.stop(timeout=2.0), 2.5),
             Lifecycle("sessions", self.sessions.start, self.sessions.stop, 1.0),  # a cancel: at once
@@ -308,7 +334,40 @@ class AnvilApp(ExtensionApp):
             self.schedule_feed,
             self.mail,
             self.mail_feed,
+            self.envs,
+            self.env_feed,
         )
+
+    def _env_service(self) -> EnvService:
+        """The environments' service; options it cannot use stop the server, said plainly."""
+        try:
+            return EnvService(
+                Path(self.envs_dir) if self.envs_dir else data_folder() / "envs",
+                installer=self.env_installer,
+                installer_args=self._installer_args(),
+                build_timeout=self.env_build_timeout,
+                keep_days=self.env_keep_days,
+                on_event=self.env_feed.publish,
+            )
+        except (TypeError, ValueError) as e:
+            print(f"{PREFIX} --AnvilApp.env_*: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    def _installer_args(self) -> tuple[str, ...]:
+        """``env_installer_args`` as given: the option repeated (one item each), or one JSON
+        list (``'--AnvilApp.env_installer_args=["--no-index", "--find-links", "/wheels"]'``,
+        which the command line hands over as a single string)."""
+        args = list(self.env_installer_args)
+        if len(args) == 1 and args[0].lstrip().startswith("["):
+            try:
+                parsed = json.loads(args[0])
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, list) or not all(isinstance(a, str) for a in parsed):
+                print(f"{PREFIX} --AnvilApp.env_installer_args: not a JSON list of strings", file=sys.stderr)
+                raise SystemExit(2)
+            args = parsed
+        return tuple(args)
 
     def _dkim_test_resolver(self) -> DnsFunc | None:
         """Tests only: DKIM key lookups answered from a JSON file instead of DNS."""
@@ -352,6 +411,7 @@ class AnvilApp(ExtensionApp):
                     (rf"/anvil/apps/{app}/_/tasks/(?P<task_id>[^/]*)", public_tasks.PublicTaskHandler),
                     (rf"/anvil/apps/{app}/(?P<path>(?!_/).*)", static.AppStaticHandler),
                     (r"/anvil/api/apps", admin.AppsHandler),
+                    (rf"/anvil/api/apps/{app}/requirements", env_admin.RequirementsHandler),
                 ]
             )
         else:  # no app surface at all: its URLs answer 404
@@ -360,6 +420,8 @@ class AnvilApp(ExtensionApp):
         self.handlers.extend(
             [
                 (r"/anvil/api/logs", admin.LogsHandler),
+                (r"/anvil/api/envs", env_admin.EnvsHandler),
+                (r"/anvil/api/envs/(?P<env_id>[^/]+)/log", env_admin.EnvLogHandler),
                 (r"/anvil/api/tasks", task_admin.TasksHandler),
                 (r"/anvil/api/tasks/feed", task_admin.TaskFeedHandler),
                 (rf"/anvil/api/tasks/{task_id}", task_admin.TaskHandler),
@@ -463,12 +525,14 @@ class AnvilApp(ExtensionApp):
         await stop_services(self.lifecycle, self.log)
 
     # -- kernels --------------------------------------------------------------------------
-    def _make_pool(self, spec: AppSpec, limits: PoolLimits) -> KernelPool:
+    def _make_pool(self, spec: AppSpec, limits: PoolLimits, env: EnvInfo | None) -> KernelPool:
+        """The pool of one version of an app; its kernels (call and task kernels alike: the
+        pool starts both) run in ``env`` when the app has one."""
         pool: KernelPool
 
         async def start_kernel() -> AppKernel:
             kernel = AppKernel(
-                self._new_kernel_manager(),
+                self._new_kernel_manager(env),
                 spec.name,
                 on_log=lambda call_id, stream, text: self._on_output(spec.name, call_id, stream, text),
                 on_nested_call=self.calls.nested_call,
@@ -495,7 +559,7 @@ class AnvilApp(ExtensionApp):
         if stream in ("stdout", "stderr"):
             self.tasks.on_output(call_id, text)
 
-    def _new_kernel_manager(self) -> AsyncKernelManager:
+    def _new_kernel_manager(self, env: EnvInfo | None = None) -> AsyncKernelManager:
         runtime_dir = jupyter_runtime_dir()
         os.makedirs(runtime_dir, exist_ok=True)
         kernel_id = f"anvil-{uuid.uuid4().hex[:12]}"
@@ -504,6 +568,10 @@ class AnvilApp(ExtensionApp):
             "connection_file": os.path.join(runtime_dir, f"kernel-{kernel_id}.json"),
             "parent": self,
         }
+        if env is not None:
+            # the env's own kernel spec (its python running ipykernel), which only the env
+            # service's spec manager knows
+            options.update(kernel_name=env.kernel_name, kernel_spec_manager=self.envs.kernel_specs)
         if self.kernel_transport == "ipc":
             options.update(transport="ipc", ip=os.path.join(runtime_dir, kernel_id))
         return self.kernel_manager_class(**options)  # type: ignore[no-any-return]

@@ -3,6 +3,9 @@
 Every notebook with at least one code cell tagged ``server`` is an app. Its name is its
 path under the root without ``.ipynb``, ``/`` replaced by ``.``, unless
 ``metadata.jupyter_anvil.app`` names it.
+
+The Python packages an app needs come from ``metadata.jupyter_anvil.requirements`` (and
+``python``), else from ``<notebook stem>.requirements.txt`` beside the notebook.
 """
 
 from __future__ import annotations
@@ -13,14 +16,23 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import nbformat
+
+from .envs.request import EnvRequest, EnvRequestError, parse_python, parse_requirements, read_requirements_file
 
 SERVER_TAG = "server"
 APP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 ORIGIN = re.compile(r"^(\*|https?://[A-Za-z0-9.\-\[\]:]+/?)$")
 SKIPPED_DIRS = {"node_modules", "__pycache__", "site-packages"}
+REQUIREMENTS_SUFFIX = ".requirements.txt"
+RequirementsSource = Literal["metadata", "file"]
+
+
+def requirements_file(notebook: Path) -> Path:
+    """``<notebook stem>.requirements.txt`` beside the notebook."""
+    return notebook.with_name(notebook.stem + REQUIREMENTS_SUFFIX)
 
 
 @dataclass
@@ -41,13 +53,31 @@ class AppSpec:
     #: ``{task_name, job_id, time_spec}``; None: absent). Not checked here: a bad entry must
     #: not stop the app, so ``schedules.declared`` reports it beside the schedules that run
     scheduled_tasks: Any = None
+    #: the Python packages its kernels need (requirement strings; empty: the server's own)
+    requirements: tuple[str, ...] = ()
+    #: the Python version its kernels run ("3.11"; None: the server's)
+    python: str | None = None
+    #: where ``requirements`` came from: the notebook's metadata, its requirements file, neither
+    requirements_source: RequirementsSource | None = None
+    #: a remark shown in the app's status (the metadata's list wins over a file beside it)
+    requirements_note: str | None = None
+
+    @property
+    def env_request(self) -> EnvRequest:
+        return EnvRequest(self.requirements, self.python)
 
     @property
     def fingerprint(self) -> str:
         """Changes when what the kernels run or how the app is served changes, not when
         outputs or untagged cells do: saving those does not restart the app."""
         sources = [cell["source"] for cell in self.cells]  # not indexes: adding a markdown cell above is no change
-        payload = json.dumps({"cells": sources, "metadata": self.metadata}, sort_keys=True, default=str)
+        # the requirements too: they may come from a file beside the notebook, and a change
+        # to them is a rebuild and a reload
+        payload = json.dumps(
+            {"cells": sources, "metadata": self.metadata, "requirements": self.requirements, "python": self.python},
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -125,11 +155,19 @@ def read_app(root: Path, path: Path, previous: AppSpec | None = None) -> AppSpec
         static_dir = (path.parent / static).resolve()
         if not static_dir.is_relative_to(root.resolve()):
             raise ValueError(f"static folder {static!r} is outside the server root")
+        python = parse_python(settings.get("python"), "metadata.jupyter_anvil.python")
     except ValueError as e:
         message = f"invalid metadata.jupyter_anvil: {e}"
         if previous is not None:
             return NotebookProblem(relative, message, previous.name, previous)
         return NotebookProblem(relative, message, default_name)
+    try:
+        requirements, source, note = _requirements(path, settings)
+    except (EnvRequestError, OSError, UnicodeDecodeError) as e:
+        message = f"bad requirements: {e}"
+        if previous is not None:
+            return NotebookProblem(relative, message, previous.name, previous)
+        return NotebookProblem(relative, message, name)
     return AppSpec(
         name=name,
         notebook=relative,
@@ -141,7 +179,26 @@ def read_app(root: Path, path: Path, previous: AppSpec | None = None) -> AppSpec
         allowed_origins=tuple(o.rstrip("/") for o in origins),
         metadata=dict(settings),
         scheduled_tasks=settings.get("scheduled_tasks"),
+        requirements=requirements,
+        python=python,
+        requirements_source=source,
+        requirements_note=note,
     )
+
+
+def _requirements(
+    path: Path, settings: dict[str, Any]
+) -> tuple[tuple[str, ...], RequirementsSource | None, str | None]:
+    """The app's requirements, where they came from, and a note when the metadata's list
+    hides a requirements file (so an author editing the file learns why nothing changes)."""
+    file = requirements_file(path)
+    if "requirements" in settings:
+        found = parse_requirements(settings["requirements"], "metadata.jupyter_anvil.requirements")
+        note = f"metadata.jupyter_anvil.requirements wins over {file.name}" if file.is_file() else None
+        return found, "metadata", note
+    if file.is_file():
+        return read_requirements_file(file), "file", None
+    return (), None, None
 
 
 def _int_or_none(value: Any, what: str, minimum: int) -> int | None:
@@ -166,7 +223,7 @@ class Scanner:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._cache: dict[Path, tuple[tuple[int, int], AppSpec | NotebookProblem | None]] = {}
+        self._cache: dict[Path, tuple[tuple[int, ...], AppSpec | NotebookProblem | None]] = {}
 
     def read(self, root: Path, path: Path) -> AppSpec | NotebookProblem | None:
         try:
@@ -174,7 +231,7 @@ class Scanner:
         except OSError:
             self._cache.pop(path, None)  # gone: nothing of it is served on
             return None
-        key = (stat.st_mtime_ns, stat.st_size)
+        key = (stat.st_mtime_ns, stat.st_size, *_file_key(requirements_file(path)))
         cached = self._cache.get(path)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -193,6 +250,15 @@ class Scanner:
         for path in set(self._cache) - seen:  # deleted notebooks, or a folder removed
             del self._cache[path]
         return apps, problems
+
+
+def _file_key(path: Path) -> tuple[int, ...]:
+    """Changes when the file does (a requirements file saved re-reads its notebook)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return ()
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
 def last_good(result: AppSpec | NotebookProblem | None) -> AppSpec | None:

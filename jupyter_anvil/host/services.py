@@ -7,10 +7,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .apps import AppManager
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
+from .envs.service import EnvService
 from .feed import EventFeed
 from .handlers.socket_limits import MediaBudget
 from .logs import AppLog
@@ -37,6 +39,10 @@ class Services:
     #: every message sent or received, and their changes for the live feed
     mail: MailStore
     mail_feed: EventFeed[MailEvent]
+    #: the Python environments apps with requirements run in
+    envs: EnvService
+    #: their events (status changes, build output) for the live feed
+    env_feed: EventFeed[dict[str, Any]]
 
 
 #: what a service's start or stop returns: nothing (done at once) or something to await

@@ -44,7 +44,7 @@ class Listener:
 async def manager(tmp_path: Path, store: Store) -> AsyncIterator[tuple[AppManager, Listener]]:
     pools: list[KernelPool] = []
 
-    def make_pool(spec: AppSpec, limits: PoolLimits) -> KernelPool:
+    def make_pool(spec: AppSpec, limits: PoolLimits, env: object = None) -> KernelPool:
         pool = KernelPool(spec.name, PoolLimits(min=1, max=1, task_spares=0), Starter(spec.name))
         pools.append(pool)
         return pool

@@ -22,7 +22,7 @@ def test_task_statuses_split_into_unfinished_and_finished() -> None:
 
 
 def test_app_statuses() -> None:
-    assert apps.APP_STATUSES == get_args(apps.AppStatus) == ("loading", "ready", "error", "stopped")
+    assert apps.APP_STATUSES == get_args(apps.AppStatus) == ("building", "loading", "ready", "error", "stopped")
     assert apps.App("x").status == "loading"
 
 

@@ -26,6 +26,7 @@ from ..schedules.records import ScheduleEvent
 from ..store import TaskRecord, TaskSummary
 from .admin import AUTH_RESOURCE, AdminHandler
 from .base import send_download, services
+from .env_admin import env_feed_event
 from .mail_admin import mail_json
 from .schedule_admin import event_json
 
@@ -177,7 +178,9 @@ class TaskFeedHandler(JupyterHandler, websocket.WebSocketHandler):  # type: igno
     every launch, start, state change and end, ``{"type": "schedule", "event": ...}``
     for every schedule made, changed, deleted or run (api_types.ScheduleEvent), and
     ``{"type": "mail", "mail": ...}`` / ``{"type": "mail_deleted", ...}`` for every message
-    stored, changed or deleted, so a panel need not poll."""
+    stored, changed or deleted, ``{"type": "env", "env": ...}`` for every change of an
+    environment's status and ``{"type": "env_output", "id": ..., "text": ...}`` for its
+    build's output as it comes, so a panel need not poll."""
 
     auth_resource = AUTH_RESOURCE
 
@@ -201,6 +204,7 @@ class TaskFeedHandler(JupyterHandler, websocket.WebSocketHandler):  # type: igno
             found.tasks.subscribe(self._send_task),
             found.schedule_feed.subscribe(self._send_schedule),
             found.mail_feed.subscribe(self._send_mail),
+            found.env_feed.subscribe(self._send_env),
         )
 
     def _unsubscribe(self) -> None:
@@ -222,6 +226,11 @@ class TaskFeedHandler(JupyterHandler, websocket.WebSocketHandler):  # type: igno
         else:
             deleted: api.MailDeletedEvent = {"type": "mail_deleted", "id": mail_event["id"], "app": mail_event["app"]}
             self._send(deleted)
+
+    def _send_env(self, env_event: dict[str, Any]) -> None:
+        event = env_feed_event(env_event)
+        if event is not None:
+            self._send(event)
 
     def _send(self, event: api.FeedEvent) -> None:
         try:
