@@ -106,7 +106,9 @@ class AnvilServer:
             assert self.process is not None and self.process.poll() is None, self.log_tail()
             try:
                 apps = self.apps()
-                if all(a["status"] != "loading" for a in apps.values()) and all(n in apps for n in names):
+                if all(a["status"] not in ("loading", "building") for a in apps.values()) and all(
+                    n in apps for n in names
+                ):
                     return
             except httpx.HTTPError:
                 pass
