@@ -24,6 +24,8 @@ from . import mail_compose
 #: parts nested deeper than this are not looked into (a hostile message may nest thousands)
 MAX_DEPTH = 32
 _PARSE_POLICY = email_policy.default
+#: the longest Message-ID a reply threads on (RFC 5322 lines are at most 998 characters)
+_MAX_THREAD_ID_CHARS = 998
 
 
 class Address:
@@ -139,13 +141,13 @@ class Message:
             kw["to"] = kw["to"] or self.envelope.from_address or None
             if kw["to"] is None:
                 raise SendFailure("Cannot reply to a message with no Reply-To header, From address or envelope sender")
-        if "subject" not in kw:
-            kw["subject"] = self.subject or ""
-        message_id = self.get_header("Message-ID")
-        if message_id and str(message_id).strip():
-            kw.setdefault("in_reply_to", str(message_id).strip())
+        if "subject" not in kw:  # a stranger's subject may be longer than send() takes: cut
+            kw["subject"] = (self.subject or "")[: mail_compose.MAX_HEADER_CHARS]
+        message_id = str(self.get_header("Message-ID") or "").strip()
+        if message_id and len(message_id) <= _MAX_THREAD_ID_CHARS:  # a longer one is no id: not threaded
+            kw.setdefault("in_reply_to", message_id)
             references = str(self.get_header("References", "") or "").split()
-            kw.setdefault("references", " ".join([*references, str(message_id).strip()]))
+            kw.setdefault("references", _thread(references, message_id))
         if kw.get("from_address") is None and self.envelope.recipient:
             kw["from_address"] = self.envelope.recipient
         mail_compose.send(**kw)
@@ -163,6 +165,22 @@ class Message:
     def __repr__(self) -> str:
         sender = self.addressees.from_address.raw_value if self.addressees.from_address else None
         return f"<anvil.email.Message from={sender!r} subject={self.subject!r} attachments={len(self.attachments)}>"
+
+
+def _thread(references: list[str], message_id: str) -> str:
+    """A reply's References: the message's own, then its Message-ID; a long thread keeps its
+    first id and as many of the latest as ``send`` takes (RFC 5322 3.6.4 allows trimming)."""
+    ids = [*references, message_id]
+    kept = [message_id]
+    room = mail_compose.MAX_HEADER_CHARS - len(message_id) - len(ids[0]) - 1
+    for reference in reversed(ids[1:-1]):
+        if len(reference) + 1 > room:
+            break
+        kept.insert(0, reference)
+        room -= len(reference) + 1
+    if len(ids) > 1 and len(ids[0]) + len(message_id) + 1 <= mail_compose.MAX_HEADER_CHARS:
+        kept.insert(0, ids[0])
+    return " ".join(kept)
 
 
 # Anvil nests them: ``anvil.email.Message.Envelope`` and so on
