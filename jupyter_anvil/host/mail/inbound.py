@@ -245,7 +245,8 @@ class MailServer:
         if not by_app:
             return "503 5.5.1 Error: need RCPT command"
         heads = await asyncio.to_thread(_headline, raw)
-        mail_from = envelope.mail_from or ""
+        # the null sender (a bounce): aiosmtpd keeps it as "<>"; the handler's envelope says ""
+        mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         records = [self._record(app, raw, heads, mail_from, recipients) for app, recipients in by_app.items()]
         stored: list[MailRecord] = []
         try:
