@@ -13,12 +13,13 @@ MailSender over a real MailStore, and a second real server relaying with a passw
 
 from __future__ import annotations
 
+import asyncio
 import json
 import smtplib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
@@ -32,6 +33,7 @@ from test_mail_inbound import read_reply, session, wait_for_smtp
 from unit.test_unit_mail_dkim import resolver, signed
 
 SENDER = """
+import asyncio
 import json
 from jupyter_anvil import email, server
 from jupyter_anvil.media import BlobMedia
@@ -640,3 +642,152 @@ def test_require_dkim(target: Attacked, name: str, make: Any, taken: bool) -> No
         with pytest.raises(smtplib.SMTPDataError) as refused:
             target.deliver(raw, to="strict@apps.test")
         assert refused.value.smtp_code == 554 and b"No valid DKIM signature" in refused.value.smtp_error
+
+
+# -- relays that misbehave (a real MailSender over a real MailStore) ------------------------------------
+class ScriptedRelay:
+    """An SMTP relay on loopback whose connections misbehave as scripted, in turn: each
+    connection takes the next behaviour of ``script`` (then ``"ok"``). It counts the
+    messages it received whole (``complete``) and those it answered 250 (``accepted``)."""
+
+    def __init__(self, script: list[str]) -> None:
+        self.script = list(script)
+        self.connections = 0
+        self.complete = 0
+        self.accepted = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        behaviour = self.script.pop(0) if self.script else "ok"
+        try:
+            if behaviour == "421 greeting":
+                writer.write(b"421 4.3.2 shutting down\r\n")
+                return
+            writer.write(b"220 relay ESMTP\r\n")
+            while line := await reader.readline():
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    writer.write(b"250-relay\r\n250 SIZE 100000000\r\n")
+                elif verb == b"DATA":
+                    writer.write(b"354 go ahead\r\n")
+                    await writer.drain()
+                    if behaviour == "close mid-data":
+                        await reader.read(50)
+                        return
+                    data = await reader.readuntil(b"\r\n.\r\n")
+                    if data:
+                        self.complete += 1
+                    if behaviour == "silent after data":
+                        await asyncio.sleep(30)
+                        return
+                    writer.write(b"250 2.0.0 queued\r\n")
+                    self.accepted += 1
+                    await writer.drain()
+                    if behaviour == "250 then drop":
+                        return
+                    if behaviour == "250 then silent":
+                        await asyncio.sleep(30)  # QUIT is never answered
+                        return
+                elif verb == b"QUIT":
+                    writer.write(b"221 bye\r\n")
+                    return
+                else:
+                    writer.write(b"250 OK\r\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def mail_store(tmp_path: Path) -> AsyncIterator[Any]:
+    from jupyter_anvil.host.mail.store import MailStore
+    from jupyter_anvil.host.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'anvil.db'}")
+    store.create_schema()
+    yield MailStore(store)
+    store.close()
+
+
+RELAY_RAW = b"From: shop@example.com\r\nTo: ann@example.org\r\nSubject: relayed\r\n\r\nHello.\r\n"
+
+
+@pytest.mark.parametrize(
+    ("script", "attempts", "complete"),
+    [
+        (["close mid-data"], 2, 1),
+        (["421 greeting", "421 greeting"], 3, 1),
+        (["250 then drop"], 1, 1),
+        (["silent after data"], 2, 2),  # the relay got it whole and never said so: SMTP cannot tell
+    ],
+    ids=["close-mid-data", "421-at-greeting", "250-then-drop", "silent-after-data"],
+)
+async def test_a_misbehaving_relay_is_retried_and_the_message_accepted_once(
+    mail_store: Any, script: list[str], attempts: int, complete: int
+) -> None:
+    from jupyter_anvil.host.mail.outbound import MailSender
+    from jupyter_anvil.host.mail.relay import RelayConfig
+    from jupyter_anvil.host.mail.transport import SmtpRelay
+
+    relay = ScriptedRelay(script)
+    port = await relay.start()
+    config = RelayConfig.from_url(f"smtp+plain://127.0.0.1:{port}", environ={}, timeout=1.0)
+    service = MailSender(mail_store, SmtpRelay(config), retry_seconds=20, retry_first=0.1, retry_most=0.3)
+    started = time.monotonic()
+    summary = await service.send("shop", RELAY_RAW, "shop@example.com", ["ann@example.org"])
+    assert time.monotonic() - started < 15
+    assert (summary.status, summary.box, summary.attempts) == ("sent", "sent", attempts)
+    await asyncio.sleep(1.0)  # nothing is sent again afterwards
+    assert (relay.accepted, relay.complete, relay.connections) == (1, complete, attempts)
+    assert relay.server is not None
+    relay.server.close()
+
+
+async def test_a_relay_that_never_answers_quit_does_not_hold_up_the_sent_message(mail_store: Any) -> None:
+    """The relay took it (250): a QUIT left unanswered must not keep the record 'queued' for
+    the relay's whole timeout (a stop in that window would send it again at the next start)."""
+    from jupyter_anvil.host.mail.outbound import MailSender
+    from jupyter_anvil.host.mail.relay import RelayConfig
+    from jupyter_anvil.host.mail.transport import SmtpRelay
+
+    relay = ScriptedRelay(["250 then silent"])
+    port = await relay.start()
+    config = RelayConfig.from_url(f"smtp+plain://127.0.0.1:{port}", environ={}, timeout=20.0)
+    service = MailSender(mail_store, SmtpRelay(config), retry_seconds=30)
+    started = time.monotonic()
+    summary = await service.send("shop", RELAY_RAW, "shop@example.com", ["ann@example.org"])
+    assert summary.status == "sent" and relay.accepted == 1
+    assert time.monotonic() - started < 5
+    assert relay.server is not None
+    relay.server.close()
+
+
+async def test_a_message_deleted_while_it_waits_to_be_retried_is_never_sent(mail_store: Any) -> None:
+    from jupyter_anvil.host.mail.outbound import MailSender
+    from jupyter_anvil.host.mail.relay import RelayConfig
+    from jupyter_anvil.host.mail.transport import SmtpRelay
+
+    relay = ScriptedRelay(["421 greeting"] * 1000)  # deferring every time
+    port = await relay.start()
+    config = RelayConfig.from_url(f"smtp+plain://127.0.0.1:{port}", environ={}, timeout=1.0)
+    service = MailSender(mail_store, SmtpRelay(config), retry_seconds=30, retry_first=0.5, retry_most=0.5)
+    sending = asyncio.ensure_future(service.send("shop", RELAY_RAW, "shop@example.com", ["ann@example.org"]))
+    while relay.connections < 2:
+        await asyncio.sleep(0.05)
+    (queued,) = await mail_store.list()
+    assert queued.status == "queued"
+    assert await mail_store.delete(queued.id)
+    relay.script = []  # the relay would take it now
+    with pytest.raises(Exception, match="deleted before the mail relay accepted it"):
+        await asyncio.wait_for(sending, 10)
+    await asyncio.sleep(1.5)
+    assert relay.accepted == 0 and await mail_store.list() == []
+    assert relay.server is not None
+    relay.server.close()
