@@ -30,6 +30,7 @@ import pytest
 from conftest import AnvilServer, private_server
 from notebook_files import write_notebook
 from test_mail_inbound import read_reply, session, wait_for_smtp
+from test_mail_relay import certificate  # noqa: F401 - a fixture: the relay's self-signed certificate
 from unit.test_unit_mail_dkim import resolver, signed
 
 SENDER = """
@@ -791,3 +792,132 @@ async def test_a_message_deleted_while_it_waits_to_be_retried_is_never_sent(mail
     assert relay.accepted == 0 and await mail_store.list() == []
     assert relay.server is not None
     relay.server.close()
+
+
+# -- a real server relaying with a password full of URL syntax ------------------------------------------
+RELAY_USER = "mailer@example.com"
+RELAY_PASSWORD = "p@ss:w%rd/Zq-8h3Kx"  # a test's own: it must show up nowhere
+
+
+class RelayWithAuth:
+    """A STARTTLS relay (aiosmtpd, the test's own certificate) that wants RELAY_PASSWORD."""
+
+    def __init__(self, password: str = RELAY_PASSWORD) -> None:
+        self.password = password
+        self.received: list[Any] = []
+        self.logins: list[tuple[str, str]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append(envelope)
+        return "250 2.0.0 queued"
+
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult
+
+        login, password = auth_data.login.decode(), auth_data.password.decode()
+        self.logins.append((login, password))
+        return AuthResult(success=(login, password) == (RELAY_USER, self.password), handled=False)
+
+
+def secrets_in(text: str) -> list[str]:
+    """The forms of the password that must never be shown."""
+    import base64
+    from urllib.parse import quote
+
+    forms = [
+        RELAY_PASSWORD,
+        quote(RELAY_PASSWORD, safe=""),
+        base64.b64encode(f"\0{RELAY_USER}\0{RELAY_PASSWORD}".encode()).decode(),
+        base64.b64encode(RELAY_PASSWORD.encode()).decode(),
+    ]
+    return [form for form in forms if form in text]
+
+
+@pytest.fixture(scope="module")
+def relayed(
+    tmp_path_factory: pytest.TempPathFactory,
+    certificate: tuple[Path, Path],  # noqa: F811 - the fixture imported above
+) -> Iterator[tuple[AnvilServer, int, Any]]:
+    from urllib.parse import quote
+
+    from test_mail_relay import free_port, server_tls
+
+    cert = certificate
+    port = free_port()
+    url = f"smtp://{quote(RELAY_USER, safe='')}:{quote(RELAY_PASSWORD, safe='')}@127.0.0.1:{port}"
+    options = (f"--AnvilApp.smtp_relay_url={url}", f"--AnvilApp.smtp_relay_ca_file={cert[0]}",
+               "--AnvilApp.mail_retry_seconds=60", "--AnvilApp.mail_from_domain=apps.test")  # fmt: skip
+
+    def write(root: Path) -> None:
+        write_notebook(root / "sender.ipynb", [SENDER], {"kernels": {"min": 1, "max": 2}})
+
+    with private_server(tmp_path_factory, "mail-relayed", write, *options) as server:
+        server.wait_until_loaded(("sender",))
+        yield server, port, (cert, server_tls)
+
+
+def start_auth_relay(port: int, tls: Any, password: str = RELAY_PASSWORD) -> tuple[Any, RelayWithAuth]:
+    from aiosmtpd.controller import Controller
+
+    cert, server_tls = tls
+    handler = RelayWithAuth(password)
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, tls_context=server_tls(cert), require_starttls=True,
+        auth_required=True, auth_require_tls=True, authenticator=handler.authenticate,
+    )  # fmt: skip
+    controller.start()
+    return controller, handler
+
+
+def test_a_queued_message_deleted_through_the_api_while_retried_is_never_sent(
+    relayed: tuple[AnvilServer, int, Any],
+) -> None:
+    server, port, tls = relayed
+    outcome: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: outcome.append(server.call("sender", "send", {"to": "ann@example.org", "subject": "doomed"}))
+    )
+    thread.start()  # the relay is down: the call waits while the server retries
+    deadline = time.monotonic() + 30
+    while True:
+        found = [m for m in server.admin("anvil/api/mail", box="outbox")["messages"] if m["subject"] == "doomed"]
+        if found and found[0]["attempts"] >= 1:
+            break
+        assert time.monotonic() < deadline, "never queued"
+        time.sleep(0.2)
+    (doomed,) = found
+    assert doomed["status"] == "queued" and not secrets_in(json.dumps(doomed))
+    response = httpx.delete(f"{server.url}anvil/api/mail/{doomed['id']}", headers=AUTH, timeout=30)
+    assert response.status_code == 204
+    controller, relay = start_auth_relay(port, tls)
+    try:
+        thread.join(45)
+        assert not thread.is_alive()
+        assert outcome[0]["error"] == "SendFailure" and "deleted" in outcome[0]["message"], outcome
+        time.sleep(2)
+        assert relay.received == []
+        # and the relay, up now, takes the next one over STARTTLS with the password
+        answer = server.call("sender", "send", {"to": "ann@example.org", "subject": "after the delete"})
+        assert "message_id" in answer, answer
+        assert len(relay.received) == 1 and relay.logins == [(RELAY_USER, RELAY_PASSWORD)]
+    finally:
+        controller.stop()
+
+
+def test_the_relay_password_is_in_no_log_record_or_error(relayed: tuple[AnvilServer, int, Any]) -> None:
+    server, port, tls = relayed
+    controller, relay = start_auth_relay(port, tls, password="another one")  # refuses ours: 535
+    try:
+        answer = server.call("sender", "send", {"to": "ann@example.org", "subject": "refused login"})
+    finally:
+        controller.stop()
+    assert answer.get("error") == "SendFailure" and "refused the credentials" in answer["message"], answer
+    assert set(relay.logins) == {(RELAY_USER, RELAY_PASSWORD)}  # decoded right (smtplib tries PLAIN, LOGIN)
+    shown: list[str] = [json.dumps(answer)]
+    for message in server.admin("anvil/api/mail", limit=500)["messages"]:
+        shown.append(json.dumps(message))
+        shown.append(json.dumps(server.admin(f"anvil/api/mail/{message['id']}")))
+    shown.append(server.log_tail(100_000))
+    shown.append(json.dumps(server.admin("anvil/api/logs", app="sender")))
+    leaks = [secrets_in(text) for text in shown]
+    assert not any(leaks), leaks
