@@ -85,6 +85,8 @@ def handle(msg):
     subject = msg.subject or ""
     if subject.startswith("slow"):
         time.sleep(4)
+    if subject.startswith("refuse"):
+        raise email.DeliveryFailure("No thanks: " + subject, int(msg.get_header("X-Code", "550")))
     if "reply" in subject or msg.get_header("X-Reply"):
         try:
             seen["reply"] = msg.reply(text="Got it.")
@@ -545,6 +547,49 @@ def test_a_30_mb_message_without_size_and_200_recipients(target: Attacked) -> No
         sock.sendall(b"RSET\r\n")
         assert read_reply(reader).startswith("250")  # the same connection serves on
     target.still_serves("30 MB")
+
+
+@pytest.mark.parametrize(("code", "expected"), [("550", 550), ("421", 421), ("250", 554), ("999", 554), ("-1", 554)])
+def test_a_delivery_failure_answers_one_clean_line_with_a_refusal_code(
+    target: Attacked, code: str, expected: int
+) -> None:
+    subject = f"refuse {code} =?utf-8?q?a=0D=0A250_2=2E0=2E0_OK=0D=0AX?="  # a CRLF once decoded
+    raw = f"From: a@example.com\r\nSubject: {subject}\r\nX-Code: {code}\r\n\r\nx\r\n".encode()
+    replies = session(
+        target.port,
+        [b"EHLO c\r\n", b"MAIL FROM:<a@b.c>\r\n", b"RCPT TO:<inbox@x.y>\r\n", b"DATA\r\n", raw + b".\r\n", b"NOOP\r\n"],
+    )
+    assert replies[-2].startswith(f"{expected} ") and "No thanks: refuse" in replies[-2], replies
+    assert replies[-1].startswith("250")  # the next reply is NOOP's: no line was smuggled in between
+    target.still_serves(f"refusal {code}")
+
+
+def test_deleting_an_inbound_message_while_its_handler_runs(target: Attacked) -> None:
+    outcome: list[Any] = []
+    thread = threading.Thread(target=lambda: outcome.append(target.deliver(mime("slow deleted", b"\r\nx\r\n"))))
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not (found := [m for m in target.mail(box="inbox") if m["subject"] == "slow deleted"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    response = httpx.delete(f"{target.server.url}anvil/api/mail/{found[0]['id']}", headers=AUTH, timeout=30)
+    assert response.status_code == 204
+    thread.join(30)
+    assert outcome == [{}]  # the handler ran to its end; its outcome has no record to go to
+    assert not [m for m in target.mail(box="inbox") if m["subject"] == "slow deleted"]
+    target.still_serves("a deleted inbound message")
+
+
+async def test_the_live_feed_needs_jupyter_auth(target: Attacked) -> None:
+    import websockets
+    from websockets.exceptions import InvalidStatus
+
+    url = f"ws://127.0.0.1:{target.server.port}/anvil/api/tasks/feed"
+    for headers in ({}, {"Authorization": "token wrong"}):
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(url, additional_headers=headers, open_timeout=10):
+                pass
+        assert refused.value.response.status_code in (401, 403)
 
 
 # -- an app reload while its handler runs ------------------------------------------------------------
