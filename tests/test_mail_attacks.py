@@ -360,6 +360,45 @@ def test_odd_mail_reaches_the_handler_whole_and_reply_answers_it(target: Attacke
     assert str(parsed["From"]) == "inbox@example.org"
 
 
+def nested(depth: int) -> bytes:
+    """A body of multiparts nested ``depth`` deep (the stdlib parses them recursively)."""
+    head = b"Content-Type: multipart/mixed; boundary=B0\r\n\r\n"
+    levels = b"".join(
+        b"--B%d\r\nContent-Type: multipart/mixed; boundary=B%d\r\n\r\n" % (i, i + 1) for i in range(depth)
+    )
+    return head + levels + b"--B%d\r\nContent-Type: text/plain\r\n\r\ndeep\r\n" % depth
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "text"),
+    [
+        ("nested 3000 deep", nested(3000), None),
+        ("rfc822 3000 deep", b"Content-Type: message/rfc822\r\n\r\n" * 3000 + b"x\r\n", None),
+        ("charset with a nul", b'Content-Type: text/plain; charset="utf\x008"\r\n\r\nhi\r\n', "hi\n"),
+        ("duplicate fields", b"X-A: first\r\nX-A: second\r\n\r\nbody\r\n", "body\n"),
+    ],
+)
+def test_mail_the_parser_chokes_on_is_handled_listed_and_read(
+    target: Attacked, subject: str, body: bytes, text: str | None
+) -> None:
+    assert target.deliver(mime(subject, body)) == {}
+    seen = target.seen(subject)  # the handler has the headers, at least
+    assert seen["from"][0] == "ann@example.com" and seen["text"] == text
+    (record,) = [m for m in target.mail(box="inbox") if m["subject"] == subject]  # listed by its subject
+    detail = httpx.get(f"{target.server.url}anvil/api/mail/{record['id']}", headers=AUTH, timeout=30)
+    assert detail.status_code == 200, detail.text[:500]
+    headers = detail.json()["headers"]
+    assert ["Subject", subject] in headers and ["From", "Ann <ann@example.com>"] in headers
+    if subject == "duplicate fields":
+        assert [value for name, value in headers if name == "X-A"] == ["first", "second"]
+        assert seen["x_a"] == ["first", "second"]
+    if text is not None:
+        assert detail.json()["text"].replace("\r\n", "\n") == text
+    for part in detail.json()["parts"]:
+        assert httpx.get(part["url"], headers=AUTH, timeout=30).status_code == 200
+    target.still_serves(subject)
+
+
 def test_a_huge_subject_is_kept_cut_in_the_reply(target: Attacked) -> None:
     words = ["reply", *(["s" * 70] * 300)]  # 21 000 characters, folded as mail folds it
     subject = " ".join(words)
