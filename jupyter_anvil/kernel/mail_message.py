@@ -220,10 +220,13 @@ def from_inbound(inbound: Any) -> Message:
 
 def parse(raw: bytes, envelope: Envelope, dkim: DKIM) -> Message:
     """The Message of ``raw`` (RFC 5322 bytes), received with this envelope and DKIM result."""
-    try:
-        parsed: StdMessage = BytesParser(policy=_PARSE_POLICY).parsebytes(raw)
-    except Exception:  # noqa: BLE001 - what cannot be parsed is an empty message
-        parsed = EmailMessage(policy=_PARSE_POLICY)
+    parsed: StdMessage = EmailMessage(policy=_PARSE_POLICY)  # what cannot be parsed is an empty message
+    for headers_only in (False, True):  # parts nested thousands deep (RecursionError): the headers at least
+        try:
+            parsed = BytesParser(policy=_PARSE_POLICY).parsebytes(raw, headersonly=headers_only)
+            break
+        except Exception:  # noqa: BLE001, S112 - next, the headers alone
+            continue
     headers = _headers(parsed)
     addresses = {kind: _addresses(parsed, kind) for kind in ("from", "to", "cc")}
     message = Message(
@@ -342,7 +345,7 @@ def _decoded_text(part: StdMessage) -> str:
     charset = part.get_content_charset() or "utf-8"
     try:
         codecs.lookup(charset)
-    except LookupError:
+    except (LookupError, ValueError):  # unknown, or not a name at all (a NUL in it)
         charset = "utf-8"
     if charset.lower() in ("us-ascii", "ascii"):
         charset = "utf-8"  # mail marked ASCII that is not: read as UTF-8 rather than lose it
