@@ -468,6 +468,27 @@ def test_pipelined_lowercase_commands_two_messages_and_rset_on_one_connection(ta
     assert target.seen("pipelined two")["envelope"] == ["c@example.com", "INBOX@example.org"]
 
 
+@pytest.mark.parametrize(
+    "end", [b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\n.\n"], ids=["LF.CRLF", "CRLF.LF", "CR.CRLF", "LF.LF"]
+)
+def test_smtp_smuggling_gives_one_message_not_two(target: Attacked, end: bytes) -> None:
+    """A lone LF or CR before or after the dot is no end of data (CVE-2023-51764 and kin):
+    what follows is the same message's text, never a second message from someone else."""
+    label = end.hex()
+    smuggled = (
+        f"From: a@example.com\r\nSubject: outer {label}\r\n\r\nbody".encode() + end
+        + f"MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<inbox@x.y>\r\nDATA\r\nFrom: ceo@bank.example\r\n"
+          f"Subject: smuggled {label}\r\n\r\nPay now.\r\n.\r\n".encode()
+    )  # fmt: skip
+    replies = session(
+        target.port,
+        [b"EHLO c\r\n", b"MAIL FROM:<a@b.c>\r\n", b"RCPT TO:<inbox@x.y>\r\n", b"DATA\r\n", smuggled, b"NOOP\r\n"],
+    )
+    assert replies[-2].startswith("250") and replies[-1].startswith("250"), replies
+    assert "Pay now." in target.seen(f"outer {label}")["text"]
+    assert not [m for m in target.mail(box="inbox") if m["subject"] == f"smuggled {label}"]
+
+
 def test_commands_out_of_order_are_refused_and_the_connection_serves_on(target: Attacked) -> None:
     replies = session(
         target.port,
