@@ -538,6 +538,16 @@ def test_smtputf8_and_8bitmime(target: Attacked) -> None:
     assert seen["from"][0] == "jörg@bücher.example" and seen["text"] == "Hallo Jörg\n"
 
 
+def test_addresses_with_control_characters_are_refused(target: Attacked) -> None:
+    replies = session(
+        target.port,
+        [b"EHLO c\r\n", b"MAIL FROM:<a\x00@b.c>\r\n", b"MAIL FROM:<a\x01b@b.c>\r\n", b"MAIL FROM:<a@b.c>\r\n",
+         b"RCPT TO:<inbox+\x00@x.y>\r\n", b"RCPT TO:<inbox+\x7f@x.y>\r\n", b"RCPT TO:<inbox@x.y>\r\n"],
+    )  # fmt: skip
+    assert [r[:3] for r in replies[2:]] == ["553", "553", "250", "553", "553", "250"], replies
+    target.still_serves("control characters")
+
+
 def test_a_sender_with_quotes_and_comments(target: Attacked) -> None:
     replies = session(
         target.port,

@@ -73,6 +73,8 @@ NOT_STORED_OUTCOME = "the message could not be stored for every app it was sent 
 #: an RFC 5322 header field's first line: a name of printable ASCII but ':', then ':'
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]+")
+#: control characters: no address holds them (a NUL cannot even be stored in PostgreSQL text)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class InboxStore(Protocol):
@@ -219,7 +221,16 @@ class MailServer:
                 log.exception("[jupyter-anvil] could not mark mail %s failed", record.id)
 
     # -- a transaction ----------------------------------------------------------------------
+    def mail_from(self, envelope: Envelope, address: str, options: list[str]) -> str:
+        if _CONTROL.search(address):
+            return "553 5.1.7 The sender's address holds control characters"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     def rcpt(self, envelope: Envelope, address: str) -> str:
+        if _CONTROL.search(address):
+            return "553 5.1.3 The recipient's address holds control characters"
         routes = self._routes.setdefault(envelope, {})
         if address in routes:
             return "250 2.1.5 OK"  # said twice: taken once
@@ -350,7 +361,12 @@ class _Hooks:
     def __init__(self, server: MailServer) -> None:
         self.server = server
 
-    async def handle_RCPT(  # aiosmtpd names its hooks so
+    async def handle_MAIL(  # aiosmtpd names its hooks so
+        self, smtp: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        return self.server.mail_from(envelope, address, mail_options)
+
+    async def handle_RCPT(
         self, smtp: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         return self.server.rcpt(envelope, address)
