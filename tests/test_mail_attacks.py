@@ -525,6 +525,22 @@ def test_recipients_no_app_takes_are_refused_at_rcpt(target: Attacked, address: 
     assert replies[-1][:1] == "5", replies  # sender has no handler: refused before the data too
 
 
+@pytest.mark.parametrize(
+    ("recipient", "sender"),
+    [("inbox+jörg@example.org", "inbox@example.org"), ("inbox@bücher.example", "inbox@xn--bcher-kva.example"),
+     ("jörg@inbox.apps.test", "no-reply@apps.test")],
+)  # fmt: skip
+def test_a_reply_to_mail_sent_to_an_international_address(target: Attacked, recipient: str, sender: str) -> None:
+    subject = f"reply to {recipient}"
+    raw = f"From: a@example.com\r\nSubject: {subject}\r\nMessage-ID: <i-{len(recipient)}@x>\r\n\r\nhi\r\n".encode()
+    with smtplib.SMTP("127.0.0.1", target.port, timeout=60) as client:
+        assert client.sendmail("a@example.com", [recipient], raw, ["SMTPUTF8"]) == {}
+    seen = target.seen(subject)
+    assert "reply_error" not in seen, seen["reply_error"]
+    (reply,) = [m for m in target.mail(box="outbox", app="inbox") if m["subject"] == subject]
+    assert reply["envelope_from"] == sender
+
+
 def test_smtputf8_and_8bitmime(target: Attacked) -> None:
     raw = "From: Jörg <jörg@bücher.example>\r\nSubject: utf8 Grüße\r\n\r\nHallo Jörg\r\n".encode()
     with smtplib.SMTP("127.0.0.1", target.port, timeout=60) as client:

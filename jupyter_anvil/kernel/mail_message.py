@@ -149,7 +149,9 @@ class Message:
             references = str(self.get_header("References", "") or "").split()
             kw.setdefault("references", _thread(references, message_id))
         if kw.get("from_address") is None and self.envelope.recipient:
-            kw["from_address"] = self.envelope.recipient
+            sender = _reply_sender(self.envelope.recipient)
+            if sender is not None:
+                kw["from_address"] = sender
         mail_compose.send(**kw)
 
     def _sender_domain(self) -> str:
@@ -165,6 +167,19 @@ class Message:
     def __repr__(self) -> str:
         sender = self.addressees.from_address.raw_value if self.addressees.from_address else None
         return f"<anvil.email.Message from={sender!r} subject={self.subject!r} attachments={len(self.attachments)}>"
+
+
+def _reply_sender(recipient: str) -> str | None:
+    """The address a reply is sent from: the one the message came to, else (a local part
+    ``send`` cannot write, such as ``app+jörg``) without its ``+tag``, else None (the default sender)."""
+    local, _, domain = recipient.rpartition("@")
+    for candidate in (recipient, f"{local.partition('+')[0]}@{domain}"):
+        try:
+            mail_compose.parse_mailbox(candidate)
+        except SendFailure:
+            continue
+        return candidate
+    return None
 
 
 def _thread(references: list[str], message_id: str) -> str:
