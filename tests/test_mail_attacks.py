@@ -418,6 +418,21 @@ def test_a_long_thread_keeps_its_first_and_latest_references(target: Attacked) -
     assert len(" ".join(references)) <= 10_000
 
 
+@pytest.mark.parametrize(
+    ("headers", "to"),
+    [(b"From: <>\r\n", "bob@example.net"), (b"From: ceo@bank.example@evil.example\r\n", "bob@example.net"),
+     (b"From: ann@example.com\r\nReply-To: not an address\r\n", "ann@example.com")],
+    ids=["empty-from", "two-ats", "bad-reply-to"],
+)  # fmt: skip
+def test_a_reply_skips_an_address_it_cannot_write(target: Attacked, headers: bytes, to: str) -> None:
+    subject = f"reply past {len(headers)}"
+    assert target.deliver(mime(subject, b"\r\nx\r\n", headers), sender="bob@example.net") == {}
+    seen = target.seen(subject)
+    assert "reply_error" not in seen, seen["reply_error"]
+    (reply,) = [m for m in target.mail(box="outbox", app="inbox") if m["subject"] == subject]
+    assert reply["recipients"] == [to]
+
+
 def test_mail_with_no_from_and_a_null_sender_is_handled_and_cannot_be_replied_to(target: Attacked) -> None:
     raw = b"To: inbox@example.org\r\nSubject: bounce reply\r\n\r\nundeliverable\r\n"
     assert target.deliver(raw, sender="") == {}

@@ -135,12 +135,7 @@ class Message:
         plus that id. Returns None, as in Anvil.
         """
         if kw.get("to") is None:
-            kw["to"] = self.get_header("Reply-To") or (
-                self.addressees.from_address.raw_value if self.addressees.from_address is not None else None
-            )
-            kw["to"] = kw["to"] or self.envelope.from_address or None
-            if kw["to"] is None:
-                raise SendFailure("Cannot reply to a message with no Reply-To header, From address or envelope sender")
+            kw["to"] = self._reply_to()
         if "subject" not in kw:  # a stranger's subject may be longer than send() takes: cut
             kw["subject"] = (self.subject or "")[: mail_compose.MAX_HEADER_CHARS]
         message_id = str(self.get_header("Message-ID") or "").strip()
@@ -153,6 +148,30 @@ class Message:
             if sender is not None:
                 kw["from_address"] = sender
         mail_compose.send(**kw)
+
+    def _reply_to(self) -> str:
+        """Where a reply goes: the Reply-To header, else the From address, else the envelope
+        sender; the first of them that holds addresses ``send`` can write (a stranger's
+        header may not), else SendFailure naming the first one given."""
+        from_address = self.addressees.from_address
+        candidates = [
+            str(value).strip()
+            for value in (
+                self.get_header("Reply-To"),
+                from_address.raw_value if from_address is not None and from_address.address else None,
+                self.envelope.from_address,
+            )
+            if value and str(value).strip()
+        ]
+        if not candidates:
+            raise SendFailure("Cannot reply to a message with no Reply-To header, From address or envelope sender")
+        for candidate in candidates:
+            try:
+                if mail_compose.parse_addresses(candidate, "to"):
+                    return candidate
+            except SendFailure:
+                continue
+        raise SendFailure(f"Cannot reply: Invalid email address: {candidates[0][:200]}")
 
     def _sender_domain(self) -> str:
         """The From address's domain, else the envelope sender's (what DKIM is checked for)."""
