@@ -1067,3 +1067,22 @@ def test_the_relay_password_is_in_no_log_record_or_error(relayed: tuple[AnvilSer
     shown.append(json.dumps(server.admin("anvil/api/logs", app="sender")))
     leaks = [secrets_in(text) for text in shown]
     assert not any(leaks), leaks
+
+
+@pytest.mark.parametrize(
+    "url",
+    [f"mailer:{RELAY_PASSWORD}@127.0.0.1:25", "smtp://:p%40ss%3Aw%25rd%2FZq-8h3Kx@127.0.0.1:25",
+     f"smtp://mailer:{RELAY_PASSWORD}@127.0.0.1:99999"],
+    ids=["no-scheme", "no-user", "bad-port"],
+)  # fmt: skip
+def test_a_relay_url_that_cannot_be_used_stops_the_server_without_showing_the_password(
+    tmp_path_factory: pytest.TempPathFactory, url: str
+) -> None:
+    root = tmp_path_factory.mktemp("bad-relay-root")
+    server = AnvilServer(root, tmp_path_factory.mktemp("bad-relay"), f"--AnvilApp.smtp_relay_url={url}")
+    with pytest.raises(AssertionError):
+        server.start()
+    assert server.process is not None and server.process.wait(30) != 0
+    log = server.log_tail(100_000)
+    assert "--AnvilApp.smtp_relay_url" in log and ":***@" in log, log[-2000:]
+    assert not secrets_in(log) and "w%rd" not in log, log[-2000:]
