@@ -399,6 +399,19 @@ def test_mail_the_parser_chokes_on_is_handled_listed_and_read(
     target.still_serves(subject)
 
 
+def test_a_million_empty_parts_take_neither_minutes_nor_gigabytes(target: Attacked) -> None:
+    body = b"Content-Type: multipart/mixed; boundary=A\r\n\r\n" + b"--A\r\n\r\n" * 1_000_000 + b"--A--\r\n"
+    started = time.monotonic()
+    assert target.deliver(mime("a million parts", body)) == {}  # handled within the handler's 10 s
+    seen = target.seen("a million parts")
+    assert seen["from"][0] == "ann@example.com" and len(seen["attachments"]) <= 1
+    (record,) = [m for m in target.mail(box="inbox") if m["subject"] == "a million parts"]
+    detail = httpx.get(f"{target.server.url}anvil/api/mail/{record['id']}", headers=AUTH, timeout=30)
+    assert detail.status_code == 200 and ["Subject", "a million parts"] in detail.json()["headers"]
+    assert time.monotonic() - started < 20
+    target.still_serves("a million parts")
+
+
 def test_a_huge_subject_is_kept_cut_in_the_reply(target: Attacked) -> None:
     words = ["reply", *(["s" * 70] * 300)]  # 21 000 characters, folded as mail folds it
     subject = " ".join(words)

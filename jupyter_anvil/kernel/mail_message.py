@@ -24,6 +24,9 @@ from . import mail_compose
 #: parts nested deeper than this are not looked into (a hostile message may nest thousands)
 MAX_DEPTH = 32
 _PARSE_POLICY = email_policy.default
+#: a message with more lines that could start a part is not split into parts: 25 MB of empty
+#: parts is three million of them, minutes and gigabytes to parse (its body is one attachment)
+MAX_BOUNDARY_LINES = 10_000
 #: the longest Message-ID a reply threads on (RFC 5322 lines are at most 998 characters)
 _MAX_THREAD_ID_CHARS = 998
 
@@ -255,7 +258,9 @@ def from_inbound(inbound: Any) -> Message:
 def parse(raw: bytes, envelope: Envelope, dkim: DKIM) -> Message:
     """The Message of ``raw`` (RFC 5322 bytes), received with this envelope and DKIM result."""
     parsed: StdMessage = EmailMessage(policy=_PARSE_POLICY)  # what cannot be parsed is an empty message
-    for headers_only in (False, True):  # parts nested thousands deep (RecursionError): the headers at least
+    # parts nested thousands deep (RecursionError), or millions of them: the headers at least
+    too_many_parts = raw.count(b"\n--") > MAX_BOUNDARY_LINES
+    for headers_only in (True,) if too_many_parts else (False, True):
         try:
             parsed = BytesParser(policy=_PARSE_POLICY).parsebytes(raw, headersonly=headers_only)
             break

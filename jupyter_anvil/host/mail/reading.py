@@ -15,6 +15,9 @@ from email.parser import BytesParser
 MAX_HEADER_CHARS = 4000
 #: the parts listed at most (a hostile message may have thousands)
 MAX_PARTS = 500
+#: a message with more lines that could start a part is not split into parts (25 MB of
+#: empty parts is three million of them: minutes and gigabytes to parse); its body is left unread
+MAX_BOUNDARY_LINES = 10_000
 
 
 @dataclass
@@ -46,7 +49,11 @@ def parse(raw: bytes, headers_only: bool = False) -> EmailMessage:
 
 def _parse_split(raw: bytes) -> tuple[EmailMessage, str | None, str | None, list[tuple[Part, Message]]]:
     """The message and its bodies and parts; parts nested thousands deep (which the
-    stdlib parses and walks recursively) leave the body unread rather than fail."""
+    stdlib parses and walks recursively), or too many of them, leave the body unread
+    rather than fail or take minutes."""
+    if raw.count(b"\n--") > MAX_BOUNDARY_LINES:
+        message = parse(raw, headers_only=True)
+        return (message, *_split(message))
     try:
         message = parse(raw)
         return (message, *_split(message))
