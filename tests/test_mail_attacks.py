@@ -412,6 +412,14 @@ def test_a_million_empty_parts_take_neither_minutes_nor_gigabytes(target: Attack
     target.still_serves("a million parts")
 
 
+def test_two_million_header_fields_are_handled_in_time(target: Attacked) -> None:
+    body = b"X-A: y\r\n" * 2_000_000 + b"\r\nbody\r\n"
+    assert target.deliver(mime("two million fields", body)) == {}  # handled within the handler's 10 s
+    seen = target.seen("two million fields")
+    assert seen["headers"] == 10_000 and seen["text"] == "body\n" and seen["from"][0] == "ann@example.com"
+    target.still_serves("two million fields")
+
+
 def test_a_huge_subject_is_kept_cut_in_the_reply(target: Attacked) -> None:
     words = ["reply", *(["s" * 70] * 300)]  # 21 000 characters, folded as mail folds it
     subject = " ".join(words)

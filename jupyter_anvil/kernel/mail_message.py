@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import functools
+import itertools
 from collections.abc import Callable, Iterator
 from email import policy as email_policy
 from email.message import EmailMessage
@@ -27,6 +28,9 @@ _PARSE_POLICY = email_policy.default
 #: a message with more lines that could start a part is not split into parts: 25 MB of empty
 #: parts is three million of them, minutes and gigabytes to parse (its body is one attachment)
 MAX_BOUNDARY_LINES = 10_000
+#: header fields decoded into ``Message.headers``, at most: 25 MB holds three million of them,
+#: which would take the handler's whole time to decode (mail has tens)
+MAX_HEADERS = 10_000
 #: the longest Message-ID a reply threads on (RFC 5322 lines are at most 998 characters)
 _MAX_THREAD_ID_CHARS = 998
 
@@ -87,7 +91,8 @@ class Message:
     """An email received by the app, as ``@email.handle_message`` hands it to the handler.
 
     * ``envelope`` (:class:`Envelope`), ``addressees`` (:class:`Addressees`), ``dkim`` (:class:`DKIM`)
-    * ``headers``: every header, in order, as ``(name, value)`` pairs (values decoded)
+    * ``headers``: every header, in order, as ``(name, value)`` pairs (values decoded; the
+      first MAX_HEADERS of a message that has more)
     * ``subject``, ``text``, ``html``: str, or None if the message has none (the first
       text/plain and text/html body parts)
     * ``attachments``: a list of Media (named, with their content type); a forwarded message is one
@@ -282,7 +287,7 @@ def parse(raw: bytes, envelope: Envelope, dkim: DKIM) -> Message:
 def _headers(parsed: StdMessage) -> list[tuple[str, str]]:
     out = []
     try:
-        items = list(parsed.raw_items())  # type: ignore[attr-defined]
+        items = list(itertools.islice(parsed.raw_items(), MAX_HEADERS))  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - no headers to read
         items = []
     for name, value in items:
