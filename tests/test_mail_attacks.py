@@ -324,6 +324,14 @@ ODD = {
         b'Content-Type: text/plain; charset="x-klingon"\r\n\r\n\xff\xfe hi\r\n',
         lambda s: s["text"].endswith(" hi\n"),
     ),
+    "folded addresses reply": (
+        b'To: a@example.org,\r\n "B, Bee" <b@example.org>\r\nCc: "A Long\r\n Name" <c@example.org>\r\n\r\nbody\r\n',
+        lambda s: (
+            [a[0] for a in s["to"]] == ["a@example.org", "b@example.org"]
+            and s["to"][1][1] == "B, Bee"
+            and s["cc"] == [["c@example.org", "A Long Name", "A Long Name <c@example.org>"]]
+        ),
+    ),
     "duplicate headers reply": (
         b"X-A: 1\r\nX-A: 2\r\n\r\nbody\r\n",
         lambda s: s["x_a"] == ["1", "2"] and s["first_x_a"] == "1",
@@ -418,6 +426,20 @@ def test_two_million_header_fields_are_handled_in_time(target: Attacked) -> None
     seen = target.seen("two million fields")
     assert seen["headers"] == 10_000 and seen["text"] == "body\n" and seen["from"][0] == "ann@example.com"
     target.still_serves("two million fields")
+
+
+def test_a_to_header_of_300_000_addresses_is_handled_listed_and_read_in_time(target: Attacked) -> None:
+    to = b"To: " + b",\r\n ".join(b"u%d@example.com" % i for i in range(300_000)) + b"\r\n"
+    started = time.monotonic()
+    assert target.deliver(mime("a crowd in To", b"\r\nbody\r\n", b"From: Ann <ann@example.com>\r\n" + to)) == {}
+    seen = target.seen("a crowd in To")
+    assert seen["to"][0][0] == "u0@example.com" and 1000 < len(seen["to"]) < 300_000  # the first ones
+    (record,) = [m for m in target.mail(box="inbox") if m["subject"] == "a crowd in To"]
+    assert record["to_header"].startswith("u0@example.com, u1@example.com")
+    detail = httpx.get(f"{target.server.url}anvil/api/mail/{record['id']}", headers=AUTH, timeout=30)
+    assert detail.status_code == 200
+    assert time.monotonic() - started < 30
+    target.still_serves("a crowd in To")
 
 
 def test_a_huge_subject_is_kept_cut_in_the_reply(target: Attacked) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import functools
 import itertools
+import re
 from collections.abc import Callable, Iterator
 from email import policy as email_policy
 from email.message import EmailMessage
@@ -31,6 +32,11 @@ MAX_BOUNDARY_LINES = 10_000
 #: header fields decoded into ``Message.headers``, at most: 25 MB holds three million of them,
 #: which would take the handler's whole time to decode (mail has tens)
 MAX_HEADERS = 10_000
+#: a header field's value is decoded up to this many characters, the rest dropped (a To
+#: header may be 25 MB long; mail has lines of at most 998)
+MAX_VALUE_CHARS = 100_000
+_LINE_ENDS = re.compile(r"\r\n|\r|\n")
+_FOLD = re.compile(r"(?:\r\n|\r|\n)(?=[ \t])")
 #: the longest Message-ID a reply threads on (RFC 5322 lines are at most 998 characters)
 _MAX_THREAD_ID_CHARS = 998
 
@@ -308,10 +314,23 @@ def _unescaped(value: Any) -> Any:
 
 def _header_text(name: str, value: Any) -> str:
     """A header's value decoded (RFC 2047) and unfolded; the raw text if decoding fails."""
+    value = _cut(value)
     try:
         return str(_PARSE_POLICY.header_fetch_parse(name, value))
     except Exception:  # noqa: BLE001 - a malformed header stays as it came
         return " ".join(str(value).split())
+
+
+def _unfolded(value: str) -> str:
+    """A raw header value on one line, as the header factory takes it: a folded To or Cc
+    (mail clients fold a long one at 78 characters) gives it no addresses at all."""
+    return _LINE_ENDS.sub(" ", _FOLD.sub("", value))  # RFC 5322 2.2.3: a fold's line end goes, its space stays
+
+
+def _cut(value: Any) -> Any:
+    """A raw header value cut to MAX_VALUE_CHARS: decoding an address list takes time
+    growing faster than its length (a To of a million addresses, minutes)."""
+    return value[:MAX_VALUE_CHARS] if isinstance(value, str) else value
 
 
 def _addresses(parsed: StdMessage, kind: str) -> list[Address]:
@@ -322,7 +341,7 @@ def _addresses(parsed: StdMessage, kind: str) -> list[Address]:
         return out
     for value in values:
         try:
-            header = _PARSE_POLICY.header_factory(kind, value)
+            header = _PARSE_POLICY.header_factory(kind, _unfolded(_cut(value)))
             found = list(header.addresses)  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001, S112 - an unparseable address header gives no addresses
             continue
