@@ -65,8 +65,9 @@ def _parse_split(raw: bytes) -> tuple[EmailMessage, str | None, str | None, list
 def header_text(message: Message, name: str) -> str:
     """A header's decoded value ("" when absent or unreadable), cut to a readable length."""
     try:
-        value = message.get(name)
-        return "" if value is None else str(value)[:MAX_HEADER_CHARS]
+        wanted = name.lower()
+        value = next((v for k, v in message.raw_items() if k.lower() == wanted), None)
+        return "" if value is None else _field_text(name, value)
     except Exception:  # noqa: BLE001 - a header the parser cannot decode: shown as nothing, not an error
         return ""
 
@@ -126,6 +127,7 @@ def read(raw: bytes) -> ReadMessage:
 def _field_text(name: str, value: str) -> str:
     """One header field's decoded value (each of several fields of one name its own),
     cut to a readable length; its raw text, unfolded, if it cannot be decoded."""
+    value = value[: MAX_HEADER_CHARS * 4]  # decoding an address list takes time growing faster than its length
     try:
         return str(email.policy.default.header_fetch_parse(name, value))[:MAX_HEADER_CHARS]
     except Exception:  # noqa: BLE001 - a malformed field is shown as it came
