@@ -822,6 +822,7 @@ BROKEN_SIGNATURE = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=sel; h=
         ("two signatures, sender's first", lambda m: signed(signed(m, "example.com"), "relay.net"), True),
         ("a broken one, then a good one", lambda m: BROKEN_SIGNATURE + signed(m, "example.com"), True),
         ("only the relay's", lambda m: signed(m, "relay.net"), False),
+        ("a second From prepended", lambda m: b"From: CEO <ceo@example.com>\r\n" + signed(m, "example.com"), False),
     ],
 )  # fmt: skip
 def test_require_dkim(target: Attacked, name: str, make: Any, taken: bool) -> None:
