@@ -3,6 +3,7 @@
 It runs aiosmtpd's ``SMTP`` protocol on the server's own asyncio loop (where the kernels
 and the store live), not in aiosmtpd's threaded ``Controller``. A message's way in:
 
+* ``MAIL FROM`` and ``RCPT TO`` with a control character in the address: 553.
 * ``RCPT TO``: the router names the app that takes the recipient, or the recipient is
   refused (550) before any data is sent. At most ``max_recipients`` per message (452
   beyond, as RFC 5321 allows: the sender sends the rest in another transaction).
