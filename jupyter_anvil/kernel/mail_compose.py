@@ -69,6 +69,7 @@ DEFAULT_LOCAL_PART = "no-reply"
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 #: control characters, and what str.splitlines() breaks at (the stdlib refuses these in a header)
 _CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _LINE_BREAKS = re.compile("\\s*[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+\\s*")
 
 
@@ -308,6 +309,7 @@ def _media_part(media: Media, default_name: str, disposition: str) -> MIMEPart:
     maintype, subtype = _content_type(media.content_type)
     part = MIMEPart(policy=POLICY)
     name = _one_line(media.name) if isinstance(media.name, str) and media.name.strip() else default_name
+    name = _SURROGATE.sub("\ufffd", name)  # a name that cannot be encoded is shown with a replacement
     part.set_content(media.get_bytes(), maintype, subtype, disposition=disposition, filename=name)
     return part
 
@@ -324,6 +326,9 @@ def _content_type(content_type: str | None) -> tuple[str, str]:
 
 # -- checking the keywords -------------------------------------------------------------------------
 def _optional_str(value: Any, keyword: str) -> str | None:
+    if isinstance(value, str) and _SURROGATE.search(value):
+        # a lone surrogate (from bytes decoded with surrogateescape) cannot be encoded at all
+        raise SendFailure(f"Keyword argument '{keyword}' is not valid Unicode: it holds a lone surrogate")
     if value is None or isinstance(value, str):
         if value is not None and keyword not in ("text", "html") and len(value) > MAX_HEADER_CHARS:
             raise SendFailure(
@@ -379,6 +384,8 @@ def _references(value: Any) -> str | None:
         value = " ".join(item.strip() for item in value)
     if not isinstance(value, str):
         raise SendFailure(f"Keyword argument 'references' must be a string, or list of strings, not {_kind(value)}")
+    if _SURROGATE.search(value):
+        raise SendFailure("Keyword argument 'references' is not valid Unicode: it holds a lone surrogate")
     if len(value) > MAX_HEADER_CHARS:
         raise SendFailure(
             f"Keyword argument 'references' is too long: {len(value)} characters, at most {MAX_HEADER_CHARS}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import codecs
 import functools
+import itertools
+import re
 from collections.abc import Callable, Iterator
 from email import policy as email_policy
 from email.message import EmailMessage
@@ -24,6 +26,19 @@ from . import mail_compose
 #: parts nested deeper than this are not looked into (a hostile message may nest thousands)
 MAX_DEPTH = 32
 _PARSE_POLICY = email_policy.default
+#: a message with more lines that could start a part is not split into parts: 25 MB of empty
+#: parts is three million of them, minutes and gigabytes to parse (its body is one attachment)
+MAX_BOUNDARY_LINES = 10_000
+#: header fields decoded into ``Message.headers``, at most: 25 MB holds three million of them,
+#: which would take the handler's whole time to decode (mail has tens)
+MAX_HEADERS = 10_000
+#: a header field's value is decoded up to this many characters, the rest dropped (a To
+#: header may be 25 MB long; mail has lines of at most 998)
+MAX_VALUE_CHARS = 100_000
+_LINE_ENDS = re.compile(r"\r\n|\r|\n")
+_FOLD = re.compile(r"(?:\r\n|\r|\n)(?=[ \t])")
+#: the longest Message-ID a reply threads on (RFC 5322 lines are at most 998 characters)
+_MAX_THREAD_ID_CHARS = 998
 
 
 class Address:
@@ -82,7 +97,8 @@ class Message:
     """An email received by the app, as ``@email.handle_message`` hands it to the handler.
 
     * ``envelope`` (:class:`Envelope`), ``addressees`` (:class:`Addressees`), ``dkim`` (:class:`DKIM`)
-    * ``headers``: every header, in order, as ``(name, value)`` pairs (values decoded)
+    * ``headers``: every header, in order, as ``(name, value)`` pairs (values decoded; the
+      first MAX_HEADERS of a message that has more)
     * ``subject``, ``text``, ``html``: str, or None if the message has none (the first
       text/plain and text/html body parts)
     * ``attachments``: a list of Media (named, with their content type); a forwarded message is one
@@ -133,22 +149,43 @@ class Message:
         plus that id. Returns None, as in Anvil.
         """
         if kw.get("to") is None:
-            kw["to"] = self.get_header("Reply-To") or (
-                self.addressees.from_address.raw_value if self.addressees.from_address is not None else None
-            )
-            kw["to"] = kw["to"] or self.envelope.from_address or None
-            if kw["to"] is None:
-                raise SendFailure("Cannot reply to a message with no Reply-To header, From address or envelope sender")
-        if "subject" not in kw:
-            kw["subject"] = self.subject or ""
-        message_id = self.get_header("Message-ID")
-        if message_id and str(message_id).strip():
-            kw.setdefault("in_reply_to", str(message_id).strip())
+            kw["to"] = self._reply_to()
+        if "subject" not in kw:  # a stranger's subject may be longer than send() takes: cut
+            kw["subject"] = (self.subject or "")[: mail_compose.MAX_HEADER_CHARS]
+        message_id = str(self.get_header("Message-ID") or "").strip()
+        if message_id and len(message_id) <= _MAX_THREAD_ID_CHARS:  # a longer one is no id: not threaded
+            kw.setdefault("in_reply_to", message_id)
             references = str(self.get_header("References", "") or "").split()
-            kw.setdefault("references", " ".join([*references, str(message_id).strip()]))
+            kw.setdefault("references", _thread(references, message_id))
         if kw.get("from_address") is None and self.envelope.recipient:
-            kw["from_address"] = self.envelope.recipient
+            sender = _reply_sender(self.envelope.recipient)
+            if sender is not None:
+                kw["from_address"] = sender
         mail_compose.send(**kw)
+
+    def _reply_to(self) -> str:
+        """Where a reply goes: the Reply-To header, else the From address, else the envelope
+        sender; the first of them that holds addresses ``send`` can write (a stranger's
+        header may not), else SendFailure naming the first one given."""
+        from_address = self.addressees.from_address
+        candidates = [
+            str(value).strip()
+            for value in (
+                self.get_header("Reply-To"),
+                from_address.raw_value if from_address is not None and from_address.address else None,
+                self.envelope.from_address,
+            )
+            if value and str(value).strip()
+        ]
+        if not candidates:
+            raise SendFailure("Cannot reply to a message with no Reply-To header, From address or envelope sender")
+        for candidate in candidates:
+            try:
+                if mail_compose.parse_addresses(candidate, "to"):
+                    return candidate
+            except SendFailure:
+                continue
+        raise SendFailure(f"Cannot reply: Invalid email address: {candidates[0][:200]}")
 
     def _sender_domain(self) -> str:
         """The From address's domain, else the envelope sender's (what DKIM is checked for)."""
@@ -163,6 +200,35 @@ class Message:
     def __repr__(self) -> str:
         sender = self.addressees.from_address.raw_value if self.addressees.from_address else None
         return f"<anvil.email.Message from={sender!r} subject={self.subject!r} attachments={len(self.attachments)}>"
+
+
+def _reply_sender(recipient: str) -> str | None:
+    """The address a reply is sent from: the one the message came to, else (a local part
+    ``send`` cannot write, such as ``app+jörg``) without its ``+tag``, else None (the default sender)."""
+    local, _, domain = recipient.rpartition("@")
+    for candidate in (recipient, f"{local.partition('+')[0]}@{domain}"):
+        try:
+            mail_compose.parse_mailbox(candidate)
+        except SendFailure:
+            continue
+        return candidate
+    return None
+
+
+def _thread(references: list[str], message_id: str) -> str:
+    """A reply's References: the message's own, then its Message-ID; a long thread keeps its
+    first id and as many of the latest as ``send`` takes (RFC 5322 3.6.4 allows trimming)."""
+    ids = [*references, message_id]
+    kept = [message_id]
+    room = mail_compose.MAX_HEADER_CHARS - len(message_id) - len(ids[0]) - 1
+    for reference in reversed(ids[1:-1]):
+        if len(reference) + 1 > room:
+            break
+        kept.insert(0, reference)
+        room -= len(reference) + 1
+    if len(ids) > 1 and len(ids[0]) + len(message_id) + 1 <= mail_compose.MAX_HEADER_CHARS:
+        kept.insert(0, ids[0])
+    return " ".join(kept)
 
 
 # Anvil nests them: ``anvil.email.Message.Envelope`` and so on
@@ -202,10 +268,15 @@ def from_inbound(inbound: Any) -> Message:
 
 def parse(raw: bytes, envelope: Envelope, dkim: DKIM) -> Message:
     """The Message of ``raw`` (RFC 5322 bytes), received with this envelope and DKIM result."""
-    try:
-        parsed: StdMessage = BytesParser(policy=_PARSE_POLICY).parsebytes(raw)
-    except Exception:  # noqa: BLE001 - what cannot be parsed is an empty message
-        parsed = EmailMessage(policy=_PARSE_POLICY)
+    parsed: StdMessage = EmailMessage(policy=_PARSE_POLICY)  # what cannot be parsed is an empty message
+    # parts nested thousands deep (RecursionError), or millions of them: the headers at least
+    too_many_parts = raw.count(b"\n--") > MAX_BOUNDARY_LINES
+    for headers_only in (True,) if too_many_parts else (False, True):
+        try:
+            parsed = BytesParser(policy=_PARSE_POLICY).parsebytes(raw, headersonly=headers_only)
+            break
+        except Exception:  # noqa: BLE001, S112 - next, the headers alone
+            continue
     headers = _headers(parsed)
     addresses = {kind: _addresses(parsed, kind) for kind in ("from", "to", "cc")}
     message = Message(
@@ -222,7 +293,7 @@ def parse(raw: bytes, envelope: Envelope, dkim: DKIM) -> Message:
 def _headers(parsed: StdMessage) -> list[tuple[str, str]]:
     out = []
     try:
-        items = list(parsed.raw_items())  # type: ignore[attr-defined]
+        items = list(itertools.islice(parsed.raw_items(), MAX_HEADERS))  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - no headers to read
         items = []
     for name, value in items:
@@ -243,10 +314,23 @@ def _unescaped(value: Any) -> Any:
 
 def _header_text(name: str, value: Any) -> str:
     """A header's value decoded (RFC 2047) and unfolded; the raw text if decoding fails."""
+    value = _cut(value)
     try:
         return str(_PARSE_POLICY.header_fetch_parse(name, value))
     except Exception:  # noqa: BLE001 - a malformed header stays as it came
         return " ".join(str(value).split())
+
+
+def _unfolded(value: str) -> str:
+    """A raw header value on one line, as the header factory takes it: a folded To or Cc
+    (mail clients fold a long one at 78 characters) gives it no addresses at all."""
+    return _LINE_ENDS.sub(" ", _FOLD.sub("", value))  # RFC 5322 2.2.3: a fold's line end goes, its space stays
+
+
+def _cut(value: Any) -> Any:
+    """A raw header value cut to MAX_VALUE_CHARS: decoding an address list takes time
+    growing faster than its length (a To of a million addresses, minutes)."""
+    return value[:MAX_VALUE_CHARS] if isinstance(value, str) else value
 
 
 def _addresses(parsed: StdMessage, kind: str) -> list[Address]:
@@ -257,7 +341,7 @@ def _addresses(parsed: StdMessage, kind: str) -> list[Address]:
         return out
     for value in values:
         try:
-            header = _PARSE_POLICY.header_factory(kind, value)
+            header = _PARSE_POLICY.header_factory(kind, _unfolded(_cut(value)))
             found = list(header.addresses)  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001, S112 - an unparsable address header gives no addresses
             continue
@@ -324,7 +408,7 @@ def _decoded_text(part: StdMessage) -> str:
     charset = part.get_content_charset() or "utf-8"
     try:
         codecs.lookup(charset)
-    except LookupError:
+    except (LookupError, ValueError):  # unknown, or not a name at all (a NUL in it)
         charset = "utf-8"
     if charset.lower() in ("us-ascii", "ascii"):
         charset = "utf-8"  # mail marked ASCII that is not: read as UTF-8 rather than lose it

@@ -3,6 +3,7 @@
 It runs aiosmtpd's ``SMTP`` protocol on the server's own asyncio loop (where the kernels
 and the store live), not in aiosmtpd's threaded ``Controller``. A message's way in:
 
+* ``MAIL FROM`` and ``RCPT TO`` with a control character in the address: 553.
 * ``RCPT TO``: the router names the app that takes the recipient, or the recipient is
   refused (550) before any data is sent. At most ``max_recipients`` per message (452
   beyond, as RFC 5321 allows: the sender sends the rest in another transaction).
@@ -73,6 +74,8 @@ NOT_STORED_OUTCOME = "the message could not be stored for every app it was sent 
 #: an RFC 5322 header field's first line: a name of printable ASCII but ':', then ':'
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]+")
+#: control characters: no address holds them (a NUL cannot even be stored in PostgreSQL text)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class InboxStore(Protocol):
@@ -219,7 +222,16 @@ class MailServer:
                 log.exception("[jupyter-anvil] could not mark mail %s failed", record.id)
 
     # -- a transaction ----------------------------------------------------------------------
+    def mail_from(self, envelope: Envelope, address: str, options: list[str]) -> str:
+        if _CONTROL.search(address):
+            return "553 5.1.7 The sender's address holds control characters"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     def rcpt(self, envelope: Envelope, address: str) -> str:
+        if _CONTROL.search(address):
+            return "553 5.1.3 The recipient's address holds control characters"
         routes = self._routes.setdefault(envelope, {})
         if address in routes:
             return "250 2.1.5 OK"  # said twice: taken once
@@ -245,7 +257,8 @@ class MailServer:
         if not by_app:
             return "503 5.5.1 Error: need RCPT command"
         heads = await asyncio.to_thread(_headline, raw)
-        mail_from = envelope.mail_from or ""
+        # the null sender (a bounce): aiosmtpd keeps it as "<>"; the handler's envelope says ""
+        mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         records = [self._record(app, raw, heads, mail_from, recipients) for app, recipients in by_app.items()]
         stored: list[MailRecord] = []
         try:
@@ -349,7 +362,12 @@ class _Hooks:
     def __init__(self, server: MailServer) -> None:
         self.server = server
 
-    async def handle_RCPT(  # aiosmtpd names its hooks so
+    async def handle_MAIL(  # aiosmtpd names its hooks so
+        self, smtp: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        return self.server.mail_from(envelope, address, mail_options)
+
+    async def handle_RCPT(
         self, smtp: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         return self.server.rcpt(envelope, address)

@@ -15,6 +15,9 @@ from email.parser import BytesParser
 MAX_HEADER_CHARS = 4000
 #: the parts listed at most (a hostile message may have thousands)
 MAX_PARTS = 500
+#: a message with more lines that could start a part is not split into parts (25 MB of
+#: empty parts is three million of them: minutes and gigabytes to parse); its body is left unread
+MAX_BOUNDARY_LINES = 10_000
 
 
 @dataclass
@@ -37,17 +40,34 @@ class ReadMessage:
     parts: list[Part] = field(default_factory=list)
 
 
-def parse(raw: bytes) -> EmailMessage:
-    message = BytesParser(policy=email.policy.default).parsebytes(raw)
+def parse(raw: bytes, headers_only: bool = False) -> EmailMessage:
+    """The message parsed; with ``headers_only`` its body is left unread, one payload."""
+    message = BytesParser(policy=email.policy.default).parsebytes(raw, headersonly=headers_only)
     assert isinstance(message, EmailMessage)  # policy.default makes EmailMessage
     return message
+
+
+def _parse_split(raw: bytes) -> tuple[EmailMessage, str | None, str | None, list[tuple[Part, Message]]]:
+    """The message and its bodies and parts; parts nested thousands deep (which the
+    stdlib parses and walks recursively), or too many of them, leave the body unread
+    rather than fail or take minutes."""
+    if raw.count(b"\n--") > MAX_BOUNDARY_LINES:
+        message = parse(raw, headers_only=True)
+        return (message, *_split(message))
+    try:
+        message = parse(raw)
+        return (message, *_split(message))
+    except RecursionError:
+        message = parse(raw, headers_only=True)
+        return (message, *_split(message))
 
 
 def header_text(message: Message, name: str) -> str:
     """A header's decoded value ("" when absent or unreadable), cut to a readable length."""
     try:
-        value = message.get(name)
-        return "" if value is None else str(value)[:MAX_HEADER_CHARS]
+        wanted = name.lower()
+        value = next((v for k, v in message.raw_items() if k.lower() == wanted), None)
+        return "" if value is None else _field_text(name, value)
     except Exception:  # noqa: BLE001 - a header the parser cannot decode: shown as nothing, not an error
         return ""
 
@@ -61,7 +81,7 @@ def _text(part: Message) -> str:
     charset = part.get_content_charset() or "utf-8"
     try:
         return _content(part).decode(charset, errors="replace")
-    except LookupError:  # a charset Python does not know
+    except (LookupError, ValueError):  # a charset Python does not know, or not a name at all (a NUL in it)
         return _content(part).decode("utf-8", errors="replace")
 
 
@@ -99,15 +119,24 @@ def _split(message: Message) -> tuple[str | None, str | None, list[tuple[Part, M
 
 def read(raw: bytes) -> ReadMessage:
     """Headers, the first text/plain and text/html bodies, and every other leaf part."""
-    message = parse(raw)
-    text, html, parts = _split(message)
-    headers = [(name, header_text(message, name)) for name in list(message.keys())[:MAX_PARTS]]
+    message, text, html, parts = _parse_split(raw)
+    headers = [(name, _field_text(name, value)) for name, value in list(message.raw_items())[:MAX_PARTS]]
     return ReadMessage(headers, text, html, [part for part, _ in parts])
+
+
+def _field_text(name: str, value: str) -> str:
+    """One header field's decoded value (each of several fields of one name its own),
+    cut to a readable length; its raw text, unfolded, if it cannot be decoded."""
+    value = value[: MAX_HEADER_CHARS * 4]  # decoding an address list takes time growing faster than its length
+    try:
+        return str(email.policy.default.header_fetch_parse(name, value))[:MAX_HEADER_CHARS]
+    except Exception:  # noqa: BLE001 - a malformed field is shown as it came
+        return " ".join(str(value).split())[:MAX_HEADER_CHARS]
 
 
 def part_bytes(raw: bytes, index: int) -> tuple[Part, bytes] | None:
     """The ``index``-th part :func:`read` lists, with its decoded bytes; None if there is none."""
-    _, _, parts = _split(parse(raw))
+    _, _, _, parts = _parse_split(raw)
     if not 0 <= index < len(parts):
         return None
     part, message = parts[index]
@@ -126,7 +155,7 @@ class Headline:
 
 def headline(raw: bytes) -> Headline:
     """The Message-ID, From, To and Subject of ``raw``, decoded ("" when absent)."""
-    message = parse(raw)
+    message = parse(raw, headers_only=True)  # the header is all it reads
     message_id = header_text(message, "Message-ID").strip() or None
     return Headline(
         message_id, header_text(message, "From"), header_text(message, "To"), header_text(message, "Subject")

@@ -41,10 +41,12 @@ def redact_url(url: str) -> str:
     between the first ``:`` after ``//`` and the last ``@`` goes, even a password with an
     unescaped ``/`` or ``@`` in it."""
     head, slashes, rest = url.partition("//")
+    if not slashes:  # no scheme given ("user:pass@host"): what comes before the last @ is as secret
+        head, rest = "", url
     userinfo, at, after = rest.rpartition("@")
-    if not slashes or not at or ":" not in userinfo:
+    if not at or ":" not in userinfo:
         return url
-    return f"{head}//{userinfo.partition(':')[0]}:***@{after}"
+    return f"{head}{slashes}{userinfo.partition(':')[0]}:***@{after}"
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ class RelayConfig:
             raise ValueError(f"the mail relay URL {shown!r} has a bad port (1 to 65535)")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError(f"the mail relay URL {shown!r} may hold only user, host and port (no path or query)")
+        if parts.password and not parts.username:
+            raise ValueError(f"the mail relay URL {shown!r} has a password but no user (smtp://user:password@host)")
         user = unquote(parts.username) if parts.username else None
         env = os.environ if environ is None else environ
         secret = password or (unquote(parts.password) if parts.password else None) or env.get(PASSWORD_ENV) or None

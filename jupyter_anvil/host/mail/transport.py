@@ -30,6 +30,8 @@ from .relay import RelayConfig
 
 #: refused recipients named in an outcome; the rest are counted
 _REFUSED_SHOWN = 5
+#: seconds to wait for the relay's answer to QUIT (the message's outcome is known by then)
+QUIT_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,11 @@ class SmtpRelay(Transport):
         except (OSError, smtplib.SMTPException) as e:
             return self._failure(e, f"the connection to {self.shown} failed", timeout)
         finally:
-            # the outcome is known: a failing QUIT must not turn a delivery into a retry
+            # the outcome is known: a failing QUIT must not turn a delivery into a retry, nor
+            # a relay that never answers it keep a delivered message unrecorded for its timeout
+            with contextlib.suppress(OSError):
+                if client.sock is not None:
+                    client.sock.settimeout(min(timeout, QUIT_TIMEOUT))
             try:
                 client.quit()
             except (OSError, smtplib.SMTPException):
