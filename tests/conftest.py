@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -210,3 +210,22 @@ def browser() -> Iterator[Any]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+async def stop_env_services(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Every EnvService a test starts in this process is stopped after it (its pruner and
+    any build cancelled)."""
+    from jupyter_anvil.host.envs.service import EnvService
+
+    started: list[EnvService] = []
+    original = EnvService.start
+
+    async def start(self: EnvService) -> None:
+        started.append(self)
+        await original(self)
+
+    monkeypatch.setattr(EnvService, "start", start)
+    yield
+    for envs in started:
+        await envs.stop()

@@ -26,20 +26,8 @@ from jupyter_anvil.host.envs.service import EnvBuildFailed, EnvInfo, EnvService
 PROBE = "anvil_probe_pkg"
 
 
-@pytest.fixture(autouse=True)
-async def stop_services(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
-    """Every EnvService a test starts is stopped after it (its pruner and any build cancelled)."""
-    started: list[EnvService] = []
-    original = EnvService.start
-
-    async def start(self: EnvService) -> None:
-        started.append(self)
-        await original(self)
-
-    monkeypatch.setattr(EnvService, "start", start)
-    yield
-    for envs in started:
-        await envs.stop()
+#: every EnvService a test starts is stopped after it (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("stop_env_services")
 
 
 @pytest.fixture(scope="module")

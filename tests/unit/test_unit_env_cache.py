@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,20 +20,8 @@ from jupyter_anvil.host.envs.service import EnvService
 DAY = 86400.0
 
 
-@pytest.fixture(autouse=True)
-async def stop_services(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
-    """Every EnvService a test starts is stopped after it (its pruner and any build cancelled)."""
-    started: list[EnvService] = []
-    original = EnvService.start
-
-    async def start(self: EnvService) -> None:
-        started.append(self)
-        await original(self)
-
-    monkeypatch.setattr(EnvService, "start", start)
-    yield
-    for envs in started:
-        await envs.stop()
+#: every EnvService a test starts is stopped after it (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("stop_env_services")
 
 
 def fake_ready_env(root: Path, request: EnvRequest, args: tuple[str, ...] = (), last_used: float | None = None) -> str:

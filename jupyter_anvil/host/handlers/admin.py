@@ -2,18 +2,61 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
+from ... import errors
 from ..api_types import AppsList, LogPage, NotebookProblem
 from .base import services
+from .calls import load_json
 
 AUTH_RESOURCE = "anvil"
 
 
 class AdminHandler(APIHandler):
     auth_resource = AUTH_RESOURCE
+
+
+#: the largest JSON body an admin route takes
+MAX_BODY_BYTES = 64 * 1024
+
+
+@web.stream_request_body
+class JsonBodyHandler(AdminHandler):
+    """An admin route that takes a JSON body: read as it streams in, up to
+    :data:`MAX_BODY_BYTES` (a larger one is dropped as it comes, and refused with 413)."""
+
+    #: what the body is, for the 413's message ("a schedules request")
+    body_name = "a request"
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        self._body = bytearray()
+        self._too_big = False
+        await super().prepare()
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            self._too_big = True
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._too_big or len(self._body) + len(chunk) > MAX_BODY_BYTES:
+            self._too_big = True
+            self._body.clear()
+            return
+        self._body += chunk
+
+    def json_body(self, empty: Any) -> Any:
+        """The body's JSON (``empty`` if there is none): 413 past the bound, 400 if not JSON."""
+        if self._too_big:
+            raise web.HTTPError(413, f"{self.body_name}'s body is at most {MAX_BODY_BYTES} bytes")
+        if not bytes(self._body).strip():
+            return empty
+        try:
+            return load_json(bytes(self._body))
+        except errors.SerializationError as e:
+            raise web.HTTPError(400, str(e)) from None
 
 
 class AppsHandler(AdminHandler):

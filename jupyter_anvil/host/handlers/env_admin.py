@@ -15,10 +15,9 @@ from ..apps import AppManager
 from ..envs.request import EnvRequestError
 from ..envs.service import EnvInfo
 from ..requirements_edit import RequirementsEditError, edit_requirements
-from .admin import AdminHandler
+from .admin import AdminHandler, JsonBodyHandler
 from .base import services
 
-MAX_BODY_BYTES = 64 * 1024
 CHANGE_FIELDS = ("add", "remove")
 CHANGE_EXAMPLE = '{"add": ["requests>=2.31"], "remove": ["pandas"]}'
 
@@ -89,33 +88,14 @@ class EnvLogHandler(AdminHandler):
         self.finish(json.dumps(answer))
 
 
-@web.stream_request_body
-class RequirementsHandler(AdminHandler):
+class RequirementsHandler(JsonBodyHandler):
     """``POST anvil/api/apps/<app>/requirements`` ``{"add": [...], "remove": [...]}``:
     the notebook's ``metadata.jupyter_anvil.requirements`` changed, and the new list."""
 
-    async def prepare(self) -> None:  # type: ignore[override]
-        self._body = bytearray()
-        self._too_big = False
-        await super().prepare()
-        length = self.request.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            self._too_big = True
-
-    def data_received(self, chunk: bytes) -> None:
-        if self._too_big or len(self._body) + len(chunk) > MAX_BODY_BYTES:
-            self._too_big = True
-            self._body.clear()
-            return
-        self._body += chunk
+    body_name = "a requirements change"
 
     def _change(self) -> dict[str, Any]:
-        if self._too_big:
-            raise web.HTTPError(413, f"a requirements change is at most {MAX_BODY_BYTES} bytes")
-        try:
-            body = json.loads(bytes(self._body) or b"null")
-        except (ValueError, UnicodeDecodeError):
-            raise web.HTTPError(400, f"the body must be JSON like {CHANGE_EXAMPLE}") from None
+        body = self.json_body(None)
         if not isinstance(body, dict):
             raise web.HTTPError(400, f"the body must be a JSON object like {CHANGE_EXAMPLE}")
         unknown = sorted(set(body) - set(CHANGE_FIELDS))

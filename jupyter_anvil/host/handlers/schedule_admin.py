@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ... import errors
 from .. import api_types as api
 from ..schedules.launcher import encoded_arguments, plain_arguments
 from ..schedules.records import (
@@ -29,13 +28,11 @@ from ..schedules.records import (
     ScheduleRecord,
     ScheduleRun,
 )
-from .admin import AdminHandler
+from .admin import AdminHandler, JsonBodyHandler
 from .base import services
-from .calls import load_json
 
 T = TypeVar("T")
 
-MAX_BODY_BYTES = 64 * 1024
 #: the fields ``POST anvil/api/schedules`` takes, the first three required
 CREATE_FIELDS = ("app", "task", "spec", "tz", "args", "kwargs", "misfire", "name")
 CREATE_REQUIRED = ("app", "task", "spec")
@@ -131,37 +128,8 @@ def _int_argument(handler: web.RequestHandler, name: str) -> int | None:
     return value
 
 
-@web.stream_request_body
-class _BodyHandler(AdminHandler):
-    """A route that takes a JSON body: read as it streams in, up to ``MAX_BODY_BYTES``."""
-
-    async def prepare(self) -> None:  # type: ignore[override]
-        self._body = bytearray()
-        self._too_big = False
-        await super().prepare()
-        length = self.request.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            self._too_big = True
-
-    def data_received(self, chunk: bytes) -> None:
-        if self._too_big:
-            return
-        if len(self._body) + len(chunk) > MAX_BODY_BYTES:
-            self._too_big = True
-            self._body.clear()
-            return
-        self._body += chunk
-
-    def json_body(self, empty: Any) -> Any:
-        """The body's JSON (``empty`` if there is none): 413 past the bound, 400 if not JSON."""
-        if self._too_big:
-            raise web.HTTPError(413, f"a schedules request's body is at most {MAX_BODY_BYTES} bytes")
-        if not bytes(self._body).strip():
-            return empty
-        try:
-            return load_json(bytes(self._body))
-        except errors.SerializationError as e:
-            raise web.HTTPError(400, str(e)) from None
+class _BodyHandler(JsonBodyHandler):
+    body_name = "a schedules request"
 
 
 class SchedulesHandler(_BodyHandler):
