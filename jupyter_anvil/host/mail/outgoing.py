@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.parser import BytesParser
-from email.policy import default as default_policy
 from typing import Any, Final
 
 from ...errors import SendFailure
-from .reading import header_text
+from .reading import headline
 
 DEFAULT_MAX_BYTES: Final = 25 * 1024 * 1024
 DEFAULT_MAX_RECIPIENTS: Final = 1000
@@ -140,15 +138,15 @@ def prepare(
         domain = sender.rpartition("@")[2]
         fields.insert(0, f"Message-ID: <{mail_id}@{domain}>\r\n".encode())
     head = b"".join(fields)
-    parsed = BytesParser(policy=default_policy).parsebytes(head + b"\r\n", headersonly=True)
+    fields_read = headline(head + b"\r\n")
     raw_out = head + b"\r\n" + body if blank else head
     _check_size(len(raw_out), max_bytes)  # CRLF line ends and a Message-ID may have added a little
     return Outgoing(
         raw=raw_out,
         envelope_from=sender,
         recipients=to,
-        message_id=header_text(parsed, "Message-ID")[:SUMMARY_CHARS].strip(),
-        from_header=header_text(parsed, "From")[:SUMMARY_CHARS],
-        to_header=header_text(parsed, "To")[:SUMMARY_CHARS],
-        subject=header_text(parsed, "Subject")[:SUMMARY_CHARS],
+        message_id=(fields_read.message_id or "")[:SUMMARY_CHARS].strip(),
+        from_header=fields_read.from_header[:SUMMARY_CHARS],
+        to_header=fields_read.to_header[:SUMMARY_CHARS],
+        subject=fields_read.subject[:SUMMARY_CHARS],
     )
