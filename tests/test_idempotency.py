@@ -92,7 +92,11 @@ def write_apps(runs: Path) -> Any:
     def write(root: Path) -> None:
         source = once_app(runs)
         write_notebook(root / "once.ipynb", [source], {"kernels": {"min": 1, "max": 2}, "call_timeout": 20})
-        write_notebook(root / "twice.ipynb", [source], {"kernels": {"min": 1, "max": 1}})
+        write_notebook(
+            root / "twice.ipynb",
+            [source],
+            {"kernels": {"min": 1, "max": 1}, "allowed_origins": ["https://friend.example"]},
+        )
 
     return write
 
@@ -350,6 +354,26 @@ def test_check_app_online(server: AnvilServer) -> None:
     assert foreign.status_code == 403
     rebound = httpx.get(url, headers={"Host": "evil.example"}, timeout=30)
     assert rebound.status_code == 403
+    # a page of an origin the app lists may ask, and read the answer
+    friend = httpx.get(
+        f"{server.url}anvil/apps/twice/_/check-app-online", headers={"Origin": "https://friend.example"}, timeout=30
+    )
+    assert friend.status_code == 200 and friend.headers["Access-Control-Allow-Origin"] == "https://friend.example"
+
+
+def test_a_replayed_reply_is_readable_by_a_listed_origin(server: AnvilServer) -> None:
+    preflight = httpx.options(
+        f"{server.url}anvil/apps/twice/_/call/bump",
+        headers={"Origin": "https://friend.example", "Access-Control-Request-Headers": "idempotency-key"},
+        timeout=30,
+    )
+    assert preflight.status_code == 204 and KEY in preflight.headers["Access-Control-Allow-Headers"]
+    the_key = key()
+    friend = {KEY: the_key, "Origin": "https://friend.example"}
+    first = post(server, "sid", app="twice", **friend)
+    replay = post(server, "sid", app="twice", **friend, **{SESSION: first.headers[SESSION]})
+    assert replay.headers[REPLAYED] == "true"
+    assert REPLAYED in replay.headers["Access-Control-Expose-Headers"]
 
 
 def test_session_keep_stores_the_session_and_hands_back_its_token(server: AnvilServer) -> None:

@@ -49,6 +49,12 @@ class CallOutcome:
 REPLAY_GRACE_SECONDS = 10.0
 
 
+def _session_lost(attempt: Attempt) -> bool:
+    """The call was refused because its session expired: no token to hand back."""
+    error = attempt.reply.error
+    return error is not None and error.get("type") == _EXPIRED and not attempt.reached
+
+
 class CallService:
     def __init__(
         self,
@@ -109,7 +115,7 @@ class CallService:
         if request.idempotency_key is not None and caller is not None and self.idempotency is not None:
             return await self._call_once(app_name, request, caller)
         attempt = await self._attempt(app_name, request)
-        if attempt.reply.error is not None and attempt.reply.error.get("type") == _EXPIRED and not attempt.reached:
+        if _session_lost(attempt):
             return CallOutcome(attempt.reply, None)
         return self._outcome(request, attempt.reply, replayed=False)
 
@@ -135,10 +141,17 @@ class CallService:
         wait = (app.call_timeout if app is not None else None) or self.apps.defaults.call_timeout
         scope = Scope(app_name, caller.session.id, request.idempotency_key)
 
+        lost = False
+
         async def run() -> Attempt:
-            return await self._attempt(app_name, request)
+            nonlocal lost
+            attempt = await self._attempt(app_name, request)
+            lost = _session_lost(attempt)
+            return attempt
 
         replied = await self.idempotency.run_once(scope, run, wait + REPLAY_GRACE_SECONDS)
+        if lost:
+            return CallOutcome(replied.reply, None)
         return self._outcome(request, replied.reply, replied.replayed)
 
     def _outcome(self, request: CallRequest, reply: CallReply, replayed: bool) -> CallOutcome:
