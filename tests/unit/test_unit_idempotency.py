@@ -222,6 +222,16 @@ async def test_at_most_kept_keys_per_app_oldest_first(store: Store) -> None:
     assert len([r for r in rows(store) if r["app"] == "app"]) <= 5
 
 
+async def test_at_most_total_bytes_of_outcomes_per_app_oldest_first(store: Store) -> None:
+    keys = await service(store, total_bytes=1000)
+    call = Counter()  # each outcome is about 100 bytes
+    for n in range(30):
+        await keys.run_once(Scope("app", "s", f"key-{n:04d}"), call, 5)
+    kept = [r for r in rows(store) if r["app"] == "app"]
+    assert sum(int(r["size"]) for r in kept) <= 1000 + 200  # bounded (give or take the last one)
+    assert "key-0029" in {r["key"] for r in kept} and "key-0000" not in {r["key"] for r in kept}
+
+
 async def test_negative_limits_are_refused(store: Store) -> None:
     with pytest.raises(ValueError):
         await service(store, keep_seconds=-1)
