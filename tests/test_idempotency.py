@@ -247,8 +247,8 @@ def test_a_100_kb_key_header_is_refused_and_the_server_stays_up(server: AnvilSer
     try:
         response = post(server, "bump", **{KEY: "k" * 100_000})
         assert 400 <= response.status_code < 500
-    except httpx.RemoteProtocolError:
-        pass  # tornado drops a request whose headers exceed its limit: refused all the same
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        pass  # tornado drops a request whose headers exceed its 64 KiB limit (a bare 400 or a reset)
     assert post(server, "sid").status_code == 200
 
 
