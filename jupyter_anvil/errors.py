@@ -130,6 +130,11 @@ class SessionExpiredError(AnvilError):
     """The caller's session has expired."""
 
 
+class AppOfflineError(AnvilError):
+    """The client could not reach the server (no connection). Raised by the browser client
+    only (client.js): the server never sends it; named here so the names stay one list."""
+
+
 class RequestTooLarge(SerializationError):
     """A request over a size limit: a SerializationError on the wire (as Anvil sends),
     413 over HTTP."""

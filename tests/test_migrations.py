@@ -129,10 +129,19 @@ def open_store(path: Path) -> Store:
 def assert_at_head(path: Path) -> None:
     tables, columns, log_sql, revision = schema(path)
     assert {"anvil_sessions", "anvil_tasks", "anvil_log", "anvil_servers", "alembic_version"} <= tables
-    assert {"anvil_schedules", "anvil_schedule_runs", "anvil_mail"} <= tables
+    assert {"anvil_schedules", "anvil_schedule_runs", "anvil_mail", "anvil_idempotency"} <= tables
     assert {"owner", "schedule_id"} <= columns
     assert "AUTOINCREMENT" in log_sql.upper()
-    assert revision == head_revision() == "0004"
+    assert revision == head_revision() == "0005"
+    db = sqlite3.connect(path)
+    try:
+        keyed = [row[1] for row in db.execute("PRAGMA table_info(anvil_idempotency)")]
+        columns_info = sorted(db.execute("PRAGMA table_info(anvil_idempotency)"), key=lambda r: r[5])
+        primary = [row[1] for row in columns_info if row[5]]
+    finally:
+        db.close()
+    assert keyed == ["app", "session_id", "key", "state", "owner", "created", "finished", "reply", "size"]
+    assert primary == ["app", "session_id", "key"]
 
 
 async def assert_rows_intact(store: Store) -> None:

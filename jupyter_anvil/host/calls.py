@@ -19,12 +19,14 @@ from ..protocol import MAX_CALL_DEPTH
 from .app_kernel import AppKernel
 from .apps import App, AppManager
 from .host_services import HostCall, HostServices
+from .idempotency import Attempt, Idempotency, Scope
 from .logs import AppLog
 from .messages import Caller, CallReply, CallRequest
 from .pool import KernelPool
 from .sessions import Session, SessionExpired, SessionService
 
 log = logging.getLogger(__name__)
+_EXPIRED = errors.SessionExpiredError.wire_name
 
 
 def new_call_id() -> str:
@@ -39,16 +41,35 @@ class CallOutcome:
 
     reply: CallReply
     session_token: str | None
+    #: the reply is the stored outcome of an earlier run of the call's idempotency key
+    replayed: bool = False
+
+
+#: a replay waits for the first run of its key this much longer than a call may run
+REPLAY_GRACE_SECONDS = 10.0
+
+
+def _session_lost(attempt: Attempt) -> bool:
+    """The call was refused because its session expired: no token to hand back."""
+    error = attempt.reply.error
+    return error is not None and error.get("type") == _EXPIRED and not attempt.reached
 
 
 class CallService:
     def __init__(
-        self, apps: AppManager, app_log: AppLog, sessions: SessionService, host_services: HostServices
+        self,
+        apps: AppManager,
+        app_log: AppLog,
+        sessions: SessionService,
+        host_services: HostServices,
+        idempotency: Idempotency | None = None,
     ) -> None:
         self.apps = apps
         self.app_log = app_log
         self.sessions = sessions
         self.host_services = host_services
+        #: keyed calls run through it (None: keys are not honoured, tests of other parts)
+        self.idempotency = idempotency
         self._functions: dict[str, str] = {}  # call id -> function, to tag log lines
 
     async def open_session(self, app_name: str, token: str | None, client_type: str) -> Session:
@@ -86,25 +107,76 @@ class CallService:
     async def call(self, app_name: str, request: CallRequest) -> CallOutcome:
         """Run a call from a client (browser, HTTP) whose session is resolved
         (``request.caller``): the session is refused if it sat idle too long, and what
-        the call changed in it is stored before the reply is returned. Never raises."""
+        the call changed in it is stored before the reply is returned. A call with an
+        idempotency key runs at most once in its session (see :mod:`.idempotency`).
+        Never raises."""
         request.call_id = request.call_id or new_call_id()
+        caller = request.caller
+        if request.idempotency_key is not None and caller is not None and self.idempotency is not None:
+            return await self._call_once(app_name, request, caller)
+        attempt = await self._attempt(app_name, request)
+        if _session_lost(attempt):
+            return CallOutcome(attempt.reply, None)
+        return self._outcome(request, attempt.reply, replayed=False)
+
+    async def keep_session_for_key(self, caller: Caller) -> None:
+        """Store the session of a keyed call before it runs, so its key has a scope that
+        outlives this connection (the caller is handed the token as usual). Raises
+        InternalError if the store cannot take it."""
+        if caller.session.persisted:
+            return
+        try:
+            await self.sessions.commit(caller.session, {"persist": True})
+        except Exception:
+            log.exception("[jupyter-anvil] could not store a session for a keyed call")
+            raise errors.InternalError("The server could not start a session for this call") from None
+
+    async def _call_once(self, app_name: str, request: CallRequest, caller: Caller) -> CallOutcome:
+        assert self.idempotency is not None and request.idempotency_key is not None
+        try:
+            await self.keep_session_for_key(caller)
+        except errors.AnvilError as e:
+            return CallOutcome(CallReply.failure(e), None)
+        app = self.apps.apps.get(app_name)
+        wait = (app.call_timeout if app is not None else None) or self.apps.defaults.call_timeout
+        scope = Scope(app_name, caller.session.id, request.idempotency_key)
+
+        lost = False
+
+        async def run() -> Attempt:
+            nonlocal lost
+            attempt = await self._attempt(app_name, request)
+            lost = _session_lost(attempt)
+            return attempt
+
+        replied = await self.idempotency.run_once(scope, run, wait + REPLAY_GRACE_SECONDS)
+        if lost:
+            return CallOutcome(replied.reply, None)
+        return self._outcome(request, replied.reply, replied.replayed)
+
+    def _outcome(self, request: CallRequest, reply: CallReply, replayed: bool) -> CallOutcome:
+        caller = request.caller
+        if caller is not None and reply.cookie_changes and caller.cookies is not None:
+            caller.cookies.update(reply.cookie_changes)  # the connection's jar, for its next calls
+        token = caller.session.token if caller is not None and caller.session.persisted else None
+        return CallOutcome(reply, token, replayed)
+
+    async def _attempt(self, app_name: str, request: CallRequest) -> Attempt:
+        """Run the call once and store what it changed in its session: the final reply,
+        and whether the call reached server code (see ``CallRequest.reached``)."""
         caller = request.caller
         try:
             if caller is not None:
                 self.sessions.use(caller.session)
             reply = await self._call(app_name, request)
         except errors.AnvilError as e:
-            reply = CallReply.failure(e)  # it never ran: nothing to store
+            return Attempt(CallReply.failure(e), request.reached)  # nothing ran, or it failed: nothing to store
         except SessionExpired:
-            return CallOutcome(CallReply.failure(errors.SessionExpiredError("Session expired")), None)
-        else:
-            if caller is not None:
-                # stored before the caller hears back, so nothing acknowledged can be lost
-                reply = await self.sessions.keep_state(app_name, request, reply)
-                if reply.cookie_changes and caller.cookies is not None:
-                    caller.cookies.update(reply.cookie_changes)  # the connection's jar, for its next calls
-        token = caller.session.token if caller is not None and caller.session.persisted else None
-        return CallOutcome(reply, token)
+            return Attempt(CallReply.failure(errors.SessionExpiredError("Session expired")), False)
+        if caller is not None:
+            # stored before the caller hears back, so nothing acknowledged can be lost
+            reply = await self.sessions.keep_state(app_name, request, reply)
+        return Attempt(reply, request.reached)
 
     async def _call(self, app_name: str, request: CallRequest) -> CallReply:
         command = request.command
@@ -116,6 +188,7 @@ class CallService:
         host_service = self.host_services.find(command, request.from_client)
         if host_service is not None:
             context = request.caller.context() if request.caller else {}
+            request.reached = True
             return await host_service.handler(HostCall(app_name, request, context))
         timeout = app.call_timeout or self.apps.defaults.call_timeout
         loop = asyncio.get_running_loop()
@@ -128,6 +201,7 @@ class CallService:
         pool, kernel = await self._lease(app, command, deadline)
         self._functions[request.call_id] = command
         try:
+            request.reached = True
             reply = await kernel.call(request, deadline - loop.time())
         except asyncio.TimeoutError:
             self.log(app_name, request.call_id, "system", "[SERVER CALL TOOK TOO LONG, WILL BE TERMINATED SHORTLY]")

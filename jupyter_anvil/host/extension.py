@@ -31,6 +31,7 @@ from .handlers import (
     calls,
     env_admin,
     mail_admin,
+    online,
     public_tasks,
     schedule_admin,
     service_worker,
@@ -41,6 +42,7 @@ from .handlers import (
 )
 from .handlers.socket_limits import MediaBudget
 from .host_services import HostServices
+from .idempotency import Idempotency, IdempotencyLimits
 from .instances import ServerInstances
 from .logs import AppLog
 from .mail.dkim_check import DnsFunc, records_resolver
@@ -60,6 +62,7 @@ from .schedules.launcher import TaskLauncher
 from .schedules.loads import AppSchedules
 from .schedules.service import Scheduler
 from .services import Lifecycle, Services, start_services, stop_services
+from .session_calls import host_services as session_host_services
 from .sessions import SessionService
 from .store import Store, TaskStore, secure_folder
 from .task_calls import host_services as task_host_services
@@ -206,6 +209,21 @@ class AnvilApp(ExtensionApp):
     envs_dir = Unicode("", help="Where apps' environments are built (default: envs in the Jupyter data folder).").tag(
         config=True
     )
+    # -- offline clients: calls sent with an idempotency key run once ---------------------------
+    idempotency_hours = Float(
+        24.0,
+        help="Hours the outcome of a call sent with an Idempotency-Key is kept after it finished, so a replay "
+        "of the key gets it instead of running the call again (0: not kept after the reply).",
+    ).tag(config=True)
+    idempotency_max_bytes = Int(
+        16 * 1024 * 1024,
+        help="Largest outcome kept for a replay, in bytes, Media included; a replay of a larger one gets "
+        "an error saying the call ran but its result was too large to keep.",
+    ).tag(config=True)
+    idempotency_kept = Int(
+        100_000, help="Idempotency keys kept per app; past it the oldest finished ones are dropped first."
+    ).tag(config=True)
+
     shared_cookie_domain = Unicode(
         "", help="Parent domain of server.cookies.shared (e.g. example.com); default: this host only."
     ).tag(config=True)
@@ -219,6 +237,7 @@ class AnvilApp(ExtensionApp):
         return self.serverapp
 
     def initialize_settings(self) -> None:
+        idempotency_limits = self._idempotency_limits()  # checked before anything is opened
         root = Path(self.server.root_dir).resolve()
         pool = PoolLimits(
             min=self.kernels_min,
@@ -272,8 +291,11 @@ class AnvilApp(ExtensionApp):
             owner_is_gone=self.instances.is_gone,
         )
         # the reserved functions the host answers itself: a new one is one entry here
-        host_services = HostServices([*task_host_services(self.tasks), *mail_host_services(self.mail_sender)])
-        self.calls = CallService(self.apps, self.app_log, self.sessions, host_services)
+        host_services = HostServices(
+            [*task_host_services(self.tasks), *mail_host_services(self.mail_sender), *session_host_services()]
+        )
+        self.idempotency = Idempotency(self.store, self.instances, idempotency_limits)
+        self.calls = CallService(self.apps, self.app_log, self.sessions, host_services, self.idempotency)
         self.mail_handling = MailHandling(
             self.apps, self.sessions, self.app_log, self.mail, timeout=self.mail_handler_timeout
         )
@@ -316,6 +338,9 @@ class AnvilApp(ExtensionApp):
             Lifecycle("app kernels", None, self.apps.stop_all, 6.5),  # the notebook watcher starts apps
             Lifecycle("the app log", self.app_log.start, lambda: self.app_log.stop(timeout=2.0), 2.5),
             Lifecycle("sessions", self.sessions.start, self.sessions.stop, 1.0),  # a cancel: at once
+            # prunes expired keys and ends the claims of servers that are gone (after background
+            # tasks started: this server is registered then); its stop is a cancel
+            Lifecycle("idempotency keys", self.idempotency.start, self.idempotency.stop, 1.0),
             # a plain function the loop cannot cut short: the store bounds its own close (last,
             # so blocking the loop here holds up nothing)
             Lifecycle("the store", None, lambda: self.store.close(timeout=2.0), 2.0),
@@ -338,6 +363,16 @@ class AnvilApp(ExtensionApp):
             self.envs,
             self.env_feed,
         )
+
+    def _idempotency_limits(self) -> IdempotencyLimits:
+        """The bounds of kept outcomes; a negative one stops the server, said plainly (a
+        traitlets validator would only unlink the extension, leaving a server with no apps)."""
+        for name in ("idempotency_hours", "idempotency_max_bytes", "idempotency_kept"):
+            value = getattr(self, name)
+            if value < 0 or value != value:  # NaN too
+                print(f"{PREFIX} --AnvilApp.{name} cannot be negative (got {value})", file=sys.stderr, flush=True)
+                raise SystemExit(2)
+        return IdempotencyLimits(self.idempotency_hours * 3600, self.idempotency_max_bytes, self.idempotency_kept)
 
     def _env_service(self) -> EnvService:
         """The environments' service; options it cannot use stop the server, said plainly."""
@@ -410,6 +445,7 @@ class AnvilApp(ExtensionApp):
                     (rf"/anvil/apps/{app}/_/ws", socket.CallSocketHandler),
                     (rf"/anvil/apps/{app}/_/cookies", calls.CookieTicketHandler),
                     (rf"/anvil/apps/{app}/_/tasks/(?P<task_id>[^/]*)", public_tasks.PublicTaskHandler),
+                    (rf"/anvil/apps/{app}/_/check-app-online", online.CheckAppOnlineHandler),
                     (rf"/anvil/apps/{app}/sw\.js", service_worker.ServiceWorkerHandler),
                     (rf"/anvil/apps/{app}/(?P<path>(?!_/).*)", static.AppStaticHandler),
                     (r"/anvil/api/apps", admin.AppsHandler),

@@ -74,6 +74,11 @@ class CallRequest:
     parent: str | None = None
     #: for a nested call, the making call's context as the kernel knows it
     context: dict[str, Any] | None = None
+    #: the caller's idempotency key (offline clients' queued calls): run at most once
+    idempotency_key: str | None = None
+    #: set once the call is handed to server code (a kernel or a host service): from then
+    #: on it may have run, so its key's outcome is final (before: the key is released)
+    reached: bool = False
 
 
 @dataclass

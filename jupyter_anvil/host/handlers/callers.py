@@ -13,6 +13,8 @@ from jupyter_server.utils import urldecode_unix_socket_path
 from tornado import web
 
 from ... import errors
+from ..idempotency.keys import HEADER as IDEMPOTENCY_HEADER
+from ..idempotency.keys import REPLAYED_HEADER
 from ..messages import Caller
 from ..sessions import Session
 from .base import PublicHandler, services
@@ -21,7 +23,7 @@ SESSION_HEADER = "X-Anvil-Session"
 #: on an HTTP reply whose call changed cookies: other connections of the window should renew
 COOKIES_HEADER = "X-Anvil-Cookies"
 CLIENT_HEADER = "X-Anvil-Client"
-ALLOWED_HEADERS = f"Content-Type, {SESSION_HEADER}, {CLIENT_HEADER}"
+ALLOWED_HEADERS = f"Content-Type, {SESSION_HEADER}, {CLIENT_HEADER}, {IDEMPOTENCY_HEADER}"
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _HOST_AND_PORT = re.compile(r"^(.*?)(?::(\d+))?$")
 
@@ -120,7 +122,7 @@ def set_cors_headers(handler: web.RequestHandler, origin: str | None) -> None:
     if origin and not same_origin(handler, origin):
         handler.set_header("Access-Control-Allow-Origin", origin)
         handler.set_header("Access-Control-Allow-Credentials", "true")
-        handler.set_header("Access-Control-Expose-Headers", f"{SESSION_HEADER}, {COOKIES_HEADER}")
+        handler.set_header("Access-Control-Expose-Headers", f"{SESSION_HEADER}, {COOKIES_HEADER}, {REPLAYED_HEADER}")
         handler.add_header("Vary", "Origin")
 
 

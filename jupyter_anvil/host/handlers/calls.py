@@ -12,6 +12,9 @@ from typing import Any
 from tornado import web
 
 from ... import errors
+from ..idempotency import check_key
+from ..idempotency.keys import HEADER as IDEMPOTENCY_HEADER
+from ..idempotency.keys import REPLAYED_HEADER
 from ..messages import CallRequest
 from .base import PublicHandler, services
 from .callers import (
@@ -182,6 +185,8 @@ class HttpCallHandler(PublicHandler):
             self.write_anvil_error(e)
             return
         reply = outcome.reply
+        if outcome.replayed:
+            self.set_header(REPLAYED_HEADER, "true")
         if outcome.session_token is not None:
             self.set_header(SESSION_HEADER, outcome.session_token)
         for header in cookie_headers(self, app, reply.cookie_changes or {}):
@@ -207,9 +212,13 @@ class HttpCallHandler(PublicHandler):
         content_type = self.request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise errors.SerializationError(f"Send the call as application/json, not {content_type}")
+        key = self.request.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None:
+            key = check_key(key, f"The {IDEMPOTENCY_HEADER} header")
         body = load_json(b"".join(self._chunks) or b"{}")
         request = parse_call(body, function)
         request.media = extract_inline_media(request.objects)
+        request.idempotency_key = key
         return request
 
 

@@ -30,6 +30,7 @@ from tornado import iostream, web, websocket
 
 from ... import errors
 from ..calls import CallOutcome
+from ..idempotency import check_key
 from ..messages import Caller, CallReply, CallRequest
 from ..sessions import Session
 from .base import services
@@ -51,6 +52,9 @@ from .socket_limits import (
 log = logging.getLogger(__name__)
 SESSION_EXPIRED = errors.SessionExpiredError("Session expired")
 NOT_AN_OBJECT = "Messages must be JSON objects"
+#: a CALL's idempotency key (run at most once per session); its reply says ``"replayed": true``
+#: when it is the stored outcome of an earlier run
+IDEMPOTENCY_FIELD = "idempotencyKey"
 #: a CALL's id among its leading string fields, for a message too malformed to parse
 #: (nested too deeply): its caller still gets a reply to wait on
 _STRING = r'"(?:[^"\\]|\\.)*"'
@@ -180,6 +184,9 @@ class CallSocketHandler(websocket.WebSocketHandler):
             return
         try:
             request = parse_call(data, command)
+            key = data.get(IDEMPOTENCY_FIELD)
+            if key is not None:
+                request.idempotency_key = check_key(key, f"A CALL's {IDEMPOTENCY_FIELD!r}")
         except errors.SerializationError as e:
             self._send_error(call_id, e)
             return
@@ -260,17 +267,17 @@ class CallSocketHandler(websocket.WebSocketHandler):
     async def _run(self, call_id: str, request: CallRequest, media: _MediaCall | None) -> None:
         """Run one call and send its one reply, whatever happens on the way."""
         try:
-            outcome = await self._call(request)
+            outcome = await self._call(call_id, request)
             if self.ws_connection is not None:
                 self._tell_stored(call_id, request.caller, outcome.session_token)
-                await self._send_reply(call_id, outcome.reply)
+                await self._send_reply(call_id, outcome.reply, outcome.replayed)
         except Exception:
             log.exception("[jupyter-anvil] call %s over the WebSocket of app %s failed", call_id, self.app)
             self._send_error(call_id, errors.InternalError("The server could not run this call"))
         finally:
             self._release(media)  # the Media bytes stay counted until the call is over
 
-    async def _call(self, request: CallRequest) -> CallOutcome:
+    async def _call(self, call_id: str, request: CallRequest) -> CallOutcome:
         calls = services(self).calls
         if self._greeting is not None:
             await self._greeting  # calls sent right after HELLO wait for the session
@@ -281,7 +288,15 @@ class CallSocketHandler(websocket.WebSocketHandler):
             self._told = False
         if self.expired or self.caller is None:
             return CallOutcome(CallReply.failure(SESSION_EXPIRED), None)
-        request.caller = self.caller
+        request.caller = caller = self.caller
+        if request.idempotency_key is not None and not caller.session.persisted:
+            # a key is scoped to a stored session: store it first, and tell the client its
+            # token before the call runs, so a replay after a lost reply presents it
+            try:
+                await calls.keep_session_for_key(caller)
+            except errors.AnvilError as e:
+                return CallOutcome(CallReply.failure(e), None)
+            self._tell_stored(call_id, caller, caller.session.token)
         outcome = await calls.call(self.app, request)
         error = outcome.reply.error
         if error is not None and error.get("type") == SESSION_EXPIRED.wire_name:
@@ -298,8 +313,10 @@ class CallSocketHandler(websocket.WebSocketHandler):
         self._told = True
         self._write({"type": "SESSION", "session": token, "call": call_id})
 
-    async def _send_reply(self, call_id: str, reply: CallReply) -> None:
+    async def _send_reply(self, call_id: str, reply: CallReply, replayed: bool = False) -> None:
         message = {"id": call_id, **reply.to_json()}
+        if replayed:
+            message["replayed"] = True
         if reply.cookie_changes:
             headers = cookie_headers(self, self.app, reply.cookie_changes)
             message["cookies"] = services(self).cookie_tickets.issue(self.app, headers)

@@ -148,5 +148,25 @@ mail = sa.Table(
     sa.Index("ix_anvil_mail_created", "created"),
 )
 
+#: the outcomes of calls sent with an idempotency key (see host/idempotency/): one row per
+#: (app, session id, key), claimed ``running`` by one server (``owner``) with a conditional
+#: insert, then ``done`` with the encoded reply the caller got (host/idempotency/store.py)
+idempotency = sa.Table(
+    "anvil_idempotency",
+    metadata,
+    sa.Column("app", sa.String(255), primary_key=True),
+    sa.Column("session_id", sa.String(32), primary_key=True),
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("state", sa.String(8), nullable=False),  # running or done
+    sa.Column("owner", sa.String(32), nullable=False),  # the server instance that ran it
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("finished", sa.Float),  # NULL while running
+    sa.Column("reply", sa.LargeBinary),  # the encoded outcome; NULL while running
+    sa.Column("size", sa.Integer, nullable=False, default=0),
+    sa.Index("ix_anvil_idempotency_app_finished", "app", "finished"),
+    sa.Index("ix_anvil_idempotency_finished", "finished"),
+    sa.Index("ix_anvil_idempotency_state", "state", "owner"),
+)
+
 #: columns kept as JSON text
 TASK_JSON_COLUMNS = ("state", "result", "error", "launched_by")

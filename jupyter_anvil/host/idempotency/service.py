@@ -1,0 +1,268 @@
+"""Exactly once: a call sent with an idempotency key runs at most once per (app, session,
+key), and every later arrival of the key gets the first run's reply.
+
+* The first arrival claims the key in the store (a conditional insert, so of two servers
+  on one store only one can), runs, and stores its final reply as the key's outcome.
+* A call refused before it reached server code (no such function, app not available,
+  no kernel free, permission, session expired) releases its claim: nothing ran, so the
+  client may send it again. Anything that reached a kernel or a host service is final.
+* A replay of a finished key gets the stored outcome; one arriving while the first run
+  is still going waits for it (a future here; the store, polled, for another server's
+  run) up to a bound, then is told to try again shortly.
+* A claim left ``running`` by a server that is gone ends as ExecutionTerminatedError:
+  the call may or may not have run, and it is never run a second time.
+
+Bounded: outcomes are kept ``keep_seconds`` after they finish, at most ``kept`` per app,
+each at most ``max_bytes`` (a bigger one is kept as an error saying so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ... import errors
+from ..background import spawn
+from ..instances import ServerInstances
+from ..messages import CallReply
+from ..store import Store
+from .store import DONE, IdempotencyStore, Row, Scope, decode_outcome, encode_outcome, outcome_size
+
+log = logging.getLogger(__name__)
+
+STILL_RUNNING = "This call is still running on the server; try again shortly"
+TERMINATED = "The server stopped while this call was running; it may not have finished"
+TOO_LARGE = "This call ran, but its result was too large to keep for a replay"
+NOT_RECORDED = "The server could not record this call's key; it did not run it"
+#: how often a replay looks again at another server's run of its key
+POLL_SECONDS = 0.25
+#: a replay asks whether the server running its key is gone every this many polls
+GONE_CHECK_EVERY = 8
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What running a call gave: its reply, and whether it reached server code (a kernel
+    or a host service). A call that did not reach it never ran: its claim is released."""
+
+    reply: CallReply
+    reached: bool
+
+
+@dataclass(frozen=True)
+class Replied:
+    reply: CallReply
+    #: the reply is a stored outcome (of a run before this arrival), not this arrival's run
+    replayed: bool
+
+
+class _Look(enum.Enum):
+    AGAIN = "again"  # the row changed (released, expired, settled): look at the store again
+    STILL = "still"  # still running past the wait
+
+
+def _failure_blob(exc: errors.AnvilError) -> bytes:
+    return encode_outcome(CallReply.failure(exc))
+
+
+def _terminated_blob() -> bytes:
+    return _failure_blob(errors.ExecutionTerminatedError(TERMINATED))
+
+
+@dataclass(frozen=True)
+class IdempotencyLimits:
+    keep_seconds: float = 24 * 3600.0
+    max_bytes: int = 16 * 1024 * 1024
+    kept: int = 100_000
+
+
+class Idempotency:
+    """The keyed calls of this server: claims, waits, outcomes."""
+
+    def __init__(self, store: Store, instances: ServerInstances, limits: IdempotencyLimits) -> None:
+        if limits.keep_seconds < 0 or limits.max_bytes < 0 or limits.kept < 0:
+            raise ValueError("idempotency limits cannot be negative")
+        self.rows = IdempotencyStore(store)
+        self.instances = instances
+        self.limits = limits
+        #: the runs of this server, by key: waiters await them (None: released, claim again)
+        self._running: dict[Scope, asyncio.Future[CallReply | None]] = {}
+        #: rows per app as this server last counted them (plus its own claims since)
+        self._counts: dict[str, int] = {}
+        self._pruner: asyncio.Task[None] | None = None
+
+    @property
+    def server_id(self) -> str:
+        return self.instances.id
+
+    @property
+    def keeps_outcomes(self) -> bool:
+        return self.limits.keep_seconds > 0 and self.limits.kept > 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Prune what expired while no server ran, end the claims of servers that are gone,
+        then keep doing both now and then."""
+        await self.tidy()
+        self._pruner = spawn(self._tidy_periodically())
+
+    def stop(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+
+    async def tidy(self) -> None:
+        removed = await self.rows.prune(time.time() - self.limits.keep_seconds, self.limits.kept)
+        if removed:
+            log.info("[jupyter-anvil] removed %d expired idempotency keys", removed)
+        self._counts.clear()
+        for owner in await self.rows.running_owners():
+            if owner != self.server_id and await self.instances.is_gone(owner):
+                ended = await self.rows.settle_abandoned(owner, _terminated_blob())
+                log.warning("[jupyter-anvil] %d keyed calls were cut off by the end of server %s", ended, owner)
+
+    async def _tidy_periodically(self) -> None:
+        every = min(300.0, max(self.limits.keep_seconds, 1.0))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.tidy()
+            except Exception:  # retried next time
+                log.exception("[jupyter-anvil] could not prune idempotency keys")
+
+    # -- a keyed call -------------------------------------------------------------------------
+    async def run_once(self, scope: Scope, run: Callable[[], Awaitable[Attempt]], wait_seconds: float) -> Replied:
+        """Run ``run`` unless ``scope``'s key ran before (its stored outcome, replayed) or
+        runs now (waited for, up to ``wait_seconds``). Never raises for a store fault: the
+        call is refused (InternalError) without running."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        try:
+            while loop.time() < deadline:
+                if await self._claim(scope):
+                    return Replied(await self._run_claimed(scope, run), replayed=False)
+                row = await self.rows.get(scope)
+                if row is None:
+                    continue  # released or pruned since: claim it again
+                if row.state == DONE:
+                    if row.finished is not None and row.finished < time.time() - self.limits.keep_seconds:
+                        await self.rows.drop_expired(scope, time.time() - self.limits.keep_seconds)
+                        continue
+                    return Replied(self._decode(row), replayed=True)
+                seen = await self._wait(scope, row, deadline)
+                if isinstance(seen, CallReply):
+                    return Replied(seen, replayed=True)
+                if seen is _Look.STILL:
+                    break
+        except Exception:
+            log.exception("[jupyter-anvil] the store could not record idempotency key of app %s", scope.app)
+            return Replied(CallReply.failure(errors.InternalError(NOT_RECORDED)), replayed=False)
+        return Replied(CallReply.failure(errors.RuntimeUnavailableError(STILL_RUNNING)), replayed=False)
+
+    async def _claim(self, scope: Scope) -> bool:
+        await self._make_room(scope.app)
+        claimed = await self.rows.claim(scope, self.server_id)
+        if claimed:
+            self._counts[scope.app] = self._counts.get(scope.app, 0) + 1
+        return claimed
+
+    async def _make_room(self, app: str) -> None:
+        """At most ``kept`` keys per app: past it, the oldest finished ones go (a few at a
+        time, so a busy app does not prune on every call)."""
+        count = self._counts.get(app)
+        if count is None:
+            count = self._counts[app] = await self.rows.count(app)
+        if count >= self.limits.kept and self.limits.kept > 0:
+            target = self.limits.kept - max(1, self.limits.kept // 100)
+            await self.rows.trim(app, target)
+            self._counts[app] = await self.rows.count(app)
+
+    async def _run_claimed(self, scope: Scope, run: Callable[[], Awaitable[Attempt]]) -> CallReply:
+        future: asyncio.Future[CallReply | None] = asyncio.get_running_loop().create_future()
+        self._running[scope] = future
+        outcome: CallReply | None = None
+        try:
+            attempt = await run()
+            if not attempt.reached:
+                await self._release(scope)
+                return attempt.reply
+            outcome = attempt.reply
+            await self._keep(scope, attempt.reply)
+            return attempt.reply
+        except Exception:
+            # it may have run: at most once, so its key is final all the same
+            log.exception("[jupyter-anvil] a keyed call of app %s failed", scope.app)
+            outcome = CallReply.failure(errors.InternalError("The server could not finish this call"))
+            await self._store(scope, _failure_blob(errors.InternalError("The server could not finish this call")))
+            return outcome
+        finally:
+            self._running.pop(scope, None)
+            if not future.done():
+                future.set_result(outcome)
+
+    async def _release(self, scope: Scope) -> None:
+        try:
+            await self.rows.release(scope, self.server_id)
+            self._counts[scope.app] = max(0, self._counts.get(scope.app, 1) - 1)
+        except Exception:
+            log.exception("[jupyter-anvil] could not release an idempotency key of app %s", scope.app)
+
+    async def _keep(self, scope: Scope, reply: CallReply) -> None:
+        if not self.keeps_outcomes:
+            await self._release(scope)  # kept only until the reply (waiters got it above)
+            return
+        try:
+            blob = (
+                encode_outcome(reply)
+                if outcome_size(reply) <= self.limits.max_bytes
+                else _failure_blob(errors.InternalError(TOO_LARGE))
+            )
+        except (TypeError, ValueError):
+            blob = _failure_blob(errors.InternalError(TOO_LARGE))
+        if len(blob) > self.limits.max_bytes:
+            blob = _failure_blob(errors.InternalError(TOO_LARGE))
+        await self._store(scope, blob)
+
+    async def _store(self, scope: Scope, blob: bytes) -> None:
+        try:
+            if not await self.rows.finish(scope, self.server_id, blob):
+                log.warning("[jupyter-anvil] an idempotency key of app %s was settled by another server", scope.app)
+        except Exception:  # the caller still gets its reply; a replay waits, then retries
+            log.exception("[jupyter-anvil] could not store the outcome of a keyed call of app %s", scope.app)
+
+    async def _wait(self, scope: Scope, row: Row, deadline: float) -> CallReply | _Look:
+        """Wait for a run of ``scope`` that is under way: its reply, AGAIN (the row changed:
+        released, settled) or STILL (past ``deadline``)."""
+        loop = asyncio.get_running_loop()
+        future = self._running.get(scope)
+        if future is not None:
+            try:
+                outcome = await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return _Look.STILL
+            return _Look.AGAIN if outcome is None else outcome
+        polls = 0
+        while loop.time() < deadline:
+            if polls % GONE_CHECK_EVERY == 0 and await self.instances.is_gone(row.owner):
+                await self.rows.settle_abandoned(row.owner, _terminated_blob(), scope)
+                return _Look.AGAIN
+            polls += 1
+            await asyncio.sleep(min(POLL_SECONDS, max(0.0, deadline - loop.time())))
+            seen = await self.rows.get(scope)
+            if seen is None or seen.state == DONE:
+                return _Look.AGAIN
+            row = seen
+        return _Look.STILL
+
+    def _decode(self, row: Row) -> CallReply:
+        if row.reply is None:
+            return CallReply.failure(errors.InternalError(TOO_LARGE))
+        try:
+            return decode_outcome(row.reply)
+        except (ValueError, KeyError, TypeError, struct.error):
+            log.exception("[jupyter-anvil] a stored outcome could not be read")
+            return CallReply.failure(errors.InternalError("This call ran, but its stored result could not be read"))

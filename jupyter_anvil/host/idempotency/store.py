@@ -1,0 +1,270 @@
+"""The rows of ``anvil_idempotency``: claims and the outcomes of keyed calls, and how an
+outcome is encoded to bytes.
+
+A row is ``running`` from the moment one server claims its key (a plain INSERT on the
+primary key (app, session id, key): the database lets one through, whichever server
+tries, so two can never both run it) until the call's reply is final, then ``done`` with
+that reply encoded. Never read-then-write: every change is one conditional statement.
+
+Encoding of an outcome (``reply`` column): a 4-byte big-endian length, then a JSON header
+``{"response", "objects", "error", "cookies", "media": [[id, length], ...]}``, then each
+Media's bytes back to back in the header's order. JSON for what is JSON already, raw bytes
+for Media (no base64 growth).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from ... import errors
+from ..messages import CallReply
+from ..store import Store
+from ..store.tables import idempotency
+
+RUNNING, DONE = "running", "done"
+_LENGTH = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a key is unique within: one app, one session (its public id), the key."""
+
+    app: str
+    session_id: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Row:
+    state: str
+    owner: str
+    finished: float | None
+    reply: bytes | None
+
+
+# -- the encoded outcome ------------------------------------------------------------------
+def outcome_size(reply: CallReply) -> int:
+    """The bytes :func:`encode_outcome` would take, up to a few bytes, without building it
+    (a reply can carry hundreds of MiB of Media that must not be copied to be measured)."""
+    return len(_header(reply)) + _LENGTH.size + sum(len(content) for content in reply.media.values())
+
+
+def _header(reply: CallReply) -> bytes:
+    body: dict[str, Any] = {
+        "response": reply.response,
+        "objects": reply.objects,
+        "error": dict(reply.error) if reply.error is not None else None,
+        "cookies": reply.cookie_changes,
+        "media": [[media_id, len(content)] for media_id, content in reply.media.items()],
+    }
+    return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+
+
+def encode_outcome(reply: CallReply) -> bytes:
+    header = _header(reply)
+    return b"".join([_LENGTH.pack(len(header)), header, *reply.media.values()])
+
+
+def decode_outcome(blob: bytes) -> CallReply:
+    (length,) = _LENGTH.unpack_from(blob)
+    start = _LENGTH.size + length
+    body = json.loads(blob[_LENGTH.size : start])
+    media: dict[str, bytes] = {}
+    for media_id, size in body["media"]:
+        media[media_id] = blob[start : start + size]
+        start += size
+    error: errors.WireError | None = body["error"]
+    return CallReply(
+        response=body["response"],
+        objects=body["objects"],
+        media=media,
+        error=error,
+        cookie_changes=body["cookies"],
+    )
+
+
+# -- the rows -----------------------------------------------------------------------------
+_by_scope = sa.and_(
+    idempotency.c.app == sa.bindparam("a"),
+    idempotency.c.session_id == sa.bindparam("s"),
+    idempotency.c.key == sa.bindparam("k"),
+)
+_SELECT = sa.select(idempotency.c.state, idempotency.c.owner, idempotency.c.finished, idempotency.c.reply).where(
+    _by_scope
+)
+
+_CLAIM = idempotency.insert().values(
+    app=sa.bindparam("a"),
+    session_id=sa.bindparam("s"),
+    key=sa.bindparam("k"),
+    state=RUNNING,
+    owner=sa.bindparam("o"),
+    created=sa.bindparam("t"),
+    finished=None,
+    reply=None,
+    size=0,
+)
+
+
+def _params(scope: Scope) -> dict[str, str]:
+    return {"a": scope.app, "s": scope.session_id, "k": scope.key}
+
+
+class IdempotencyStore:
+    """The table's statements, each run on the store's worker thread."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def claim(self, scope: Scope, owner: str) -> bool:
+        """Claim ``scope`` for ``owner`` (``running``): True if this call inserted the row,
+        False if a row was there (whoever wrote it, on whichever server)."""
+
+        def work() -> bool:
+            try:
+                with self.store.engine.begin() as db:
+                    db.execute(_CLAIM, {**_params(scope), "o": owner, "t": time.time()})
+                return True
+            except sa.exc.IntegrityError:
+                return False
+
+        return await self.store.run(work)
+
+    async def get(self, scope: Scope) -> Row | None:
+        def work() -> Row | None:
+            with self.store.engine.begin() as db:
+                row = db.execute(_SELECT, _params(scope)).first()
+            return None if row is None else Row(row[0], row[1], row[2], row[3])
+
+        return await self.store.run(work)
+
+    async def finish(self, scope: Scope, owner: str, blob: bytes) -> bool:
+        """Store the outcome of ``owner``'s run (only while it still holds the claim)."""
+
+        def work() -> bool:
+            with self.store.engine.begin() as db:
+                updated = db.execute(
+                    idempotency.update()
+                    .where(_by_scope, idempotency.c.state == RUNNING, idempotency.c.owner == owner)
+                    .values(state=DONE, finished=time.time(), reply=blob, size=len(blob)),
+                    _params(scope),
+                )
+                return bool(updated.rowcount)
+
+        return await self.store.run(work)
+
+    async def release(self, scope: Scope, owner: str) -> None:
+        """Drop ``owner``'s claim: nothing ran, the key may be sent again."""
+
+        def work() -> None:
+            with self.store.engine.begin() as db:
+                db.execute(
+                    idempotency.delete().where(_by_scope, idempotency.c.state == RUNNING, idempotency.c.owner == owner),
+                    _params(scope),
+                )
+
+        await self.store.run(work)
+
+    async def drop_expired(self, scope: Scope, finished_before: float) -> None:
+        """Delete this key's outcome if it finished before ``finished_before``."""
+
+        def work() -> None:
+            with self.store.engine.begin() as db:
+                db.execute(
+                    idempotency.delete().where(
+                        _by_scope, idempotency.c.state == DONE, idempotency.c.finished < finished_before
+                    ),
+                    _params(scope),
+                )
+
+        await self.store.run(work)
+
+    async def running_owners(self) -> list[str]:
+        """The servers that hold claims still ``running``."""
+
+        def work() -> list[str]:
+            with self.store.engine.begin() as db:
+                query = sa.select(idempotency.c.owner).where(idempotency.c.state == RUNNING).distinct()
+                return [str(owner) for owner in db.execute(query).scalars()]
+
+        return await self.store.run(work)
+
+    async def settle_abandoned(self, owner: str, blob: bytes, scope: Scope | None = None) -> int:
+        """Give every claim ``owner`` left ``running`` (or just ``scope``'s) the outcome
+        ``blob``: that server is gone, so its runs will never finish here."""
+
+        def work() -> int:
+            where = [idempotency.c.state == RUNNING, idempotency.c.owner == owner]
+            if scope is not None:
+                where += [
+                    idempotency.c.app == scope.app,
+                    idempotency.c.session_id == scope.session_id,
+                    idempotency.c.key == scope.key,
+                ]
+            with self.store.engine.begin() as db:
+                statement = idempotency.update().where(*where)
+                values = {"state": DONE, "finished": time.time(), "reply": blob, "size": len(blob)}
+                return int(db.execute(statement.values(**values)).rowcount)
+
+        return await self.store.run(work)
+
+    async def prune(self, finished_before: float, kept_per_app: int) -> int:
+        """Delete outcomes that finished before ``finished_before``, and each app's oldest
+        outcomes beyond ``kept_per_app``. Claims still running are never pruned."""
+
+        def work() -> int:
+            removed = 0
+            with self.store.engine.begin() as db:
+                expired = idempotency.delete().where(
+                    idempotency.c.state == DONE, idempotency.c.finished < finished_before
+                )
+                removed += int(db.execute(expired).rowcount)
+                counts = sa.select(idempotency.c.app, sa.func.count()).group_by(idempotency.c.app)
+                over = [(str(app), int(n)) for app, n in db.execute(counts) if n > kept_per_app]
+            for app, count in over:
+                removed += self._trim(app, count - kept_per_app)
+            return removed
+
+        return await self.store.run(work)
+
+    async def count(self, app: str) -> int:
+        def work() -> int:
+            with self.store.engine.begin() as db:
+                query = sa.select(sa.func.count()).select_from(idempotency).where(idempotency.c.app == app)
+                return int(db.execute(query).scalar_one())
+
+        return await self.store.run(work)
+
+    async def trim(self, app: str, kept: int) -> int:
+        """Keep at most ``kept`` rows of ``app``: its oldest finished outcomes go first."""
+
+        def work() -> int:
+            with self.store.engine.begin() as db:
+                query = sa.select(sa.func.count()).select_from(idempotency).where(idempotency.c.app == app)
+                excess = int(db.execute(query).scalar_one()) - kept
+            return self._trim(app, excess) if excess > 0 else 0
+
+        return await self.store.run(work)
+
+    def _trim(self, app: str, excess: int) -> int:
+        """On the worker thread: delete ``app``'s ``excess`` oldest finished outcomes (and
+        any that finished at the same instant as the last of them), in one statement."""
+        with self.store.engine.begin() as db:
+            cutoff = (
+                sa.select(idempotency.c.finished)
+                .where(idempotency.c.app == app, idempotency.c.state == DONE)
+                .order_by(idempotency.c.finished)
+                .offset(excess - 1)
+                .limit(1)
+                .scalar_subquery()
+            )
+            statement = idempotency.delete().where(
+                idempotency.c.app == app, idempotency.c.state == DONE, idempotency.c.finished <= cutoff
+            )
+            return int(db.execute(statement).rowcount)
