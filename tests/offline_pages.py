@@ -156,6 +156,9 @@ class Tab:
         self.url = url
         self.client_url = url.split("/anvil/apps/")[0] + "/anvil/client.js"
         self.requests, self.sockets, self.errors = record_page(self.page)
+        #: requests answered (any status): a send that failed for lack of connection is not
+        self.finished: list[Any] = []
+        self.page.on("requestfinished", lambda r: self.finished.append(r))
         self.load()
 
     def load(self) -> None:
@@ -183,5 +186,7 @@ class Tab:
         }}"""
         return self.page.evaluate(script, arg)
 
-    def posts(self, function: str) -> list[Any]:
-        return [r for r in self.requests if r.method == "POST" and r.url.endswith(f"/_/call/{function}")]
+    def posts(self, function: str, answered: bool = True) -> list[Any]:
+        """The calls of `function` this tab sent (and got an answer to, unless not `answered`)."""
+        requests = self.finished if answered else self.requests
+        return [r for r in requests if r.method == "POST" and r.url.endswith(f"/_/call/{function}")]

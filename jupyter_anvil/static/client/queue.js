@@ -151,7 +151,7 @@ export class CallQueue {
       const seq = await done(queue.index("id").getKey(id));
       if (seq === undefined) return null;
       const r = await done(queue.get(seq));
-      if (r.state !== "queued") return r;
+      if (r.state !== "queued") return null; // being sent, or finished (cancelled already too)
       r.state = "cancelled";
       r.finished = Date.now();
       await done(queue.put(r));
@@ -159,7 +159,7 @@ export class CallQueue {
     });
     if (record === null) return false;
     this._changed(record);
-    return record.state === "cancelled";
+    return true;
   }
 
   /** A record changed here: settle this page's handle, tell other tabs, count. */

@@ -204,8 +204,10 @@ export class AnvilServer {
     }
     // Only open the app's database if a page made one (indexedDB.databases(): Chromium, Firefox, Safari).
     const known = await globalThis.indexedDB?.databases?.().catch(() => null);
-    if (known && !known.some((db) => db.name === `jupyter-anvil:${url}`)) return;
-    if (known) await this._queue().replay();
+    if (!known || !known.some((db) => db.name === `jupyter-anvil:${url}`)) return;
+    const queue = this._queue(); // from now on it replays whenever the app comes online
+    // (a page loaded offline from the service worker may think it is online: ask)
+    if (await this._onlineState.check(true)) await queue.replay();
   }
 
   /** Refused, as in Anvil: background tasks are launched by server code (a server
