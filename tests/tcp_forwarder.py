@@ -2,7 +2,7 @@
 forwarder's port, which relays to the server's. Stopping it closes the listening socket
 and every relayed connection, so the page AND its service worker (whose fetches
 Playwright's ``context.set_offline`` does not cut) find no server; starting it listens on
-the same port again."""
+the same port again. It can also swallow the server's replies (a reply lost on the way)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ class Forwarder:
         self._connections: set[socket.socket] = set()
         #: how many connections were accepted (tests use it to see traffic)
         self.accepted = 0
+        #: while true, what the server sends is dropped (counted in `swallowed`): the server
+        #: answers, and the browser never gets the answer
+        self.swallow_replies = False
+        self.swallowed = 0
 
     @property
     def running(self) -> bool:
@@ -76,12 +80,16 @@ class Forwarder:
                     return
                 self.accepted += 1
                 self._connections.update((client, upstream))
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
         try:
             while data := source.recv(65536):
+                if replies and self.swallow_replies:
+                    with self._lock:
+                        self.swallowed += len(data)
+                    continue
                 sink.sendall(data)
         except OSError:
             pass

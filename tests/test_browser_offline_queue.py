@@ -209,6 +209,97 @@ def test_a_call_runs_once_when_the_reply_of_its_send_is_lost(site: OfflineSite, 
     assert result["r"]["ok"]["value"] == "once"
     assert lines_of(trace) == ["once"]  # sent twice, run once
     assert len(tab.posts("record", answered=False)) >= 2
+    answered = [r.response() for r in tab.posts("record")]
+    assert [r.headers.get("idempotency-replayed") for r in answered if r is not None] == ["true"]
+
+
+def test_a_reply_lost_then_a_server_restart_replays_the_stored_outcome(
+    site: OfflineSite, context: Any, tmp_path: Path
+) -> None:
+    """The server ran the call and answered; the answer was lost; the server restarted.
+    The replay gets the outcome the store kept: the call does not run again."""
+    trace = tmp_path / "trace"
+    tab = Tab(context, site.app_url())
+    tab.run("await server.call('session_put', 'k', 1);")  # the window has a stored session
+    site.forwarder.swallow_replies = True
+    try:
+        tab.run(
+            """
+            window.q = await server.callQueued("record", arg, "durable");
+            window.settled = outcome(q.result);
+            """,
+            str(trace),
+        )
+        wait_for(lambda: lines_of(trace) == ["durable"], what="the call to run")
+        wait_for(lambda: site.forwarder.swallowed > 0, what="the server's answer")
+        site.forwarder.stop()
+    finally:
+        site.forwarder.swallow_replies = False
+    tab.page.wait_for_function("q.state === 'queued'")
+    site.server.stop()
+    site.server.start()
+    site.forwarder.start()
+    result = tab.run("const r = await settled; return {r, state: q.state};")
+    assert result == {"r": {"ok": {"value": "durable", "pid": result["r"]["ok"]["pid"]}}, "state": "done"}
+    assert lines_of(trace) == ["durable"]
+    replies = [r.response() for r in tab.posts("record")]
+    assert [r.headers.get("idempotency-replayed") for r in replies if r is not None] == ["true"]
+
+
+def test_a_call_cut_off_by_a_server_restart_is_not_run_again(site: OfflineSite, context: Any, tmp_path: Path) -> None:
+    """At most once: the server stopped while the call ran; the replay is told so."""
+    trace = tmp_path / "trace"
+    tab = Tab(context, site.app_url())
+    tab.run("await server.call('session_put', 'k', 1);")
+    tab.run(
+        """
+        window.q = await server.callQueued("record", arg, "cut", 60);
+        window.settled = outcome(q.result);
+        """,
+        str(trace),
+    )
+    wait_for(lambda: lines_of(trace) == ["cut"], what="the call to start")
+    site.forwarder.stop()
+    tab.page.wait_for_function("q.state === 'queued'")
+    site.server.stop()
+    site.server.start()
+    site.forwarder.start()
+    result = tab.run("const r = await settled; return {r, state: q.state};")
+    assert result["state"] == "failed", result
+    assert result["r"]["type"] == "anvil.server.ExecutionTerminatedError", result
+    assert lines_of(trace) == ["cut"]
+
+
+def test_queued_arguments_keep_their_types(site: OfflineSite, context: Any, tmp_path: Path) -> None:
+    tab = offline_tab(site, context)
+    tab.run(
+        """
+        window.q = await server.callQueued("echo", {
+            on: anvilDate(2024, 2, 29), at: new Date(Date.UTC(2020, 0, 2, 3, 4, 5)), big: 2n ** 64n,
+            blob: new Blob([new Uint8Array([9, 8, 7])], {type: "application/x-bytes"}),
+        });
+        """
+    )
+    tab.reload()
+    site.restore(context)
+    result = tab.run(
+        """
+        const [q] = await server.queuedCalls();
+        const v = await q.result;
+        return [isAnvilDate(v.on), v.on.getDate(), v.at.getTime(), String(v.big), v.blob.type,
+                [...new Uint8Array(await v.blob.arrayBuffer())]];
+        """
+    )
+    assert result == [True, 29, 1577934245000, str(2**64), "application/x-bytes", [9, 8, 7]]
+
+
+def test_local_data_without_indexeddb_is_a_clear_error(site: OfflineSite, context: Any) -> None:
+    context.add_init_script("Object.defineProperty(window, 'indexedDB', {value: undefined});")
+    tab = Tab(context, site.app_url())
+    result = tab.run("return await outcome(localStore('notes').get('k'));")
+    assert result["isAnvilError"] is True
+    assert result["type"] == "anvil.server.StorageUnavailableError"
+    assert "IndexedDB" in result["message"]
 
 
 def test_a_queued_call_survives_a_browser_restart(site: OfflineSite, browser: Any, tmp_path: Path) -> None:

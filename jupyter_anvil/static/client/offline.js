@@ -9,7 +9,7 @@
 // fate, and a cheap GET of the app's `_/check-app-online`, polled while offline so a
 // connection that returns without an event is noticed.
 
-import {AnvilError, AppOfflineError, RUNTIME_UNAVAILABLE} from "./errors.js";
+import {AnvilError, AppOfflineError, RUNTIME_UNAVAILABLE, UNREACHABLE} from "./errors.js";
 
 const CHECK_TIMEOUT_MS = 3500; // the online check gives up after this long
 const CHECK_CACHE_MS = 5000; // a check's answer holds this long
@@ -145,7 +145,7 @@ export class OnlineState {
       this.set(false);
       return new AppOfflineError(`The app is offline: could not reach the server (${error.message})`);
     }
-    return new AnvilError(RUNTIME_UNAVAILABLE, `Could not reach the server: ${error.message}`);
+    return new AnvilError(RUNTIME_UNAVAILABLE, `${UNREACHABLE}: ${error.message}`);
   }
 }
 

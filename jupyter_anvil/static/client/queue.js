@@ -21,13 +21,14 @@
 //   after a reload still learns its outcome (BroadcastChannel tells other tabs at once).
 
 import {encodeCall} from "./codec.js";
-import {AnvilError, isConnectionError, SESSION_EXPIRED, STILL_RUNNING} from "./errors.js";
+import {AnvilError, APP_OFFLINE, isRetryable, SESSION_EXPIRED} from "./errors.js";
 import {isCurrent, notifyExpired} from "./session.js";
 import {done, mediaOf, transaction} from "./store.js";
 import {decodeHttpReply, postCall} from "./transport.js";
 
 export const KEEP_FINISHED_MS = 24 * 3600 * 1000; // as long as the server keeps outcomes by default
-const RETRY_STILL_RUNNING_MS = 2000;
+const RETRY_FIRST_MS = 2000; // the server answered "not yet": ask again after this long,
+const RETRY_MAX_MS = 60000; // doubling up to this
 const MAX_WAITING = 10000; // calls waiting at once (each one is kept in IndexedDB)
 const WAITING = ["queued", "sending"];
 const KEEP_SESSION = "anvil.private.session.keep";
@@ -92,6 +93,7 @@ export class CallQueue {
     this._replaying = null;
     this._again = false;
     this._retryTimer = null;
+    this._retryDelay = RETRY_FIRST_MS;
     this._lastCount = null;
     this._channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(`jupyter-anvil-queue:${this.appUrl}`) : null;
     if (this._channel) this._channel.onmessage = (event) => this._changedElsewhere(event.data?.id);
@@ -285,12 +287,14 @@ export class CallQueue {
       const {reply} = await postCall(this._owner, record.name, record.call.json, record.call.objects, media, bytes,
         {sent, key: record.id});
       await this._update(record.id, {state: "done", outcome: {reply}, finished: Date.now()});
+      this._retryDelay = RETRY_FIRST_MS;
       return true;
     } catch (error) {
-      if (isConnectionError(error)) {
+      if (isRetryable(error)) {
         await this._update(record.id, {state: "queued"});
-        if (error.message.startsWith(STILL_RUNNING)) {
-          this._retryTimer = setTimeout(() => this.replay(), RETRY_STILL_RUNNING_MS);
+        if (error.type !== APP_OFFLINE) { // the server answered: ask again in a while
+          this._retryTimer = setTimeout(() => this.replay(), this._retryDelay);
+          this._retryDelay = Math.min(this._retryDelay * 2, RETRY_MAX_MS);
         }
         return false;
       }

@@ -91,6 +91,9 @@ export class SocketTransport {
     if (this.connected && this._socketCookies.get(this._ws) !== cookieGeneration) this._retire(this._ws);
     if (this.connected) return this._ws;
     if (this._opening) return this._opening.promise;
+    // Known to be offline: HTTP fails (or, back online, succeeds) at once, where a socket
+    // would take its connect timeout to fail.
+    if (this._owner._mode === "auto" && !this._owner._onlineState.online) return null;
     // Between retries, auto mode uses HTTP rather than making the caller wait.
     if (this._retryTimer !== null && this._owner._mode === "auto") return null;
     clearTimeout(this._retryTimer);
