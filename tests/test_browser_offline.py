@@ -200,6 +200,17 @@ def test_enable_offline_loads_the_app_with_no_connection(site: OfflineSite, cont
         """
     )
     assert registration == {"scope": site.app_url(), "script": site.app_url() + "sw.js"}
+    # through the worker now: a call, the online check and a missing file are never kept
+    tab.run(
+        """
+        await server.call("echo", 1);
+        server.configure({transport: "http"});
+        await server.call("echo", 2);
+        await fetch(arg + "_/check-app-online");
+        await fetch(arg + "missing.js");
+        """,
+        site.app_url(),
+    )
     site.cut(context)
     tab.reload()  # from the worker's cache: the page, its CSS, its module, the client
     assert page_state(tab) == {"title": f"{APP} v1", "color": "rgb(1, 2, 3)", "ready": "yes", "controlled": True}
@@ -224,7 +235,7 @@ def test_enable_offline_loads_the_app_with_no_connection(site: OfflineSite, cont
     assert f"{site.url}anvil/client/queue.js" in kept["urls"]
     for url in kept["urls"]:
         assert url.startswith((site.app_url(), f"{site.url}anvil/client")), url
-        assert "/_/" not in url and not url.endswith("/sw.js"), url
+        assert "/_/" not in url and not url.endswith(("/sw.js", "missing.js")), url
     site.restore(context)
 
 

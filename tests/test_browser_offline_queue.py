@@ -154,7 +154,9 @@ def test_queued_calls_survive_a_reload_and_replay_in_order(site: OfflineSite, co
     waiting = tab.run(
         """
         window.counts = [];
+        const first = new Promise((resolve) => server.on("queue", resolve));
         server.on("queue", (n) => counts.push(n));
+        await first;
         window.handles = await server.queuedCalls();
         const again = await server.queuedCalls();
         return {ids: handles.map((q) => q.id), states: handles.map((q) => q.state),
@@ -169,6 +171,7 @@ def test_queued_calls_survive_a_reload_and_replay_in_order(site: OfflineSite, co
     assert [r["state"] for r in results] == ["done"] * 3
     assert lines_of(trace) == ["n0", "n1", "n2"]  # in order, each once
     tab.page.wait_for_function("counts.includes(0)")
+    assert tab.run("return counts;")[0] == 3  # what waited when the page asked
     assert tab.run("return (await server.queuedCalls()).length;") == 0
     # every send carried its key, each call's own
     keys = [r.headers.get("idempotency-key") for r in tab.posts("record")]

@@ -67,6 +67,8 @@ export class QueuedCall {
   _update(record) {
     if (this._settled) return;
     this.state = record.state;
+    // a finished call's handle is the page's to keep: the queue forgets it
+    if (!WAITING.includes(record.state)) this._queue._handles.delete(this.id);
     if (record.state === "done") {
       this._settled = true;
       try {

@@ -151,9 +151,18 @@ export class AnvilServer {
   }
 
   /** `fn()` on each change of the online state ("online", "offline"), or `fn(count)` when
-   * the number of queued calls waiting changes ("queue"). Returns a function that removes it. */
+   * the number of queued calls waiting changes ("queue"; the first listener also hears the
+   * count there is). Returns a function that removes it. */
   on(event, fn) {
-    return this._onlineState.on(event, fn);
+    const off = this._onlineState.on(event, fn);
+    if (event === "queue") {
+      let queue = null;
+      try {
+        queue = this._queue();
+      } catch { /* no app known yet: counts come once the page queues a call */ }
+      queue?._countChanged();
+    }
+    return off;
   }
 
   off(event, fn) {
