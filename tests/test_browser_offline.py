@@ -236,6 +236,7 @@ def test_enable_offline_loads_the_app_with_no_connection(site: OfflineSite, cont
     for url in kept["urls"]:
         assert url.startswith((site.app_url(), f"{site.url}anvil/client")), url
         assert "/_/" not in url and not url.endswith(("/sw.js", "missing.js")), url
+        assert "?" not in url, url  # one copy per file, whatever the query
     site.restore(context)
 
 

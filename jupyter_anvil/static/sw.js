@@ -39,11 +39,12 @@ function cacheable(url) {
   return !path.startsWith(SERVER_ROUTES) && path !== WORKER;
 }
 
-/** The cache key of a request: its URL without the fragment. */
+/** The cache key of a request: its URL without query or fragment. The server serves a
+ * file by its path whatever the query says (`page.html?v=2` is `page.html`), so one copy
+ * per file, and the cache holds no more entries than the app has files. */
 function keyOf(url) {
   const u = new URL(url);
-  u.hash = "";
-  return u.href;
+  return u.origin + u.pathname;
 }
 
 function worthKeeping(response) {
@@ -56,12 +57,9 @@ async function keep(url, response) {
   await cache.put(keyOf(url), response);
 }
 
-async function fromCache(request, ignoreSearch) {
+async function fromCache(request) {
   const cache = await caches.open(CACHE_NAME);
-  const found = await cache.match(keyOf(request.url));
-  if (found || !ignoreSearch) return found;
-  // A page opened with another query string than the one cached: the same page.
-  return cache.match(keyOf(request.url), {ignoreSearch: true});
+  return cache.match(keyOf(request.url)); // another query string of the same file: the same file
 }
 
 /** Network first: the network's answer if it comes within the timeout (kept if it is a
@@ -84,7 +82,7 @@ async function networkFirst(event) {
     clearTimeout(timer);
   }
   if (outcome !== "timeout" && outcome !== "failed") return outcome;
-  const cached = await fromCache(request, request.mode === "navigate");
+  const cached = await fromCache(request);
   if (cached) return cached;
   if (outcome === "timeout") return network; // slow, but all there is
   return Response.error();
