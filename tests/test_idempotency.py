@@ -218,7 +218,7 @@ def test_a_call_refused_before_it_ran_releases_its_key(server: AnvilServer, runs
     ids=["short", "long", "space", "semicolon", "slash", "non-ascii", "10k"],
 )
 def test_a_malformed_key_is_a_400_naming_the_header_and_nothing_runs(server: AnvilServer, runs: Path, bad: str) -> None:
-    tag = f"bad-{key()}"
+    tag, before = f"bad-{key()}", stored_keys(server)
     response = httpx.post(
         f"{server.url}anvil/apps/once/_/call/bump",
         content=json.dumps({"args": [tag]}).encode(),
@@ -230,7 +230,7 @@ def test_a_malformed_key_is_a_400_naming_the_header_and_nothing_runs(server: Anv
     assert error["type"] == "anvil.server.SerializationError"
     assert "Idempotency-Key" in error["message"] and "8 to 128 characters" in error["message"]
     assert len(error["message"]) < 300 and SESSION not in response.headers
-    assert runs_of(runs, tag) == 0
+    assert runs_of(runs, tag) == 0 and stored_keys(server) == before
 
 
 def test_two_key_headers_are_refused(server: AnvilServer) -> None:
@@ -325,6 +325,25 @@ async def test_websocket_and_http_arrivals_of_one_key_at_once_run_it_once(server
     assert len(fresh) == 1
 
 
+async def test_websocket_replay_of_a_media_reply_sends_the_media_again(server: AnvilServer, runs: Path) -> None:
+    the_key, tag = key(), f"wsm-{key()}"
+    async with websockets.connect(server.ws_url("once")) as socket:
+        await socket.send(json.dumps({"type": "HELLO", "session": None, "client": "browser"}))
+        seen: list[dict[str, Any]] = []
+        got: list[tuple[dict[str, Any], dict[str, Any], bytes]] = []
+        for call_id in ("p1", "p2"):
+            await ws_call(socket, call_id, "picture", tag, idempotency_key=the_key)
+            reply = await read_until(socket, call_id, seen)
+            header = json.loads(await asyncio.wait_for(socket.recv(), 30))
+            content = await asyncio.wait_for(socket.recv(), 30)
+            assert header["type"] == "CHUNK_HEADER" and header["requestId"] == call_id
+            got.append((reply, header, content))
+    (first, _, first_bytes), (replay, _, replay_bytes) = got
+    assert "replayed" not in first and replay["replayed"] is True
+    assert replay["objects"] == first["objects"] and replay_bytes == first_bytes == bytes(range(256)) * 4
+    assert runs_of(runs, tag) == 1
+
+
 async def test_websocket_malformed_key_is_that_calls_error_and_the_connection_stays(server: AnvilServer) -> None:
     async with websockets.connect(server.ws_url("once")) as socket:
         await socket.send(json.dumps({"type": "HELLO", "session": None, "client": "browser"}))
@@ -388,9 +407,12 @@ def test_session_keep_stores_the_session_and_hands_back_its_token(server: AnvilS
 
 
 # -- bounds ----------------------------------------------------------------------------------
-def test_many_distinct_keys_respect_idempotency_kept(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_many_distinct_keys_respect_idempotency_kept_and_big_outcomes_are_not_kept_whole(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     runs = tmp_path_factory.mktemp("kept") / "runs.txt"
-    with private_server(tmp_path_factory, "kept", write_apps(runs), "--AnvilApp.idempotency_kept=5") as small:
+    options = ("--AnvilApp.idempotency_kept=5", "--AnvilApp.idempotency_max_bytes=500")
+    with private_server(tmp_path_factory, "kept", write_apps(runs), *options) as small:
         small.wait_until_loaded(("once",))
         token = session_token(small)
         keys = [key() for _ in range(15)]
@@ -402,10 +424,33 @@ def test_many_distinct_keys_respect_idempotency_kept(tmp_path_factory: pytest.Te
                     headers={SESSION: token, KEY: each},
                 )
                 assert response.status_code == 200
+        assert stored_keys(small) <= 5
         newest = post(small, "bump", "k14", **{SESSION: token, KEY: keys[-1]})
         assert newest.headers.get(REPLAYED) == "true"
         oldest = post(small, "bump", "k0", **{SESSION: token, KEY: keys[0]})
         assert REPLAYED not in oldest.headers and runs_of(runs, "k0") == 2  # dropped: it ran anew
+
+        # an outcome over idempotency_max_bytes: the live caller gets it whole, a replay an error
+        big = key()
+        live = post(small, "picture", "big", **{SESSION: token, KEY: big})
+        assert live.status_code == 200 and live.json()["objects"][0]["base64"]
+        replay = post(small, "picture", "big", **{SESSION: token, KEY: big})
+        assert replay.status_code == 500 and replay.headers[REPLAYED] == "true"
+        assert replay.json()["error"] == {
+            "type": "anvil.server.InternalError",
+            "message": "This call ran, but its result was too large to keep for a replay",
+            "trace": [],
+        }
+        assert runs_of(runs, "big") == 1
+
+
+def stored_keys(server: AnvilServer) -> int:
+    database = server.workdir / "jupyter_data_dir" / "jupyter_anvil" / "anvil.db"
+    db = sqlite3.connect(database, timeout=5)
+    try:
+        return int(db.execute("SELECT count(*) FROM anvil_idempotency").fetchone()[0])
+    finally:
+        db.close()
 
 
 def test_expired_outcomes_run_again(tmp_path_factory: pytest.TempPathFactory) -> None:

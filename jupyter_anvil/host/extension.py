@@ -223,6 +223,10 @@ class AnvilApp(ExtensionApp):
     idempotency_kept = Int(
         100_000, help="Idempotency keys kept per app; past it the oldest finished ones are dropped first."
     ).tag(config=True)
+    idempotency_total_bytes = Int(
+        1024 * 1024 * 1024,
+        help="Bytes of kept outcomes per app, all together; past it the oldest finished ones are dropped first.",
+    ).tag(config=True)
 
     shared_cookie_domain = Unicode(
         "", help="Parent domain of server.cookies.shared (e.g. example.com); default: this host only."
@@ -367,12 +371,17 @@ class AnvilApp(ExtensionApp):
     def _idempotency_limits(self) -> IdempotencyLimits:
         """The bounds of kept outcomes; a negative one stops the server, said plainly (a
         traitlets validator would only unlink the extension, leaving a server with no apps)."""
-        for name in ("idempotency_hours", "idempotency_max_bytes", "idempotency_kept"):
+        for name in ("idempotency_hours", "idempotency_max_bytes", "idempotency_kept", "idempotency_total_bytes"):
             value = getattr(self, name)
             if value < 0 or value != value:  # NaN too
                 print(f"{PREFIX} --AnvilApp.{name} cannot be negative (got {value})", file=sys.stderr, flush=True)
                 raise SystemExit(2)
-        return IdempotencyLimits(self.idempotency_hours * 3600, self.idempotency_max_bytes, self.idempotency_kept)
+        return IdempotencyLimits(
+            self.idempotency_hours * 3600,
+            self.idempotency_max_bytes,
+            self.idempotency_kept,
+            self.idempotency_total_bytes,
+        )
 
     def _env_service(self) -> EnvService:
         """The environments' service; options it cannot use stop the server, said plainly."""

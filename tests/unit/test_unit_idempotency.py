@@ -4,7 +4,10 @@ abandoned claims, expiry and bounds, and the encoding of an outcome."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +22,27 @@ from jupyter_anvil.host.store import Store
 from jupyter_anvil.host.store.tables import idempotency, servers
 
 SCOPE = Scope("app", "session-1", "key-0001")
+#: a PostgreSQL database these tests may wipe (issue 20 runs the store there too)
+POSTGRES_URL = os.environ.get("ANVIL_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A real store at this release's schema: SQLite in a temporary folder, and PostgreSQL
+    where ANVIL_TEST_POSTGRES_URL names one (its keys and servers wiped first)."""
+    if request.param == "postgresql":
+        if not POSTGRES_URL:
+            pytest.skip("set ANVIL_TEST_POSTGRES_URL to a database this test may wipe")
+        db = Store(POSTGRES_URL)
+        db.create_schema()
+        with db.engine.begin() as connection:
+            connection.execute(idempotency.delete())
+            connection.execute(servers.delete())
+    else:
+        db = Store(f"sqlite:///{tmp_path / 'anvil.db'}")
+        db.create_schema()
+    yield db
+    db.close()
 
 
 class Counter:
@@ -220,6 +244,16 @@ async def test_at_most_kept_keys_per_app_oldest_first(store: Store) -> None:
     assert [r["key"] for r in rows(store) if r["app"] == "other"] == ["key-0000"]
     await keys.tidy()
     assert len([r for r in rows(store) if r["app"] == "app"]) <= 5
+
+
+async def test_at_most_total_bytes_of_outcomes_per_app_oldest_first(store: Store) -> None:
+    keys = await service(store, total_bytes=1000)
+    call = Counter()  # each outcome is about 100 bytes
+    for n in range(30):
+        await keys.run_once(Scope("app", "s", f"key-{n:04d}"), call, 5)
+    kept = [r for r in rows(store) if r["app"] == "app"]
+    assert sum(int(r["size"]) for r in kept) <= 1000 + 200  # bounded (give or take the last one)
+    assert "key-0029" in {r["key"] for r in kept} and "key-0000" not in {r["key"] for r in kept}
 
 
 async def test_negative_limits_are_refused(store: Store) -> None:

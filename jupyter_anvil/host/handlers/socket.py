@@ -11,6 +11,10 @@ fresh session that is stored only once it holds something, and is answered with
 ``{"type": "SESSION", "session": token, "call": id}``, from which the client keeps the
 token (``"call"`` tells it from a HELLO's answer).
 
+A CALL may carry ``"idempotencyKey"`` (run at most once per session, see host/idempotency/):
+on a session not stored yet, the session is stored and its SESSION message sent before the
+call runs; a reply that is the stored outcome of an earlier run says ``"replayed": true``.
+
 Every CALL with an id gets exactly one reply, whatever it held. What a client can make
 the server hold is bounded: calls in flight and calls waiting for Media per connection,
 Media bytes per connection and across the server (:mod:`.socket_limits`), and replies

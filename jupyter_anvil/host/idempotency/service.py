@@ -12,8 +12,9 @@ key), and every later arrival of the key gets the first run's reply.
 * A claim left ``running`` by a server that is gone ends as ExecutionTerminatedError:
   the call may or may not have run, and it is never run a second time.
 
-Bounded: outcomes are kept ``keep_seconds`` after they finish, at most ``kept`` per app,
-each at most ``max_bytes`` (a bigger one is kept as an error saying so).
+Bounded: outcomes are kept ``keep_seconds`` after they finish, at most ``kept`` per app
+and ``total_bytes`` per app (the oldest go first), each at most ``max_bytes`` (a bigger one
+is kept as an error saying so).
 """
 
 from __future__ import annotations
@@ -79,21 +80,31 @@ class IdempotencyLimits:
     keep_seconds: float = 24 * 3600.0
     max_bytes: int = 16 * 1024 * 1024
     kept: int = 100_000
+    #: the bytes of one app's kept outcomes, all together
+    total_bytes: int = 1024 * 1024 * 1024
+
+
+@dataclass
+class _Usage:
+    """One app's rows and outcome bytes, as this server last counted them (plus its own
+    claims and outcomes since)."""
+
+    rows: int
+    bytes: int
 
 
 class Idempotency:
     """The keyed calls of this server: claims, waits, outcomes."""
 
     def __init__(self, store: Store, instances: ServerInstances, limits: IdempotencyLimits) -> None:
-        if limits.keep_seconds < 0 or limits.max_bytes < 0 or limits.kept < 0:
+        if min(limits.keep_seconds, limits.max_bytes, limits.kept, limits.total_bytes) < 0:
             raise ValueError("idempotency limits cannot be negative")
         self.rows = IdempotencyStore(store)
         self.instances = instances
         self.limits = limits
         #: the runs of this server, by key: waiters await them (None: released, claim again)
         self._running: dict[Scope, asyncio.Future[CallReply | None]] = {}
-        #: rows per app as this server last counted them (plus its own claims since)
-        self._counts: dict[str, int] = {}
+        self._usage: dict[str, _Usage] = {}
         self._pruner: asyncio.Task[None] | None = None
 
     @property
@@ -119,7 +130,7 @@ class Idempotency:
         removed = await self.rows.prune(time.time() - self.limits.keep_seconds, self.limits.kept)
         if removed:
             log.info("[jupyter-anvil] removed %d expired idempotency keys", removed)
-        self._counts.clear()
+        self._usage.clear()
         for owner in await self.rows.running_owners():
             if owner != self.server_id and await self.instances.is_gone(owner):
                 ended = await self.rows.settle_abandoned(owner, _terminated_blob())
@@ -166,20 +177,25 @@ class Idempotency:
     async def _claim(self, scope: Scope) -> bool:
         await self._make_room(scope.app)
         claimed = await self.rows.claim(scope, self.server_id)
-        if claimed:
-            self._counts[scope.app] = self._counts.get(scope.app, 0) + 1
+        usage = self._usage.get(scope.app)
+        if claimed and usage is not None:  # (a tidy may have dropped the counts meanwhile)
+            usage.rows += 1
         return claimed
 
     async def _make_room(self, app: str) -> None:
-        """At most ``kept`` keys per app: past it, the oldest finished ones go (a few at a
-        time, so a busy app does not prune on every call)."""
-        count = self._counts.get(app)
-        if count is None:
-            count = self._counts[app] = await self.rows.count(app)
-        if count >= self.limits.kept and self.limits.kept > 0:
-            target = self.limits.kept - max(1, self.limits.kept // 100)
-            await self.rows.trim(app, target)
-            self._counts[app] = await self.rows.count(app)
+        """At most ``kept`` keys and ``total_bytes`` of outcomes per app: past either, the
+        oldest finished ones go (1% more than needed, so a busy app does not prune on
+        every call)."""
+        usage = self._usage.get(app)
+        if usage is None:
+            usage = self._usage[app] = _Usage(*await self.rows.usage(app))
+        limits = self.limits
+        if usage.rows >= limits.kept > 0:
+            await self.rows.trim(app, limits.kept - max(1, limits.kept // 100))
+            usage.rows, usage.bytes = await self.rows.usage(app)
+        if usage.bytes > limits.total_bytes:
+            await self.rows.trim_bytes(app, limits.total_bytes - limits.total_bytes // 100)
+            usage.rows, usage.bytes = await self.rows.usage(app)
 
     async def _run_claimed(self, scope: Scope, run: Callable[[], Awaitable[Attempt]]) -> CallReply:
         future: asyncio.Future[CallReply | None] = asyncio.get_running_loop().create_future()
@@ -207,7 +223,9 @@ class Idempotency:
     async def _release(self, scope: Scope) -> None:
         try:
             await self.rows.release(scope, self.server_id)
-            self._counts[scope.app] = max(0, self._counts.get(scope.app, 1) - 1)
+            usage = self._usage.get(scope.app)
+            if usage is not None:
+                usage.rows = max(0, usage.rows - 1)
         except Exception:
             log.exception("[jupyter-anvil] could not release an idempotency key of app %s", scope.app)
 
@@ -229,6 +247,9 @@ class Idempotency:
 
     async def _store(self, scope: Scope, blob: bytes) -> None:
         try:
+            usage = self._usage.get(scope.app)
+            if usage is not None:
+                usage.bytes += len(blob)
             if not await self.rows.finish(scope, self.server_id, blob):
                 log.warning("[jupyter-anvil] an idempotency key of app %s was settled by another server", scope.app)
         except Exception:  # the caller still gets its reply; a replay waits, then retries

@@ -233,11 +233,46 @@ class IdempotencyStore:
 
         return await self.store.run(work)
 
-    async def count(self, app: str) -> int:
+    async def usage(self, app: str) -> tuple[int, int]:
+        """``app``'s rows and the bytes of their outcomes."""
+
+        def work() -> tuple[int, int]:
+            with self.store.engine.begin() as db:
+                query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(idempotency.c.size), 0)).where(
+                    idempotency.c.app == app
+                )
+                rows, size = db.execute(query).one()
+                return int(rows), int(size)
+
+        return await self.store.run(work)
+
+    async def trim_bytes(self, app: str, kept_bytes: int) -> int:
+        """Keep at most ``kept_bytes`` of ``app``'s outcomes: its oldest finished go first."""
+
         def work() -> int:
             with self.store.engine.begin() as db:
-                query = sa.select(sa.func.count()).select_from(idempotency).where(idempotency.c.app == app)
-                return int(db.execute(query).scalar_one())
+                total = db.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(idempotency.c.size), 0)).where(idempotency.c.app == app)
+                ).scalar_one()
+                excess = int(total) - kept_bytes
+                if excess <= 0:
+                    return 0
+                oldest = (
+                    sa.select(idempotency.c.finished, idempotency.c.size)
+                    .where(idempotency.c.app == app, idempotency.c.state == DONE)
+                    .order_by(idempotency.c.finished)
+                )
+                freed, cutoff = 0, None
+                for finished, size in db.execute(oldest):
+                    freed, cutoff = freed + int(size), finished
+                    if freed >= excess:
+                        break
+                if cutoff is None:
+                    return 0
+                statement = idempotency.delete().where(
+                    idempotency.c.app == app, idempotency.c.state == DONE, idempotency.c.finished <= cutoff
+                )
+                return int(db.execute(statement).rowcount)
 
         return await self.store.run(work)
 
