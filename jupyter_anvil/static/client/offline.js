@@ -13,7 +13,8 @@ import {AnvilError, AppOfflineError, RUNTIME_UNAVAILABLE, UNREACHABLE} from "./e
 
 const CHECK_TIMEOUT_MS = 3500; // the online check gives up after this long
 const CHECK_CACHE_MS = 5000; // a check's answer holds this long
-const POLL_OFFLINE_MS = 3000; // while offline, ask the server this often
+const POLL_FIRST_MS = 3000; // while offline, ask the server after this long,
+const POLL_MAX_MS = 15000; // then less and less often, down to this
 const EVENTS = ["online", "offline", "queue"];
 
 // The client's modules, which a page that enables offline use needs to load offline.
@@ -34,6 +35,7 @@ export class OnlineState {
     this._checkedAt = 0; // when the state was last confirmed (performance.now())
     this._checking = null; // the check in flight
     this._poll = null;
+    this._pollDelay = POLL_FIRST_MS;
     this._listeners = new Map(EVENTS.map((e) => [e, new Set()]));
     this._offlineHooks = new Set(); // called (synchronously) when the browser goes offline
     if (typeof globalThis.addEventListener === "function") {
@@ -60,6 +62,7 @@ export class OnlineState {
     if (!EVENTS.includes(event)) throw new TypeError(`unknown event ${JSON.stringify(event)}: one of ${EVENTS.join(", ")}`);
     if (typeof fn !== "function") throw new TypeError(`server.on("${event}", fn) needs a function`);
     this._listeners.get(event).add(fn);
+    if (event === "online" && !this._online && this._poll === null) this._schedulePoll();
     return () => this.off(event, fn);
   }
 
@@ -83,6 +86,7 @@ export class OnlineState {
     if (online) {
       clearTimeout(this._poll);
       this._poll = null;
+      this._pollDelay = POLL_FIRST_MS;
     } else if (this._poll === null && this._listeners.get("online").size > 0) {
       this._schedulePoll(); // someone waits for "online" (the call queue does)
     }
@@ -97,7 +101,8 @@ export class OnlineState {
       if (this._online) return;
       const online = await this.check(true);
       if (!online && this._poll === null) this._schedulePoll();
-    }, POLL_OFFLINE_MS);
+    }, this._pollDelay);
+    this._pollDelay = Math.min(this._pollDelay * 2, POLL_MAX_MS);
   }
 
   /** Ask the server whether the app is reachable (cached for a few seconds unless `fresh`). */
