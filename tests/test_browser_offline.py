@@ -211,6 +211,9 @@ def test_enable_offline_loads_the_app_with_no_connection(site: OfflineSite, cont
         """,
         site.app_url(),
     )
+    tab.reload()
+    # a page the worker controls registers again at once (its files went through the worker)
+    assert tab.run("const reg = await server.enableOffline(); return reg.active.state;") == "activated"
     site.cut(context)
     tab.reload()  # from the worker's cache: the page, its CSS, its module, the client
     assert page_state(tab) == {"title": f"{APP} v1", "color": "rgb(1, 2, 3)", "ready": "yes", "controlled": True}

@@ -163,9 +163,14 @@ export async function enableOffline(owner) {
     throw new AnvilError("anvil.server.OfflineUnavailableError",
       "Offline use needs service workers, which this page cannot use (it must be served over https or from localhost)");
   }
+  const controlled = container.controller;
   const scope = owner._appUrl("");
   const registration = await container.register(owner._appUrl("sw.js"), {scope: scope.href, updateViaCache: "none"});
   const worker = await activeWorker(registration);
+  // A page the worker controlled as it called (loaded through it, or kept by an earlier
+  // call): what it loaded is kept. (A first registration's clients.claim() makes the page
+  // controlled too, but its files were loaded without the worker: those are sent below.)
+  if (controlled && controlled.scriptURL === worker.scriptURL) return registration;
   const clientBase = new URL("..", import.meta.url); // {base}anvil/
   const urls = [
     globalThis.location?.href,
