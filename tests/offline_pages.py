@@ -186,6 +186,19 @@ class Tab:
         }}"""
         return self.page.evaluate(script, arg)
 
+    def wait_until(self, expression: str, timeout_ms: int = 20_000) -> None:
+        """Wait until the async JS `expression` (awaited; the client's exports in scope) is
+        true: page.wait_for_function does not await a promise."""
+        self.run(
+            f"""
+            const deadline = performance.now() + {timeout_ms};
+            while (!(await ({expression}))) {{
+                if (performance.now() > deadline) throw new Error({json.dumps("timed out waiting for " + expression)});
+                await new Promise((r) => setTimeout(r, 50));
+            }}
+            """
+        )
+
     def posts(self, function: str, answered: bool = True) -> list[Any]:
         """The calls of `function` this tab sent (and got an answer to, unless not `answered`)."""
         requests = self.finished if answered else self.requests

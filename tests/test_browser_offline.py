@@ -126,7 +126,8 @@ def test_online_state_and_events_follow_the_connection(site: OfflineSite, contex
             """
         window.seen = [];
         window.unsubscribe = server.on("offline", () => seen.push("offline"));
-        server.on("online", () => seen.push("online"));
+        window.onOnline = () => seen.push("online");
+        server.on("online", onOnline);
         return await server.isAppOnline();
         """
         )
@@ -153,10 +154,13 @@ def test_online_state_and_events_follow_the_connection(site: OfflineSite, contex
     tab.page.wait_for_function("seen.length >= 4", timeout=15_000)
     assert tab.run("unsubscribe(); return [...seen];") == ["offline", "online", "offline", "online"]
     site.cut(context)
-    tab.page.wait_for_function("appServer.isAppOnline().then((online) => !online)")
+    tab.wait_until("server.isAppOnline().then((online) => !online)")
     # unsubscribed: no new "offline"
     assert tab.run("return [...seen];") == ["offline", "online", "offline", "online"]
+    tab.run("server.off('online', onOnline);")
     site.restore(context)
+    tab.wait_until("server.isAppOnline()")
+    assert tab.run("return [...seen];") == ["offline", "online", "offline", "online"]
 
 
 def test_the_online_check_is_cheap_and_not_cached(site: OfflineSite, context: Any) -> None:

@@ -329,7 +329,7 @@ def test_a_queued_call_survives_a_browser_restart(site: OfflineSite, browser: An
     try:
         tab = Tab(second, site.app_url())  # the page loads, and sends what waited
         wait_for(lambda: lines_of(trace) == ["a", "b"], what="the queued calls to run")
-        tab.page.wait_for_function("appServer.queuedCalls().then((w) => w.length === 0)")
+        tab.wait_until("server.queuedCalls().then((w) => w.length === 0)")
         kept = tab.run("const d = await localStore('kept').get('k'); return [isAnvilDate(d), d.getDate()];")
         assert kept == [True, 6]
     finally:
