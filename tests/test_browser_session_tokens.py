@@ -78,8 +78,9 @@ def restart(server: AnvilServer) -> None:
 
 
 def page_errors(tab: Tab) -> list[str]:
-    # while the server is down, the browser logs its failed reconnects: not the page's fault
-    return [e for e in tab.errors if "WebSocket" not in e]
+    # while the server is down, the browser logs its failed reconnects and the client's
+    # checks whether the app is online again: not the page's fault
+    return [e for e in tab.errors if "WebSocket" not in e and "net::ERR_CONNECTION_REFUSED" not in e]
 
 
 CALLS = """

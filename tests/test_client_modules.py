@@ -18,14 +18,18 @@ import jupyter_anvil
 STATIC = Path(jupyter_anvil.__file__).resolve().parent / "static"
 #: a static or dynamic import of another module by a relative URL
 RELATIVE_IMPORT = re.compile(r"""(?:from|import)\s*\(?\s*["'](\.{1,2}/[^"']+)["']""")
-#: what client.js exported before it was split into modules: pages import these names
+#: what client.js exports (what it exported before it was split into modules, and the
+#: offline API of issue 18): pages import these names
 EXPORTS = [
     "AnvilError",
     "AnvilServer",
+    "AppOfflineError",
+    "QueuedCall",
     "Task",
     "anvilDate",
     "isAnvilDate",
     "kwargs",
+    "localStore",
     "portable",
     "portableTypeName",
     "server",

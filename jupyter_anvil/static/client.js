@@ -11,6 +11,9 @@
 //   session.js    the window's session token per app, expiry, reset; cookie changes
 //   transport.js  the WebSocket (reconnects, Media chunks) and the HTTP fallback
 //   tasks.js      Task objects for background tasks
+//   offline.js    the online state and its events, the app's service worker (enableOffline)
+//   store.js      the app's IndexedDB database: localStore(name) and the queue's records
+//   queue.js      queued calls (callQueued): kept, replayed in order, run exactly once
 //   server.js     AnvilServer and `server`, which put the above together
 // They import one another by relative URL, so they work under any base_url and when a
 // page of another origin imports this file.
@@ -40,8 +43,16 @@
 // server.launch_background_task). The client decodes it as a `Task` object whose async
 // methods (getState, isCompleted, getReturnValue, ...) ask the server about it; passed back
 // to a server function it arrives as the same Task. Browsers cannot launch or kill tasks.
+//
+// Offline: with no connection a call rejects at once with AppOfflineError.
+// `server.isAppOnline()`, `server.on("online" | "offline", fn)` follow the state;
+// `server.enableOffline()` registers the app's service worker (anvil/apps/<app>/sw.js) so
+// the app's pages load offline; `localStore(name)` keeps values in the browser;
+// `server.callQueued(name, ...args)` keeps a call until it can be sent and runs it exactly
+// once (an idempotency key), `server.queuedCalls()` lists those waiting.
 
-export {AnvilError} from "./client/errors.js";
+export {AnvilError, AppOfflineError} from "./client/errors.js";
 export {anvilDate, isAnvilDate, kwargs, portable, portableTypeName} from "./client/codec.js";
 export {Task} from "./client/tasks.js"; // also teaches the codec the Task value type
-export {AnvilServer, server} from "./client/server.js";
+export {AnvilServer, localStore, server} from "./client/server.js";
+export {QueuedCall} from "./client/queue.js";

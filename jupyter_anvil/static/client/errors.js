@@ -4,6 +4,8 @@
 
 export const SESSION_EXPIRED = "anvil.server.SessionExpiredError";
 export const TASK_ERROR = "anvil.server.BackgroundTaskError";
+export const APP_OFFLINE = "anvil.server.AppOfflineError";
+export const RUNTIME_UNAVAILABLE = "anvil.server.RuntimeUnavailableError";
 
 /** An error from the server (or from reaching it). `type` is the Anvil error name,
  * e.g. "ValueError", "anvil.server.NoServerFunctionError",
@@ -17,6 +19,15 @@ export class AnvilError extends Error {
   }
 }
 
+/** The server cannot be reached: the device is offline, or the server is down (Anvil's
+ * anvil.server.AppOfflineError; the server itself never sends it). */
+export class AppOfflineError extends AnvilError {
+  constructor(message = "The app is offline: could not reach the server") {
+    super(APP_OFFLINE, message);
+    this.name = "AppOfflineError";
+  }
+}
+
 /** The server answered, but not with anything the client understands. */
 export function invalidResponse(detail) {
   return new AnvilError("anvil.server.InvalidResponseError", `Invalid response from the server: ${detail}`);
@@ -24,11 +35,34 @@ export function invalidResponse(detail) {
 
 /** The socket a call was sent on closed before the call was answered. */
 export function connectionLost() {
-  return new AnvilError("anvil.server.RuntimeUnavailableError", "Connection to the server was lost");
+  return new AnvilError(RUNTIME_UNAVAILABLE, LOST);
 }
 
 
 /** The error a call gets when the server says the window's session has expired. */
 export function sessionExpiredError(error) {
   return new AnvilError(SESSION_EXPIRED, error?.message ?? "Session expired", error ?? undefined);
+}
+
+const LOST = "Connection to the server was lost";
+// The server's answers to a keyed call that mean "it did not run to an answer yet; send it
+// again later" (host/idempotency/service.py).
+export const STILL_RUNNING = "This call is still running on the server";
+const NOT_RECORDED = "The server could not record this call's key";
+// A fetch that failed although the server answers a probe: a connection cut mid-call, or
+// a page of another origin the app does not list (offline.js)
+export const UNREACHABLE = "Could not reach the server";
+
+/** Whether `error` says the call may not have run to an answer the client got, so that
+ * sending it again (with its idempotency key) is safe and useful: no connection, a
+ * connection lost or cut, the server's "still running, try again shortly", or a key the
+ * server could not record (it did not run the call). */
+export function isRetryable(error) {
+  if (!(error instanceof AnvilError)) return false;
+  if (error.type === APP_OFFLINE) return true;
+  const message = error.message ?? "";
+  if (error.type === RUNTIME_UNAVAILABLE) {
+    return message === LOST || message.startsWith(STILL_RUNNING) || message.startsWith(UNREACHABLE);
+  }
+  return error.type === "anvil.server.InternalError" && message.startsWith(NOT_RECORDED);
 }

@@ -8,8 +8,11 @@
 // proxy).
 
 import {encodeCall} from "./codec.js";
-import {AnvilError, connectionLost, TASK_ERROR} from "./errors.js";
+import {AnvilError, AppOfflineError, connectionLost, TASK_ERROR} from "./errors.js";
+import {enableOffline, OnlineState} from "./offline.js";
+import {CallQueue} from "./queue.js";
 import {sessionFor, startNewSession} from "./session.js";
+import {LocalStore} from "./store.js";
 import {callOverHttp, SocketTransport} from "./transport.js";
 
 const ANVIL_BASE = new URL("..", import.meta.url); // {base}anvil/
@@ -30,7 +33,9 @@ export class AnvilServer {
   constructor(options = {}) {
     this._app = null;
     this._mode = "auto"; // "auto" | "websocket" | "http"
+    this._onlineState = new OnlineState(this);
     this._sockets = new SocketTransport(this);
+    this._queues = new Map(); // app URL -> CallQueue
     this._lastTransport = null;
     /** How many calls went over each transport (handy in tests and debugging). */
     this.stats = {websocket: 0, http: 0};
@@ -129,10 +134,89 @@ export class AnvilServer {
       this._lastTransport = "websocket";
       return this._sockets.call(ws, name, json, objects, media, bytes);
     }
-    if (this._mode === "websocket") throw connectionLost();
+    if (this._mode === "websocket") {
+      throw (await this._onlineState.check(true)) ? connectionLost() : new AppOfflineError();
+    }
     this.stats.http += 1;
     this._lastTransport = "http";
     return callOverHttp(this, name, json, objects, media, bytes);
+  }
+
+  // -- offline -------------------------------------------------------------------------
+
+  /** Whether the app's server can be reached now: asks it (a cheap GET with a short
+   * timeout), unless a recent answer or event says already. Resolves to a boolean. */
+  isAppOnline() {
+    return this._onlineState.check();
+  }
+
+  /** `fn()` on each change of the online state ("online", "offline"), or `fn(count)` when
+   * the number of queued calls waiting changes ("queue"; the first listener also hears the
+   * count there is). Returns a function that removes it. */
+  on(event, fn) {
+    const off = this._onlineState.on(event, fn);
+    if (event === "queue") {
+      let queue = null;
+      try {
+        queue = this._queue();
+      } catch { /* no app known yet: counts come once the page queues a call */ }
+      queue?._countChanged();
+    }
+    return off;
+  }
+
+  off(event, fn) {
+    this._onlineState.off(event, fn);
+  }
+
+  /** Register the app's service worker, so the app's pages (visited once online), their
+   * files and this client load with no connection. Resolves to the registration once it
+   * is active and has kept this page; rejects where service workers are unavailable. */
+  enableOffline() {
+    return enableOffline(this);
+  }
+
+  _queue() {
+    const url = this._appUrl("").href;
+    let queue = this._queues.get(url);
+    if (!queue) {
+      queue = new CallQueue(this);
+      this._queues.set(url, queue);
+    }
+    return queue;
+  }
+
+  /** Record a call of server function `name` durably and send it as soon as the app is
+   * online (at once, if it is), exactly once. Resolves to a QueuedCall: `id`, `state`,
+   * `result` (a Promise of the server's answer), `cancel()`. */
+  callQueued(name, ...args) {
+    return this._queue().add(name, args);
+  }
+
+  /** The queued calls still waiting (queued or being sent), oldest first. */
+  queuedCalls() {
+    return this._queue().waiting();
+  }
+
+  /** Send the queued calls now (they are also sent on load and when the app comes online). */
+  syncQueued() {
+    return this._queue().replay();
+  }
+
+  /** A page that was closed with calls still queued sends them when it loads again. */
+  async _resumeQueue() {
+    let url;
+    try {
+      url = this._appUrl("").href;
+    } catch {
+      return; // no app known (yet): the queue starts on the page's first queued call
+    }
+    // Only open the app's database if a page made one (indexedDB.databases(): Chromium, Firefox, Safari).
+    const known = await globalThis.indexedDB?.databases?.().catch(() => null);
+    if (!known || !known.some((db) => db.name === `jupyter-anvil:${url}`)) return;
+    const queue = this._queue(); // from now on it replays whenever the app comes online
+    // (a page loaded offline from the service worker may think it is online: ask)
+    if (await this._onlineState.check(true)) await queue.replay();
   }
 
   /** Refused, as in Anvil: background tasks are launched by server code (a server
@@ -155,3 +239,12 @@ export class AnvilServer {
 
 /** The server functions of the app this page belongs to. */
 export const server = new AnvilServer();
+setTimeout(() => { server._resumeQueue(); }, 0);
+
+/** A named store of values kept in this browser for the app (IndexedDB): async `get(key)`
+ * (undefined when missing), `set(key, value)`, `delete(key)`, `keys()`, `clear()`. Keys are
+ * strings; values are what server calls carry (dates, big ints, Blobs, portable objects,
+ * lists and objects of them). `owner`: the AnvilServer whose app it belongs to. */
+export function localStore(name, owner = server) {
+  return new LocalStore(owner, name);
+}

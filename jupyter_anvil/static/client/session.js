@@ -69,6 +69,12 @@ export function markExpired(state, sent, error) {
   try {
     storage()?.removeItem(state.key);
   } catch { /* nothing stored */ }
+  notifyExpired(state, error);
+}
+
+/** Call the window's onSessionExpired listeners (markExpired does; so does the call queue
+ * when a call recorded in an older session finds it expired). */
+export function notifyExpired(state, error) {
   for (const listener of [...state.listeners]) {
     try {
       listener(error);

@@ -7,7 +7,9 @@
 // sends it and settles it.
 
 import {bytesToBase64, base64ToBytes, decodeMessage, isDataMedia, newId} from "./codec.js";
-import {AnvilError, connectionLost, invalidResponse, SESSION_EXPIRED, sessionExpiredError} from "./errors.js";
+import {
+  AnvilError, AppOfflineError, connectionLost, invalidResponse, SESSION_EXPIRED, sessionExpiredError,
+} from "./errors.js";
 import {
   adoptToken, cookieGeneration, cookiesChanged, isCurrent, markExpired, sessionNow, storeCookies,
 } from "./session.js";
@@ -17,6 +19,8 @@ const CONNECT_TIMEOUT_MS = 5000; // a socket not open by then counts as failed
 const RETRY_FIRST_MS = 250;
 const RETRY_MAX_MS = 30000;
 const COOKIES_HEADER = "X-Anvil-Cookies"; // "changed" on an HTTP reply whose call changed cookies
+const KEY_HEADER = "Idempotency-Key"; // a queued call's key: the server runs it at most once
+const GATEWAY_DOWN = [502, 503, 504]; // a proxy in front of a server that is not there
 
 /** The WebSocket of one AnvilServer and the calls in flight on it. The `owner` gives
  * the app's URLs (`_appUrl(rest)`), the window's session (`_session()`) and the
@@ -36,6 +40,23 @@ export class SocketTransport {
     this._socketSessions = new WeakMap();
     this._socketCookies = new WeakMap(); // socket -> the cookieGeneration it has seen
     this._retiring = new Set(); // replaced sockets, closed once their calls are answered
+    // The browser went offline: a socket that still looks open would swallow calls until
+    // TCP gives up, so it goes now, and its calls reject with AppOfflineError.
+    owner._onlineState.onBrowserOffline(() => this._dropForOffline());
+  }
+
+  _dropForOffline() {
+    const sockets = [this._ws, this._opening?.ws, ...this._retiring].filter(Boolean);
+    if (sockets.length === 0) return;
+    for (const [id, call] of this._pending) {
+      this._pending.delete(id);
+      call.reject(new AppOfflineError("The app went offline while the call was in flight"));
+    }
+    this._ws = null;
+    this._opening = null;
+    this._retiring.clear();
+    for (const ws of sockets) ws.close(1000);
+    // No reconnecting while offline: the next call opens a socket again.
   }
 
   /** The open socket, if any. */
@@ -70,6 +91,9 @@ export class SocketTransport {
     if (this.connected && this._socketCookies.get(this._ws) !== cookieGeneration) this._retire(this._ws);
     if (this.connected) return this._ws;
     if (this._opening) return this._opening.promise;
+    // Known to be offline: HTTP fails (or, back online, succeeds) at once, where a socket
+    // would take its connect timeout to fail.
+    if (this._owner._mode === "auto" && !this._owner._onlineState.online) return null;
     // Between retries, auto mode uses HTTP rather than making the caller wait.
     if (this._retryTimer !== null && this._owner._mode === "auto") return null;
     clearTimeout(this._retryTimer);
@@ -104,6 +128,7 @@ export class SocketTransport {
         this._socketSessions.set(ws, {presented: undefined, hellos: [], answered: undefined});
         this._socketCookies.set(ws, cookieGeneration);
         this._hello(ws); // always the first message on a connection
+        this._owner._onlineState.set(true);
         resolve(ws);
       };
       ws.onclose = () => {
@@ -111,6 +136,8 @@ export class SocketTransport {
         // Only the socket we were using (or opening) going away calls for a reconnect;
         // one we replaced or closed on purpose does not.
         const current = this._ws === ws || this._opening?.ws === ws;
+        // A socket that never opened: offline, or only the socket refused? Ask.
+        if (this._opening?.ws === ws) this._owner._onlineState.check(true);
         if (this._opening?.ws === ws) this._opening = null;
         if (this._ws === ws) this._ws = null;
         resolve(null); // no-op if it had opened
@@ -312,12 +339,51 @@ export class SocketTransport {
 /** Send a call of `owner` (an AnvilServer) as an HTTP POST; resolves to its decoded
  * return value. */
 export async function callOverHttp(owner, name, json, objects, media, bytes) {
+  const {reply} = await postCall(owner, name, json, objects, media, bytes);
+  return decodeHttpReply(reply, owner);
+}
+
+/** The return value in an HTTP call's reply (Media inline as base64). */
+export function decodeHttpReply(reply, owner) {
+  try {
+    return decodeMessage(reply, (d) => {
+      if (typeof d.base64 !== "string") throw new Error(`Media ${d.id} has no bytes`);
+      return [base64ToBytes(d.base64)];
+    }, owner).response;
+  } catch (error) {
+    throw invalidResponse(error.message);
+  }
+}
+
+// HTTP calls in flight, aborted when the browser goes offline (they would hang until TCP
+// gives up): owner -> Set of AbortControllers
+const inFlight = new WeakMap();
+
+function abortOnOffline(owner, controller) {
+  let set = inFlight.get(owner);
+  if (!set) {
+    set = new Set();
+    inFlight.set(owner, set);
+    owner._onlineState.onBrowserOffline(() => { for (const c of set) c.abort(); });
+  }
+  set.add(controller);
+  return () => set.delete(controller);
+}
+
+/** POST a call; resolves to {reply, response} with the reply's JSON as received (values
+ * not decoded), or rejects with an AnvilError (AppOfflineError when the server cannot be
+ * reached). Options: `sent` ({token, epoch}: the session to present; default the
+ * window's) and `key` (an idempotency key). */
+export async function postCall(owner, name, json, objects, media, bytes, {sent, key} = {}) {
   // No binary frames over HTTP: Media bytes ride inline as base64.
   media.forEach((m, i) => { m.descriptor.base64 = bytesToBase64(bytes[i]); });
   const state = owner._session();
-  const sent = sessionNow(state);
+  sent = sent ?? sessionNow(state);
   const headers = {"Content-Type": "application/json", "X-Anvil-Client": "browser"};
   if (sent.token !== null) headers["X-Anvil-Session"] = sent.token;
+  if (key) headers[KEY_HEADER] = key;
+  const controller = new AbortController();
+  const forget = abortOnOffline(owner, controller);
   let response;
   try {
     response = await fetch(owner._appUrl(`_/call/${encodeURIComponent(name)}`), {
@@ -325,10 +391,12 @@ export async function callOverHttp(owner, name, json, objects, media, bytes) {
       headers,
       body: JSON.stringify({...json, objects}),
       credentials: "same-origin", // cookies go with the call, to this origin only
+      signal: controller.signal,
     });
   } catch (error) {
-    throw new AnvilError("anvil.server.RuntimeUnavailableError", `Could not reach the server: ${error.message}`);
+    throw await owner._onlineState.failedFetch(error);
   } finally {
+    forget();
     media.forEach((m) => { delete m.descriptor.base64; });
   }
   const given = response.headers.get("X-Anvil-Session");
@@ -340,8 +408,13 @@ export async function callOverHttp(owner, name, json, objects, media, bytes) {
   try {
     reply = await response.json();
   } catch {
+    if (GATEWAY_DOWN.includes(response.status)) {
+      owner._onlineState.set(false);
+      throw new AppOfflineError(`The app is offline: HTTP ${response.status} ${response.statusText}`);
+    }
     throw invalidResponse(`HTTP ${response.status} ${response.statusText}`);
   }
+  owner._onlineState.set(true);
   if (reply?.error) {
     const error = new AnvilError(reply.error.type, reply.error.message, reply.error);
     if (error.type === SESSION_EXPIRED) markExpired(state, sent, error);
@@ -350,12 +423,5 @@ export async function callOverHttp(owner, name, json, objects, media, bytes) {
   if (!response.ok || reply === null || typeof reply !== "object" || !("response" in reply)) {
     throw invalidResponse(`HTTP ${response.status}`);
   }
-  try {
-    return decodeMessage(reply, (d) => {
-      if (typeof d.base64 !== "string") throw new Error(`Media ${d.id} has no bytes`);
-      return [base64ToBytes(d.base64)];
-    }, owner).response;
-  } catch (error) {
-    throw invalidResponse(error.message);
-  }
+  return {reply, response};
 }
