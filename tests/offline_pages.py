@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AnvilServer, private_server, record_page
+from conftest import TIMEZONE, AnvilServer, private_server, record_page
 from notebook_files import write_notebook
 from tcp_forwarder import Forwarder
 
@@ -105,6 +105,19 @@ class OfflineSite:
     def restore(self, context: Any) -> None:
         self.forwarder.start()
         context.set_offline(False)
+
+
+@contextmanager
+def browser_context(browser: Any, forwarder: Forwarder) -> Iterator[Any]:
+    """A fresh browser context (the tests' time zone, 20 s timeouts); closed after, with the
+    forwarder restored for the next test (one that failed with the connection cut)."""
+    context = browser.new_context(timezone_id=TIMEZONE, locale="en-US")
+    context.set_default_timeout(20_000)
+    try:
+        yield context
+    finally:
+        context.close()
+        forwarder.start()
 
 
 @contextmanager

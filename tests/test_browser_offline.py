@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import NEEDS_CHROMIUM, TIMEZONE
-from offline_pages import APP, OTHER_APP, PAGE, OfflineSite, Tab, offline_site
+from conftest import NEEDS_CHROMIUM
+from offline_pages import APP, OTHER_APP, PAGE, OfflineSite, Tab, browser_context, offline_site
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -34,11 +34,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineSite]:
 
 @pytest.fixture
 def context(browser: Any, site: OfflineSite) -> Iterator[Any]:
-    context = browser.new_context(timezone_id=TIMEZONE, locale="en-US")
-    context.set_default_timeout(20_000)
-    yield context
-    context.close()
-    site.forwarder.start()  # a test that failed with the connection cut leaves it restored
+    with browser_context(browser, site.forwarder) as context:
+        yield context
 
 
 # -- the worker's route (no browser) --------------------------------------------------------

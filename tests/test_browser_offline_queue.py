@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, TIMEZONE
-from offline_pages import BOGUS_TOKEN, OfflineSite, Tab, lines_of, offline_site, wait_for
+from offline_pages import BOGUS_TOKEN, OfflineSite, Tab, browser_context, lines_of, offline_site, wait_for
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -31,11 +31,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineSite]:
 
 @pytest.fixture
 def context(browser: Any, site: OfflineSite) -> Iterator[Any]:
-    context = browser.new_context(timezone_id=TIMEZONE, locale="en-US")
-    context.set_default_timeout(20_000)
-    yield context
-    context.close()
-    site.forwarder.start()
+    with browser_context(browser, site.forwarder) as context:
+        yield context
 
 
 def offline_tab(site: OfflineSite, context: Any) -> Tab:

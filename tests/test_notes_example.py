@@ -9,6 +9,7 @@ worker's fetches)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import NEEDS_CHROMIUM, TIMEZONE, AnvilServer, private_server, record_page
+from conftest import NEEDS_CHROMIUM, AnvilServer, private_server, record_page
+from offline_pages import browser_context
 from tcp_forwarder import Forwarder
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -44,7 +46,7 @@ def stored_notes(server: AnvilServer) -> dict[str, tuple[str, bool, bool]]:
     path = server.root / ".notes.sqlite3"
     if not path.exists():
         return {}
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         rows = db.execute("SELECT id, text, done, deleted FROM notes").fetchall()
     return {text: (note_id, bool(done), bool(deleted)) for note_id, text, done, deleted in rows}
 
@@ -52,9 +54,7 @@ def stored_notes(server: AnvilServer) -> dict[str, tuple[str, bool, bool]]:
 def test_the_notes_page_works_offline_and_syncs_when_back(server: AnvilServer, browser: Any) -> None:
     forwarder = Forwarder(server.port)
     forwarder.start()
-    context = browser.new_context(timezone_id=TIMEZONE, locale="en-US")
-    context.set_default_timeout(20_000)
-    try:
+    with browser_context(browser, forwarder) as context:
         page = context.new_page()
         _requests, _sockets, errors = record_page(page)
         url = f"{forwarder.url}anvil/apps/notes/"
@@ -113,6 +113,4 @@ def test_the_notes_page_works_offline_and_syncs_when_back(server: AnvilServer, b
         # what the browser logs for requests that found no server is expected; nothing else
         unexpected = [e for e in errors if "ERR_CONNECTION_REFUSED" not in e and "ERR_INTERNET_DISCONNECTED" not in e]
         assert not unexpected, errors
-    finally:
-        context.close()
-        forwarder.stop()
+    forwarder.stop()
