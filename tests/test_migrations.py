@@ -4,7 +4,6 @@ before Alembic, open with everything in them intact, at the head revision."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -293,15 +292,11 @@ def test_a_database_from_a_newer_release_is_refused_clearly(tmp_path: Path) -> N
     assert schema(path)[3] == "9999"
 
 
-# -- PostgreSQL, where an operator gives one (a database the test may wipe) ---------------------
-
-POSTGRES_URL = os.environ.get("ANVIL_TEST_POSTGRES_URL")
+# -- PostgreSQL (the test run's own cluster: tests/postgres.py) --------------------------------------
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="set ANVIL_TEST_POSTGRES_URL to a database this test may wipe")
-async def test_a_postgresql_database_of_the_release_before_issue_13_is_upgraded() -> None:
-    assert POSTGRES_URL is not None
-    engine = sa.create_engine(POSTGRES_URL)
+async def test_a_postgresql_database_of_the_release_before_issue_13_is_upgraded(postgres_url: str) -> None:
+    engine = sa.create_engine(postgres_url)
     with engine.begin() as db:
         for table in ("alembic_version", "anvil_servers", "anvil_log", "anvil_tasks", "anvil_sessions"):
             db.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
@@ -312,7 +307,7 @@ async def test_a_postgresql_database_of_the_release_before_issue_13_is_upgraded(
             [{"seq": 1}, {"seq": 7}],
         )
     engine.dispose()
-    store = Store(POSTGRES_URL)
+    store = Store(postgres_url)
     store.create_schema()
     try:
         store.create_schema()  # again: a no-op
