@@ -1,0 +1,87 @@
+"""What differs between SQLite and PostgreSQL, held alike by the store (each test runs on both):
+NUL characters (PostgreSQL's text cannot hold them), numbers the database gives, concurrent
+merges of one session from two servers, and reads of what another server wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from jupyter_anvil.host.logs import AppLog
+from jupyter_anvil.host.store import SessionRecord, Store, TaskRecord, TaskStore
+from jupyter_anvil.host.store.types import REPLACEMENT
+
+NUL_TEXT = "before\x00after"
+
+
+def stored_form(text: str, store: Store) -> str:
+    """``text`` as the store keeps it: PostgreSQL has U+FFFD where a NUL was."""
+    return text.replace("\x00", REPLACEMENT) if store.engine.dialect.name == "postgresql" else text
+
+
+async def test_nul_in_printed_output_and_the_log_is_kept_as_well_as_the_database_can(store: Store) -> None:
+    tasks = TaskStore(store)
+    await tasks.insert(TaskRecord(id="t1", app="app", name="job", status="running", launched=time.time()))
+    await tasks.append_output("t1", NUL_TEXT, 0)
+    await tasks.update("t1", {"status": "failed", "traceback": NUL_TEXT, "error": {"type": "E", "message": NUL_TEXT}})
+    record = await tasks.get("t1")
+    assert record is not None and record.status == "failed"
+    assert record.output == record.traceback == stored_form(NUL_TEXT, store)
+    assert record.error is not None and record.error["message"] == NUL_TEXT  # JSON text escapes it: exact
+    log = AppLog(store)
+    log.write("app", "f\x00n", "call\x00", "stdout", NUL_TEXT)
+    await log.flush()
+    (kept,) = await log.read("app")
+    assert kept["text"] == stored_form(NUL_TEXT, store) and kept["function"] == stored_form("f\x00n", store)
+
+
+async def test_a_query_with_a_nul_finds_nothing_instead_of_failing(store: Store) -> None:
+    tasks = TaskStore(store)
+    await tasks.insert(TaskRecord(id="t1", app="app", name="job", status="queued", launched=time.time()))
+    assert await tasks.list(app="app\x00") == []
+    assert await tasks.list(name="\x00") == []
+    assert await tasks.get("t1\x00") is None
+    assert await AppLog(store).read("\x00") == []
+    assert await store.load_session("\x00" * 64, 0) is None
+
+
+async def test_session_data_with_nul_round_trips_exactly(store: Store) -> None:
+    now = time.time()
+    data = {NUL_TEXT: {"v": NUL_TEXT, "objects": []}}
+    await store.insert_session(SessionRecord("h" * 64, "i" * 32, "app", "browser", data, now, now))
+    assert await store.save_session_changes("h" * 64, {"k\x00": {"v": 1, "objects": []}}, [], touch=True)
+    record = await store.load_session("h" * 64, 0)
+    assert record is not None and record.data == {**data, "k\x00": {"v": 1, "objects": []}}
+
+
+async def test_two_servers_merging_one_session_at_once_keep_every_key(store: Store) -> None:
+    # another Store over the same database is another server: its own thread and connections
+    other = Store(store.url)
+    try:
+        now = time.time()
+        await store.insert_session(SessionRecord("h" * 64, "i" * 32, "app", "browser", {}, now, now))
+        writes = [
+            (server.save_session_changes("h" * 64, {f"{name}{n}": {"v": n, "objects": []}}, [], touch=True))
+            for n in range(20)
+            for server, name in ((store, "a"), (other, "b"))
+        ]
+        assert all(await asyncio.gather(*writes))
+        record = await other.load_session("h" * 64, 0)
+        assert record is not None and len(record.data) == 40
+    finally:
+        other.close()
+
+
+async def test_log_numbers_come_from_the_database_across_servers(store: Store) -> None:
+    other = Store(store.url)
+    try:
+        one, two = AppLog(store), AppLog(other)
+        for n in range(5):
+            (one if n % 2 else two).write("app", "f", f"c{n}", "stdout", f"line {n}")
+            await one.flush()
+            await two.flush()
+        seqs = [r["seq"] for r in await one.read("app")]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 5
+        assert [r["text"] for r in await two.read("app", since=seqs[1])] == ["line 2", "line 3", "line 4"]
+    finally:
+        other.close()
