@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from .background import spawn
 from .store import Store, log_records
+from .store.numbering import numbered_in_commit_order
 
 if TYPE_CHECKING:
     from .api_types import LogRecord
@@ -147,6 +148,7 @@ class AppLog:
 
         def work() -> None:
             with self.store.engine.begin() as db:
+                numbered_in_commit_order(db, log_records)  # readers tail by seq: see numbering.py
                 db.execute(log_records.insert(), rows)
                 if prune:
                     for app in {r["app"] for r in rows}:

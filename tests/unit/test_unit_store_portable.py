@@ -5,7 +5,11 @@ merges of one session from two servers, and reads of what another server wrote."
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from typing import Any
+
+import sqlalchemy as sa
 
 from jupyter_anvil.host.logs import AppLog
 from jupyter_anvil.host.store import SessionRecord, Store, TaskRecord, TaskStore
@@ -85,3 +89,39 @@ async def test_log_numbers_come_from_the_database_across_servers(store: Store) -
         assert [r["text"] for r in await two.read("app", since=seqs[1])] == ["line 2", "line 3", "line 4"]
     finally:
         other.close()
+
+
+async def test_a_reader_tailing_the_log_misses_no_record_of_a_slower_writer(store: Store) -> None:
+    # server one takes its number first but commits last; server two writes meanwhile. A
+    # reader tailing by seq must still get both: numbers commit in the order they are given
+    slow, fast = Store(store.url), Store(store.url)
+    inserted = threading.Event()
+
+    @sa.event.listens_for(slow.engine, "after_cursor_execute")
+    def hold_the_transaction(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO anvil_log"):
+            inserted.set()
+            time.sleep(0.5)  # numbered, not yet committed
+
+    try:
+        one, two, reader = AppLog(slow), AppLog(fast), AppLog(store)
+        one.write("app", "f", "c1", "stdout", "from the slow server")
+        two.write("app", "f", "c2", "stdout", "from the fast server")
+        slow_flush = asyncio.ensure_future(one.flush())
+        await asyncio.get_running_loop().run_in_executor(None, inserted.wait, 5)
+        fast_flush = asyncio.ensure_future(two.flush())
+        seen: list[str] = []
+        since = 0
+        while True:
+            both_done = slow_flush.done() and fast_flush.done()
+            for record in await reader.read("app", since=since):
+                seen.append(record["text"])
+                since = record["seq"]
+            if both_done:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.gather(slow_flush, fast_flush)
+        assert sorted(seen) == ["from the fast server", "from the slow server"]
+    finally:
+        slow.close()
+        fast.close()

@@ -5,6 +5,7 @@ files.py       the database files and folder are the owner's alone
 urls.py        the databases it runs on (SQLite, PostgreSQL), URLs shown without passwords
 types.py       column types that behave alike on both
 engine.py      the engine (SQLite pragmas, PostgreSQL pool) and the thread blocking work runs on
+numbering.py   numbers readers tail by (the log) commit in the order they were given
 core.py        Store (the connection and the sessions) and SessionRecord
 tasks.py       TaskStore, the task records (TaskRecord, TaskSummary)
 migrate.py     Alembic at start-up, databases from before Alembic included
