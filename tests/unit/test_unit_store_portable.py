@@ -125,3 +125,19 @@ async def test_a_reader_tailing_the_log_misses_no_record_of_a_slower_writer(stor
     finally:
         slow.close()
         fast.close()
+
+
+async def test_names_longer_than_their_column_are_written_and_found_again(store: Store) -> None:
+    # PostgreSQL enforces VARCHAR(255) where SQLite does not; a notebook deep in folders
+    # has such a name: its records are kept and found by it on both
+    app = "deep." * 60  # 300 characters
+    tasks = TaskStore(store)
+    await tasks.insert(TaskRecord(id="t1", app=app, name="n" * 300, status="queued", launched=time.time()))
+    assert [t.id for t in await tasks.list(app=app)] == ["t1"]
+    log = AppLog(store)
+    log.write(app, "f", "c" * 100, "stdout", "kept")
+    await log.flush()
+    assert [r["text"] for r in await log.read(app)] == ["kept"]
+    now = time.time()
+    await store.insert_session(SessionRecord("h" * 64, "i" * 32, app, "x" * 40, {}, now, now))
+    assert await store.load_session("h" * 64, 0) is not None

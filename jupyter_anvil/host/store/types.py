@@ -5,8 +5,15 @@ PostgreSQL's text types cannot hold the NUL character (SQLite's can): an app tha
 fail the whole statement there, and a query with it (``?app=%00``) would be a 500 instead of
 no rows. On PostgreSQL these types put U+FFFD (the replacement character) where a NUL was,
 in what is written and in what is compared, so the statement runs and a query for a name
-with NUL finds nothing, as on SQLite. The DDL is that of ``sa.Text`` and ``sa.String``:
-no migration, and Alembic's comparison sees the same types.
+with NUL finds nothing, as on SQLite.
+
+PostgreSQL also enforces ``VARCHAR(n)`` (SQLite ignores the length): an app name or a
+task name longer than its column, from a notebook in a deep folder, would fail every
+statement that writes it. On PostgreSQL a ``String(n)`` value is cut to ``n`` characters,
+in writes and in comparisons alike, so what was written is found by the same long name.
+
+The DDL is that of ``sa.Text`` and ``sa.String``: no migration, and Alembic's comparison
+sees the same types.
 """
 
 from __future__ import annotations
@@ -37,10 +44,15 @@ class Text(sa.TypeDecorator[str]):
 
 
 class String(sa.TypeDecorator[str]):
-    """``sa.String(length)`` that stores NUL as U+FFFD where the database cannot hold NUL."""
+    """``sa.String(length)`` that stores NUL as U+FFFD, and cuts values to its length, where
+    the database would refuse them."""
 
     impl = sa.String
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        return _without_nul(value, dialect)
+        value = _without_nul(value, dialect)
+        length = getattr(self.impl, "length", None)
+        if isinstance(value, str) and length is not None and len(value) > length and dialect.name == "postgresql":
+            return value[:length]
+        return value
