@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import AnvilServer, free_port, private_server
 from notebook_files import write_notebook
-from postgres import PostgresCluster
+from pg_cluster import PostgresCluster
 
 from jupyter_anvil.host.store import Store, StoreError
 from jupyter_anvil.host.store.urls import database_url
