@@ -87,11 +87,14 @@ def test_a_server_on_postgresql_keeps_sessions_tasks_and_the_log_there(postgres_
     assert not (server.workdir / "jupyter_data_dir" / "jupyter_anvil" / "anvil.db").exists()
 
 
-def test_long_names_in_queries_are_no_rows_on_postgresql_too(postgres_server: AnvilServer) -> None:
+def test_long_names_and_big_numbers_in_queries_are_no_rows_on_postgresql_too(postgres_server: AnvilServer) -> None:
     # names longer than the column, or than PostgreSQL's index entries: no rows, as on SQLite
     for path, key in (("anvil/api/logs", "records"), ("anvil/api/tasks", "tasks")):
         for odd in ("x" * 5000, "é" * 3000):
             assert postgres_server.admin(path, app=odd)[key] == [], (path, odd)
+    # a seq past PostgreSQL's INTEGER column: no records, not a 500
+    assert postgres_server.admin("anvil/api/logs", since=2**40)["records"] == []
+    assert postgres_server.admin("anvil/api/logs", since=2**63 - 1)["records"] == []
 
 
 # -- database URLs refused at start-up ---------------------------------------------------------------

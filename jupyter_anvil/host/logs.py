@@ -197,7 +197,10 @@ class AppLog:
             log.exception("[jupyter-anvil] could not store app log records (will try again)")
 
         def work() -> list[LogRecord]:
-            query = sa.select(log_records).where(log_records.c.seq > since).order_by(log_records.c.seq).limit(limit)
+            # a BIGINT parameter: PostgreSQL's seq column is INTEGER, and a caller's since past
+            # its range (anvil/api/logs takes up to 2**63) is no rows there, not an error
+            after = log_records.c.seq > sa.literal(since, sa.BigInteger)
+            query = sa.select(log_records).where(after).order_by(log_records.c.seq).limit(limit)
             if app:
                 query = query.where(log_records.c.app == app)
             with self.store.engine.begin() as db:

@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from jupyter_anvil.host.logs import AppLog
+from jupyter_anvil.host.schedules.store import ScheduleStore
 from jupyter_anvil.host.store import SessionRecord, Store, TaskRecord, TaskStore
 from jupyter_anvil.host.store.types import REPLACEMENT
 
@@ -141,3 +142,14 @@ async def test_names_longer_than_their_column_are_written_and_found_again(store:
     now = time.time()
     await store.insert_session(SessionRecord("h" * 64, "i" * 32, app, "x" * 40, {}, now, now))
     assert await store.load_session("h" * 64, 0) is not None
+
+
+async def test_numbers_past_the_columns_range_page_to_nothing(store: Store) -> None:
+    # the log API takes since up to 2**63; PostgreSQL's seq columns are INTEGER
+    log = AppLog(store)
+    log.write("app", "f", "c", "stdout", "one")
+    await log.flush()
+    assert await log.read("app", since=2**40) == []
+    assert await log.read("app", since=2**63 - 1) == []
+    assert [r["text"] for r in await log.read("app", since=0, limit=2**40)] == ["one"]
+    assert await ScheduleStore(store).runs("s", before=2**40) == []

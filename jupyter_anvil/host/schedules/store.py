@@ -185,8 +185,8 @@ class ScheduleStore:
                 .order_by(schedule_runs.c.seq.desc())
                 .limit(limit)
             )
-            if before is not None:
-                query = query.where(schedule_runs.c.seq < before)
+            if before is not None:  # BIGINT: a number past PostgreSQL's INTEGER column is no error
+                query = query.where(schedule_runs.c.seq < sa.literal(before, sa.BigInteger))
             with self.store.engine.begin() as db:
                 return [_run(row) for row in db.execute(query).mappings()]
 
