@@ -95,6 +95,8 @@ def test_long_names_and_big_numbers_in_queries_are_no_rows_on_postgresql_too(pos
     # a seq past PostgreSQL's INTEGER column: no records, not a 500
     assert postgres_server.admin("anvil/api/logs", since=2**40)["records"] == []
     assert postgres_server.admin("anvil/api/logs", since=2**63 - 1)["records"] == []
+    for before in ("nan", "inf", "-inf", "1e400"):  # PostgreSQL's floats take them all
+        assert postgres_server.admin("anvil/api/tasks", before=before)["tasks"] is not None
 
 
 # -- database URLs refused at start-up ---------------------------------------------------------------
