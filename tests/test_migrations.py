@@ -321,3 +321,33 @@ async def test_a_postgresql_database_of_the_release_before_issue_13_is_upgraded(
             assert sa.inspect(db).has_table("anvil_servers")
     finally:
         store.close()
+
+
+def test_servers_migrating_one_new_postgresql_database_at_once_all_succeed(postgres_url: str) -> None:
+    # the advisory lock (migrate.py): the first to take it makes the schema, the others then
+    # find it at head; without it two would create the same tables and one would fail
+    errors: list[BaseException] = []
+    stores: list[Store] = []
+    start = threading.Barrier(3)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            store = Store(postgres_url)
+            store.create_schema()
+            stores.append(store)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_one) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for store in stores:
+        store.close()
+    assert not errors and len(stores) == 3
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as db:
+        assert db.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [head_revision()]
+    engine.dispose()
