@@ -76,8 +76,9 @@ class PostgresCluster:
         #: fsync and synchronous commits as PostgreSQL's defaults (benchmarks); tests go without
         self.durable = durable
         self.user = _cluster_user()
-        # not under pytest's basetemp: that is 0700 root's, which the cluster's user cannot enter
-        self.folder = Path(tempfile.mkdtemp(prefix="anvil-pg-"))
+        # in /tmp, not under pytest's basetemp or a TMPDIR that may be 0700 root's, which the
+        # cluster's user could not enter
+        self.folder = Path(tempfile.mkdtemp(prefix="anvil-pg-", dir="/tmp" if os.path.isdir("/tmp") else None))
         self.data = self.folder / "data"
         self.port = 0
         self._names = itertools.count(1)
