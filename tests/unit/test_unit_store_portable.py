@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from jupyter_anvil.host.logs import AppLog
 from jupyter_anvil.host.schedules.store import ScheduleStore
-from jupyter_anvil.host.store import SessionRecord, Store, TaskRecord, TaskStore
+from jupyter_anvil.host.store import SessionRecord, Store, TaskRecord, TaskStore, metadata
 from jupyter_anvil.host.store.types import REPLACEMENT
 
 NUL_TEXT = "before\x00after"
@@ -153,3 +153,15 @@ async def test_numbers_past_the_columns_range_page_to_nothing(store: Store) -> N
     assert await log.read("app", since=2**63 - 1) == []
     assert [r["text"] for r in await log.read("app", since=0, limit=2**40)] == ["one"]
     assert await ScheduleStore(store).runs("s", before=2**40) == []
+
+
+def test_every_text_column_uses_the_portable_types() -> None:
+    # a table added with sa.String or sa.Text would fail on PostgreSQL at the first NUL or
+    # over-long value: tables.py takes String and Text from store/types.py
+    plain = [
+        f"{table.name}.{column.name}"
+        for table in metadata.sorted_tables
+        for column in table.columns
+        if isinstance(column.type, sa.String)
+    ]
+    assert plain == []
