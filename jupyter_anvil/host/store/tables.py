@@ -2,6 +2,9 @@
 
 The migrations in ``migrations/versions`` build these tables step by step and keep their
 own frozen copies of each step's DDL: a change here needs a new revision there.
+
+Text columns are ``String`` and ``Text`` of types.py (the DDL of SQLAlchemy's own), which
+write alike on SQLite and PostgreSQL; a new table takes them too.
 """
 
 from __future__ import annotations
