@@ -20,6 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from apps import write_test_apps
+from postgres import database_url, postgres_cluster, postgres_url  # noqa: F401 - fixtures for every test
 
 REPO = Path(__file__).resolve().parent.parent
 

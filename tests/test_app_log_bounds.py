@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
@@ -22,8 +21,8 @@ def test_cuts_never_split_a_character() -> None:
 
 
 @pytest.fixture
-def app_log(tmp_path: Path) -> AppLog:
-    store = Store(f"sqlite:///{tmp_path / 'anvil.db'}")
+def app_log(database_url: str) -> AppLog:
+    store = Store(database_url)
     store.create_schema()
     return AppLog(store)
 
@@ -64,8 +63,8 @@ def test_stopping_never_raises_and_keeps_records_for_a_retry(app_log: AppLog, ca
     assert [r["text"] for r in app_log._pending] == ["kept for the next try\n"]
 
 
-def test_closing_a_busy_store_is_bounded(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'anvil.db'}")
+def test_closing_a_busy_store_is_bounded(database_url: str) -> None:
+    store = Store(database_url)
     store.create_schema()
 
     async def stuck() -> None:

@@ -897,11 +897,11 @@ class ScriptedRelay:
 
 
 @pytest.fixture
-async def mail_store(tmp_path: Path) -> AsyncIterator[Any]:
+async def mail_store(database_url: str) -> AsyncIterator[Any]:
     from jupyter_anvil.host.mail.store import MailStore
     from jupyter_anvil.host.store import Store
 
-    store = Store(f"sqlite:///{tmp_path / 'anvil.db'}")
+    store = Store(database_url)
     store.create_schema()
     yield MailStore(store)
     store.close()

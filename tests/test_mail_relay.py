@@ -131,8 +131,8 @@ def start_relay() -> Iterator[RelayFactory]:
 
 
 @pytest.fixture
-async def mail(tmp_path: Path) -> AsyncIterator[MailStore]:
-    store = Store(f"sqlite:///{tmp_path / 'anvil.db'}")
+async def mail(database_url: str) -> AsyncIterator[MailStore]:
+    store = Store(database_url)
     store.create_schema()
     yield MailStore(store)
     store.close()

@@ -4,7 +4,6 @@ before Alembic, open with everything in them intact, at the head revision."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -302,15 +301,11 @@ def test_a_database_from_a_newer_release_is_refused_clearly(tmp_path: Path) -> N
     assert schema(path)[3] == "9999"
 
 
-# -- PostgreSQL, where an operator gives one (a database the test may wipe) ---------------------
-
-POSTGRES_URL = os.environ.get("ANVIL_TEST_POSTGRES_URL")
+# -- PostgreSQL (the test run's own cluster: tests/postgres.py) --------------------------------------
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="set ANVIL_TEST_POSTGRES_URL to a database this test may wipe")
-async def test_a_postgresql_database_of_the_release_before_issue_13_is_upgraded() -> None:
-    assert POSTGRES_URL is not None
-    engine = sa.create_engine(POSTGRES_URL)
+async def test_a_postgresql_database_of_the_release_before_issue_13_is_upgraded(postgres_url: str) -> None:
+    engine = sa.create_engine(postgres_url)
     with engine.begin() as db:
         for table in ("alembic_version", "anvil_servers", "anvil_log", "anvil_tasks", "anvil_sessions"):
             db.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
@@ -321,7 +316,7 @@ async def test_a_postgresql_database_of_the_release_before_issue_13_is_upgraded(
             [{"seq": 1}, {"seq": 7}],
         )
     engine.dispose()
-    store = Store(POSTGRES_URL)
+    store = Store(postgres_url)
     store.create_schema()
     try:
         store.create_schema()  # again: a no-op
@@ -335,3 +330,33 @@ async def test_a_postgresql_database_of_the_release_before_issue_13_is_upgraded(
             assert sa.inspect(db).has_table("anvil_servers")
     finally:
         store.close()
+
+
+def test_servers_migrating_one_new_postgresql_database_at_once_all_succeed(postgres_url: str) -> None:
+    # the advisory lock (migrate.py): the first to take it makes the schema, the others then
+    # find it at head; without it two would create the same tables and one would fail
+    errors: list[BaseException] = []
+    stores: list[Store] = []
+    start = threading.Barrier(3)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            store = Store(postgres_url)
+            store.create_schema()
+            stores.append(store)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_one) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for store in stores:
+        store.close()
+    assert not errors and len(stores) == 3
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as db:
+        assert db.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [head_revision()]
+    engine.dispose()

@@ -64,7 +64,7 @@ from .schedules.service import Scheduler
 from .services import Lifecycle, Services, start_services, stop_services
 from .session_calls import host_services as session_host_services
 from .sessions import SessionService
-from .store import Store, TaskStore, secure_folder
+from .store import Store, StoreError, TaskStore, secure_folder
 from .task_calls import host_services as task_host_services
 from .tasks import TaskLimits, TaskService
 
@@ -253,8 +253,7 @@ class AnvilApp(ExtensionApp):
         )
         defaults = AppDefaults(pool, self.call_timeout)
         secure_folder(data_folder())  # the store and the cookie keys: the owner's alone
-        self.store = Store(self.database_url or f"sqlite:///{data_folder() / 'anvil.db'}")
-        self.store.create_schema()
+        self.store = self._open_store()
         self.app_log = AppLog(self.store, self.log_records_per_app)
         #: the environments' events (status changes, build output) for the live feed
         self.env_feed: EventFeed[dict[str, Any]] = EventFeed("environments feed")
@@ -382,6 +381,17 @@ class AnvilApp(ExtensionApp):
             self.idempotency_kept,
             self.idempotency_total_bytes,
         )
+
+    def _open_store(self) -> Store:
+        """The store at this release's schema; a database it cannot use or reach stops the
+        server, said in one line (its URL without the password), not a traceback."""
+        try:
+            store = Store(self.database_url or f"sqlite:///{data_folder() / 'anvil.db'}")
+            store.create_schema()
+        except StoreError as e:
+            print(f"{PREFIX} --AnvilApp.database_url: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        return store
 
     def _env_service(self) -> EnvService:
         """The environments' service; options it cannot use stop the server, said plainly."""

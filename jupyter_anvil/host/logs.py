@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from .background import spawn
 from .store import Store, log_records
+from .store.numbering import numbered_in_commit_order
 
 if TYPE_CHECKING:
     from .api_types import LogRecord
@@ -147,6 +148,7 @@ class AppLog:
 
         def work() -> None:
             with self.store.engine.begin() as db:
+                numbered_in_commit_order(db, log_records)  # readers tail by seq: see numbering.py
                 db.execute(log_records.insert(), rows)
                 if prune:
                     for app in {r["app"] for r in rows}:
@@ -195,7 +197,10 @@ class AppLog:
             log.exception("[jupyter-anvil] could not store app log records (will try again)")
 
         def work() -> list[LogRecord]:
-            query = sa.select(log_records).where(log_records.c.seq > since).order_by(log_records.c.seq).limit(limit)
+            # a BIGINT parameter: PostgreSQL's seq column is INTEGER, and a caller's since past
+            # its range (anvil/api/logs takes up to 2**63) is no rows there, not an error
+            after = log_records.c.seq > sa.literal(since, sa.BigInteger)
+            query = sa.select(log_records).where(after).order_by(log_records.c.seq).limit(limit)
             if app:
                 query = query.where(log_records.c.app == app)
             with self.store.engine.begin() as db:

@@ -17,7 +17,6 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -149,10 +148,11 @@ def fast_retry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """A real Store on a temporary SQLite file (an in-memory one would give each thread
-    its own empty database), at this release's schema."""
-    db = Store(f"sqlite:///{tmp_path / 'anvil.db'}")
+def store(database_url: str) -> Iterator[Store]:
+    """A real Store at this release's schema, once on a temporary SQLite file (an in-memory
+    one would give each thread its own empty database) and once on a fresh PostgreSQL
+    database (tests/postgres.py): every test that takes it runs on both."""
+    db = Store(database_url)
     db.create_schema()
     yield db
     db.close()

@@ -1,13 +1,11 @@
-"""Exactly once on a real SQLite store: run_once's claims, replays, waits, releases,
-abandoned claims, expiry and bounds, and the encoding of an outcome."""
+"""Exactly once on a real store (the unit conftest's ``store``: SQLite and PostgreSQL):
+run_once's claims, replays, waits, releases, abandoned claims, expiry and bounds, and the
+encoding of an outcome."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -22,27 +20,6 @@ from jupyter_anvil.host.store import Store
 from jupyter_anvil.host.store.tables import idempotency, servers
 
 SCOPE = Scope("app", "session-1", "key-0001")
-#: a PostgreSQL database these tests may wipe (issue 20 runs the store there too)
-POSTGRES_URL = os.environ.get("ANVIL_TEST_POSTGRES_URL")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A real store at this release's schema: SQLite in a temporary folder, and PostgreSQL
-    where ANVIL_TEST_POSTGRES_URL names one (its keys and servers wiped first)."""
-    if request.param == "postgresql":
-        if not POSTGRES_URL:
-            pytest.skip("set ANVIL_TEST_POSTGRES_URL to a database this test may wipe")
-        db = Store(POSTGRES_URL)
-        db.create_schema()
-        with db.engine.begin() as connection:
-            connection.execute(idempotency.delete())
-            connection.execute(servers.delete())
-    else:
-        db = Store(f"sqlite:///{tmp_path / 'anvil.db'}")
-        db.create_schema()
-    yield db
-    db.close()
 
 
 class Counter:

@@ -5,8 +5,6 @@ versions they were computed from, a claim is won once, and the history is bounde
 from __future__ import annotations
 
 import json
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,9 +31,9 @@ NOW = 1_700_000_000.0
 
 
 # -- the migration ------------------------------------------------------------------------------
-def migrate_to(path: Path, revision: str) -> None:
+def migrate_to(url: str, revision: str) -> None:
     """A database as the release at ``revision`` made it (its own revisions, run up to it)."""
-    engine = sa.create_engine(f"sqlite:///{path}")
+    engine = sa.create_engine(url)
     script = script_directory()
 
     def upgrade(current: Any, _context: Any) -> Any:
@@ -56,26 +54,27 @@ def differences(store: Store) -> list[Any]:
         return list(compare_metadata(MigrationContext.configure(connection), metadata))
 
 
-async def test_a_database_at_revision_0002_upgrades_with_its_rows_intact(tmp_path: Path) -> None:
-    path = tmp_path / "anvil.db"
-    migrate_to(path, "0002")
-    db = sqlite3.connect(path)
-    with db:
-        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
+async def test_a_database_at_revision_0002_upgrades_with_its_rows_intact(database_url: str) -> None:
+    migrate_to(database_url, "0002")
+    engine = sa.create_engine(database_url)
+    with engine.begin() as db:
+        assert db.execute(sa.text("SELECT version_num FROM alembic_version")).one() == ("0002",)
         db.execute(
-            "INSERT INTO anvil_sessions VALUES ('h', 's', 'app', 'browser', ?, ?, ?)",
-            (json.dumps({"n": {"v": 1, "objects": []}}), NOW, NOW),
+            sa.text("INSERT INTO anvil_sessions VALUES ('h', 's', 'app', 'browser', :data, :now, :now)"),
+            {"data": json.dumps({"n": {"v": 1, "objects": []}}), "now": NOW},
         )
         db.execute(
-            "INSERT INTO anvil_tasks (id, app, name, status, launched, output, output_dropped, owner)"
-            " VALUES ('t1', 'app', 'job', 'completed', ?, 'printed', 0, 'server1')",
-            (NOW,),
+            sa.text(
+                "INSERT INTO anvil_tasks (id, app, name, status, launched, output, output_dropped, owner)"
+                " VALUES ('t1', 'app', 'job', 'completed', :now, 'printed', 0, 'server1')"
+            ),
+            {"now": NOW},
         )
-        db.execute("INSERT INTO anvil_log (time, app, function, call_id, stream, text) VALUES (?, 'app', 'f', 'c',"
-                   " 'stdout', 'kept')", (NOW,))  # fmt: skip
-    db.close()
+        db.execute(sa.text("INSERT INTO anvil_log (time, app, function, call_id, stream, text) VALUES (:now, 'app',"
+                           " 'f', 'c', 'stdout', 'kept')"), {"now": NOW})  # fmt: skip
+    engine.dispose()
 
-    store = Store(f"sqlite:///{path}")
+    store = Store(database_url)
     store.create_schema()
     try:
         assert head_revision() == "0005"

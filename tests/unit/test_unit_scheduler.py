@@ -179,7 +179,7 @@ async def rig(store: Store, tmp_path: Path) -> AsyncIterator[Rig]:
     def make(own_store: bool = False, **options: Any) -> Scheduler:
         over = store
         if own_store:
-            over = Store(f"sqlite:///{tmp_path / 'anvil.db'}")
+            over = Store(store.url)  # the same database, through a connection of its own
             stores.append(over)
         options.setdefault("clock", clock)
         options.setdefault("parse_spec", parse_spec)
@@ -617,7 +617,7 @@ async def test_an_app_that_goes_stops_firing_and_keeps_its_rows(rig: Rig) -> Non
 
 
 # -- two servers, one store -----------------------------------------------------------------------------
-async def test_two_schedulers_over_one_sqlite_file_fire_each_run_once(rig: Rig) -> None:
+async def test_two_schedulers_over_one_database_fire_each_run_once(rig: Rig) -> None:
     one, two = rig.make(), rig.make(own_store=True)
     definitions = [every(10, name="a"), every(10, name="b"), every(20, name="c")]
     for scheduler in (one, two):

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..store import Store
+from ..store.numbering import numbered_in_commit_order
 from ..store.tables import schedule_runs, schedules
 from .records import ScheduleRun, ScheduleState, SpecText
 
@@ -184,8 +185,8 @@ class ScheduleStore:
                 .order_by(schedule_runs.c.seq.desc())
                 .limit(limit)
             )
-            if before is not None:
-                query = query.where(schedule_runs.c.seq < before)
+            if before is not None:  # BIGINT: a number past PostgreSQL's INTEGER column is no error
+                query = query.where(schedule_runs.c.seq < sa.literal(before, sa.BigInteger))
             with self.store.engine.begin() as db:
                 return [_run(row) for row in db.execute(query).mappings()]
 
@@ -269,6 +270,7 @@ class ScheduleStore:
             if last_run is not None:
                 values["last_run"] = last_run
             with self.store.engine.begin() as db:
+                numbered_in_commit_order(db, schedule_runs)  # pages by seq miss none (store/numbering.py)
                 if not db.execute(schedules.update().where(by_id).values(values)).rowcount:
                     return None, None
                 row = {f.name: getattr(run, f.name) for f in fields(ScheduleRun) if f.name != "seq"}

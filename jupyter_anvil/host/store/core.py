@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from .engine import DatabaseThread, create_engine
 from .migrate import upgrade_to_head
 from .tables import sessions
+from .urls import StoreError, shown
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -55,8 +56,13 @@ class Store:
 
     def create_schema(self) -> None:
         """Bring the database to this release's schema (Alembic, see migrate.py). Runs at
-        start-up, before the server serves, so it may block."""
-        upgrade_to_head(self.engine)
+        start-up, before the server serves, so it may block. A database that cannot be
+        reached is a StoreError naming it (never its password), not a driver's traceback."""
+        try:
+            upgrade_to_head(self.engine)
+        except sa.exc.OperationalError as e:
+            url = self.engine.url
+            raise StoreError(f"cannot reach the store's database {shown(url)}: {_reason(e, url)}") from None
 
     def close(self, timeout: float = 5.0) -> None:
         """Finish queued work and close; bounded, so a database that hangs (another
@@ -155,3 +161,9 @@ def _session_record(row: Any) -> SessionRecord:
         created=row["created"],
         last_used=row["last_used"],
     )
+
+
+def _reason(error: sa.exc.DBAPIError, url: sa.URL) -> str:
+    """The driver's own words, on one line, with the password masked should it echo it."""
+    reason = " ".join(str(error.orig).split())
+    return reason.replace(url.password, "***") if url.password else reason
