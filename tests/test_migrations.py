@@ -131,7 +131,7 @@ def assert_at_head(path: Path) -> None:
     assert {"anvil_schedules", "anvil_schedule_runs", "anvil_mail", "anvil_idempotency"} <= tables
     assert {"owner", "schedule_id"} <= columns
     assert "AUTOINCREMENT" in log_sql.upper()
-    assert revision == head_revision() == "0005"
+    assert revision == head_revision() == "0006"
     db = sqlite3.connect(path)
     try:
         keyed = [row[1] for row in db.execute("PRAGMA table_info(anvil_idempotency)")]
@@ -360,3 +360,24 @@ def test_servers_migrating_one_new_postgresql_database_at_once_all_succeed(postg
     with engine.connect() as db:
         assert db.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [head_revision()]
     engine.dispose()
+
+
+async def test_log_and_schedule_run_numbers_go_past_32_bits_on_postgresql(postgres_url: str) -> None:
+    # migration 0006: the columns and their sequences are BIGINT, so numbering goes on past
+    # 2**31 - 1 instead of failing every write of the app log
+    store = Store(postgres_url)
+    store.create_schema()
+    try:
+        with store.engine.begin() as db:
+            for table in ("anvil_log", "anvil_schedule_runs"):
+                column = {c["name"]: c for c in sa.inspect(db).get_columns(table)}["seq"]
+                assert isinstance(column["type"], sa.BigInteger), (table, column["type"])
+                sequence = db.execute(sa.text(f"SELECT pg_get_serial_sequence('{table}', 'seq')")).scalar()
+                db.execute(sa.text(f"SELECT setval('{sequence}', {2**31 + 5})"))
+        log = AppLog(store)
+        log.write("counter", "bump", "c1", "stdout", "past 32 bits")
+        await log.flush()
+        assert [r["seq"] for r in await log.read("counter")] == [2**31 + 6]
+        assert await log.read("counter", since=2**31 + 6) == []
+    finally:
+        store.close()

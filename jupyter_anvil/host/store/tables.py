@@ -15,6 +15,10 @@ from .types import String, Text
 
 metadata = sa.MetaData()
 
+#: a sequence number: 64-bit on PostgreSQL (migration 0006); on SQLite an INTEGER PRIMARY
+#: KEY, which is 64 bits there already and the only type its AUTOINCREMENT accepts
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 sessions = sa.Table(
     "anvil_sessions",
     metadata,
@@ -68,7 +72,7 @@ log_records = sa.Table(
     "anvil_log",
     metadata,
     # the database numbers records, whichever server writes them
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
     sa.Column("time", sa.Float, nullable=False),
     sa.Column("app", String(255), nullable=False, index=True),
     sa.Column("function", String(255), nullable=False),
@@ -110,7 +114,7 @@ schedules = sa.Table(
 schedule_runs = sa.Table(
     "anvil_schedule_runs",
     metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
     sa.Column("schedule_id", String(64), nullable=False),
     sa.Column("app", String(255), nullable=False),
     sa.Column("due", sa.Float, nullable=False),  # the time it was due
