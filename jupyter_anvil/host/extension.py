@@ -260,6 +260,7 @@ class AnvilApp(ExtensionApp):
         self.env_feed: EventFeed[dict[str, Any]] = EventFeed("environments feed")
         self.envs = self._env_service()
         self.apps = AppManager(root, defaults, self.app_log, self._make_pool, self.envs)
+        self.apps.base_url = self.server.base_url  # the live feed lists apps with their pages' URLs
         self.sessions = SessionService(self.store, self.session_idle_minutes * 60)
         task_limits = TaskLimits(
             concurrency=self.task_concurrency,
@@ -459,6 +460,7 @@ class AnvilApp(ExtensionApp):
                     (rf"/anvil/apps/{app}/(?P<path>(?!_/).*)", static.AppStaticHandler),
                     (r"/anvil/api/apps", admin.AppsHandler),
                     (rf"/anvil/api/apps/{app}/requirements", env_admin.RequirementsHandler),
+                    (rf"/anvil/api/apps/{app}/reload", admin.AppReloadHandler),
                 ]
             )
         else:  # no app surface at all: its URLs answer 404
