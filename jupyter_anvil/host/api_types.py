@@ -487,6 +487,9 @@ class HelloEvent(TypedDict):
     type: Literal["hello"]
     server: str  # this server instance's id (another one: a restart, or another server)
     time: float
+    #: how many connections follow each source of events now, this one included (by source:
+    #: tasks, schedules, mail, envs, apps, logs, task_output)
+    followers: dict[str, int]
 
 
 class AppEvent(TypedDict):

@@ -30,6 +30,7 @@ from .handlers import (
     apps_off,
     calls,
     env_admin,
+    feed,
     mail_admin,
     online,
     public_tasks,
@@ -472,7 +473,8 @@ class AnvilApp(ExtensionApp):
                 (r"/anvil/api/envs", env_admin.EnvsHandler),
                 (r"/anvil/api/envs/(?P<env_id>[^/]+)/log", env_admin.EnvLogHandler),
                 (r"/anvil/api/tasks", task_admin.TasksHandler),
-                (r"/anvil/api/tasks/feed", task_admin.TaskFeedHandler),
+                (r"/anvil/api/feed", feed.FeedHandler),
+                (r"/anvil/api/tasks/feed", feed.TaskFeedHandler),  # the feed as it was, for its clients
                 (rf"/anvil/api/tasks/{task_id}", task_admin.TaskHandler),
                 (rf"/anvil/api/tasks/{task_id}/output", task_admin.TaskOutputHandler),
                 (rf"/anvil/api/tasks/{task_id}/kill", task_admin.TaskKillHandler),
