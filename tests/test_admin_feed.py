@@ -253,7 +253,8 @@ def test_closed_feeds_leave_no_subscription_behind(server: AnvilServer) -> None:
 
     followers = asyncio.run(run())
     assert set(followers) == {"tasks", "schedules", "mail", "envs", "apps", "logs", "task_output"}
-    assert all(count == 1 for count in followers.values()), followers  # this connection alone
+    # this connection alone (the server follows environments itself, for its apps' events)
+    assert followers["apps"] == followers["logs"] == followers["task_output"] == followers["tasks"] == 1, followers
 
 
 def raw_feed(server: AnvilServer) -> socket.socket:
@@ -321,3 +322,13 @@ def test_a_reader_that_reads_gets_a_flood_whole(server: AnvilServer) -> None:
     seqs = follow(server, body)
     assert seqs == sorted(seqs) and len(seqs) == len(set(seqs)) and len(seqs) >= 160
     assert seqs[-1] - seqs[0] + 1 == len(seqs)  # none missing between the first and the last
+
+
+def test_a_new_notebook_with_a_server_cell_appears_as_an_app(server: AnvilServer) -> None:
+    async def body(feed: Feed) -> dict[str, Any]:
+        write_notebook(server.root / "newcomer.ipynb", [VICTIM], {"kernels": {"min": 1, "max": 1}})
+        await feed.until(app_event("newcomer", lambda a: True))
+        return await feed.until(app_event("newcomer", lambda a: a["status"] == "ready"))
+
+    ready = follow(server, body)
+    assert ready["app"]["functions"] == ["hello"] and ready["app"]["pool"]["kernels"] == 1

@@ -253,8 +253,24 @@ class AppManager:
         app = self.apps.get(name)
         return app.listed(self.base_url) if app is not None else None
 
-    def _new_app(self, name: str) -> App:
-        return App(name, self.envs, lambda: self.changes.changed(name))
+    def _app(self, name: str) -> App:
+        """The app of that name, made (and said on the live feed) if it is new."""
+        app = self.apps.get(name)
+        if app is None:
+            app = self.apps[name] = App(name, self.envs, lambda: self.changes.changed(name))
+            self.changes.changed(name)
+        return app
+
+    def env_event(self, event: dict[str, Any]) -> None:
+        """The environment service's event: when an environment's status changed, the apps
+        serving with it show it (the live feed's app events)."""
+        if event.get("type") != "env":
+            return
+        env = event.get("env")
+        env_id = env.get("id") if isinstance(env, dict) else getattr(env, "id", None)
+        for name, app in self.apps.items():
+            if env_id is not None and app.env_id == env_id:
+                self.changes.changed(name)
 
     async def get(self, name: str) -> App | None:
         await self.scanned.wait()
@@ -289,7 +305,7 @@ class AppManager:
         for problem in problems:
             if problem.name is None or problem.name in stale:
                 continue
-            app = self.apps.get(problem.name) or self.apps.setdefault(problem.name, self._new_app(problem.name))
+            app = self._app(problem.name)
             message = f"{problem.notebook}: {problem.message}"
             app.notebook_problem = None  # the problem now stops the app: said in its error
             if app.status != "error" or app.error != message:
@@ -301,7 +317,7 @@ class AppManager:
                     started.append(self._spawn(pool.drain(self.defaults.call_timeout)))
                 app.loading_fingerprint = None
         for name, spec in specs.items():
-            app = self.apps.get(name) or self.apps.setdefault(name, self._new_app(name))
+            app = self._app(name)
             self._note_notebook_problem(app, stale.get(name))
             fingerprint = spec.fingerprint
             if fingerprint != app.loading_fingerprint:

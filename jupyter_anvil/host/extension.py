@@ -262,6 +262,7 @@ class AnvilApp(ExtensionApp):
         self.envs = self._env_service()
         self.apps = AppManager(root, defaults, self.app_log, self._make_pool, self.envs)
         self.apps.base_url = self.server.base_url  # the live feed lists apps with their pages' URLs
+        self.env_feed.subscribe(self.apps.env_event)
         self.sessions = SessionService(self.store, self.session_idle_minutes * 60)
         task_limits = TaskLimits(
             concurrency=self.task_concurrency,
