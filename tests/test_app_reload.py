@@ -56,12 +56,13 @@ def write_broken(path: Path) -> None:
 def write_apps(root: Path) -> None:
     write_broken(root / "broken.ipynb")
     write_notebook(root / "fine.ipynb", [GOOD], {"kernels": {"min": 1, "max": 1}})
+    write_notebook(root / "steady.ipynb", [GOOD], {"kernels": {"min": 1, "max": 1}})
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilServer]:
     with private_server(tmp_path_factory, "reload", write_apps) as running:
-        running.wait_until_loaded(("broken", "fine"))
+        running.wait_until_loaded(("broken", "fine", "steady"))
         yield running
 
 
@@ -114,6 +115,17 @@ def test_reload_reads_the_notebook_again_and_a_fixed_cell_loads(server: AnvilSer
     fixed = wait_for(server, "broken", lambda a: a["status"] == "ready")
     assert fixed["error"] is None and fixed["error_location"] is None
     assert server.call("broken", "ping") == "pong"
+
+
+def test_reload_of_a_notebook_saved_half_written_serves_its_last_good_version_on(server: AnvilServer) -> None:
+    (server.root / "steady.ipynb").write_text('{"cells": [', encoding="utf-8")
+    answer = reload(server, "steady")
+    assert answer.status_code == 202
+    time.sleep(1.5)  # scans and the load of the last good version
+    steady = wait_for(server, "steady", lambda a: a["status"] == "ready")
+    assert "cannot read the notebook" in (steady["error"] or "") and "still served" in steady["error"]
+    assert steady["error_location"] == {"notebook": "steady.ipynb", "cell": None, "line": None}
+    assert server.call("steady", "ping") == "pong"
 
 
 def test_reload_of_an_unknown_app_is_404_and_needs_the_token(server: AnvilServer) -> None:

@@ -38,6 +38,7 @@ class LogTail:
         self._since: int | None = None  # the last seq published (None: not following)
         self._reading: asyncio.Task[None] | None = None
         self._again = False
+        self._stopped = False
 
     def subscribe(self, callback: Callable[[LogsEvent], None]) -> Callable[[], None]:
         """``callback`` gets the records stored from now on; the returned function unsubscribes."""
@@ -46,9 +47,13 @@ class LogTail:
             self.flushed()  # starts from the newest record stored
         return unsubscribe
 
+    def stop(self) -> None:
+        """The app log stops (the store closes after it): read no more."""
+        self._stopped = True
+
     def flushed(self) -> None:
         """Records were stored (the app log's flush): publish them."""
-        if not self.feed.subscribers:
+        if not self.feed.subscribers or self._stopped:
             return
         if self._reading is not None and not self._reading.done():
             self._again = True

@@ -82,6 +82,7 @@ class AppLog:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Store what is pending, within ``timeout``; never raises (a failure is logged)."""
+        self.tail.stop()
         if self._flusher is not None:
             self._flusher.cancel()
         try:
