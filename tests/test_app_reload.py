@@ -101,6 +101,19 @@ def test_reload_answers_202_loading_then_the_app_is_ready_again(server: AnvilSer
     assert sum("serving fine.ipynb" in r["text"] for r in log) >= 2  # it really loaded again
 
 
+def test_reloads_in_a_row_start_one_load(server: AnvilServer) -> None:
+    before = sum(
+        "loading fine.ipynb" in r["text"] for r in server.admin("anvil/api/logs", app="fine", limit=10000)["records"]
+    )
+    answers = [reload(server, "fine") for _ in range(10)]
+    assert all(a.status_code == 202 for a in answers)
+    wait_for(server, "fine", lambda a: a["status"] == "ready")
+    time.sleep(1)
+    log = server.admin("anvil/api/logs", app="fine", limit=10000)["records"]
+    assert sum("loading fine.ipynb" in r["text"] for r in log) - before == 1
+    assert server.call("fine", "ping") == "pong"
+
+
 def test_reload_reads_the_notebook_again_and_a_fixed_cell_loads(server: AnvilServer) -> None:
     path = server.root / "broken.ipynb"
     nb = nbformat.read(str(path), as_version=4)

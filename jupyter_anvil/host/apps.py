@@ -501,8 +501,11 @@ class AppManager:
             return None
         if app.spec is not None:
             self._scanner.forget(self.root / app.spec.notebook)
-        app.loading_fingerprint = None  # the same cells load again
-        app.status, app.error, app.error_at = "loading", None, None
+        if app.status not in ("loading", "building") or app.loading_fingerprint is None:
+            # a load already under way is not doubled (reloads asked in a row start one):
+            # the notebook is read again all the same, and a change in it loads as a save does
+            app.loading_fingerprint = None  # the same cells load again
+            app.status, app.error, app.error_at = "loading", None, None
         await self.sync()
         return app
 
