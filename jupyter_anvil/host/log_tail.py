@@ -43,8 +43,9 @@ class LogTail:
     def subscribe(self, callback: Callable[[LogsEvent], None]) -> Callable[[], None]:
         """``callback`` gets the records stored from now on; the returned function unsubscribes."""
         unsubscribe = self.feed.subscribe(callback)
-        if self._since is None:
-            self.flushed()  # starts from the newest record stored
+        if self.feed.subscribers == 1:  # the first follower: from the newest record stored now
+            self._since = None
+            self.flushed()
         return unsubscribe
 
     def stop(self) -> None:
