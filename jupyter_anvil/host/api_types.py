@@ -487,8 +487,8 @@ class HelloEvent(TypedDict):
     type: Literal["hello"]
     server: str  # this server instance's id (another one: a restart, or another server)
     time: float
-    #: how many connections follow each source of events now, this one included (by source:
-    #: tasks, schedules, mail, envs, apps, logs, task_output)
+    #: how many follow each source of events now, this connection included (by source: tasks,
+    #: schedules, mail, envs, apps, logs, task_output; the server follows envs itself)
     followers: dict[str, int]
 
 
