@@ -239,6 +239,13 @@ class Scanner:
         self._cache[path] = (key, result)
         return result
 
+    def forget(self, path: Path) -> None:
+        """Read ``path`` again at the next scan, changed or not (a reload asked for). Its last
+        good version is kept: a reload of a notebook saved half-written serves that on."""
+        cached = self._cache.get(path)
+        if cached is not None:
+            self._cache[path] = ((), cached[1])  # no file's key is empty: read again
+
     def scan(self) -> tuple[dict[str, AppSpec], list[NotebookProblem]]:
         seen: set[Path] = set()
 
