@@ -47,7 +47,7 @@ from .idempotency import Idempotency, IdempotencyLimits
 from .instances import ServerInstances
 from .logs import AppLog
 from .mail.dkim_check import DnsFunc, records_resolver
-from .mail.handling import MailHandling, has_email_handler
+from .mail.handling import MailHandling
 from .mail.inbound import MailServer
 from .mail.listener import StartOnHandler
 from .mail.outbound import MailSender
@@ -65,14 +65,12 @@ from .schedules.service import Scheduler
 from .services import Lifecycle, Services, start_services, stop_services
 from .session_calls import host_services as session_host_services
 from .sessions import SessionService
+from .startup_report import PREFIX, print_apps, print_mail, print_schedules
 from .store import Store, StoreError, TaskStore, secure_folder
 from .task_calls import host_services as task_host_services
 from .tasks import TaskLimits, TaskService
 
 COOKIE_KEYS_FILE = "cookie_keys"
-PREFIX = "[jupyter-anvil]"
-#: an app without a page is printed with its functions' names, this many at most
-MAX_FUNCTIONS_SHOWN = 8
 
 
 def default_mail_domain() -> str:
@@ -512,72 +510,12 @@ class AnvilApp(ExtensionApp):
         loads = await self.apps.sync()
         if self.print_apps:
             await asyncio.gather(*loads, return_exceptions=True)
-            self._print_apps()
-            await self._print_schedules()
-            self._print_mail()
+            base = self.server.connection_url.rstrip("/")
+            print_apps(self.apps, base)
+            await print_schedules(self.schedules, base)
+            print_mail(self.apps, self.mail_server, self.smtp_server_ip, self.mail_sender, bool(self.smtp_relay_url))
         await asyncio.sleep(self.watch_interval)
         await self.apps.watch(self.watch_interval)
-
-    def _print_apps(self) -> None:
-        """One line per app, however the server was started (`jupyter anvil`, `jupyter lab`...):
-        whoever starts a server must know which notebooks it serves to callers without a token."""
-        base = self.server.connection_url.rstrip("/")
-        lines = []
-        for name, app in sorted(self.apps.apps.items()):
-            if app.status != "ready":
-                lines.append(f"    {name}: FAILED: {app.error}")
-            elif app.spec is not None and app.spec.static_dir.is_dir():
-                lines.append(f"    {name}: {base}/anvil/apps/{name}/")
-            else:  # no page to show: the URL its functions answer at
-                names = app.to_json()["functions"]
-                shown = ", ".join(names[:MAX_FUNCTIONS_SHOWN]) + (", ..." if len(names) > MAX_FUNCTIONS_SHOWN else "")
-                lines.append(f"    {name}: {base}/anvil/apps/{name}/_/call/<function> (no page; functions: {shown})")
-        for problem in self.apps.problems:
-            if problem.name is None:
-                lines.append(f"    {problem.notebook}: FAILED: {problem.message}")
-        if not lines:
-            lines.append(f"    (none: no notebook under {self.apps.root} has a cell tagged 'server')")
-        header = (
-            f"{PREFIX} apps (server cells of the notebooks under {self.apps.root}), served to any caller "
-            "without a token; turn them off with --AnvilApp.serve_apps=False:"
-        )
-        print(header + "\n" + "\n".join(lines), file=sys.stderr, flush=True)
-
-    async def _print_schedules(self) -> None:
-        """How many schedules the store holds, and how many of them this server fires."""
-        try:
-            records = await self.schedules.list()
-        except Exception:
-            self.log.exception("%s could not read the schedules", PREFIX)
-            return
-        here = sum(1 for r in records if r.app_loaded and r.next_run is not None)
-        paused = sum(1 for r in records if r.paused)
-        broken = sum(1 for r in records if r.problem is not None)
-        apps = len({r.app for r in records})
-        counts = (
-            f"{len(records)} (of {apps} app{'' if apps == 1 else 's'}): {here} to run here, {paused} paused,"
-            f" {broken} with a problem"
-            if records
-            else "none"
-        )
-        url = f"{self.server.connection_url.rstrip('/')}/anvil/api/schedules"
-        print(f"{PREFIX} schedules: {counts} (listed at {url})", file=sys.stderr, flush=True)
-
-    def _print_mail(self) -> None:
-        """Where mail goes out and comes in: nobody should think mail went out that did not."""
-        handlers = sorted(name for name, app in self.apps.apps.items() if has_email_handler(app.pool))
-        if not handlers:
-            inbound = "no app has an email handler"
-        elif self.mail_server.running:
-            inbound = f"received on {self.smtp_server_ip}:{self.mail_server.port} (SMTP) for {', '.join(handlers)}"
-        else:
-            inbound = f"NOT received ({', '.join(handlers)} have handlers; see above)"
-        outbound = (
-            f"sent through the relay {self.mail_sender.transport.shown}"
-            if self.smtp_relay_url
-            else "kept in the outbox (never sent)"
-        )
-        print(f"{PREFIX} mail: {outbound}; {inbound}", file=sys.stderr, flush=True)
 
     async def stop_extension(self) -> None:
         """Every service stopped in the order of ``self.lifecycle``, each bounded and its
