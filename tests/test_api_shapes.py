@@ -325,6 +325,13 @@ def test_mail_its_messages_parts_and_the_feeds_mail_events(server: AnvilServer) 
 def test_apps_off(tmp_path_factory: pytest.TempPathFactory) -> None:
     with private_server(tmp_path_factory, "shapes-off", lambda root: None, "--AnvilApp.serve_apps=False") as off:
         assert_fits(get(off, "anvil/api/apps"), api.AppsOff)
+        # the routes on one app: nothing to act on, said as the admin API says errors
+        for method, path in (("POST", "anvil/api/apps/hello/reload"), ("POST", "anvil/api/apps/hello/requirements")):
+            response = httpx.request(method, off.url + path, headers={"Authorization": f"token {off.token}"}, json={})
+            assert response.status_code == 404, (path, response.text)
+            assert "serve_apps=False" in response.json()["message"]
+        refused = httpx.post(off.url + "anvil/api/apps/hello/reload")
+        assert refused.status_code in (401, 403)
 
 
 def test_envs_requirements_and_the_feeds_env_events(server: AnvilServer, tmp_path: Any) -> None:

@@ -476,6 +476,7 @@ class AnvilApp(ExtensionApp):
         else:  # no app surface at all: its URLs answer 404
             self.handlers.append((r"/anvil/(?:client\.js|client/.*|apps/.*)", apps_off.AppsOffSurfaceHandler))
             self.handlers.append((r"/anvil/api/apps", apps_off.AppsOffHandler))
+            self.handlers.append((r"/anvil/api/apps/.+", apps_off.AppsOffAppHandler))
         self.handlers.extend(
             [
                 (r"/anvil/api/logs", admin.LogsHandler),

@@ -33,3 +33,15 @@ class AppsOffHandler(AdminHandler):
     async def get(self) -> None:
         answer: AppsOff = {"apps": [], "problems": [], "serving": False, "message": MESSAGE}
         self.finish(dict(answer))
+
+
+class AppsOffAppHandler(AdminHandler):
+    """``anvil/api/apps/<app>/...`` (reload, requirements): no app is served to act on."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, *args: Any) -> None:
+        self.set_status(404)
+        self.finish({"message": MESSAGE})
+
+    post = get
