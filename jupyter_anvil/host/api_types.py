@@ -13,6 +13,8 @@ route                                                       answer
 ==========================================================  ==================================
 ``GET  anvil/api/apps``                                     :class:`AppsList` (:class:`AppsOff`
                                                             with ``--AnvilApp.serve_apps=False``)
+``POST anvil/api/apps/<app>/reload``                        202 :class:`ListedApp` (``loading``):
+                                                            its notebook read and loaded again
 ``POST anvil/api/apps/<app>/requirements``                  :class:`RequirementsList` (body:
                                                             :class:`RequirementsChange`)
 ``GET  anvil/api/envs``                                     :class:`EnvList`
@@ -25,12 +27,10 @@ route                                                       answer
                                                             returned, as a download (see
                                                             :data:`MediaLink`)
 ``POST anvil/api/tasks/<id>/kill``                          :class:`TaskSummary`
-``WS   anvil/api/tasks/feed``                               one :class:`TaskEvent`,
-                                                            :class:`ScheduleEvent`,
-                                                            :class:`MailEvent`,
-                                                            :class:`MailDeletedEvent`,
-                                                            :class:`EnvEvent` or
-                                                            :class:`EnvOutputEvent` per message
+``WS   anvil/api/feed``                                     one :data:`FeedEvent` per message,
+                                                            :class:`HelloEvent` first
+``WS   anvil/api/tasks/feed``                               the feed as it was: one
+                                                            :data:`TaskFeedEvent` per message
 ``GET  anvil/api/schedules?app=``                           :class:`ScheduleList`
 ``POST anvil/api/schedules``                                201 :class:`ScheduleInfo` (body:
                                                             :class:`ScheduleCreate`)
@@ -88,6 +88,17 @@ class AppEnv(TypedDict):
     status: EnvStatus  # building, ready or failed
 
 
+class ErrorLocation(TypedDict):
+    """Where an app's error is in its notebook, so a panel can open it there."""
+
+    notebook: str  # relative to the server root
+    #: the failing server cell's index among ALL the notebook's cells (0-based: markdown and
+    #: untagged cells count), as the kernel names it ("notes.ipynb cell 3"); None when the
+    #: notebook itself is at fault (its metadata, unreadable)
+    cell: int | None
+    line: int | None  # 1-based, within that cell (None if unknown)
+
+
 class AppInfo(TypedDict):
     """One app (a notebook with cells tagged ``server``)."""
 
@@ -97,6 +108,8 @@ class AppInfo(TypedDict):
     #: stopped; a served app whose new environment builds stays ready (see ``env``)
     status: AppStatus
     error: str | None  # everything wrong with it now (a failed reload, its notebook, its kernels)
+    #: where that error is (None: no error, or one of no cell: an environment's build...)
+    error_location: ErrorLocation | None
     functions: list[str]  # the server functions callers may call, sorted
     background_tasks: list[str]  # the background tasks its server code may launch, sorted
     pool: PoolStats | None  # None while it has no pool (not loaded, or stopped)
@@ -463,8 +476,66 @@ class MailDeletedEvent(TypedDict):
     app: str
 
 
-#: one message of ``anvil/api/tasks/feed``
-FeedEvent = TaskEvent | ScheduleEvent | MailEvent | MailDeletedEvent | EnvEvent | EnvOutputEvent
+# -- the live feed (anvil/api/feed) ---------------------------------------------------------------
+
+
+class HelloEvent(TypedDict):
+    """``anvil/api/feed``: the first message of each connection. After a reconnect a client
+    fetches its lists again (through the routes above): what changed while it was away is
+    not sent again."""
+
+    type: Literal["hello"]
+    server: str  # this server instance's id (another one: a restart, or another server)
+    time: float
+    #: how many connections follow each source of events now, this one included (by source:
+    #: tasks, schedules, mail, envs, apps, logs, task_output)
+    followers: dict[str, int]
+
+
+class AppEvent(TypedDict):
+    """``anvil/api/feed``: an app's listing changed (its status, error, kernels and their
+    busy and idle counts, functions, environment...). At most ~4 a second per app: the
+    latest state wins, states in between may not be sent."""
+
+    type: Literal["app"]
+    app: ListedApp
+
+
+class AppRemovedEvent(TypedDict):
+    """``anvil/api/feed``: a notebook was deleted, or stopped being an app."""
+
+    type: Literal["app_removed"]
+    name: str
+
+
+class LogsEvent(TypedDict):
+    """``anvil/api/feed``: app log records as they are stored (about every 0.25 s), oldest
+    first, in ``seq`` order as ``anvil/api/logs`` reads them (at most ~256 KiB of text each)."""
+
+    type: Literal["logs"]
+    records: list[LogRecord]
+
+
+class TaskOutputEvent(TypedDict):
+    """``anvil/api/feed``: what a running task printed (batched about every 0.25 s, at most
+    256 Ki characters each). ``offset`` is the task's output offset AFTER ``text`` (as
+    :class:`TaskOutput`'s): a client that fetched the output up to N appends the event's
+    text past N when ``offset - len(text) <= N < offset``, skips it when ``offset <= N``,
+    and fetches the output again on a gap (``offset - len(text) > N``). A task's last
+    output comes before its end's :class:`TaskEvent`."""
+
+    type: Literal["task_output"]
+    id: str
+    text: str
+    offset: int
+
+
+#: one message of ``anvil/api/tasks/feed`` (the feed as it was: these kinds only)
+TaskFeedEvent = TaskEvent | ScheduleEvent | MailEvent | MailDeletedEvent | EnvEvent | EnvOutputEvent
+
+#: one message of ``anvil/api/feed``. A client more than 8 MiB of messages behind (not
+#: reading) is closed with code 1008, "feed reader too slow": it reconnects and fetches again.
+FeedEvent = TaskFeedEvent | HelloEvent | AppEvent | AppRemovedEvent | LogsEvent | TaskOutputEvent
 
 
 # -- values inside states and return values ------------------------------------------------------

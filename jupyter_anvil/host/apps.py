@@ -7,8 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, Protocol, cast, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast, get_args
 
+from .app_changes import AppChanges
 from .app_kernel import KernelLoadError
 from .envs.request import EnvRequest
 from .envs.service import EnvBuildFailed, EnvInfo
@@ -17,7 +18,7 @@ from .notebooks import AppSpec, NotebookProblem, Scanner
 from .pool import KernelPool, PoolLimits
 
 if TYPE_CHECKING:
-    from .api_types import AppEnv, AppInfo, PoolStats
+    from .api_types import AppEnv, AppInfo, ErrorLocation, ListedApp, PoolStats
 
 log = logging.getLogger(__name__)
 #: seconds calls in flight get to finish when the server stops
@@ -32,6 +33,9 @@ STOP_GRACE = 5.0
 #: against this type: a misspelt one fails the check.)
 AppStatus = Literal["building", "loading", "ready", "error", "stopped"]
 APP_STATUSES: Final[tuple[AppStatus, ...]] = get_args(AppStatus)
+#: the statuses of an app with a version served: ``loading`` too, while a reload asked for
+#: through the admin API loads the next one
+SERVED: Final[tuple[AppStatus, ...]] = ("ready", "loading")
 
 
 @dataclass
@@ -88,10 +92,36 @@ class ServedListeners:
             listener.unserved(app)
 
 
+#: what of an App its listing shows: assigning any of them tells ``on_change`` (the live
+#: feed's app events), so no change of state can be forgotten at one of its many places
+_LISTED: Final = frozenset(
+    {"status", "error", "error_at", "spec", "pool", "env_id", "env_building", "env_failed", "notebook_problem",
+     "schedule_problems"}
+)  # fmt: skip
+
+
+def load_error_location(notebook: str, detail: dict[str, Any]) -> ErrorLocation | None:
+    """Where a load error (the kernel's wire error, app_kernel.KernelLoadError.detail) is:
+    the cell that failed, by its index among all the notebook's cells (the kernel runs
+    each server cell as the file ``"<notebook> cell <index>"``), and the line in that cell
+    of the innermost frame there (the error may be raised deeper, in a function another
+    cell defined)."""
+    cell = detail.get("cell")
+    if not isinstance(cell, int) or isinstance(cell, bool) or cell < 0:
+        return None
+    label = f"{notebook} cell {cell}"
+    trace = detail.get("trace")
+    frames = [f for f in trace if isinstance(f, list) and len(f) == 2] if isinstance(trace, list) else []
+    line = next((f[1] for f in frames if f[0] == label and isinstance(f[1], int)), None)  # innermost first
+    return {"notebook": notebook, "cell": cell, "line": line}
+
+
 class App:
     """One app: its current spec, the pool serving it, and its state."""
 
-    def __init__(self, name: str, envs: AppEnvs | None = None) -> None:
+    def __init__(self, name: str, envs: AppEnvs | None = None, on_change: Callable[[], None] | None = None) -> None:
+        #: told whenever what the app's listing shows changes (set first: every assignment tells it)
+        self.on_change: Callable[[], None] = on_change or (lambda: None)
         self.name = name
         self.envs = envs
         #: the environment the version served runs in (None: the server's default kernel)
@@ -104,6 +134,8 @@ class App:
         self.pool: KernelPool | None = None
         self.status: AppStatus = "loading"
         self.error: str | None = None
+        #: where ``error`` is in the notebook (the failing cell), when it is in one
+        self.error_at: ErrorLocation | None = None
         self.loaded = asyncio.Event()
         self.loading_fingerprint: str | None = None
         #: what is wrong with the notebook now, while its last good version serves on
@@ -114,9 +146,21 @@ class App:
         #: held while a loaded version is switched in: two loads never switch at once
         self.switching = asyncio.Lock()
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in _LISTED:
+            self.on_change()
+
     @property
     def call_timeout(self) -> float | None:
         return self.spec.call_timeout if self.spec else None
+
+    def listed(self, base_url: str) -> ListedApp:
+        """The app as ``GET anvil/api/apps`` and the live feed show it."""
+        return {
+            **self.to_json(f"{base_url}anvil/apps/{self.name}/"),
+            "schedule_problems": self.schedule_problems if self.pool is not None else [],
+        }
 
     def to_json(self, url: str = "") -> AppInfo:
         """The app as ``GET anvil/api/apps`` shows it; ``url`` its page's."""
@@ -125,6 +169,7 @@ class App:
             "notebook": self.spec.notebook if self.spec else None,
             "status": self.status,
             "error": self.describe_error(),
+            "error_location": self.error_location(),
             "functions": sorted(self.pool.functions) if self.pool else [],  # what callers may call
             "background_tasks": sorted(self.pool.background_tasks) if self.pool else [],
             "pool": cast("PoolStats", self.pool.stats()) if self.pool else None,
@@ -148,6 +193,17 @@ class App:
             return {"id": self.env_id, "status": serving.status if serving is not None else "ready"}
         if self.env_failed is not None and self.pool is None:  # not served for want of it
             return {"id": self.env_failed, "status": "failed"}
+        return None
+
+    def error_location(self) -> ErrorLocation | None:
+        """Where the error :meth:`describe_error` leads with is, if it is in the notebook."""
+        if self.error:
+            return self.error_at
+        notebook = self.spec.notebook if self.spec else None
+        if self.notebook_problem and notebook:
+            return {"notebook": notebook, "cell": None, "line": None}
+        if self.pool is not None and self.pool.problem and self.pool.problem_detail and notebook:
+            return load_error_location(notebook, self.pool.problem_detail)
         return None
 
     def describe_error(self) -> str | None:
@@ -186,6 +242,19 @@ class AppManager:
         self._stopping = False
         #: told of each version served and of apps no longer served (set by the extension)
         self.listener: ServedListener | None = None
+        #: the Jupyter server's base URL: apps' pages are under it (set by the extension)
+        self.base_url = "/"
+        #: each app's listing as it changes, and apps removed, for the live feed
+        self.changes = AppChanges(self._listing)
+        #: one scan at a time: the watcher's and a reload's
+        self._syncing = asyncio.Lock()
+
+    def _listing(self, name: str) -> ListedApp | None:
+        app = self.apps.get(name)
+        return app.listed(self.base_url) if app is not None else None
+
+    def _new_app(self, name: str) -> App:
+        return App(name, self.envs, lambda: self.changes.changed(name))
 
     async def get(self, name: str) -> App | None:
         await self.scanned.wait()
@@ -201,13 +270,18 @@ class AppManager:
     # -- following the notebooks ------------------------------------------------------
     async def sync(self) -> list[asyncio.Task[None]]:
         """Scan once and start whatever loads, reloads and stops that calls for."""
-        specs, problems = await asyncio.get_running_loop().run_in_executor(None, self._scanner.scan)
+        async with self._syncing:
+            specs, problems = await asyncio.get_running_loop().run_in_executor(None, self._scanner.scan)
+            return self._follow(specs, problems)
+
+    def _follow(self, specs: dict[str, AppSpec], problems: list[NotebookProblem]) -> list[asyncio.Task[None]]:
         self.problems = problems
         started: list[asyncio.Task[None]] = []
         blocked = {p.name for p in problems if p.name}
         for name, app in list(self.apps.items()):
             if name not in specs and name not in blocked:
                 del self.apps[name]
+                self.changes.removed(name)
                 started.append(self._spawn(self._stop(app, "its notebook was removed")))
         # a notebook that is unreadable for now (or has bad metadata) serves its last good
         # version on, with the problem reported under the app's name
@@ -215,11 +289,11 @@ class AppManager:
         for problem in problems:
             if problem.name is None or problem.name in stale:
                 continue
-            app = self.apps.setdefault(problem.name, App(problem.name, self.envs))
+            app = self.apps.get(problem.name) or self.apps.setdefault(problem.name, self._new_app(problem.name))
             message = f"{problem.notebook}: {problem.message}"
             app.notebook_problem = None  # the problem now stops the app: said in its error
             if app.status != "error" or app.error != message:
-                self._fail(app, message)
+                self._fail(app, message, {"notebook": problem.notebook, "cell": None, "line": None})
                 if app.pool is not None:
                     pool, app.pool = app.pool, None
                     self._unserved(app.name)
@@ -227,7 +301,7 @@ class AppManager:
                     started.append(self._spawn(pool.drain(self.defaults.call_timeout)))
                 app.loading_fingerprint = None
         for name, spec in specs.items():
-            app = self.apps.setdefault(name, App(name, self.envs))
+            app = self.apps.get(name) or self.apps.setdefault(name, self._new_app(name))
             self._note_notebook_problem(app, stale.get(name))
             fingerprint = spec.fingerprint
             if fingerprint != app.loading_fingerprint:
@@ -275,12 +349,13 @@ class AppManager:
             app.status = "loading"
         pool = self.make_pool(spec, self.limits_for(spec), env)
         pool.on_problem = lambda stream, text: self.app_log.write(app.name, "(load)", "-", stream, text)
+        pool.on_change = lambda: self.changes.changed(app.name)  # its kernels busy, idle, started...
         try:
             await pool.start()
         except KernelLoadError as e:
             if e.traceback:
                 self.app_log.write(app.name, "(load)", "-", "traceback", e.traceback)
-            self._load_failed(app, spec, str(e), first)
+            self._load_failed(app, spec, str(e), first, load_error_location(spec.notebook, e.detail))
             return
         except Exception as e:
             log.exception("[jupyter-anvil] app %s failed to start", app.name)
@@ -293,14 +368,14 @@ class AppManager:
             problems = await self._served(app.name, spec, pool)
             if self._overtaken(app, fingerprint):  # while its schedules were synced
                 await pool.drain(0)
-                if app.pool is not None and app.spec is not None and app.status == "ready" and not self._gone(app):
+                if app.pool is not None and app.spec is not None and app.status in SERVED and not self._gone(app):
                     # the version served goes on: its schedules again (a newer load syncs its own)
                     app.schedule_problems = await self._served(app.name, app.spec, app.pool)
                 else:  # the sync must not leave an app that is not served firing
                     self._unserved(app.name)
                 return
             old, app.pool, app.spec = app.pool, pool, spec
-            app.status, app.error, app.schedule_problems = "ready", None, problems
+            app.status, app.error, app.error_at, app.schedule_problems = "ready", None, None, problems
             app.env_id = env.id if env is not None else None
             self._use_env(app.name, app.env_id)
             app.loaded.set()
@@ -322,7 +397,7 @@ class AppManager:
             self._load_failed(app, spec, "this server has no support for per-app Python packages", first)
             return False
         if first:
-            app.status, app.error = "building", None
+            app.status, app.error, app.error_at = "building", None, None
         app.env_building = request
         shown = ", ".join(request.requirements) + (f" on Python {request.python}" if request.python else "")
         self.app_log.write(app.name, "(load)", "-", "system", f"environment for {spec.notebook}: {shown}")
@@ -383,21 +458,40 @@ class AppManager:
             except Exception:
                 log.exception("[jupyter-anvil] app %s: its unserved listener failed", name)
 
-    def _load_failed(self, app: App, spec: AppSpec, message: str, first: bool) -> None:
+    def _load_failed(
+        self, app: App, spec: AppSpec, message: str, first: bool, where: ErrorLocation | None = None
+    ) -> None:
         self.app_log.write(app.name, "(load)", "-", "system", f"failed to load {spec.notebook}: {message}")
         if first:
             app.spec = spec
-            self._fail(app, message)
+            self._fail(app, message, where)
         else:
             # the previous version keeps serving; the failure is reported beside it
+            app.error_at = where
             app.error = f"reload failed, still serving the previous version: {message}"
+            if app.status == "loading":  # a reload asked for: the version served goes on
+                app.status = "ready"
 
-    def _fail(self, app: App, message: str) -> None:
-        app.status, app.error = "error", message
+    def _fail(self, app: App, message: str, where: ErrorLocation | None = None) -> None:
+        app.status, app.error, app.error_at = "error", message, where
         app.loaded.set()
 
+    async def reload(self, name: str) -> App | None:
+        """Read ``name``'s notebook again and load it again, as a save does (None: no such
+        app). Its status is ``loading`` until the new version serves (the version served
+        until then goes on serving) or fails."""
+        app = await self.get(name)
+        if app is None:
+            return None
+        if app.spec is not None:
+            self._scanner.forget(self.root / app.spec.notebook)
+        app.loading_fingerprint = None  # the same cells load again
+        app.status, app.error, app.error_at = "loading", None, None
+        await self.sync()
+        return app
+
     async def _stop(self, app: App, reason: str, grace: float | None = None) -> None:
-        app.status, app.error = "stopped", reason
+        app.status, app.error, app.error_at = "stopped", reason, None
         app.loaded.set()
         self._unserved(app.name)
         self._env_unserved(app)

@@ -30,6 +30,7 @@ from .handlers import (
     apps_off,
     calls,
     env_admin,
+    feed,
     mail_admin,
     online,
     public_tasks,
@@ -260,6 +261,7 @@ class AnvilApp(ExtensionApp):
         self.env_feed: EventFeed[dict[str, Any]] = EventFeed("environments feed")
         self.envs = self._env_service()
         self.apps = AppManager(root, defaults, self.app_log, self._make_pool, self.envs)
+        self.apps.base_url = self.server.base_url  # the live feed lists apps with their pages' URLs
         self.sessions = SessionService(self.store, self.session_idle_minutes * 60)
         task_limits = TaskLimits(
             concurrency=self.task_concurrency,
@@ -459,6 +461,7 @@ class AnvilApp(ExtensionApp):
                     (rf"/anvil/apps/{app}/(?P<path>(?!_/).*)", static.AppStaticHandler),
                     (r"/anvil/api/apps", admin.AppsHandler),
                     (rf"/anvil/api/apps/{app}/requirements", env_admin.RequirementsHandler),
+                    (rf"/anvil/api/apps/{app}/reload", admin.AppReloadHandler),
                 ]
             )
         else:  # no app surface at all: its URLs answer 404
@@ -470,7 +473,8 @@ class AnvilApp(ExtensionApp):
                 (r"/anvil/api/envs", env_admin.EnvsHandler),
                 (r"/anvil/api/envs/(?P<env_id>[^/]+)/log", env_admin.EnvLogHandler),
                 (r"/anvil/api/tasks", task_admin.TasksHandler),
-                (r"/anvil/api/tasks/feed", task_admin.TaskFeedHandler),
+                (r"/anvil/api/feed", feed.FeedHandler),
+                (r"/anvil/api/tasks/feed", feed.TaskFeedHandler),  # the feed as it was, for its clients
                 (rf"/anvil/api/tasks/{task_id}", task_admin.TaskHandler),
                 (rf"/anvil/api/tasks/{task_id}/output", task_admin.TaskOutputHandler),
                 (rf"/anvil/api/tasks/{task_id}/kill", task_admin.TaskKillHandler),

@@ -1,5 +1,5 @@
-"""Events handed on to whoever follows them (the admin API's live feed): the scheduler's
-and the mail records'. One class for every kind of event."""
+"""Events handed on to whoever follows them (the admin API's live feed): the scheduler's,
+the mail records', the apps', the app log's, tasks' output. One class for every kind of event."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ class EventFeed(Generic[E]):
                 callback(event)
             except Exception:
                 log.exception("[jupyter-anvil] a subscriber to the %s failed", self.what)
+
+    @property
+    def subscribers(self) -> int:
+        """How many follow it now (a publisher may skip the work of an event nobody gets)."""
+        return len(self._subscribers)
 
     def subscribe(self, callback: Callable[[E], None]) -> Callable[[], None]:
         """``callback`` gets every event from now on; the returned function unsubscribes."""

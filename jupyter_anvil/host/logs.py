@@ -1,8 +1,8 @@
 """The app log: what calls print, full tracebacks and load errors, per app.
 
 Each record is tagged with app, function and call id. Records go to the server's
-logger (``jupyter_anvil.app.<name>``) at once and to the store in batches (twice a
-second, off the event loop), so the log outlives the server; the newest
+logger (``jupyter_anvil.app.<name>``) at once and to the store in batches (four times
+a second, off the event loop; the live feed reads them back: log_tail.py), so the log outlives the server; the newest
 ``max_records_per_app`` records of each app are kept.
 
 Sequence numbers come from the database (an autoincrement key), so several servers can
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 import sqlalchemy as sa
 
 from .background import spawn
+from .log_tail import LogTail
 from .store import Store, log_records
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def cut_to_bytes(text: str, limit: int) -> tuple[str, int]:
 
 
 class AppLog:
-    def __init__(self, store: Store, max_records_per_app: int = 5000, flush_every: float = 0.5) -> None:
+    def __init__(self, store: Store, max_records_per_app: int = 5000, flush_every: float = 0.25) -> None:
         self.store = store
         self.max_records = max_records_per_app
         self.flush_every = flush_every
@@ -73,6 +74,8 @@ class AppLog:
         self._printed: OrderedDict[str, int] = OrderedDict()  # call id -> bytes printed
         self._flusher: asyncio.Task[None] | None = None
         self._writes = 0
+        #: the live feed's records, read back as they are stored
+        self.tail = LogTail(self)
 
     def start(self) -> None:
         self._flusher = spawn(self._flush_periodically())
@@ -164,6 +167,7 @@ class AppLog:
         except BaseException:
             self._take_back(rows)
             raise
+        self.tail.flushed()
 
     def _take_back(self, rows: list[dict[str, Any]]) -> None:
         """Put records a failed write took back in front of the queue, within its cap."""

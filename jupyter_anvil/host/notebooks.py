@@ -239,6 +239,10 @@ class Scanner:
         self._cache[path] = (key, result)
         return result
 
+    def forget(self, path: Path) -> None:
+        """Read ``path`` again at the next scan, changed or not (a reload asked for)."""
+        self._cache.pop(path, None)
+
     def scan(self) -> tuple[dict[str, AppSpec], list[NotebookProblem]]:
         seen: set[Path] = set()
 

@@ -75,6 +75,11 @@ class KernelPool:
         self._retry_timer: asyncio.TimerHandle | None = None
         #: the last start failure while it is not yet overcome, for the admin API
         self.problem: str | None = None
+        #: that failure's wire error when its server cells failed (the cell and line are in it)
+        self.problem_detail: dict[str, Any] | None = None
+        #: told when what :meth:`stats` counts (or ``problem``) may have changed: the live
+        #: feed's app events (set by the app manager; cheap, and called often)
+        self.on_change: Callable[[], None] = lambda: None
 
     async def start(self) -> None:
         """Start ``min`` kernels (at least one); raises the first load error."""
@@ -86,6 +91,7 @@ class KernelPool:
             await asyncio.gather(*(k.shutdown() for k in started))
             raise failures[0]
         self.kernels.extend(started)
+        self.on_change()
         self.registered = started[0].registered
         self.schedules = started[0].schedules
         self._reaper = spawn(self._reap_idle())
@@ -122,6 +128,7 @@ class KernelPool:
         if self.spares and not self._spare_waiters:
             kernel = self.spares.pop(0)
             self._refill_spares()
+            self.on_change()
             return kernel
         if self._backing_off() and not self._spares_starting:
             raise self._unavailable("the task")
@@ -139,6 +146,7 @@ class KernelPool:
         while not self.closed and len(self.spares) + self._spares_starting < wanted:
             self._spares_starting += 1
             self._track(self._add_spare())
+            self.on_change()
 
     async def _add_spare(self) -> None:
         try:
@@ -163,6 +171,7 @@ class KernelPool:
                 waiter.set_result(kernel)
                 return
         self.spares.append(kernel)
+        self.on_change()
 
     # -- leasing ----------------------------------------------------------------------
     def try_lease(self) -> AppKernel | None:
@@ -197,6 +206,7 @@ class KernelPool:
             )
         waiter: asyncio.Future[AppKernel] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        self.on_change()
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -204,12 +214,14 @@ class KernelPool:
                 self.release(waiter.result())  # handed a kernel just as we gave up
             else:
                 self._waiters.remove(waiter)
+                self.on_change()
             raise
 
     def release(self, kernel: AppKernel) -> None:
         """Give back a lease."""
         kernel.in_flight -= 1
         kernel.last_used = asyncio.get_running_loop().time()
+        self.on_change()
         if kernel.retiring:
             if kernel.in_flight == 0:
                 spawn(kernel.shutdown())
@@ -237,6 +249,7 @@ class KernelPool:
 
     def _take(self, kernel: AppKernel) -> AppKernel:
         kernel.in_flight += 1
+        self.on_change()
         return kernel
 
     def _least_busy(self) -> AppKernel | None:
@@ -257,6 +270,7 @@ class KernelPool:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(error)
+        self.on_change()
 
     # -- growing, shrinking, replacing ---------------------------------------------------
     def _grow(self) -> bool:
@@ -267,6 +281,7 @@ class KernelPool:
             return False
         self.starting += 1
         self._track(self._add_kernel())
+        self.on_change()
         return True
 
     async def _add_kernel(self) -> None:
@@ -275,6 +290,7 @@ class KernelPool:
                 kernel = await self._start_kernel()
             finally:
                 self.starting -= 1
+                self.on_change()
         except Exception as e:  # noqa: BLE001 - any failed start is reported and retried
             self._start_failed(e, "a kernel")
             if not self.live_kernels and not self.starting:
@@ -286,6 +302,7 @@ class KernelPool:
             return
         self._start_succeeded(kernel)
         self.kernels.append(kernel)
+        self.on_change()
         self._serve_waiters()
         if self._waiters:
             self._grow()  # more calls are waiting than this kernel takes
@@ -299,6 +316,7 @@ class KernelPool:
         if kernel.in_flight <= 0:
             spawn(kernel.shutdown())
         self._replenish()
+        self.on_change()
 
     def kernel_died(self, kernel: AppKernel) -> None:
         if kernel in self.kernels:
@@ -308,6 +326,7 @@ class KernelPool:
             self._refill_spares()
         spawn(kernel.shutdown())
         self._replenish()
+        self.on_change()
 
     def _replenish(self) -> None:
         """Start kernels up to ``min``, or one if calls wait and none runs or starts."""
@@ -318,6 +337,7 @@ class KernelPool:
         ):
             self.starting += 1
             self._track(self._add_kernel())
+            self.on_change()
 
     # -- kernels that fail to start ------------------------------------------------------
     def _backing_off(self) -> bool:
@@ -334,6 +354,7 @@ class KernelPool:
         if self._retry_timer is not None:
             self._retry_timer.cancel()
         self._retry_timer = loop.call_later(delay, self._retry)
+        self.problem_detail = error.detail if isinstance(error, KernelLoadError) and error.detail else None
         if isinstance(error, KernelLoadError):
             reason = str(error)
             if error.traceback:
@@ -343,6 +364,7 @@ class KernelPool:
             log.warning("[jupyter-anvil] could not start %s for app %s", what, self.app, exc_info=error)
         self.problem = f"{what} failed to start ({self._start_failures} in a row): {reason}; retrying in {delay:g} s"
         self.on_problem("system", self.problem)
+        self.on_change()
 
     def _start_succeeded(self, kernel: AppKernel) -> None:
         if kernel.registered != self.registered:
@@ -353,7 +375,10 @@ class KernelPool:
             )
         if self._start_failures:
             self.on_problem("system", f"a kernel started again after {self._start_failures} failed starts")
-        self._start_failures, self.problem = 0, None
+        if self.problem is not None:
+            self._start_failures, self.problem, self.problem_detail = 0, None, None
+            self.on_change()
+        self._start_failures = 0
 
     def _retry(self) -> None:
         self._retry_timer = None
@@ -397,6 +422,7 @@ class KernelPool:
         await asyncio.gather(*self._starting_tasks, return_exceptions=True)
         kernels, self.kernels = self.kernels + self.spares, []
         self.spares = []
+        self.on_change()
         await asyncio.gather(*(k.shutdown() for k in kernels))
 
     def stats(self) -> dict[str, int]:

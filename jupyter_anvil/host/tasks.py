@@ -22,19 +22,28 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from ..protocol import BACKGROUND_TASK
 from .app_kernel import AppKernel
 from .apps import AppManager
 from .background import spawn
+from .feed import EventFeed
 from .instances import ServerInstances
 from .messages import Caller, CallReply, CallRequest, scheduled_frame
 from .sessions import SessionService
 from .store import TaskRecord, TaskStore, TaskSummary
 
+if TYPE_CHECKING:
+    from .api_types import TaskOutputEvent
+
 log = logging.getLogger(__name__)
+
+#: seconds between two task_output events of the live feed (what was printed in between is joined)
+OUTPUT_EVENT_EVERY = 0.25
+#: characters of one task_output event at most (more is sent in several)
+OUTPUT_EVENT_CHARS = 256 * 1024
 
 OUTPUT_CUT = "\n[jupyter-anvil: output cut here; only the first {limit} characters of a task's output are kept]\n"
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
@@ -68,6 +77,7 @@ class LiveTask:
     output_size: int = 0
     output_written: int = 0  # how many of ``output``'s pieces are in the store already
     output_unwritten: int = 0  # characters printed since the last write
+    output_published: int = 0  # how many of ``output``'s pieces the live feed has had
     dropped: int = 0
     killed: bool = False
     state_written: float = 0.0
@@ -100,6 +110,9 @@ class TaskService:
         self.stopping = False
         self._loops: list[asyncio.Task[None]] = []
         self._shutdowns: set[asyncio.Task[None]] = set()  # task kernels being shut down
+        #: what running tasks print, batched, for the live feed
+        self.output_feed: EventFeed[TaskOutputEvent] = EventFeed("task output feed")
+        self._output_due: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         await self.instances.register()
@@ -271,6 +284,7 @@ class TaskService:
             }
         if reply.task_state is not None and not task.killed:
             record.state = reply.task_state
+        self._publish_output(task)  # its last output before its end
         record.output = "".join(task.output)
         record.output_dropped = task.dropped
         task.output_written = len(task.output)  # the end writes it all: no batch may follow
@@ -324,8 +338,37 @@ class TaskService:
         task.output.append(text)
         task.output_size += len(text)
         task.output_unwritten += len(text)
+        if not self.output_feed.subscribers:
+            task.output_published = len(task.output)  # a follower to come fetches what came before
+        elif self._output_due is None:
+            self._output_due = asyncio.get_running_loop().call_later(OUTPUT_EVENT_EVERY, self._publish_outputs)
         if task.output_unwritten >= self.limits.output_batch:
             spawn(self._write_output(task))
+
+    def _publish_outputs(self) -> None:
+        self._output_due = None
+        for task in list(self.live.values()):
+            self._publish_output(task)
+
+    def _publish_output(self, task: LiveTask) -> None:
+        """Publish what ``task`` printed since its last task_output event."""
+        start, end = task.output_published, len(task.output)
+        if start >= end:
+            return
+        task.output_published = end
+        if not self.output_feed.subscribers:
+            return
+        text = "".join(task.output[start:end])
+        base = task.output_size - len(text)  # its offset in the whole output (pieces up to ``end``)
+        for at in range(0, len(text), OUTPUT_EVENT_CHARS):
+            chunk = text[at : at + OUTPUT_EVENT_CHARS]
+            event: TaskOutputEvent = {
+                "type": "task_output",
+                "id": task.id,
+                "text": chunk,
+                "offset": base + at + len(chunk),
+            }
+            self.output_feed.publish(event)
 
     async def _write_output(self, task: LiveTask) -> None:
         """Append what the task printed since the last write to its record."""
@@ -393,6 +436,10 @@ class TaskService:
         return replace(task.record, output="".join(task.output), output_dropped=task.dropped)
 
     # -- the live feed --------------------------------------------------------------------------
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
     def subscribe(self, callback: Callable[[TaskSummary], None]) -> Callable[[], None]:
         """``callback`` gets a snapshot of a task's summary at each launch, start, state
         change and end; the returned function unsubscribes."""

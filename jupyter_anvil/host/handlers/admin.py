@@ -9,7 +9,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from ... import errors
-from ..api_types import AppsList, LogPage, NotebookProblem
+from ..api_types import AppsList, ListedApp, LogPage, NotebookProblem
 from .base import services
 from .calls import load_json
 
@@ -73,15 +73,26 @@ class AppsHandler(AdminHandler):
             {"notebook": p.notebook, "app": p.name, "error": p.message} for p in manager.problems
         ]
         answer: AppsList = {
-            "apps": [
-                {
-                    **app.to_json(f"{self.base_url}anvil/apps/{name}/"),
-                    "schedule_problems": app.schedule_problems if app.pool is not None else [],
-                }
-                for name, app in manager.apps.items()
-            ],
+            "apps": [app.listed(self.base_url) for app in manager.apps.values()],
             "problems": problems,
         }
+        self.finish(dict(answer))
+
+
+class AppReloadHandler(AdminHandler):
+    """``POST anvil/api/apps/<app>/reload`` (no body): read the app's notebook again and
+    load it again, as a save does. 202 with the app as listed (``loading``) at once; the
+    load goes on (the live feed's app events, or ``anvil/api/apps``, say how it ends). The
+    version served serves on until the new one is ready, and on if it fails."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, app: str) -> None:
+        reloading = await services(self).apps.reload(app)
+        if reloading is None:
+            raise web.HTTPError(404, f"no app {app}")
+        answer: ListedApp = reloading.listed(self.base_url)
+        self.set_status(202)
         self.finish(dict(answer))
 
 

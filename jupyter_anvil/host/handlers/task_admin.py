@@ -1,5 +1,5 @@
-"""The tasks admin API (Jupyter auth): list, one task, its output, its Media, kill, a
-live feed. States and return values are shown as plain JSON (readable.py), not in
+"""The tasks admin API (Jupyter auth): list, one task, its output, its Media, kill (the
+live feed: feed.py). States and return values are shown as plain JSON (readable.py), not in
 wire form."""
 
 from __future__ import annotations
@@ -7,28 +7,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
 from typing import Any, cast
 
-from jupyter_core.utils import ensure_async
-from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import JupyterHandler
-from tornado import web, websocket
+from tornado import web
 
 from ... import errors
 from ...errors import WireError
 from ...protocol import TASK_STATUSES, is_finished
 from .. import api_types as api
-from ..mail.records import MailSummary
-from ..mail.store import MailEvent
 from ..readable import plain_value
-from ..schedules.records import ScheduleEvent
 from ..store import TaskRecord, TaskSummary
 from .admin import AUTH_RESOURCE, AdminHandler
 from .base import send_download, services
-from .env_admin import env_feed_event
-from .mail_admin import mail_json
-from .schedule_admin import event_json
 
 
 def summary_json(task: TaskSummary) -> api.TaskSummary:
@@ -171,75 +163,3 @@ async def find(handler: JupyterHandler, task_id: str) -> TaskRecord:
         return await services(handler).tasks.get(task_id)
     except errors.BackgroundTaskNotFound:
         raise web.HTTPError(404, f"no background task {task_id}") from None
-
-
-class TaskFeedHandler(JupyterHandler, websocket.WebSocketHandler):  # type: ignore[misc]
-    """``anvil/api/tasks/feed`` (WebSocket): ``{"type": "task", "task": summary}`` for
-    every launch, start, state change and end, ``{"type": "schedule", "event": ...}``
-    for every schedule made, changed, deleted or run (api_types.ScheduleEvent), and
-    ``{"type": "mail", "mail": ...}`` / ``{"type": "mail_deleted", ...}`` for every message
-    stored, changed or deleted, ``{"type": "env", "env": ...}`` for every change of an
-    environment's status and ``{"type": "env_output", "id": ..., "text": ...}`` for its
-    build's output as it comes, so a panel need not poll."""
-
-    auth_resource = AUTH_RESOURCE
-
-    async def pre_get(self) -> None:
-        allowed = await ensure_async(self.authorizer.is_authorized(self, self.current_user, "read", AUTH_RESOURCE))
-        if not allowed:
-            raise web.HTTPError(403)
-
-    @ws_authenticated
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        await self.pre_get()
-        result = super().get(*args, **kwargs)
-        if result is not None:
-            await result
-
-    _subscriptions: tuple[Callable[[], None], ...] = ()
-
-    def open(self, *args: Any, **kwargs: Any) -> None:
-        found = services(self)
-        self._subscriptions = (
-            found.tasks.subscribe(self._send_task),
-            found.schedule_feed.subscribe(self._send_schedule),
-            found.mail_feed.subscribe(self._send_mail),
-            found.env_feed.subscribe(self._send_env),
-        )
-
-    def _unsubscribe(self) -> None:
-        for unsubscribe in self._subscriptions:
-            unsubscribe()
-
-    def _send_task(self, summary: TaskSummary) -> None:
-        event: api.TaskEvent = {"type": "task", "task": summary_json(summary)}
-        self._send(event)
-
-    def _send_schedule(self, schedule_event: ScheduleEvent) -> None:
-        self._send(event_json(schedule_event))
-
-    def _send_mail(self, mail_event: MailEvent) -> None:
-        summary = mail_event.get("mail")
-        if isinstance(summary, MailSummary):
-            changed: api.MailEvent = {"type": "mail", "mail": mail_json(summary)}
-            self._send(changed)
-        else:
-            deleted: api.MailDeletedEvent = {"type": "mail_deleted", "id": mail_event["id"], "app": mail_event["app"]}
-            self._send(deleted)
-
-    def _send_env(self, env_event: dict[str, Any]) -> None:
-        event = env_feed_event(env_event)
-        if event is not None:
-            self._send(event)
-
-    def _send(self, event: api.FeedEvent) -> None:
-        try:
-            self.write_message(json.dumps(event, default=str))
-        except websocket.WebSocketClosedError:
-            self._unsubscribe()
-
-    def on_message(self, message: str | bytes) -> None:
-        pass  # the feed only speaks
-
-    def on_close(self) -> None:
-        self._unsubscribe()
