@@ -75,9 +75,12 @@ function AppsSection(props: { c: AnvilController; hooks: PanelHooks }): JSX.Elem
       {apps.map((app: AppInfo) => (
         <div className="jp-Anvil-card" key={app.name} data-app={app.name}>
           <div className="jp-Anvil-row">
-            <span className="jp-Anvil-title">{app.name}</span>
+            <span className="jp-Anvil-title" title={app.name}>
+              {app.name}
+            </span>
             <Badge status={app.status} />
-            <span className="jp-Anvil-spacer" />
+          </div>
+          <div className="jp-Anvil-row jp-Anvil-actions">
             <a className="jp-Anvil-link" href={app.url} target="_blank" rel="noopener noreferrer" title="Open the app's page">
               page ↗
             </a>
@@ -222,8 +225,9 @@ function TaskRow(props: { c: AnvilController; task: TaskSummary; now: number }):
         <button className="jp-Anvil-twisty" onClick={toggle} title="Show its output" aria-expanded={open}>
           {open ? '▾' : '▸'}
         </button>
-        <span className="jp-Anvil-title">{task.name}</span>
-        <span className="jp-Anvil-dim">{task.app}</span>
+        <span className="jp-Anvil-title" title={`${task.name} (${task.id})`}>
+          {task.name}
+        </span>
         <Badge status={task.status} />
         <span className="jp-Anvil-spacer" />
         {live && (
@@ -233,7 +237,7 @@ function TaskRow(props: { c: AnvilController; task: TaskSummary; now: number }):
         )}
       </div>
       <div className="jp-Anvil-meta">
-        started {time(task.started ?? task.launched)}
+        {task.app} · started {time(task.started ?? task.launched)}
         {elapsed && ` · ${elapsed}`}
         {task.schedule_id && ' · by a schedule'}
       </div>
@@ -308,9 +312,13 @@ function ScheduleRow(props: { c: AnvilController; s: ScheduleInfo }): JSX.Elemen
   return (
     <div className="jp-Anvil-card" data-schedule={s.id} data-paused={String(s.paused)}>
       <div className="jp-Anvil-row">
-        <span className="jp-Anvil-title">{s.name}</span>
-        <span className="jp-Anvil-dim">{s.app}</span>
+        <span className="jp-Anvil-title" title={s.name}>
+          {s.name}
+        </span>
         <Badge status={s.problem ? 'error' : s.paused ? 'paused' : 'active'} />
+      </div>
+      <div className="jp-Anvil-row jp-Anvil-actions">
+        <span className="jp-Anvil-dim">{s.app}</span>
         <span className="jp-Anvil-spacer" />
         {s.paused ? (
           <button className="jp-Anvil-button" onClick={() => void act(() => c.api.setPaused(s.id, false).then(x => c.model.schedules.set(x.id, x)))}>
@@ -473,9 +481,10 @@ function LogsSection(props: { c: AnvilController }): JSX.Element {
           <div key={g.key} className={`jp-Anvil-card ${g.hasError ? 'jp-Anvil-hasError' : ''}`} data-call={g.callId}>
             <div className="jp-Anvil-row">
               <span className="jp-Anvil-title">{g.function}</span>
-              <span className="jp-Anvil-dim">{g.app}</span>
               <span className="jp-Anvil-spacer" />
-              <span className="jp-Anvil-dim">{time(g.time)}</span>
+              <span className="jp-Anvil-dim">
+                {g.app} · {time(g.time)}
+              </span>
             </div>
             <pre className="jp-Anvil-log">
               {g.records.map(r => (
@@ -528,8 +537,9 @@ function PanelView(props: { c: AnvilController; hooks: PanelHooks }): JSX.Elemen
             className={`jp-Anvil-tab ${section === s ? 'jp-mod-active' : ''}`}
             onClick={() => setSection(s)}
             data-tab={s}
+            title={s}
           >
-            {s}
+            {s === 'Environments' ? 'Envs' : s}
             {counts[s] > 0 && <span className="jp-Anvil-count">{counts[s]}</span>}
           </button>
         ))}
