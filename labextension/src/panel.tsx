@@ -26,6 +26,10 @@ function time(t: number | null | undefined): string {
   return d.toDateString() === today.toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
 }
 
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
 function Badge(props: { status: string }): JSX.Element {
   return <span className={`jp-Anvil-badge jp-Anvil-status-${props.status}`}>{props.status}</span>;
 }
@@ -134,7 +138,7 @@ function AppsSection(props: { c: AnvilController; hooks: PanelHooks }): JSX.Elem
             )}
             <span>
               {' '}
-              · {tasksOf(app.name)} tasks running · {schedulesOf(app.name)} schedules
+              · {plural(tasksOf(app.name), 'task')} running · {plural(schedulesOf(app.name), 'schedule')}
             </span>
             {app.env && <span> · env {app.env.status}</span>}
           </div>
