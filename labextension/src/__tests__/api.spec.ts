@@ -152,3 +152,14 @@ describe('FeedClient', () => {
     expect(backoffDelay(30, 500, 15000, fixed)).toBe(15000);
   });
 });
+
+describe('AnvilController', () => {
+  it("shows a refused action's message in the banner instead of swallowing it", async () => {
+    const { AnvilController } = await import('../controller');
+    const { api: a } = api(() => json({ message: 'task t has ended: nothing to kill' }, 409));
+    const controller = new AnvilController(a, 'secret');
+    const result = await controller.guard(() => a.killTask('t'));
+    expect(result).toBeUndefined();
+    expect(controller.model.error).toBe('task t has ended: nothing to kill');
+  });
+});
