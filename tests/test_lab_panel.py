@@ -7,6 +7,7 @@ of every section, light and dark, go to test-artifacts/lab/ (gitignored)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -182,6 +183,16 @@ def shoot(page: Any, name: str) -> None:
     page.locator(".jp-Anvil-panel").screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
+def dismiss_kernel_dialog(page: Any, timeout: float = 0) -> None:
+    """A notebook without a kernelspec makes JupyterLab ask for a kernel: take its choice
+    (waiting up to ``timeout`` ms for the question)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    dialog = page.locator(".jp-Dialog")
+    with contextlib.suppress(PlaywrightTimeout):
+        dialog.locator("button.jp-mod-accept").click(timeout=timeout or 1000)
+
+
 def wait_until(condition: Any, timeout: float = 30, message: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -267,6 +278,12 @@ def test_a_broken_server_cell_shows_the_error_and_its_cell(lab: Lab, page: Any) 
     assert "cell 3" in error.inner_text()
     body.locator('[data-app="broken"]').scroll_into_view_if_needed()
     shoot(page, "apps-error-light")
+    # the cell link opens the notebook with the failing cell active
+    error.locator(".jp-Anvil-cellLink").click()
+    dismiss_kernel_dialog(page, timeout=15_000)
+    active = page.locator(".jp-NotebookPanel:visible .jp-Cell.jp-mod-active")
+    active.wait_for(timeout=30_000)
+    wait_until(lambda: "broken on purpose" in active.inner_text(), message=active.inner_text())
 
 
 def test_logs_and_environments_sections(lab: Lab, page: Any) -> None:
@@ -291,11 +308,9 @@ def test_toggling_the_server_tag_makes_an_app(lab: Lab, page: Any) -> None:
     ]
     nbformat.write(nb, str(lab.root / "tagme.ipynb"))
     page.goto(f"{lab.url}lab/tree/tagme.ipynb")
-    cell = page.locator(".jp-Notebook .jp-Cell").first
+    cell = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").first
     cell.wait_for(timeout=60_000)
-    dialog = page.locator(".jp-Dialog")
-    if dialog.count():
-        dialog.locator("button.jp-mod-accept").click()
+    dismiss_kernel_dialog(page)
     cell.locator(".jp-InputPrompt").click()  # select the cell (command mode)
     cell.click(button="right", position={"x": 5, "y": 5})
     page.locator(".lm-Menu-item", has_text="Toggle server tag").click()
