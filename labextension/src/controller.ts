@@ -49,6 +49,7 @@ export class AnvilController {
   stop(): void {
     this.feed.stop();
     this.model.connected = false;
+    this.model.changed();
   }
 
   get feedRunning(): boolean {
