@@ -167,11 +167,16 @@ def page(lab: Lab) -> Iterator[Any]:
 
 
 def open_panel(page: Any) -> None:
+    """Show the Anvil panel (a click on its sidebar tab, unless JupyterLab restored it shown)."""
     tab = page.locator('.jp-SideBar [data-id="jupyter-anvil-panel"]')
     tab.wait_for(timeout=60_000)
-    if "lm-mod-current" not in (tab.get_attribute("class") or ""):
+    panel = page.locator(".jp-Anvil-panel")
+    for _ in range(3):
+        page.wait_for_timeout(500)  # the layout restored, if it is to be
+        if panel.is_visible():
+            break
         tab.click()
-    page.locator(".jp-Anvil-panel .jp-Anvil-live.jp-mod-live").wait_for(timeout=30_000)
+    panel.locator(".jp-Anvil-live.jp-mod-live").wait_for(timeout=30_000)
 
 
 def section(page: Any, name: str) -> Any:
