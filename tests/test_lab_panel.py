@@ -1,0 +1,369 @@
+"""End-to-end: the Anvil panel in a real ``jupyter lab`` (the extension as the editable
+install built it), driven by Chromium through Playwright, against real kernels.
+
+One JupyterLab server and one browser page serve the whole module (JupyterLab takes
+seconds to load); the tests run in order, each leaving the page on the panel. Screenshots
+of every section, light and dark, go to test-artifacts/lab/ (gitignored)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, REPO, TOKEN, free_port
+from notebook_files import write_notebook
+
+pytestmark = [NEEDS_CHROMIUM, pytest.mark.timeout(240)]
+
+ARTIFACTS = REPO / "test-artifacts" / "lab"
+NPM_NAME = "jupyter-anvil"
+
+LABTEST_CELLS = [
+    """
+    import time
+
+    from jupyter_anvil import email, server
+
+
+    @server.background_task
+    def crunch(steps, pause):
+        server.task_state["total"] = steps
+        for i in range(1, steps + 1):
+            server.task_state["done"] = i
+            print(f"step {i} of {steps}", flush=True)
+            time.sleep(pause)
+        return steps
+
+
+    @server.callable
+    def start_crunch(steps=400, pause=0.1):
+        return server.launch_background_task("crunch", steps, pause).get_id()
+
+
+    @server.callable
+    def send_note(subject):
+        email.send(to="ops@example.com", subject=subject, text="All is well.\\n")
+        return subject
+    """
+]
+
+
+def built_extension() -> Path:
+    """The extension JupyterLab must load: the build in the source tree (the editable
+    install's build, newest) or, failing that, the one installed into sys.prefix."""
+    installed = Path(sys.prefix) / "share" / "jupyter" / "labextensions" / NPM_NAME
+    for candidate in (REPO / "jupyter_anvil" / "labextension", installed):
+        if (candidate / "package.json").exists() and (candidate / "static" / "style.js").exists():
+            return candidate
+    raise AssertionError("the JupyterLab extension is not built: run `pip install -e .` (it builds labextension/)")
+
+
+class Lab:
+    def __init__(self, root: Path, workdir: Path) -> None:
+        self.root = root
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log_path = workdir / "lab.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
+            env[name] = str(self.workdir / name.lower())
+        # the extension under test first on JupyterLab's data path (over any installed copy)
+        labextensions = self.workdir / "jupyter_data_dir" / "labextensions"
+        labextensions.mkdir(parents=True)
+        (labextensions / NPM_NAME).symlink_to(built_extension(), target_is_directory=True)
+        # no announcements pop-up over the screenshots
+        settings = self.workdir / "jupyter_config_dir" / "lab" / "user-settings" / "@jupyterlab"
+        (settings / "apputils-extension").mkdir(parents=True)
+        (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+            '{"fetchNews": "false", "checkForUpdates": false}'
+        )
+        command = [
+            sys.executable, "-m", "jupyterlab", str(self.root), "--no-browser", "--allow-root",
+            f"--ServerApp.port={self.port}", "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={TOKEN}", "--AnvilApp.watch_interval=0.3",
+            f"--AnvilApp.smtp_server_port={free_port()}", "--AnvilApp.idle_seconds=2",
+        ]  # fmt: skip
+        self.log_file = self.log_path.open("ab")
+        self.process = subprocess.Popen(command, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log_tail()
+            try:
+                apps = self.apps()
+                if "hello" in apps and "labtest" in apps and all(a["status"] == "ready" for a in apps.values()):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"jupyter lab did not load the apps\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.log_file.close()
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def admin(self, path: str, method: str = "GET", **kw: Any) -> Any:
+        response = httpx.request(method, self.url + path, headers={"Authorization": f"token {TOKEN}"}, timeout=30, **kw)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def apps(self) -> dict[str, Any]:
+        return {a["name"]: a for a in self.admin("anvil/api/apps")["apps"]}
+
+    def call(self, app: str, function: str, *args: Any) -> Any:
+        response = httpx.post(f"{self.url}anvil/apps/{app}/_/call/{function}", json={"args": list(args)}, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()["response"]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    root = tmp_path_factory.mktemp("lab-root")
+    shutil.copytree(REPO / "notebooks", root, dirs_exist_ok=True)
+    write_notebook(root / "labtest.ipynb", LABTEST_CELLS)
+    server = Lab(root, tmp_path_factory.mktemp("lab-server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def page(lab: Lab) -> Iterator[Any]:
+    from playwright import sync_api
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{lab.url}lab?token={TOKEN}")
+        open_panel(page)
+        yield page
+        context.close()
+        browser.close()
+    assert not [e for e in errors if "anvil" in e.lower()], errors
+
+
+def open_panel(page: Any) -> None:
+    """Show the Anvil panel (a click on its sidebar tab, unless JupyterLab restored it shown)."""
+    tab = page.locator('.jp-SideBar [data-id="jupyter-anvil-panel"]')
+    tab.wait_for(timeout=60_000)
+    panel = page.locator(".jp-Anvil-panel")
+    for _ in range(3):
+        page.wait_for_timeout(500)  # the layout restored, if it is to be
+        if panel.is_visible():
+            break
+        tab.click()
+    panel.locator(".jp-Anvil-live.jp-mod-live").wait_for(timeout=30_000)
+
+
+def section(page: Any, name: str) -> Any:
+    page.locator(f'.jp-Anvil-panel [data-tab="{name}"]').click()
+    return page.locator(".jp-Anvil-panel .jp-Anvil-body")
+
+
+def shoot(page: Any, name: str) -> None:
+    page.locator(".jp-Anvil-panel").screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def dismiss_kernel_dialog(page: Any, timeout: float = 0) -> None:
+    """A notebook without a kernelspec makes JupyterLab ask for a kernel: take its choice
+    (waiting up to ``timeout`` ms for the question)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    dialog = page.locator(".jp-Dialog")
+    with contextlib.suppress(PlaywrightTimeout):
+        dialog.locator("button.jp-mod-accept").click(timeout=timeout or 1000)
+
+
+def wait_until(condition: Any, timeout: float = 30, message: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(message or "condition not met in time")
+
+
+def test_panel_lists_the_example_app(lab: Lab, page: Any) -> None:
+    body = section(page, "Apps")
+    card = body.locator('[data-app="hello"]')
+    card.wait_for()
+    assert "ready" in card.inner_text()
+    assert "greet" in card.inner_text()  # its functions
+    assert "count_words" in card.inner_text()  # its background tasks
+    assert card.locator("a", has_text="page").get_attribute("href") == "/anvil/apps/hello/"
+    shoot(page, "apps-light")
+
+
+def test_a_task_shows_progress_tails_its_output_and_is_killed(lab: Lab, page: Any) -> None:
+    task_id = lab.call("labtest", "start_crunch", 400, 0.1)
+    body = section(page, "Tasks")
+    row = body.locator(f'[data-task="{task_id}"]')
+    row.wait_for()
+    bar = row.locator('[role="progressbar"]')
+    bar.wait_for()
+    first = int(bar.get_attribute("aria-valuenow") or 0)
+    wait_until(lambda: int(bar.get_attribute("aria-valuenow") or 0) > first, message="the progress bar never moved")
+    row.locator(".jp-Anvil-twisty").click()
+    output = row.locator('[data-role="task-output"]')
+    wait_until(lambda: "step 3 of 400" in output.inner_text(), message="no output shown")
+    seen = output.inner_text().count("\n")
+    wait_until(lambda: output.inner_text().count("\n") > seen + 5, message="the output did not tail")
+    shoot(page, "tasks-light")
+    row.locator("button", has_text="Kill").click()
+    page.locator(".jp-Dialog button.jp-mod-warn").click()
+    page.locator(f'[data-task="{task_id}"][data-status="killed"]').wait_for(timeout=30_000)
+    assert lab.admin(f"anvil/api/tasks/{task_id}")["status"] == "killed"
+
+
+def test_a_schedule_is_paused_and_resumed(lab: Lab, page: Any) -> None:
+    body = section(page, "Schedules")
+    card = body.locator("[data-schedule]", has_text="good_morning")
+    card.wait_for()
+    assert "every day at 09:00" in card.inner_text()
+    schedule_id = card.get_attribute("data-schedule")
+    card.locator("button", has_text="Pause").click()
+    body.locator(f'[data-schedule="{schedule_id}"][data-paused="true"]').wait_for()
+    assert lab.admin(f"anvil/api/schedules/{schedule_id}")["paused"] is True
+    shoot(page, "schedules-light")
+    card.locator("button", has_text="Resume").click()
+    body.locator(f'[data-schedule="{schedule_id}"][data-paused="false"]').wait_for()
+    assert lab.admin(f"anvil/api/schedules/{schedule_id}")["paused"] is False
+
+
+def test_a_sent_mail_shows_in_the_outbox(lab: Lab, page: Any) -> None:
+    body = section(page, "Mail")
+    lab.call("labtest", "send_note", "Nightly report")
+    body.locator('[data-box="outbox"]').click()
+    mail = body.locator("[data-mail]", has_text="Nightly report")
+    mail.wait_for()
+    mail.locator(".jp-Anvil-clickable").click()
+    headers = mail.locator(".jp-Anvil-headers")
+    headers.wait_for()
+    assert "ops@example.com" in headers.inner_text()
+    assert "All is well." in mail.inner_text()
+    shoot(page, "mail-light")
+
+
+def test_a_broken_server_cell_shows_the_error_and_its_cell(lab: Lab, page: Any) -> None:
+    write_notebook(
+        lab.root / "broken.ipynb",
+        ["from jupyter_anvil import server", "raise ValueError('broken on purpose')"],
+        untagged_cells=["print('not a server cell')"],
+    )
+    body = section(page, "Apps")
+    error = body.locator('[data-app="broken"] [data-role="app-error"]')
+    error.wait_for(timeout=60_000)
+    wait_until(lambda: "broken on purpose" in error.inner_text(), timeout=60, message=error.inner_text())
+    # the failing cell: index 2 among all cells (0-based), shown 1-based as JupyterLab counts
+    assert "cell 3" in error.inner_text()
+    body.locator('[data-app="broken"]').scroll_into_view_if_needed()
+    shoot(page, "apps-error-light")
+    # the cell link opens the notebook with the failing cell active
+    error.locator(".jp-Anvil-cellLink").click()
+    dismiss_kernel_dialog(page, timeout=15_000)
+    active = page.locator(".jp-NotebookPanel:visible .jp-Cell.jp-mod-active")
+    active.wait_for(timeout=30_000)
+    wait_until(lambda: "broken on purpose" in active.inner_text(), message=active.inner_text())
+
+
+def test_logs_and_environments_sections(lab: Lab, page: Any) -> None:
+    lab.call("hello", "greet", "Ada")
+    body = section(page, "Logs")
+    body.locator(".jp-Anvil-card").first.wait_for()
+    shoot(page, "logs-light")
+    section(page, "Environments").locator("[data-section=environments]").wait_for()
+    shoot(page, "environments-light")
+
+
+def test_toggling_the_server_tag_makes_an_app(lab: Lab, page: Any) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    # a kernel named: JupyterLab asks for none (no dialog over the page)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from jupyter_anvil import server\n\n@server.callable\ndef ping():\n    return 'pong'\n"
+        )
+    ]
+    nbformat.write(nb, str(lab.root / "tagme.ipynb"))
+    page.goto(f"{lab.url}lab/tree/tagme.ipynb")
+    cell = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").first
+    cell.wait_for(timeout=60_000)
+    dismiss_kernel_dialog(page, timeout=3000)  # broken.ipynb, restored in a tab, may ask again
+    cell.locator(".jp-InputPrompt").click()  # select the cell (command mode)
+    cell.click(button="right", position={"x": 5, "y": 5})
+    page.locator(".lm-Menu-item", has_text="Toggle server tag").click()
+
+    def saved_with_tag() -> bool:
+        cell.locator(".jp-InputPrompt").click()  # focus the notebook (command mode), then save
+        page.keyboard.press("Control+s")
+        page.wait_for_timeout(1000)
+        return nbformat.read(str(lab.root / "tagme.ipynb"), 4).cells[0].metadata.get("tags") == ["server"]
+
+    wait_until(saved_with_tag, timeout=30, message="the server tag was not saved")
+    wait_until(lambda: "tagme" in lab.apps(), timeout=60, message="no app appeared")
+    # the notebook's toolbar shows the app's state, with a link to its page
+    item = page.locator('.jp-Anvil-toolbarApp[data-app="tagme"]')
+    item.wait_for(timeout=30_000)
+    assert item.locator("a").get_attribute("href") == "/anvil/apps/tagme/"
+    open_panel(page)
+    section(page, "Apps").locator('[data-app="tagme"]').wait_for()
+    page.screenshot(path=str(ARTIFACTS / "notebook-toolbar-light.png"))
+
+
+def test_dark_theme_screenshots(lab: Lab, page: Any) -> None:
+    lab.admin(
+        "lab/api/settings/@jupyterlab/apputils-extension:themes",
+        method="PUT",
+        json={"raw": '{"theme": "JupyterLab Dark"}'},
+    )
+    page.goto(f"{lab.url}lab")
+    page.locator('body[data-jp-theme-light="false"]').wait_for(state="attached", timeout=60_000)
+    open_panel(page)
+    for name in ("Apps", "Tasks", "Schedules", "Mail", "Environments", "Logs"):
+        section(page, name)
+        page.wait_for_timeout(300)
+        shoot(page, f"{name.lower()}-dark")
+
+
+def test_a_hidden_panel_holds_no_feed(lab: Lab, page: Any) -> None:
+    """Collapsing the sidebar closes the feed's WebSocket; showing the panel opens one."""
+    tab = page.locator('.jp-SideBar [data-id="jupyter-anvil-panel"]')
+    tab.click()  # collapse it
+    page.locator(".jp-Anvil-panel").wait_for(state="hidden")
+    with page.expect_websocket(lambda ws: "anvil/api/feed" in ws.url, timeout=30_000) as opened:
+        tab.click()
+    feed = opened.value
+    page.locator(".jp-Anvil-panel .jp-Anvil-live.jp-mod-live").wait_for(timeout=30_000)  # its hello came
+    assert not feed.is_closed()
+    tab.click()
+    page.locator(".jp-Anvil-panel").wait_for(state="hidden")
+    if not feed.is_closed():
+        feed.wait_for_event("close", timeout=10_000)
+    assert feed.is_closed()
