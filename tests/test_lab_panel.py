@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, REPO, TOKEN, free_port
+from conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, REPO, TOKEN, AnvilServer
 from notebook_files import write_notebook
 
 pytestmark = [NEEDS_CHROMIUM, pytest.mark.timeout(240)]
@@ -67,16 +67,11 @@ def built_extension() -> Path:
     raise AssertionError("the JupyterLab extension is not built: run `pip install -e .` (it builds labextension/)")
 
 
-class Lab:
-    def __init__(self, root: Path, workdir: Path) -> None:
-        self.root = root
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = workdir / "lab.log"
-        self.process: subprocess.Popen[bytes] | None = None
+class Lab(AnvilServer):
+    """``jupyter lab`` on a root of notebooks (the extension serving its apps), with the
+    Anvil panel under test: stopped, read and called as conftest's AnvilServer."""
 
-    def start(self) -> None:
+    def start(self, wait_for: tuple[str, ...] = ("hello", "labtest")) -> None:
         env = dict(os.environ)
         for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
             env[name] = str(self.workdir / name.lower())
@@ -94,46 +89,20 @@ class Lab:
             sys.executable, "-m", "jupyterlab", str(self.root), "--no-browser", "--allow-root",
             f"--ServerApp.port={self.port}", "--ServerApp.ip=127.0.0.1",
             f"--IdentityProvider.token={TOKEN}", "--AnvilApp.watch_interval=0.3",
-            f"--AnvilApp.smtp_server_port={free_port()}", "--AnvilApp.idle_seconds=2",
+            f"--AnvilApp.smtp_server_port={self.smtp_port}", "--AnvilApp.idle_seconds=2",
         ]  # fmt: skip
         self.log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(command, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_tail()
-            try:
-                apps = self.apps()
-                if "hello" in apps and "labtest" in apps and all(a["status"] == "ready" for a in apps.values()):
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"jupyter lab did not load the apps\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.log_file.close()
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        try:
+            self.wait_until_loaded(wait_for, timeout=120)
+        except BaseException:
+            self.stop()
+            raise
 
     def admin(self, path: str, method: str = "GET", **kw: Any) -> Any:
         response = httpx.request(method, self.url + path, headers={"Authorization": f"token {TOKEN}"}, timeout=30, **kw)
         response.raise_for_status()
         return response.json() if response.content else None
-
-    def apps(self) -> dict[str, Any]:
-        return {a["name"]: a for a in self.admin("anvil/api/apps")["apps"]}
-
-    def call(self, app: str, function: str, *args: Any) -> Any:
-        response = httpx.post(f"{self.url}anvil/apps/{app}/_/call/{function}", json={"args": list(args)}, timeout=60)
-        assert response.status_code == 200, response.text
-        return response.json()["response"]
 
 
 @pytest.fixture(scope="module")

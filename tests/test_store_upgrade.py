@@ -14,8 +14,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from conftest import AnvilServer
 from notebook_files import write_notebook
@@ -26,7 +24,7 @@ from jupyter_anvil.host.schedules.records import ScheduleRun
 from jupyter_anvil.host.schedules.store import ScheduleStore
 from jupyter_anvil.host.sessions import hash_token
 from jupyter_anvil.host.store import SessionRecord, Store, TaskStore, metadata
-from jupyter_anvil.host.store.migrate import head_revision, script_directory
+from jupyter_anvil.host.store.migrate import head_revision, upgrade_to
 
 RELEASE_BEFORE = "0004"
 NOW = float(int(time.time()) - 60)  # recent: the server prunes old tasks, mail and sessions
@@ -34,23 +32,6 @@ TASK_ID = "t" * 25  # the shapes of the ids the API takes
 MAIL_ID = "m" * 26
 RAW_MAIL = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: kept\r\n\r\nbody \xe9\x00 bytes\r\n"
 SESSION_DATA = {"n": {"v": 41, "objects": []}, "when": {"v": None, "objects": [{"path": [], "type": "datetime"}]}}
-
-
-def migrate_to(url: str, revision: str) -> None:
-    """A new database as the release at ``revision`` made it: its revisions, run up to it."""
-    engine = sa.create_engine(url)
-    script = script_directory()
-
-    def upgrade(current: Any, _context: Any) -> Any:
-        return script._upgrade_revs(revision, current)
-
-    with (
-        engine.begin() as connection,
-        EnvironmentContext(Config(), script, fn=upgrade, destination_rev=revision) as environment,
-    ):
-        environment.configure(connection=connection, target_metadata=metadata)
-        environment.run_migrations()
-    engine.dispose()
 
 
 def write_rows_as_the_release_before(url: str) -> None:
@@ -116,7 +97,7 @@ def write_rows_as_the_release_before(url: str) -> None:
 
 
 async def test_a_store_of_the_release_before_opens_at_head_with_every_row(database_url: str) -> None:
-    migrate_to(database_url, RELEASE_BEFORE)
+    upgrade_to(database_url, RELEASE_BEFORE)
     write_rows_as_the_release_before(database_url)
     store = Store(database_url)
     store.create_schema()
@@ -188,7 +169,7 @@ def test_the_server_opens_the_sqlite_store_of_the_release_before(tmp_path_factor
     folder = server.workdir / "jupyter_data_dir" / "jupyter_anvil"
     folder.mkdir(mode=0o700, parents=True)
     url = f"sqlite:///{folder / 'anvil.db'}"
-    migrate_to(url, RELEASE_BEFORE)
+    upgrade_to(url, RELEASE_BEFORE)
     write_rows_as_the_release_before(url)
     engine = sa.create_engine(url)
     with engine.begin() as db:  # the session's token, as that release hashed it, used a moment ago

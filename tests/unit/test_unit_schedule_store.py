@@ -9,8 +9,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 
 from jupyter_anvil.host.logs import AppLog
@@ -25,27 +23,12 @@ from jupyter_anvil.host.schedules.store import (
     spec_json,
 )
 from jupyter_anvil.host.store import SessionRecord, Store, TaskRecord, TaskStore, metadata
-from jupyter_anvil.host.store.migrate import head_revision, script_directory
+from jupyter_anvil.host.store.migrate import head_revision, upgrade_to
 
 NOW = 1_700_000_000.0
 
 
 # -- the migration ------------------------------------------------------------------------------
-def migrate_to(url: str, revision: str) -> None:
-    """A database as the release at ``revision`` made it (its own revisions, run up to it)."""
-    engine = sa.create_engine(url)
-    script = script_directory()
-
-    def upgrade(current: Any, _context: Any) -> Any:
-        return script._upgrade_revs(revision, current)
-
-    with (
-        engine.begin() as connection,
-        EnvironmentContext(Config(), script, fn=upgrade, destination_rev=revision) as environment,
-    ):
-        environment.configure(connection=connection, target_metadata=metadata)
-        environment.run_migrations()
-    engine.dispose()
 
 
 def differences(store: Store) -> list[Any]:
@@ -55,7 +38,7 @@ def differences(store: Store) -> list[Any]:
 
 
 async def test_a_database_at_revision_0002_upgrades_with_its_rows_intact(database_url: str) -> None:
-    migrate_to(database_url, "0002")
+    upgrade_to(database_url, "0002")
     engine = sa.create_engine(database_url)
     with engine.begin() as db:
         assert db.execute(sa.text("SELECT version_num FROM alembic_version")).one() == ("0002",)

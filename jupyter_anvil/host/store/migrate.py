@@ -53,6 +53,26 @@ def head_revision() -> str:
     return head
 
 
+def upgrade_to(url: str, revision: str) -> None:
+    """A new database at ``url`` as the release at ``revision`` made it: its revisions run
+    up to it, no further (for tests of upgrades from an older release)."""
+    engine = sa.create_engine(url)
+    script = script_directory()
+
+    def upgrade(current: Any, _context: Any) -> Any:
+        return script._upgrade_revs(revision, current)
+
+    try:
+        with (
+            engine.begin() as connection,
+            EnvironmentContext(Config(), script, fn=upgrade, destination_rev=revision) as environment,
+        ):
+            environment.configure(connection=connection, target_metadata=metadata)
+            environment.run_migrations()
+    finally:
+        engine.dispose()
+
+
 def upgrade_to_head(engine: Engine) -> None:
     script = script_directory()
 
