@@ -205,30 +205,38 @@ async def test_a_new_database_is_made_at_head_and_opening_it_again_is_a_no_op(tm
         store.close()
 
 
-def test_two_servers_migrating_one_new_database_at_once_both_succeed(tmp_path: Path) -> None:
-    # each opens the database itself, as two processes would; the first to begin holds
-    # SQLite's write lock through the whole upgrade, the second then finds it done
-    path = tmp_path / "anvil.db"
-    make_database(path, RELEASE_BEFORE_ISSUE_13)
+def open_at_once(url: str, servers: int = 3) -> None:
+    """``servers`` threads open the store at ``url`` (each migrating it as a starting server
+    does) at the same instant; every one must succeed."""
     errors: list[BaseException] = []
     stores: list[Store] = []
-    start = threading.Barrier(3)
+    start = threading.Barrier(servers)
 
     def open_one() -> None:
         start.wait()
         try:
-            stores.append(open_store(path))
+            store = Store(url)
+            store.create_schema()
+            stores.append(store)
         except BaseException as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=open_one) for _ in range(3)]
+    threads = [threading.Thread(target=open_one) for _ in range(servers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
     for store in stores:
         store.close()
-    assert not errors and len(stores) == 3
+    assert not errors and len(stores) == servers, errors
+
+
+def test_two_servers_migrating_one_new_database_at_once_both_succeed(tmp_path: Path) -> None:
+    # each opens the database itself, as two processes would; the first to begin holds
+    # SQLite's write lock through the whole upgrade, the second then finds it done
+    path = tmp_path / "anvil.db"
+    make_database(path, RELEASE_BEFORE_ISSUE_13)
+    open_at_once(f"sqlite:///{path}")
     assert_at_head(path)
     db = sqlite3.connect(path)
     assert db.execute("SELECT count(*) FROM anvil_log").fetchone() == (3,)
@@ -335,27 +343,7 @@ async def test_a_postgresql_database_of_the_release_before_issue_13_is_upgraded(
 def test_servers_migrating_one_new_postgresql_database_at_once_all_succeed(postgres_url: str) -> None:
     # the advisory lock (migrate.py): the first to take it makes the schema, the others then
     # find it at head; without it two would create the same tables and one would fail
-    errors: list[BaseException] = []
-    stores: list[Store] = []
-    start = threading.Barrier(3)
-
-    def open_one() -> None:
-        start.wait()
-        try:
-            store = Store(postgres_url)
-            store.create_schema()
-            stores.append(store)
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=open_one) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    for store in stores:
-        store.close()
-    assert not errors and len(stores) == 3
+    open_at_once(postgres_url)
     engine = sa.create_engine(postgres_url)
     with engine.connect() as db:
         assert db.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [head_revision()]
