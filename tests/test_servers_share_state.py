@@ -24,6 +24,11 @@ def bump():
     server.session["n"] = server.session.get("n", 0) + 1
     return server.session["n"]
 
+@server.callable
+def count_run():
+    server.session["runs"] = server.session.get("runs", 0) + 1
+    return server.session["runs"]
+
 @server.background_task
 def sleeper(seconds):
     server.task_state["started"] = True
@@ -97,3 +102,16 @@ def test_a_task_launched_through_one_server_is_killed_through_the_other(
     wait_for(lambda: task(a, task_id)["status"] == "killed", timeout=30, what="the task killed on A")
     assert task(b, task_id)["status"] == "killed"
     assert time.monotonic() - started < 30
+
+
+def test_a_keyed_call_replayed_to_the_other_server_runs_once(two_servers: tuple[AnvilServer, AnvilServer]) -> None:
+    """A queued offline call sent again, this time to another server: it runs once."""
+    a, b = two_servers
+    token = bump(a, None)[1]
+    headers = {"X-Anvil-Session": token, "Idempotency-Key": "offline-call-1"}
+    first = a.post("shared", "count_run", {"args": []}, headers=headers)
+    again = b.post("shared", "count_run", {"args": []}, headers=headers)
+    assert first.status_code == again.status_code == 200, again.text
+    assert first.json()["response"] == again.json()["response"] == 1
+    assert again.headers.get("Idempotency-Replayed") == "true"
+    assert b.post("shared", "count_run", {"args": []}, headers={"X-Anvil-Session": token}).json()["response"] == 2
