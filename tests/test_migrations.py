@@ -131,7 +131,7 @@ def assert_at_head(path: Path) -> None:
     assert {"anvil_schedules", "anvil_schedule_runs", "anvil_mail", "anvil_idempotency"} <= tables
     assert {"owner", "schedule_id"} <= columns
     assert "AUTOINCREMENT" in log_sql.upper()
-    assert revision == head_revision() == "0006"
+    assert revision == head_revision() == "0007"
     db = sqlite3.connect(path)
     try:
         keyed = [row[1] for row in db.execute("PRAGMA table_info(anvil_idempotency)")]

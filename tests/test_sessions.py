@@ -252,11 +252,6 @@ def test_one_session_through_two_servers_sharing_a_store(
         other.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sessions.py serves a resumed session from its process's cache: a write through another server "
-    "sharing the store is not seen until the entry leaves the cache (reported to the lead; not this branch's file)",
-)
 def test_a_write_through_one_server_is_read_through_the_other(
     own_server: AnvilServer, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

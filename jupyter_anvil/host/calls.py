@@ -167,7 +167,7 @@ class CallService:
         caller = request.caller
         try:
             if caller is not None:
-                self.sessions.use(caller.session)
+                await self.sessions.use(caller.session)
             reply = await self._call(app_name, request)
         except errors.AnvilError as e:
             return Attempt(CallReply.failure(e), request.reached)  # nothing ran, or it failed: nothing to store

@@ -126,14 +126,28 @@ class SessionService:
         self._remember(session)
         return session
 
-    def use(self, session: Session) -> None:
-        """Mark a session used by a call now; :class:`SessionExpired` if it sat idle too
-        long (a connection held open does not keep an idle session alive)."""
+    async def use(self, session: Session) -> None:
+        """Mark a session used by a call now, with its data as the store has it;
+        :class:`SessionExpired` if it sat idle too long (a connection held open does not
+        keep an idle session alive) or is no longer stored.
+
+        Other servers over the same store may have written it since this process last
+        did, so the live copy is brought up to date with one primary-key read per call:
+        what is cached is the session's identity and lock, never data trusted unread."""
         now = time.time()
-        if session.persisted and session.record.last_used < now - self.idle_timeout:
-            self._live.pop(session.record.token_hash, None)
-            log.info("[jupyter-anvil] session %s expired while its connection stayed open", redact(session.token))
-            raise SessionExpired
+        if session.persisted:
+            try:
+                stored = await self.store.load_session_data(session.record.token_hash)
+            except Exception:
+                log.exception("[jupyter-anvil] could not read session %s", session.id)
+                raise errors.InternalError("The server could not read the session") from None
+            if stored is not None:
+                session.record.data, stored_last_used = stored
+                session.record.last_used = max(session.record.last_used, stored_last_used)
+            if stored is None or session.record.last_used < now - self.idle_timeout:
+                self._live.pop(session.record.token_hash, None)
+                log.info("[jupyter-anvil] session %s expired while its connection stayed open", redact(session.token))
+                raise SessionExpired
         session.record.last_used = now
 
     async def save(self, session: Session, changed: dict[str, Any], deleted: list[str]) -> None:

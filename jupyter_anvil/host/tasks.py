@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
-from ..protocol import BACKGROUND_TASK
+from ..protocol import BACKGROUND_TASK, is_finished
 from .app_kernel import AppKernel
 from .apps import AppManager
 from .background import spawn
@@ -386,13 +386,40 @@ class TaskService:
             await asyncio.sleep(self.limits.output_write_every)
             for task in list(self.live.values()):
                 await self._write_output(task)
+            await self._kill_as_asked()
+
+    async def _kill_as_asked(self) -> None:
+        """Kill the tasks running here that another server was asked to kill."""
+        running = [task_id for task_id, task in self.live.items() if not task.killed]
+        try:
+            asked = await self.store.kill_requests(running)
+        except Exception:  # asked again at the next poll
+            log.exception("[jupyter-anvil] could not read the kill requests of background tasks")
+            return
+        for task_id in asked:
+            if task_id in self.live:
+                log.info("[jupyter-anvil] killing background task %s, as asked through another server", task_id)
+                spawn(self.kill(task_id))
+
+    async def _kill_elsewhere(self, task_id: str, wait: float = 15.0) -> TaskRecord:
+        """Kill a task this server does not run: ask its owner through the store (it polls
+        each ``output_write_every`` seconds) and wait, bounded, for the record to say so."""
+        record = await self.get(task_id)
+        if is_finished(record.status) or not await self.store.request_kill(task_id):
+            return await self.get(task_id)  # already over: killing it again changes nothing
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            record = await self.get(task_id)
+            if is_finished(record.status):
+                break
+        return record
 
     async def kill(self, task_id: str) -> TaskRecord:
         """Capture the last state, then stop the task's kernel; status ``killed``."""
         task = self.live.get(task_id)
         if task is None:
-            record = await self.get(task_id)
-            return record  # already over: killing it again changes nothing
+            return await self._kill_elsewhere(task_id)
         task.killed = True
         queue = self._queues.get(task.record.app)
         if queue is not None and task in queue:

@@ -76,12 +76,48 @@ async def test_idle_session_expires_and_its_row_goes(store: Store) -> None:
 async def test_use_refuses_a_session_idle_on_an_open_connection(store: Store) -> None:
     sessions = SessionService(store, idle_timeout=60)
     session = sessions.new("app", "browser")
-    sessions.use(session)  # not stored yet: nothing to expire
+    await sessions.use(session)  # not stored yet: nothing to expire
     await sessions.persist(session)
-    sessions.use(session)
+    await sessions.use(session)
     session.record.last_used = time.time() - 61
+    await age_stored_sessions(store, time.time() - 61)  # idle as every server over the store sees it
     with pytest.raises(SessionExpired):
-        sessions.use(session)
+        await sessions.use(session)
+
+
+async def age_stored_sessions(store: Store, last_used: float) -> None:
+    def work() -> None:
+        with store.engine.begin() as db:
+            db.execute(sessions_table.update().values(last_used=last_used))
+
+    await store.run(work)
+
+
+async def test_use_reads_what_another_server_wrote(store: Store) -> None:
+    """A server's live copy is not trusted unread: another server over the same store
+    may have written the session since (issue 20, several servers)."""
+    a_side = SessionService(store, idle_timeout=3600)
+    session = a_side.new("app", "browser")
+    await a_side.save(session, {"n": 1}, [])
+    assert (await a_side.resume(session.token, "app")) is session  # A's cached copy
+    b_side = SessionService(store, idle_timeout=3600)
+    b_view = await b_side.resume(session.token, "app")
+    await b_side.use(b_view)
+    await b_side.save(b_view, {"n": 2, "b": True}, [])
+    await a_side.use(session)
+    assert session.data == {"n": 2, "b": True}
+    await b_side.save(b_view, {}, ["b"])
+    await a_side.use(session)
+    assert session.data == {"n": 2}
+
+
+async def test_use_of_a_session_used_recently_through_another_server_is_not_idle(store: Store) -> None:
+    sessions = SessionService(store, idle_timeout=60)
+    session = sessions.new("app", "browser")
+    await sessions.save(session, {"k": 1}, [])
+    session.record.last_used = time.time() - 61  # idle here, but the store says it was used now
+    await sessions.use(session)
+    assert session.record.last_used > time.time() - 5
 
 
 async def test_saves_of_two_processes_merge_key_by_key(store: Store) -> None:
@@ -107,7 +143,7 @@ async def test_save_to_a_session_deleted_under_it_is_expired(store: Store) -> No
         await sessions.save(session, {"k": 2}, [])
     assert session.data == {"k": 1}  # the live copy changes only once the store has it
     with pytest.raises(SessionExpired):
-        sessions.use(session)  # and the open connection cannot use it any more
+        await sessions.use(session)  # and the open connection cannot use it any more
 
 
 async def test_live_cache_is_bounded(store: Store) -> None:

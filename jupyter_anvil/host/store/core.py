@@ -95,6 +95,17 @@ class Store:
 
         return await self.run(work)
 
+    async def load_session_data(self, token_hash: str) -> tuple[dict[str, Any], float] | None:
+        """A stored session's data and last use (None: it is gone): one primary-key read,
+        so a server's live copy can be brought up to date with what another server wrote."""
+
+        def work() -> tuple[dict[str, Any], float] | None:
+            with self.engine.connect() as db:
+                row = db.execute(_SELECT_SESSION_STATE, {"h": token_hash}).first()
+            return None if row is None else (json.loads(row[0]), float(row[1]))
+
+        return await self.run(work)
+
     async def save_session_changes(
         self, token_hash: str, changed: dict[str, Any], deleted: list[str], touch: bool
     ) -> bool:
@@ -135,6 +146,7 @@ class Store:
 _by_hash = sessions.c.token_hash == sa.bindparam("h")
 _TOUCH_SESSION = sessions.update().where(_by_hash).values(last_used=sa.bindparam("t"))
 _SELECT_SESSION_DATA = sa.select(sessions.c.data).where(_by_hash)
+_SELECT_SESSION_STATE = sa.select(sessions.c.data, sessions.c.last_used).where(_by_hash)
 _SELECT_SESSION_DATA_FOR_UPDATE = _SELECT_SESSION_DATA.with_for_update()
 _WRITE_SESSION = sessions.update().where(_by_hash).values(data=sa.bindparam("d"), last_used=sa.bindparam("t"))
 

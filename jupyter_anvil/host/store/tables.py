@@ -53,6 +53,8 @@ tasks = sa.Table(
     sa.Column("owner", String(32)),
     # the schedule that launched it (schedules/); NULL for a task launched any other way
     sa.Column("schedule_id", String(64)),
+    # when another server asked for a kill (the owner polls for it, see tasks.py); NULL: none
+    sa.Column("kill_requested", sa.Float),
 )
 
 #: the server instances sharing this store, with their heartbeats (see instances.py)

@@ -76,6 +76,7 @@ _MISSING: TaskStatus = "missing"  # typed: the SQL values below are not checked 
 
 #: the columns a summary reads: a list leaves the bulky ones in the database
 _SUMMARY_COLUMNS = [tasks.c[f.name] for f in fields(TaskSummary)]
+_RECORD_COLUMNS = [tasks.c[f.name] for f in fields(TaskRecord)]
 
 
 def _task_row(values: dict[str, Any]) -> dict[str, Any]:
@@ -121,8 +122,32 @@ class TaskStore:
     async def get(self, task_id: str) -> TaskRecord | None:
         def work() -> TaskRecord | None:
             with self.store.engine.begin() as db:
-                row = db.execute(sa.select(tasks).where(tasks.c.id == task_id)).mappings().first()
+                row = db.execute(sa.select(*_RECORD_COLUMNS).where(tasks.c.id == task_id)).mappings().first()
                 return _task_record(row) if row is not None else None
+
+        return await self.store.run(work)
+
+    async def request_kill(self, task_id: str) -> bool:
+        """Ask the server that runs the task to kill it (it polls, see
+        :meth:`kill_requests`); False if the task is over already."""
+
+        def work() -> bool:
+            with self.store.engine.begin() as db:
+                unfinished = tasks.c.status.in_(UNFINISHED_TASK_STATUSES)
+                changed = tasks.update().where(tasks.c.id == task_id, unfinished).values(kill_requested=time.time())
+                return bool(db.execute(changed).rowcount)
+
+        return await self.store.run(work)
+
+    async def kill_requests(self, task_ids: Sequence[str]) -> list[str]:
+        """Those of ``task_ids`` (running here) that another server asked to kill."""
+        if not task_ids:
+            return []
+
+        def work() -> list[str]:
+            with self.store.engine.connect() as db:
+                asked = sa.select(tasks.c.id).where(tasks.c.id.in_(list(task_ids)), tasks.c.kill_requested.is_not(None))
+                return [str(row[0]) for row in db.execute(asked)]
 
         return await self.store.run(work)
 
