@@ -32,6 +32,9 @@ export class AnvilController {
         if (event.type === 'task_output' && this.model.outputGaps.has(event.id)) {
           void this.followOutput(event.id);
         }
+        if (event.type === 'env_output' && this.model.envGaps.has(event.id) && this.followedEnvs.has(event.id)) {
+          void this.followEnv(event.id);
+        }
         if (event.type === 'task' && event.task.schedule_id) {
           // a schedule's task moved: its runs list may have a new outcome
         }
@@ -111,8 +114,7 @@ export class AnvilController {
     this.followedEnvs.add(id);
     const log = await this.guard(() => this.api.envLog(id, 0));
     if (log) {
-      this.model.envOutput.set(id, log.text);
-      this.model.changed();
+      this.model.setEnvLog(id, log.text, log.offset);
     }
   }
 

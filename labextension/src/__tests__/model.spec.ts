@@ -178,9 +178,26 @@ describe('AnvilModel', () => {
 
   it('tails environment output', () => {
     const { model } = makeModel();
-    model.apply({ type: 'env_output', id: 'e', text: 'Collecting x\n' });
-    model.apply({ type: 'env_output', id: 'e', text: 'Installing\n' });
+    model.apply({ type: 'env_output', id: 'e', text: 'Collecting x\n', offset: 13 });
+    model.apply({ type: 'env_output', id: 'e', text: 'Installing\n', offset: 24 });
     expect(model.envOutput.get('e')).toBe('Collecting x\nInstalling\n');
+  });
+
+  it('applies environment output after a fetched log by its offset: no repeated chunk', () => {
+    const { model } = makeModel();
+    // the log was fetched up to byte 17 ('€' is 3 UTF-8 bytes)
+    model.setEnvLog('e', 'Collecting €\nIn', 17);
+    model.apply({ type: 'env_output', id: 'e', text: 'Collecting €\n', offset: 15 }); // held: skipped
+    model.apply({ type: 'env_output', id: 'e', text: 'Installing\n', offset: 26 }); // overlaps: the rest only
+    expect(model.envOutput.get('e')).toBe('Collecting €\nInstalling\n');
+    expect(model.envGaps.has('e')).toBe(false);
+    model.apply({ type: 'env_output', id: 'e', text: 'Done\n', offset: 41 }); // bytes 26..36 lost: refetch
+    expect(model.envGaps.has('e')).toBe(true);
+    expect(model.envOutput.get('e')).toBe('Collecting €\nInstalling\n');
+    model.setEnvLog('e', 'Collecting €\nInstalling\nmore\nDone\n', 41);
+    expect(model.envGaps.has('e')).toBe(false);
+    model.apply({ type: 'env_output', id: 'e', text: 'Ready\n', offset: 47 });
+    expect(model.envOutput.get('e')).toBe('Collecting €\nInstalling\nmore\nDone\nReady\n');
   });
 
   it('groups log lines by call, errors standing out, filtered by app', () => {
