@@ -21,6 +21,7 @@ import httpx
 import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, REPO, TOKEN, AnvilServer
 from notebook_files import write_notebook
+from wheels import make_wheel
 
 pytestmark = [NEEDS_CHROMIUM, pytest.mark.timeout(240)]
 
@@ -265,7 +266,41 @@ def test_logs_and_environments_sections(lab: Lab, page: Any) -> None:
     body = section(page, "Logs")
     body.locator(".jp-Anvil-card").first.wait_for()
     shoot(page, "logs-light")
-    section(page, "Environments").locator("[data-section=environments]").wait_for()
+
+
+def test_an_environment_builds_live_then_is_ready(lab: Lab, page: Any, tmp_path: Path) -> None:
+    """An app given a requirement (a local wheel, no index): its environment shows building
+    with the installer's output arriving live (the card opens itself), then ready with its
+    size and its app; the output is shown once, not repeated by the feed after the fetch."""
+    wheel = make_wheel(tmp_path, "anvil_lab_env_pkg", "1.0")
+    write_notebook(lab.root / "envdemo.ipynb", ["from jupyter_anvil import server\nx = 1\nserver.callable(print)"])
+    wait_until(lambda: lab.apps().get("envdemo", {}).get("status") == "ready", timeout=120, message="no envdemo app")
+    body = section(page, "Environments")
+    lab.admin("anvil/api/apps/envdemo/requirements", method="POST", json={"add": [str(wheel)]})
+    card = body.locator(".jp-Anvil-card", has_text="anvil_lab_env_pkg")
+    card.wait_for(timeout=60_000)
+    seen_building_output = False
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        status = card.locator(".jp-Anvil-badge").inner_text()
+        output = card.locator(".jp-Anvil-output")
+        if status == "building" and output.count() and "anvil_lab_env_pkg" in output.inner_text():
+            seen_building_output = True
+            shoot(page, "environments-building-light")
+        if status != "building":
+            break
+        page.wait_for_timeout(100)
+    assert card.locator(".jp-Anvil-badge").inner_text() == "ready", card.inner_text()
+    assert "envdemo" in card.inner_text()
+    assert "anvil_lab_env_pkg" in card.locator(".jp-Anvil-output").inner_text()
+    env = lab.admin("anvil/api/envs")["envs"]
+    env = next(e for e in env if any("anvil_lab_env_pkg" in r for r in e["requirements"]))
+    assert env["size_bytes"] and card.locator(".jp-Anvil-row .jp-Anvil-dim").inner_text() not in ("", "—")
+    # the panel's output is the build log exactly: no chunk repeated by the feed after the fetch
+    log = lab.admin(f"anvil/api/envs/{env['id']}/log")["text"]
+    wait_until(lambda: card.locator(".jp-Anvil-output").inner_text().strip() == log.strip(), timeout=10,
+               message=card.locator(".jp-Anvil-output").inner_text())  # fmt: skip
+    print(f"installer output seen live while building: {seen_building_output}")
     shoot(page, "environments-light")
 
 
@@ -316,8 +351,13 @@ def test_dark_theme_screenshots(lab: Lab, page: Any) -> None:
     page.locator('body[data-jp-theme-light="false"]').wait_for(state="attached", timeout=60_000)
     open_panel(page)
     for name in ("Apps", "Tasks", "Schedules", "Mail", "Environments", "Logs"):
-        section(page, name)
+        body = section(page, name)
         page.wait_for_timeout(300)
+        if name == "Environments":  # the built environment's card, its output open
+            card = body.locator(".jp-Anvil-card", has_text="anvil_lab_env_pkg")
+            if card.count() and not card.locator(".jp-Anvil-output").count():
+                card.locator(".jp-Anvil-twisty").click()
+                card.locator(".jp-Anvil-output").wait_for()
         shoot(page, f"{name.lower()}-dark")
 
 
