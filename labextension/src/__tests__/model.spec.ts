@@ -176,6 +176,23 @@ describe('AnvilModel', () => {
     expect(model.mailList('outbox', 'other')).toEqual([]);
   });
 
+  it('holds thousands of tasks, filters them by name and pages them quickly', () => {
+    const { model } = makeModel();
+    const many = Array.from({ length: 3000 }, (_, i) => task(`t${i}`, { name: `job${i % 10}`, launched: i, status: 'completed' }));
+    model.setTasks(many);
+    const started = performance.now();
+    const all = model.taskList();
+    const some = model.taskList({ name: 'JOB3' });
+    const elapsed = performance.now() - started;
+    expect(all).toHaveLength(3000);
+    expect(all[0].id).toBe('t2999'); // newest first
+    expect(some).toHaveLength(300);
+    expect(some.every(t => t.name === 'job3')).toBe(true);
+    expect(elapsed).toBeLessThan(500); // generous: a few ms on a laptop
+    model.apply({ type: 'task', task: task('new', { launched: 99999, name: 'job3' }) });
+    expect(model.taskList({ name: 'job3' })[0].id).toBe('new');
+  });
+
   it('tails environment output', () => {
     const { model } = makeModel();
     model.apply({ type: 'env_output', id: 'e', text: 'Collecting x\n', offset: 13 });
