@@ -387,6 +387,10 @@ def test_envs_requirements_and_the_feeds_env_events(server: AnvilServer, tmp_pat
         listing = get(server, "anvil/api/envs")
         assert_fits(listing, api.EnvList)
         assert_fits(get(server, f"anvil/api/envs/{app['env']['id']}/log", offset=2), api.EnvLog)
+        for event in env_events:  # each chunk's offset is the log's after it: no repeat after a fetch
+            if event["type"] == "env_output" and "[more output" not in event["text"]:
+                start = event["offset"] - len(event["text"].encode())
+                assert get(server, f"anvil/api/envs/{event['id']}/log", offset=start)["text"].startswith(event["text"])
         assert_fits(get(server, "anvil/api/envs/0123456789abcdef/log", 404), api.AdminError)
         assert_fits(get(server, f"anvil/api/envs/{app['env']['id']}/log", 400, offset="x"), api.AdminError)
         bad = httpx.post(f"{server.url}anvil/api/apps/shapes_env/requirements", json={"add": 1}, headers=AUTH)

@@ -346,7 +346,7 @@ async def test_an_env_removed_under_the_service_is_built_again(service: EnvServi
 
 def test_live_output_is_coalesced_and_bounded(tmp_path: Path) -> None:
     chunks: list[str] = []
-    log = BuildLog(tmp_path / "build.log", chunks.append)
+    log = BuildLog(tmp_path / "build.log", lambda text, offset: chunks.append(text))
     for _ in range(10):
         log.write(b"x" * 100)  # small pieces in quick succession: held back
     assert chunks == []
@@ -360,6 +360,26 @@ def test_live_output_is_coalesced_and_bounded(tmp_path: Path) -> None:
     assert (tmp_path / "build.log").stat().st_size == 6000 + 400 * 4097
     assert log.tail().splitlines()[-1] == "z" * 2000  # the error quotes at most 40 lines of 2000 characters
     assert len(log.tail().splitlines()) == 40
+
+
+def test_live_output_tells_the_log_offset_after_each_chunk(tmp_path: Path) -> None:
+    """Each live chunk carries build.log's byte offset after it (as ``log()`` counts it), so a
+    reader that fetched the log up to N can skip what it holds instead of repeating it."""
+    path = tmp_path / "build.log"
+    told: list[tuple[str, int]] = []
+    log = BuildLog(path, lambda text, offset: told.append((text, offset)))
+    euro = "€".encode()
+    log.write(b"a" * 5000 + euro[:1])  # a character cut between two reads
+    log.write(euro[1:] + "é\n".encode())
+    log.new_section()
+    log.write(b"b" * 9000)
+    log.close()
+    data = path.read_bytes()
+    assert len(told) >= 2
+    assert told[-1][1] == len(data)
+    for text, offset in told:
+        start = offset - len(text.encode())
+        assert data[start:offset].decode() == text
 
 
 @pytest.mark.skipif(

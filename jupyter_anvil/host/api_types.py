@@ -184,6 +184,9 @@ class EnvOutputEvent(TypedDict):
     type: Literal["env_output"]
     id: str
     text: str
+    #: build.log's offset (UTF-8 bytes, as ``/envs/<id>/log`` counts) AFTER ``text``: a reader
+    #: that fetched the log up to N appends only what lies past N, and refetches on a gap
+    offset: int
 
 
 class ListedApp(AppInfo):

@@ -3,6 +3,10 @@
 import { ApiError, AnvilApi } from './api';
 import { FeedClient } from './feed';
 import { AnvilModel } from './model';
+import { TaskPage, TaskSummary } from './types';
+
+/** How many of the newest tasks the panel fetches (pages of 500) on each (re)connect. */
+export const MAX_FETCHED_TASKS = 2000;
 
 export class AnvilController {
   readonly model = new AnvilModel();
@@ -31,6 +35,9 @@ export class AnvilController {
         this.model.apply(event);
         if (event.type === 'task_output' && this.model.outputGaps.has(event.id)) {
           void this.followOutput(event.id);
+        }
+        if (event.type === 'env_output' && this.model.envGaps.has(event.id) && this.followedEnvs.has(event.id)) {
+          void this.followEnv(event.id);
         }
         if (event.type === 'task' && event.task.schedule_id) {
           // a schedule's task moved: its runs list may have a new outcome
@@ -67,11 +74,26 @@ export class AnvilController {
     }
   }
 
+  /**
+   * The newest tasks, page after page of the API's at most 500, up to MAX_FETCHED_TASKS:
+   * the panel filters and pages them itself (the DOM holds one page of rows).
+   */
+  async loadTasks(): Promise<void> {
+    const tasks: TaskSummary[] = [];
+    let before: number | null = null;
+    do {
+      const page: TaskPage = await this.api.tasks({ limit: 500, before });
+      tasks.push(...page.tasks);
+      before = page.next;
+    } while (before !== null && tasks.length < MAX_FETCHED_TASKS);
+    this.model.setTasks(tasks);
+  }
+
   async refresh(): Promise<void> {
     const m = this.model;
     const results = await Promise.allSettled([
       this.api.apps().then(r => m.setApps(r.apps, r.problems, r.message ?? null)),
-      this.api.tasks({ limit: 500 }).then(r => m.setTasks(r.tasks)),
+      this.loadTasks(),
       this.api.schedules().then(r => m.setSchedules(r.schedules)),
       Promise.all(['outbox', 'sent', 'inbox'].map(box => this.api.mail({ box, limit: 200 }))).then(pages =>
         m.setMail(pages.flatMap(p => p.messages))
@@ -111,8 +133,7 @@ export class AnvilController {
     this.followedEnvs.add(id);
     const log = await this.guard(() => this.api.envLog(id, 0));
     if (log) {
-      this.model.envOutput.set(id, log.text);
-      this.model.changed();
+      this.model.setEnvLog(id, log.text, log.offset);
     }
   }
 

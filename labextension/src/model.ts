@@ -98,6 +98,10 @@ export class AnvilModel {
   mail = new Map<string, MailInfo>();
   envs = new Map<string, EnvInfo>();
   envOutput = new Map<string, string>();
+  /** build.log's byte offset up to which `envOutput` holds an env's log (set by a fetch). */
+  readonly envOffsets = new Map<string, number>();
+  /** Envs whose feed output skipped past what is held: the controller refetches their log. */
+  readonly envGaps = new Set<string>();
   logs: LogRecord[] = [];
   /** The last server error, for the banner (null: none). */
   error: string | null = null;
@@ -229,11 +233,9 @@ export class AnvilModel {
       case 'env':
         this.envs.set(event.env.id, event.env);
         break;
-      case 'env_output': {
-        const text = (this.envOutput.get(event.id) ?? '') + event.text;
-        this.envOutput.set(event.id, cut(text, MAX_OUTPUT_CHARS));
+      case 'env_output':
+        this.appendEnvOutput(event.id, event.text, event.offset);
         break;
-      }
       default:
         return;
     }
@@ -270,6 +272,39 @@ export class AnvilModel {
     const fresh = text.slice(tail.offset - start);
     tail.text = cut(tail.text + fresh, MAX_OUTPUT_CHARS);
     tail.offset = offset;
+  }
+
+  /** A fetched environment log: `offset` is build.log's byte offset after `text`. */
+  setEnvLog(id: string, text: string, offset: number): void {
+    this.envOutput.set(id, cut(text, MAX_OUTPUT_CHARS));
+    this.envOffsets.set(id, offset);
+    this.envGaps.delete(id);
+    this.changed();
+  }
+
+  /**
+   * Feed output of an environment build, `offset` being build.log's byte offset AFTER `text`
+   * (UTF-8 bytes, as `/envs/<id>/log` counts). As task output: what is held is skipped, a
+   * gap marks the env for a refetch. Before any fetch the chunks are simply tailed.
+   */
+  appendEnvOutput(id: string, text: string, offset: number | undefined): void {
+    const held = this.envOffsets.get(id);
+    if (held === undefined || typeof offset !== 'number') {
+      this.envOutput.set(id, cut((this.envOutput.get(id) ?? '') + text, MAX_OUTPUT_CHARS));
+      return;
+    }
+    if (offset <= held) {
+      return; // already held
+    }
+    const bytes = new TextEncoder().encode(text);
+    const start = offset - bytes.length;
+    if (start > held) {
+      this.envGaps.add(id);
+      return;
+    }
+    const fresh = new TextDecoder().decode(bytes.subarray(held - start));
+    this.envOutput.set(id, cut((this.envOutput.get(id) ?? '') + fresh, MAX_OUTPUT_CHARS));
+    this.envOffsets.set(id, offset);
   }
 
   addLogs(records: LogRecord[]): void {

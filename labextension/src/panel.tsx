@@ -10,6 +10,9 @@ import { formatBytes, formatDuration, progressOf } from './model';
 import type { AppInfo, EnvInfo, MailDetail, MailInfo, ScheduleInfo, TaskSummary } from './types';
 
 export const PAGE_SIZE = 100;
+
+/** Tab labels short enough for one line at the default sidebar width (the title says it whole). */
+const SHORT_TAB_LABELS: Record<string, string> = { Environments: 'Envs', Schedules: 'Sched.' };
 const SECTIONS = ['Apps', 'Tasks', 'Schedules', 'Mail', 'Environments', 'Logs'] as const;
 type Section = (typeof SECTIONS)[number];
 
@@ -543,7 +546,7 @@ function PanelView(props: { c: AnvilController; hooks: PanelHooks }): JSX.Elemen
             data-tab={s}
             title={s}
           >
-            {s === 'Environments' ? 'Envs' : s}
+            {SHORT_TAB_LABELS[s] ?? s}
             {counts[s] > 0 && <span className="jp-Anvil-count">{counts[s]}</span>}
           </button>
         ))}

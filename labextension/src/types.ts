@@ -194,4 +194,4 @@ export type FeedEvent =
   | { type: 'mail'; mail: MailInfo }
   | { type: 'mail_deleted'; id: string; app: string }
   | { type: 'env'; env: EnvInfo }
-  | { type: 'env_output'; id: string; text: string };
+  | { type: 'env_output'; id: string; text: string; offset: number };

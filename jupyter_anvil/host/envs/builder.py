@@ -179,7 +179,7 @@ class BuildLog:
     """The installer's output: appended to build.log (bounded), kept as its last lines for an
     error, and told live in coalesced chunks."""
 
-    def __init__(self, path: Path, on_output: Callable[[str], None] | None) -> None:
+    def __init__(self, path: Path, on_output: Callable[[str, int], None] | None) -> None:
         self.path = path
         self._file = path.open("ab")
         self._written = 0
@@ -190,6 +190,9 @@ class BuildLog:
         self._pending_size = 0
         self._last_flush = time.monotonic()
         self._live = 0
+        # the UTF-8 bytes of output told live so far: the build.log offset after each chunk (as
+        # ``log()`` counts it), so a reader that fetched the log up to N skips what it holds
+        self._told_bytes = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def write(self, data: bytes) -> None:
@@ -223,7 +226,8 @@ class BuildLog:
             self._pending.clear()
             self._pending_size = 0
             self._last_flush = time.monotonic()
-            self._on_output(text)
+            self._told_bytes += len(text.encode("utf-8", "replace"))
+            self._on_output(text, self._told_bytes)
 
     def new_section(self) -> None:
         """What follows is a new command's: an error quotes only its output."""
@@ -384,5 +388,5 @@ async def build_env(ctx: BuildContext) -> None:
         raise BuildError(f"the environment's kernel cannot start (smoke check failed):\n{e}") from None
 
 
-def open_log(folder: Path, on_output: Callable[[str], None] | None) -> BuildLog:
+def open_log(folder: Path, on_output: Callable[[str, int], None] | None) -> BuildLog:
     return BuildLog(folder / BUILD_LOG, on_output)

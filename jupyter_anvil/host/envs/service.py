@@ -292,11 +292,12 @@ class EnvService:
         except Exception:
             log.exception("the environment event handler failed")
 
-    def _output(self, env_id: str, text: str) -> None:
+    def _output(self, env_id: str, text: str, offset: int) -> None:
+        """A chunk of build output; ``offset`` is build.log's byte offset after it."""
         if self._on_event is None:
             return
         try:
-            self._on_event({"type": "env_output", "id": env_id, "text": text})
+            self._on_event({"type": "env_output", "id": env_id, "text": text, "offset": offset})
         except Exception:
             log.exception("the environment event handler failed")
 
@@ -328,7 +329,7 @@ class EnvService:
         folder = await asyncio.to_thread(self.cache.new_building_folder, eid)
         await asyncio.to_thread(self.cache.write_request, folder, id_material(request, self._installer_args))
         self._building_logs[eid] = folder / BUILD_LOG
-        build_log = open_log(folder, lambda text: self._output(eid, text))
+        build_log = open_log(folder, lambda text, offset: self._output(eid, text, offset))
         try:
             installer = self._installer()
 

@@ -39,7 +39,13 @@ def env_json(info: EnvInfo) -> api.EnvInfo:
 def env_feed_event(event: dict[str, Any]) -> api.EnvEvent | api.EnvOutputEvent | None:
     """An event of the environment service as the live feed shows it (None: not one of its kinds)."""
     if event.get("type") == "env_output":
-        return {"type": "env_output", "id": str(event.get("id")), "text": str(event.get("text"))}
+        offset = event.get("offset")
+        return {
+            "type": "env_output",
+            "id": str(event.get("id")),
+            "text": str(event.get("text")),
+            "offset": offset if isinstance(offset, int) else 0,
+        }
     if event.get("type") == "env":
         env = event.get("env")
         if isinstance(env, EnvInfo):

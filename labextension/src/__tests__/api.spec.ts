@@ -162,4 +162,20 @@ describe('AnvilController', () => {
     expect(result).toBeUndefined();
     expect(controller.model.error).toBe('task t has ended: nothing to kill');
   });
+
+  it('fetches the newest tasks page after page (the API gives at most 500 a page)', async () => {
+    const { AnvilController } = await import('../controller');
+    const all = Array.from({ length: 1200 }, (_, i) => ({ id: `t${i}`, app: 'a', name: `job${i % 7}`, status: 'completed', launched: 5000 - i }));
+    const { api: a, calls } = api(call => {
+      const query = new URL(call.url).searchParams;
+      const before = query.get('before');
+      const rest = before ? all.filter(t => t.launched < Number(before)) : all;
+      const page = rest.slice(0, Number(query.get('limit')));
+      return json({ tasks: page, next: page.length === Number(query.get('limit')) ? page[page.length - 1].launched : null });
+    });
+    const controller = new AnvilController(a, 'secret');
+    await controller.loadTasks();
+    expect(controller.model.tasks.size).toBe(1200);
+    expect(calls.filter(c => c.url.includes('anvil/api/tasks'))).toHaveLength(3);
+  });
 });

@@ -176,11 +176,45 @@ describe('AnvilModel', () => {
     expect(model.mailList('outbox', 'other')).toEqual([]);
   });
 
+  it('holds thousands of tasks, filters them by name and pages them quickly', () => {
+    const { model } = makeModel();
+    const many = Array.from({ length: 3000 }, (_, i) => task(`t${i}`, { name: `job${i % 10}`, launched: i, status: 'completed' }));
+    model.setTasks(many);
+    const started = performance.now();
+    const all = model.taskList();
+    const some = model.taskList({ name: 'JOB3' });
+    const elapsed = performance.now() - started;
+    expect(all).toHaveLength(3000);
+    expect(all[0].id).toBe('t2999'); // newest first
+    expect(some).toHaveLength(300);
+    expect(some.every(t => t.name === 'job3')).toBe(true);
+    expect(elapsed).toBeLessThan(500); // generous: a few ms on a laptop
+    model.apply({ type: 'task', task: task('new', { launched: 99999, name: 'job3' }) });
+    expect(model.taskList({ name: 'job3' })[0].id).toBe('new');
+  });
+
   it('tails environment output', () => {
     const { model } = makeModel();
-    model.apply({ type: 'env_output', id: 'e', text: 'Collecting x\n' });
-    model.apply({ type: 'env_output', id: 'e', text: 'Installing\n' });
+    model.apply({ type: 'env_output', id: 'e', text: 'Collecting x\n', offset: 13 });
+    model.apply({ type: 'env_output', id: 'e', text: 'Installing\n', offset: 24 });
     expect(model.envOutput.get('e')).toBe('Collecting x\nInstalling\n');
+  });
+
+  it('applies environment output after a fetched log by its offset: no repeated chunk', () => {
+    const { model } = makeModel();
+    // the log was fetched up to byte 17 ('€' is 3 UTF-8 bytes)
+    model.setEnvLog('e', 'Collecting €\nIn', 17);
+    model.apply({ type: 'env_output', id: 'e', text: 'Collecting €\n', offset: 15 }); // held: skipped
+    model.apply({ type: 'env_output', id: 'e', text: 'Installing\n', offset: 26 }); // overlaps: the rest only
+    expect(model.envOutput.get('e')).toBe('Collecting €\nInstalling\n');
+    expect(model.envGaps.has('e')).toBe(false);
+    model.apply({ type: 'env_output', id: 'e', text: 'Done\n', offset: 41 }); // bytes 26..36 lost: refetch
+    expect(model.envGaps.has('e')).toBe(true);
+    expect(model.envOutput.get('e')).toBe('Collecting €\nInstalling\n');
+    model.setEnvLog('e', 'Collecting €\nInstalling\nmore\nDone\n', 41);
+    expect(model.envGaps.has('e')).toBe(false);
+    model.apply({ type: 'env_output', id: 'e', text: 'Ready\n', offset: 47 });
+    expect(model.envOutput.get('e')).toBe('Collecting €\nInstalling\nmore\nDone\nReady\n');
   });
 
   it('groups log lines by call, errors standing out, filtered by app', () => {
