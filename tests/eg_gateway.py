@@ -85,6 +85,7 @@ class Gateway:
             str(program), "--ip=127.0.0.1", f"--port={self.port}",
             f"--EnterpriseGatewayApp.default_kernel_name={KERNEL_NAME}",
             f"--EnterpriseGatewayApp.allowed_kernels=['{KERNEL_NAME}']",
+            "--EnterpriseGatewayApp.list_kernels=True",  # the tests look for their kernels there
         ]  # fmt: skip
         if kernel_path:
             # the spec's env is what the local proxy gives the kernel

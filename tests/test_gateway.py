@@ -1,0 +1,134 @@
+"""App and task kernels on a real Jupyter Enterprise Gateway (``--GatewayClient.url``):
+calls, nested calls, a background task's progress and kill, a reload, and a gateway that is
+down at start (a clear app error, then the app loads once it is up)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from apps import write_jobs_app
+from conftest import AnvilServer, private_server
+from eg_gateway import KERNEL_NAME, Gateway
+from notebook_files import write_notebook
+from test_app_loading import wait_for
+from test_tasks import as_arg, launch, record, wait_status
+
+AUTH = {"Authorization": "token test-token-not-for-apps"}
+
+PING = """
+import os
+from jupyter_anvil import server
+
+@server.callable
+def ping(x):
+    return {"x": x, "pid": os.getpid()}
+
+@server.callable
+def nested(x):
+    return server.call("ping", x + 1)
+"""
+
+
+def write_apps(root: Path) -> None:
+    write_notebook(root / "gw.ipynb", [PING], {"kernels": {"min": 1, "max": 1}})
+    write_jobs_app(root / "jobs.ipynb")
+
+
+def gateway_options(gateway: Gateway) -> tuple[str, ...]:
+    return (f"--GatewayClient.url={gateway.url}", f"--AnvilApp.kernel_name={KERNEL_NAME}")
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    running = Gateway(tmp_path_factory.mktemp("gateway"))
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, gateway: Gateway) -> Iterator[AnvilServer]:
+    with private_server(tmp_path_factory, "gw", write_apps, *gateway_options(gateway)) as running:
+        running.wait_until_loaded(("gw", "jobs"))
+        yield running
+
+
+def gateway_kernel_ids(gateway: Gateway) -> set[str]:
+    return {str(k["id"]) for k in gateway.kernels()}
+
+
+def test_the_gateway_serves_our_kernel_spec(gateway: Gateway) -> None:
+    specs = gateway.kernelspecs()
+    assert KERNEL_NAME in specs["kernelspecs"]  # type: ignore[operator]
+
+
+def test_calls_and_nested_calls_run_on_gateway_kernels(server: AnvilServer, gateway: Gateway) -> None:
+    assert server.apps()["gw"]["status"] == "ready", server.apps()["gw"]
+    first = server.call("gw", "ping", 1)
+    assert first["x"] == 1
+    assert server.call("gw", "nested", 1) == {"x": 2, "pid": first["pid"]}
+    # started by the gateway: listed there, and none of the server's own
+    assert len(gateway_kernel_ids(gateway)) >= 2  # gw's and jobs' warm kernels
+    assert server.kernel_processes() == []
+    started = time.monotonic()
+    for i in range(20):
+        assert server.call("gw", "ping", i)["x"] == i
+    assert time.monotonic() - started < 20
+
+
+def test_a_background_task_reports_progress_and_is_killed(server: AnvilServer, gateway: Gateway) -> None:
+    task = launch(server, "count_to", 10, 0.3)
+    mid = wait_for(
+        lambda: (r := record(server, task)["response"])["state"] and 0 < r["state"]["done"] < 10 and r,
+        what="progress",
+    )
+    assert mid["status"] == "running" and mid["state"]["total"] == 10
+    done = wait_status(server, task, "completed")
+    assert done["response"]["state"] == {"done": 10, "total": 10}
+    output = server.admin(f"anvil/api/tasks/{task['id']}/output")
+    assert output["text"].splitlines() == [f"step {i}" for i in range(1, 11)]
+
+    forever = launch(server, "forever")
+    wait_for(lambda: (record(server, forever)["response"]["state"] or {}).get("ticks", 0) > 3, what="ticks")
+    during = gateway_kernel_ids(gateway)
+    assert server.post("jobs", "kill", as_arg(forever)).json()["response"] == "killed"
+    killed = record(server, forever)["response"]
+    assert killed["status"] == "killed" and killed["state"]["ticks"] > 3
+    # the killed task's kernel is gone from the gateway too (a fresh warm one may start)
+    wait_for(lambda: during - gateway_kernel_ids(gateway), 30, "the task kernel shut down on the gateway")
+
+
+def test_a_reload_starts_new_gateway_kernels(server: AnvilServer, gateway: Gateway) -> None:
+    before = server.call("gw", "ping", 0)["pid"]
+    response = httpx.post(f"{server.url}anvil/api/apps/gw/reload", headers={"Authorization": f"token {server.token}"})
+    assert response.status_code == 202, response.text
+    wait_for(lambda: server.apps()["gw"]["status"] == "ready" and server.call("gw", "ping", 0)["pid"] != before)
+    assert server.call("gw", "nested", 3)["x"] == 4
+    assert server.kernel_processes() == []
+
+
+def test_a_gateway_down_at_start_is_a_clear_app_error_until_it_is_up(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    later = Gateway(tmp_path_factory.mktemp("gateway-later"))  # its port chosen, nothing on it yet
+    with private_server(tmp_path_factory, "gw-down", write_apps, *gateway_options(later)) as running:
+        app = running.apps()["gw"]
+        assert app["status"] == "error", app
+        assert "gateway" in app["error"].lower() and "Traceback" not in app["error"], app["error"]
+        failed = running.post("gw", "ping", {"args": [1]})
+        assert 400 <= failed.status_code < 600 and failed.status_code != 500, failed.text
+        assert "Traceback" not in failed.text
+        later.start()
+        try:
+            reload = httpx.post(
+                f"{running.url}anvil/api/apps/gw/reload", headers={"Authorization": f"token {running.token}"}
+            )
+            assert reload.status_code == 202, reload.text
+            wait_for(lambda: running.apps()["gw"]["status"] == "ready", 60, "the app loaded on the gateway")
+            assert running.call("gw", "ping", 7)["x"] == 7
+        finally:
+            later.stop()
