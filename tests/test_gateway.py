@@ -30,6 +30,16 @@ def ping(x):
 @server.callable
 def nested(x):
     return server.call("ping", x + 1)
+
+@server.callable
+def make_media():
+    from jupyter_anvil.media import BlobMedia
+    return BlobMedia("text/plain", b"hello media" + bytes(range(256)) * 40, name="h.bin")
+
+@server.callable
+def describe_media(m):
+    data = m.get_bytes()
+    return [m.content_type, m.name, len(data), data[:11].decode(), data[11:] == bytes(range(256)) * 40]
 """
 
 
@@ -78,6 +88,17 @@ def test_calls_and_nested_calls_run_on_gateway_kernels(server: AnvilServer, gate
     for i in range(20):
         assert server.call("gw", "ping", i)["x"] == i
     assert time.monotonic() - started < 20
+
+
+def test_media_crosses_the_gateway_both_ways(server: AnvilServer) -> None:
+    """Media travel as binary buffers: binary WebSocket frames to and from the gateway."""
+    body = server.post("gw", "make_media").json()
+    (descriptor,) = body["objects"]
+    assert descriptor["type"] == ["DataMedia"] and descriptor["name"] == "h.bin", body
+    sent = {"args": [None], "objects": [{**descriptor, "path": ["args", 0]}]}
+    described = server.post("gw", "describe_media", sent).json()
+    assert described["response"] == ["text/plain", "h.bin", 11 + 256 * 40, "hello media", True], described
+    assert server.call("gw", "ping", 9)["x"] == 9  # the kernel's connection is still whole
 
 
 def test_a_background_task_reports_progress_and_is_killed(server: AnvilServer, gateway: Gateway) -> None:

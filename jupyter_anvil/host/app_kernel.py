@@ -249,12 +249,7 @@ class AppKernel:
             content["target_name"] = COMM_TARGET
         msg = self.client.session.msg(msg_type, content)
         if self.remote:
-            if buffers:
-                # the gateway client speaks JSON text frames only: binary parts cannot pass
-                raise errors.ExecutionTerminatedError("Media cannot be sent to a kernel on a gateway")
-            # named, or the gateway logs the whole message (the app's data) as it guesses
-            msg["channel"] = "shell"
-            self.client.shell_channel.send(msg)
+            self.client.send_shell(msg, buffers or [])
             return
         self.client.session.send(self.client.shell_channel.socket, msg, buffers=buffers or [])
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_server.gateway.gateway_client import GatewayClient
-from jupyter_server.gateway.managers import GatewayKernelManager
+from jupyter_server.gateway.managers import GatewayKernelClient, GatewayKernelManager
+from jupyter_server.services.kernels.connection.base import deserialize_binary_message, serialize_binary_message
 
 __all__ = ["forward_iopub", "gateway_enabled", "is_gateway_kernel", "new_manager"]
 
@@ -32,7 +34,9 @@ def gateway_enabled() -> bool:
 
 def new_manager(kernel_name: str, parent: Any) -> AsyncKernelManager:
     """A manager of one kernel on the gateway, by the gateway's name for its kernel spec."""
-    manager: AsyncKernelManager = GatewayKernelManager(kernel_name=kernel_name, parent=parent)  # type: ignore[no-untyped-call]
+    manager: AsyncKernelManager = GatewayKernelManager(  # type: ignore[no-untyped-call]
+        kernel_name=kernel_name, parent=parent, client_factory=BinaryGatewayKernelClient
+    )
     return manager
 
 
@@ -87,3 +91,37 @@ def forward_iopub(client: Any, deliver: Callable[[dict[str, Any]], None], closed
     forwarder = _Forwarder(asyncio.get_running_loop(), deliver, closed)
     client._iopub_channel = forwarder
     client._channel_queues["iopub"] = forwarder
+
+
+class BinaryGatewayKernelClient(GatewayKernelClient):  # type: ignore[misc]
+    """jupyter_server's gateway client, also for messages with binary buffers (an app's
+    Media): the gateway sends those as binary WebSocket frames, which the original reader
+    thread cannot decode (it would stop, and with it every reply from the kernel)."""
+
+    def send_shell(self, message: dict[str, Any], buffers: list[bytes]) -> None:
+        """Send ``message`` to the kernel's shell: a text frame, or a binary one with buffers.
+        It names its channel, or the gateway logs the whole message (the app's data)."""
+        message = {**message, "channel": "shell"}
+        if not buffers:
+            self.shell_channel.send(message)
+            return
+        assert self.channel_socket is not None
+        self.channel_socket.send_binary(serialize_binary_message({**message, "buffers": buffers}))  # type: ignore[no-untyped-call]
+
+    def _route_responses(self) -> None:
+        """The reader thread: each frame (text or binary) to its channel's queue, until the
+        WebSocket closes; then every queue hears that it is finished."""
+        try:
+            while not self._channels_stopped and self.channel_socket is not None:
+                raw = self.channel_socket.recv()
+                if not raw:
+                    break
+                message = deserialize_binary_message(raw) if isinstance(raw, bytes) else json.loads(raw)  # type: ignore[no-untyped-call]
+                queue = (self._channel_queues or {}).get(message.get("channel"))
+                if queue is not None:
+                    queue.put_nowait(message)
+        except Exception as e:  # noqa: BLE001 - a closed socket or a bad frame: the kernel is unreachable
+            if not self._channels_stopped:
+                self.log.warning("[jupyter-anvil] gateway WebSocket of kernel %s closed: %s", self.kernel_id, e)
+        for queue in list((self._channel_queues or {}).values()):
+            queue.response_router_finished = True
