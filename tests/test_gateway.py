@@ -153,3 +153,28 @@ def test_a_gateway_down_at_start_is_a_clear_app_error_until_it_is_up(
             assert running.call("gw", "ping", 7)["x"] == 7
         finally:
             later.stop()
+
+
+def test_a_gateway_that_goes_away_fails_calls_clearly_and_the_pool_recovers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    flaky = Gateway(tmp_path_factory.mktemp("gateway-flaky"))
+    flaky.start()
+    try:
+        with private_server(tmp_path_factory, "gw-flaky", write_apps, *gateway_options(flaky)) as running:
+            running.wait_until_loaded(("gw",))
+            assert running.call("gw", "ping", 1)["x"] == 1
+            flaky.stop()  # its kernels go with it
+            failed = running.post("gw", "ping", {"args": [2]}, timeout=90)
+            assert failed.status_code == 503, failed.text
+            assert failed.json()["error"]["type"] == "anvil.server.RuntimeUnavailableError"
+            assert "Traceback" not in failed.text
+            flaky.start()  # the same port: the pool's retries find it again, no reload needed
+
+            def answered() -> bool:
+                response = running.post("gw", "ping", {"args": [3]}, timeout=90)
+                return response.status_code == 200 and response.json()["response"]["x"] == 3
+
+            wait_for(answered, 120, "a call answered once the gateway is back")
+    finally:
+        flaky.stop()
