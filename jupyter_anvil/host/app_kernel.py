@@ -71,10 +71,14 @@ NestedCallHandler = Callable[["AppKernel", CallRequest], Awaitable[CallReply]]
 class KernelLoadError(Exception):
     """The server cells failed to run; ``detail`` holds the wire error with cell info."""
 
-    def __init__(self, message: str, detail: dict[str, Any] | None = None, traceback: str = "") -> None:
+    def __init__(
+        self, message: str, detail: dict[str, Any] | None = None, traceback: str = "", retry: bool = False
+    ) -> None:
         super().__init__(message)
         self.detail = detail or {}
         self.traceback = traceback
+        #: not the cells' fault (a kernel gateway that is down): the same load may work later
+        self.retry = retry
 
 
 class AppKernel:
@@ -177,9 +181,13 @@ class AppKernel:
         try:
             await asyncio.wait_for(self.manager.start_kernel(kernel_name=self.manager.kernel_name, cwd=cwd), timeout)
         except asyncio.TimeoutError:
-            raise KernelLoadError(f"The kernel gateway did not start a kernel within {timeout:g} s") from None
+            raise KernelLoadError(
+                f"The kernel gateway did not start a kernel within {timeout:g} s", retry=True
+            ) from None
         except Exception as e:  # noqa: BLE001 - tornado's HTTPError or a connection error: its words say what
-            raise KernelLoadError(f"The kernel gateway could not start a kernel: {gateway_error(e)}") from None
+            raise KernelLoadError(
+                f"The kernel gateway could not start a kernel: {gateway_error(e)}", retry=True
+            ) from None
 
     @property
     def functions(self) -> frozenset[str]:
