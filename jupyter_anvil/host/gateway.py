@@ -98,6 +98,12 @@ class BinaryGatewayKernelClient(GatewayKernelClient):  # type: ignore[misc]
     Media): the gateway sends those as binary WebSocket frames, which the original reader
     thread cannot decode (it would stop, and with it every reply from the kernel)."""
 
+    async def start_channels(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """The original opens the WebSocket with a blocking call (up to the gateway's
+        launch timeout): run on a thread, so that a slow gateway does not stop the server."""
+        opening = super().start_channels(*args, **kwargs)  # type: ignore[no-untyped-call]
+        await asyncio.to_thread(asyncio.run, opening)
+
     def send_shell(self, message: dict[str, Any], buffers: list[bytes]) -> None:
         """Send ``message`` to the kernel's shell: a text frame, or a binary one with buffers.
         It names its channel, or the gateway logs the whole message (the app's data)."""
