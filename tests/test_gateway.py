@@ -32,6 +32,10 @@ def nested(x):
     return server.call("ping", x + 1)
 
 @server.callable
+def die():
+    os._exit(3)
+
+@server.callable
 def make_media():
     from jupyter_anvil.media import BlobMedia
     return BlobMedia("text/plain", b"hello media" + bytes(range(256)) * 40, name="h.bin")
@@ -121,6 +125,19 @@ def test_a_background_task_reports_progress_and_is_killed(server: AnvilServer, g
     assert killed["status"] == "killed" and killed["state"]["ticks"] > 3
     # the killed task's kernel is gone from the gateway too (a fresh warm one may start)
     wait_for(lambda: during - gateway_kernel_ids(gateway), 30, "the task kernel shut down on the gateway")
+
+
+def test_a_kernel_that_dies_on_the_gateway_fails_its_call_and_is_replaced(server: AnvilServer) -> None:
+    before = server.call("gw", "ping", 0)["pid"]
+    died = server.post("gw", "die", timeout=60)
+    assert died.status_code != 200 and "Traceback" not in died.text, died.text
+    assert "exited unexpectedly" in died.json()["error"]["message"], died.text
+
+    def replaced() -> bool:
+        response = server.post("gw", "ping", {"args": [1]}, timeout=60)
+        return response.status_code == 200 and response.json()["response"]["pid"] != before
+
+    wait_for(replaced, 60, "a new kernel serving calls")
 
 
 def test_a_reload_starts_new_gateway_kernels(server: AnvilServer, gateway: Gateway) -> None:

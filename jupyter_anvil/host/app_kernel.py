@@ -370,9 +370,14 @@ class AppKernel:
     def _on_remote_iopub(self, message: dict[str, Any]) -> None:
         """A message from a gateway kernel's iopub (decoded already, and signed by the gateway)."""
         try:
+            content = message.get("content") or {}
+            if message.get("msg_type") == "status" and content.get("execution_state") in ("restarting", "dead"):
+                # the gateway restarts a kernel that died, under the same id: without the
+                # runtime and the app's cells, so it is not this app's kernel any more
+                self._died(None, f"its kernel died and was {content['execution_state']} on the gateway")
+                return
             if message.get("msg_type") != "comm_msg":
                 return
-            content = message.get("content") or {}
             if content.get("comm_id") == self.comm_id:
                 self._on_comm_message(content.get("data") or {}, message.get("buffers") or [])
         except Exception:  # one bad message must not stop the reader
