@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import zmq
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import ensure_async
 
 from .. import errors, protocol, wire
 from ..protocol import (
@@ -37,6 +38,7 @@ from ..protocol import (
     Registered,
     ScheduleDeclaration,
 )
+from . import gateway
 from .background import spawn
 from .messages import CallReply, CallRequest
 
@@ -69,10 +71,14 @@ NestedCallHandler = Callable[["AppKernel", CallRequest], Awaitable[CallReply]]
 class KernelLoadError(Exception):
     """The server cells failed to run; ``detail`` holds the wire error with cell info."""
 
-    def __init__(self, message: str, detail: dict[str, Any] | None = None, traceback: str = "") -> None:
+    def __init__(
+        self, message: str, detail: dict[str, Any] | None = None, traceback: str = "", retry: bool = False
+    ) -> None:
         super().__init__(message)
         self.detail = detail or {}
         self.traceback = traceback
+        #: not the cells' fault (a kernel gateway that is down): the same load may work later
+        self.retry = retry
 
 
 class AppKernel:
@@ -112,6 +118,8 @@ class AppKernel:
         self._pending: dict[str, Reply] = {}
         self._ids = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
+        #: started by a gateway and reached over its WebSocket (no ZeroMQ sockets, no process)
+        self.remote = gateway.is_gateway_kernel(manager)
 
     def __repr__(self) -> str:
         return f"<AppKernel {self.app}#{self.number} in_flight={self.in_flight}>"
@@ -131,13 +139,22 @@ class AppKernel:
         Raises :class:`KernelLoadError` if a cell fails (the kernel is shut down).
         """
         env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
-        await self.manager.start_kernel(env=env, cwd=cwd)
+        if self.remote:
+            # the gateway's manager takes the kernel spec's name here, not from itself; and
+            # only KERNEL_* variables go to the gateway: none of the server's
+            await self._start_remote(cwd, load_timeout)
+        else:
+            await self.manager.start_kernel(env=env, cwd=cwd)
         try:
             self.client = self.manager.client()
-            self.client.start_channels()
+            # a gateway client's start_channels is a coroutine (it opens the WebSocket)
+            await ensure_async(self.client.start_channels())
             await self.client.wait_for_ready(timeout=load_timeout)
             await self._install_runtime(load_timeout)
-            self._tasks.append(asyncio.create_task(self._read_iopub()))
+            if self.remote:
+                gateway.forward_iopub(self.client, self._on_remote_iopub, self._remote_closed)
+            else:
+                self._tasks.append(asyncio.create_task(self._read_iopub()))
             self._tasks.append(asyncio.create_task(self._watch_process()))
             await self._handshake(load_timeout)
             load: LoadRequest = {
@@ -157,6 +174,20 @@ class AppKernel:
             raise KernelLoadError(describe_load_error(data["error"]), data["error"], data.get("traceback", ""))
         self.registered = Registered.from_wire(data.get("registrations"))
         self.schedules = schedule_declarations(data.get("schedules"))
+
+    async def _start_remote(self, cwd: str, timeout: float) -> None:
+        """Ask the gateway for a kernel; a gateway that is down or does not answer in
+        ``timeout`` is a :class:`KernelLoadError` that says so (not a traceback)."""
+        try:
+            await asyncio.wait_for(self.manager.start_kernel(kernel_name=self.manager.kernel_name, cwd=cwd), timeout)
+        except asyncio.TimeoutError:
+            raise KernelLoadError(
+                f"The kernel gateway did not start a kernel within {timeout:g} s", retry=True
+            ) from None
+        except Exception as e:  # noqa: BLE001 - tornado's HTTPError or a connection error: its words say what
+            raise KernelLoadError(
+                f"The kernel gateway could not start a kernel: {gateway_error(e)}", retry=True
+            ) from None
 
     @property
     def functions(self) -> frozenset[str]:
@@ -209,7 +240,10 @@ class AppKernel:
             task.cancel()
         self._fail_pending(errors.ExecutionTerminatedError("The kernel running this call was shut down"))
         if self.client is not None:
-            self.client.stop_channels()
+            try:
+                self.client.stop_channels()
+            except Exception:  # a gateway client whose WebSocket never opened
+                log.debug("stopping the channels of %r", self, exc_info=True)
         try:
             if self.manager.has_kernel:
                 await self.manager.shutdown_kernel(now=True)
@@ -222,6 +256,9 @@ class AppKernel:
         if msg_type == "comm_open":
             content["target_name"] = COMM_TARGET
         msg = self.client.session.msg(msg_type, content)
+        if self.remote:
+            self.client.send_shell(msg, buffers or [])
+            return
         self.client.session.send(self.client.shell_channel.socket, msg, buffers=buffers or [])
 
     def _new_req(self) -> str:
@@ -330,6 +367,27 @@ class AppKernel:
         except Exception:  # one bad message must not stop the reader
             log.exception("[jupyter-anvil] bad message from %r", self)
 
+    def _on_remote_iopub(self, message: dict[str, Any]) -> None:
+        """A message from a gateway kernel's iopub (decoded already, and signed by the gateway)."""
+        try:
+            content = message.get("content") or {}
+            if message.get("msg_type") == "status" and content.get("execution_state") in ("restarting", "dead"):
+                # the gateway restarts a kernel that died, under the same id: without the
+                # runtime and the app's cells, so it is not this app's kernel any more
+                self._died(None, f"its kernel died and was {content['execution_state']} on the gateway")
+                return
+            if message.get("msg_type") != "comm_msg":
+                return
+            if content.get("comm_id") == self.comm_id:
+                self._on_comm_message(content.get("data") or {}, message.get("buffers") or [])
+        except Exception:  # one bad message must not stop the reader
+            log.exception("[jupyter-anvil] bad message from %r", self)
+
+    def _remote_closed(self) -> None:
+        """The gateway's WebSocket closed: the kernel (or the gateway) is gone."""
+        if not self.retiring:
+            self._died(None, "its kernel gateway closed the connection")
+
     def _on_comm_message(self, data: dict[str, Any], buffers: list[Any]) -> None:
         op = data.get("op")
         if op in (REPLY, HELLO):
@@ -391,11 +449,13 @@ class AppKernel:
         asyncio.get_running_loop().call_soon(self._died, process.returncode)
         return True
 
-    def _died(self, exit_code: int | None) -> None:
+    def _died(self, exit_code: int | None, why: str = "") -> None:
         if self._death_reported:
             return
         self._death_reported = self.dead = True
-        self._fail_pending(errors.ExecutionTerminatedError(describe_exit(exit_code, f"{self.app}#{self.number}")))
+        kernel = f"{self.app}#{self.number}"
+        message = f"Server code exited unexpectedly: {kernel} ({why})" if why else describe_exit(exit_code, kernel)
+        self._fail_pending(errors.ExecutionTerminatedError(message))
         self.on_death(self)
 
     def _fail_pending(self, exc: Exception) -> None:
@@ -411,6 +471,13 @@ def describe_exit(exit_code: int | None, kernel: str) -> str:
     if exit_code is not None and exit_code < 0:
         return f"Server code execution process was killed with signal {-exit_code} ({kernel})"
     return f"Server code exited unexpectedly: {kernel} (exit code {exit_code})"
+
+
+def gateway_error(e: BaseException) -> str:
+    """A gateway failure in a line, without the URL's credentials or a traceback."""
+    reason = getattr(e, "log_message", None) or getattr(e, "reason", None) or str(e) or type(e).__name__
+    status = getattr(e, "status_code", None)
+    return f"{status}: {reason}" if status else str(reason)
 
 
 def describe_load_error(error: dict[str, Any]) -> str:

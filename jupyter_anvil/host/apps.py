@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: seconds calls in flight get to finish when the server stops
 STOP_GRACE = 5.0
+#: how soon an app whose kernels could not be had (its gateway down) is loaded again
+RETRY_LOAD_SECONDS = 5.0
 
 #: where an app is: ``building`` the Python environment its requirements ask for (before
 #: its first version loads), ``loading`` its first version, ``ready`` (served), ``error``
@@ -372,6 +374,8 @@ class AppManager:
             if e.traceback:
                 self.app_log.write(app.name, "(load)", "-", "traceback", e.traceback)
             self._load_failed(app, spec, str(e), first, load_error_location(spec.notebook, e.detail))
+            if e.retry and first:  # a kernel gateway that is down: loaded again once it may be back
+                self._spawn(self._reload_later(app.name))
             return
         except Exception as e:
             log.exception("[jupyter-anvil] app %s failed to start", app.name)
@@ -491,6 +495,12 @@ class AppManager:
     def _fail(self, app: App, message: str, where: ErrorLocation | None = None) -> None:
         app.status, app.error, app.error_at = "error", message, where
         app.loaded.set()
+
+    async def _reload_later(self, name: str) -> None:
+        await asyncio.sleep(RETRY_LOAD_SECONDS)
+        app = self.apps.get(name)
+        if app is not None and app.status == "error" and app.pool is None:
+            await self.reload(name)
 
     async def reload(self, name: str) -> App | None:
         """Read ``name``'s notebook again and load it again, as a save does (None: no such

@@ -19,6 +19,7 @@ from traitlets import Bool, Dict, Float, Int, List, Type, Unicode
 
 from .. import __version__
 from ..protocol import BACKGROUND_TASK, LoadSettings, log_name
+from . import gateway
 from .app_kernel import AppKernel
 from .apps import AppDefaults, AppManager, ServedListeners
 from .calls import CallService
@@ -95,7 +96,7 @@ class AnvilApp(ExtensionApp):
     kernel_manager_class = Type(
         default_value=AsyncKernelManager,
         klass=AsyncKernelManager,
-        help="Kernel manager class that starts app kernels (e.g. a gateway-backed manager for a cluster).",
+        help="Kernel manager class of app kernels (unused when GatewayClient.url is set: the gateway starts them).",
     ).tag(config=True)
     kernel_name = Unicode("python3", help="Kernel spec app kernels run.").tag(config=True)
     kernel_transport = Unicode("ipc", help="ZeroMQ transport to local kernels: 'ipc' (fastest) or 'tcp'.").tag(
@@ -561,6 +562,10 @@ class AnvilApp(ExtensionApp):
             self.tasks.on_output(call_id, text)
 
     def _new_kernel_manager(self, env: EnvInfo | None = None) -> AsyncKernelManager:
+        if gateway.gateway_enabled():
+            # every kernel on the gateway, by its kernel spec there (an app's own env is a
+            # local folder the gateway cannot see: see the README)
+            return gateway.new_manager(self.kernel_name, self)
         runtime_dir = jupyter_runtime_dir()
         os.makedirs(runtime_dir, exist_ok=True)
         kernel_id = f"anvil-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,193 @@
+"""App and task kernels on a real Jupyter Enterprise Gateway (``--GatewayClient.url``):
+calls, nested calls, a background task's progress and kill, a reload, and a gateway that is
+down at start (a clear app error, then the app loads once it is up)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from apps import write_jobs_app
+from conftest import AnvilServer, private_server
+from eg_gateway import KERNEL_NAME, Gateway
+from notebook_files import write_notebook
+from test_app_loading import wait_for
+from test_tasks import as_arg, launch, record, wait_status
+
+AUTH = {"Authorization": "token test-token-not-for-apps"}
+
+PING = """
+import os
+from jupyter_anvil import server
+
+@server.callable
+def ping(x):
+    return {"x": x, "pid": os.getpid()}
+
+@server.callable
+def nested(x):
+    return server.call("ping", x + 1)
+
+@server.callable
+def die():
+    os._exit(3)
+
+@server.callable
+def make_media():
+    from jupyter_anvil.media import BlobMedia
+    return BlobMedia("text/plain", b"hello media" + bytes(range(256)) * 40, name="h.bin")
+
+@server.callable
+def describe_media(m):
+    data = m.get_bytes()
+    return [m.content_type, m.name, len(data), data[:11].decode(), data[11:] == bytes(range(256)) * 40]
+"""
+
+
+def write_apps(root: Path) -> None:
+    write_notebook(root / "gw.ipynb", [PING], {"kernels": {"min": 1, "max": 1}})
+    write_jobs_app(root / "jobs.ipynb")
+
+
+def gateway_options(gateway: Gateway) -> tuple[str, ...]:
+    return (f"--GatewayClient.url={gateway.url}", f"--AnvilApp.kernel_name={KERNEL_NAME}")
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    running = Gateway(tmp_path_factory.mktemp("gateway"))
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, gateway: Gateway) -> Iterator[AnvilServer]:
+    with private_server(tmp_path_factory, "gw", write_apps, *gateway_options(gateway)) as running:
+        running.wait_until_loaded(("gw", "jobs"))
+        yield running
+
+
+def gateway_kernel_ids(gateway: Gateway) -> set[str]:
+    return {str(k["id"]) for k in gateway.kernels()}
+
+
+def test_the_gateway_serves_our_kernel_spec(gateway: Gateway) -> None:
+    specs = gateway.kernelspecs()
+    assert KERNEL_NAME in specs["kernelspecs"]  # type: ignore[operator]
+
+
+def test_calls_and_nested_calls_run_on_gateway_kernels(server: AnvilServer, gateway: Gateway) -> None:
+    assert server.apps()["gw"]["status"] == "ready", server.apps()["gw"]
+    first = server.call("gw", "ping", 1)
+    assert first["x"] == 1
+    assert server.call("gw", "nested", 1) == {"x": 2, "pid": first["pid"]}
+    # started by the gateway: listed there, and none of the server's own
+    assert len(gateway_kernel_ids(gateway)) >= 2  # gw's and jobs' warm kernels
+    assert server.kernel_processes() == []
+    started = time.monotonic()
+    for i in range(20):
+        assert server.call("gw", "ping", i)["x"] == i
+    assert time.monotonic() - started < 20
+
+
+def test_media_crosses_the_gateway_both_ways(server: AnvilServer) -> None:
+    """Media travel as binary buffers: binary WebSocket frames to and from the gateway."""
+    body = server.post("gw", "make_media").json()
+    (descriptor,) = body["objects"]
+    assert descriptor["type"] == ["DataMedia"] and descriptor["name"] == "h.bin", body
+    sent = {"args": [None], "objects": [{**descriptor, "path": ["args", 0]}]}
+    described = server.post("gw", "describe_media", sent).json()
+    assert described["response"] == ["text/plain", "h.bin", 11 + 256 * 40, "hello media", True], described
+    assert server.call("gw", "ping", 9)["x"] == 9  # the kernel's connection is still whole
+
+
+def test_a_background_task_reports_progress_and_is_killed(server: AnvilServer, gateway: Gateway) -> None:
+    task = launch(server, "count_to", 10, 0.3)
+    mid = wait_for(
+        lambda: (r := record(server, task)["response"])["state"] and 0 < r["state"]["done"] < 10 and r,
+        what="progress",
+    )
+    assert mid["status"] == "running" and mid["state"]["total"] == 10
+    done = wait_status(server, task, "completed")
+    assert done["response"]["state"] == {"done": 10, "total": 10}
+    output = server.admin(f"anvil/api/tasks/{task['id']}/output")
+    assert output["text"].splitlines() == [f"step {i}" for i in range(1, 11)]
+
+    forever = launch(server, "forever")
+    wait_for(lambda: (record(server, forever)["response"]["state"] or {}).get("ticks", 0) > 3, what="ticks")
+    during = gateway_kernel_ids(gateway)
+    assert server.post("jobs", "kill", as_arg(forever)).json()["response"] == "killed"
+    killed = record(server, forever)["response"]
+    assert killed["status"] == "killed" and killed["state"]["ticks"] > 3
+    # the killed task's kernel is gone from the gateway too (a fresh warm one may start)
+    wait_for(lambda: during - gateway_kernel_ids(gateway), 30, "the task kernel shut down on the gateway")
+
+
+def test_a_kernel_that_dies_on_the_gateway_fails_its_call_and_is_replaced(server: AnvilServer) -> None:
+    before = server.call("gw", "ping", 0)["pid"]
+    died = server.post("gw", "die", timeout=60)
+    assert died.status_code != 200 and "Traceback" not in died.text, died.text
+    assert "exited unexpectedly" in died.json()["error"]["message"], died.text
+
+    def replaced() -> bool:
+        response = server.post("gw", "ping", {"args": [1]}, timeout=60)
+        return response.status_code == 200 and response.json()["response"]["pid"] != before
+
+    wait_for(replaced, 60, "a new kernel serving calls")
+
+
+def test_a_reload_starts_new_gateway_kernels(server: AnvilServer, gateway: Gateway) -> None:
+    before = server.call("gw", "ping", 0)["pid"]
+    response = httpx.post(f"{server.url}anvil/api/apps/gw/reload", headers={"Authorization": f"token {server.token}"})
+    assert response.status_code == 202, response.text
+    wait_for(lambda: server.apps()["gw"]["status"] == "ready" and server.call("gw", "ping", 0)["pid"] != before)
+    assert server.call("gw", "nested", 3)["x"] == 4
+    assert server.kernel_processes() == []
+
+
+def test_a_gateway_down_at_start_is_a_clear_app_error_until_it_is_up(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    later = Gateway(tmp_path_factory.mktemp("gateway-later"))  # its port chosen, nothing on it yet
+    with private_server(tmp_path_factory, "gw-down", write_apps, *gateway_options(later)) as running:
+        app = running.apps()["gw"]
+        assert app["status"] == "error", app
+        assert "gateway" in app["error"].lower() and "Traceback" not in app["error"], app["error"]
+        failed = running.post("gw", "ping", {"args": [1]})
+        assert 400 <= failed.status_code < 600 and failed.status_code != 500, failed.text
+        assert "Traceback" not in failed.text
+        later.start()  # no reload asked: the app is loaded again on its own
+        try:
+            wait_for(lambda: running.apps()["gw"]["status"] == "ready", 60, "the app loaded on the gateway")
+            assert running.call("gw", "ping", 7)["x"] == 7
+        finally:
+            later.stop()
+
+
+def test_a_gateway_that_goes_away_fails_calls_clearly_and_the_pool_recovers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    flaky = Gateway(tmp_path_factory.mktemp("gateway-flaky"))
+    flaky.start()
+    try:
+        with private_server(tmp_path_factory, "gw-flaky", write_apps, *gateway_options(flaky)) as running:
+            running.wait_until_loaded(("gw",))
+            assert running.call("gw", "ping", 1)["x"] == 1
+            flaky.stop()  # its kernels go with it
+            failed = running.post("gw", "ping", {"args": [2]}, timeout=90)
+            assert failed.status_code == 503, failed.text
+            assert failed.json()["error"]["type"] == "anvil.server.RuntimeUnavailableError"
+            assert "Traceback" not in failed.text
+            flaky.start()  # the same port: the pool's retries find it again, no reload needed
+
+            def answered() -> bool:
+                response = running.post("gw", "ping", {"args": [3]}, timeout=90)
+                return response.status_code == 200 and response.json()["response"]["x"] == 3
+
+            wait_for(answered, 120, "a call answered once the gateway is back")
+    finally:
+        flaky.stop()
