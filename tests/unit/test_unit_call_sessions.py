@@ -18,6 +18,7 @@ from jupyter_anvil.host.sessions import Session, SessionService
 from jupyter_anvil.host.store import Store
 
 from .test_unit_host_services import FakeApps
+from .test_unit_sessions import age_stored_sessions
 
 WRITE = "anvil.private.test.write"
 
@@ -106,6 +107,7 @@ async def test_a_session_idle_too_long_on_an_open_connection_is_expired(store: S
     session = await calls.open_session("app", None, "browser")
     await sessions.persist(session)
     session.record.last_used = time.time() - 7200
+    await age_stored_sessions(store, time.time() - 7200)  # idle as every server over the store sees it
     outcome = await calls.call("app", CallRequest(WRITE, caller=browser(session)))
     assert outcome.reply.error is not None
     assert outcome.reply.error["type"] == "anvil.server.SessionExpiredError"
