@@ -314,7 +314,14 @@ def test_a_reader_that_does_not_read_is_cut_at_the_bound(server: AnvilServer) ->
 def test_a_reader_that_reads_gets_a_flood_whole(server: AnvilServer) -> None:
     async def body(feed: Feed) -> list[int]:
         for _ in range(10):  # about 10 MiB of log: more than the bound, read as it comes
+            start = len(feed.events)
             await asyncio.to_thread(server.call, "loud", "flood", 16)
+            # a reader that keeps up: each call's last record read before the next call (unpaced,
+            # a starved test process itself fell 8 MiB behind on a loaded machine and was cut)
+            await feed.until(
+                lambda e: e["type"] == "logs" and any(r["text"].startswith("000015 ") for r in e["records"]),
+                start=start,
+            )
         await asyncio.to_thread(server.call, "loud", "shout", "flood over")
         await feed.until(lambda e: e["type"] == "logs" and any("flood over" in r["text"] for r in e["records"]))
         return [r["seq"] for e in feed.events if e["type"] == "logs" for r in e["records"]]
