@@ -87,9 +87,9 @@ class EnvLogHandler(AdminHandler):
             raise web.HTTPError(400, f"offset must be a whole number, not {text[:40]!r}") from None
         if not 0 <= offset < 2**63:
             raise web.HTTPError(400, f"offset must be a whole number from 0, not {text[:40]!r}")
-        found = envs.log(env_id, offset)
-        if found is None:
-            raise web.HTTPError(404, f"no environment {env_id}")
+        # a known environment whose log is not there (not written yet, or being moved from
+        # the build folder into the cache) has no output yet: the reader asks again later
+        found = envs.log(env_id, offset) or ("", offset)
         answer: api.EnvLog = {"text": found[0], "offset": found[1], "building": info.status == "building"}
         self.finish(json.dumps(answer))
 
