@@ -52,6 +52,17 @@ def describe_path(path: Path) -> str:
     return "msg" + "".join(f"[{p!r}]" for p in path)
 
 
+def cell_number(index: int) -> int:
+    """A notebook cell's number as people count it (the first cell is cell 1), from its index
+    among all the notebook's cells: what every message, traceback and panel says."""
+    return index + 1
+
+
+def cell_file(notebook: str, index: int) -> str:
+    """The file name the cell at ``index`` runs as, so its traceback frames say where they are."""
+    return f"{notebook} cell {cell_number(index)}"
+
+
 def format_datetime(value: dt.datetime) -> str:
     """Anvil's DateTime string: six fraction digits and an offset, always."""
     if value.tzinfo is None or value.utcoffset() is None:

@@ -31,7 +31,7 @@ def test_app_names_come_from_paths_or_metadata(anvil_server: AnvilServer) -> Non
 def test_a_failing_server_cell_puts_the_app_in_error(anvil_server: AnvilServer) -> None:
     broken = anvil_server.apps()["broken"]
     assert broken["status"] == "error"
-    assert broken["error"] == "Server cell 1 (`# the second cell`) raised ZeroDivisionError: division by zero (line 3)"
+    assert broken["error"] == "Server cell 2 (`# the second cell`) raised ZeroDivisionError: division by zero (line 3)"
     response = anvil_server.post("broken", "fine")
     assert response.status_code == 503
     error = response.json()["error"]
@@ -59,7 +59,7 @@ def test_broken_notebooks_and_metadata_are_reported(anvil_server: AnvilServer) -
 def test_the_cli_prints_every_app_and_every_failure(anvil_server: AnvilServer) -> None:
     log = anvil_server.log_path.read_text()
     assert f"core: http://127.0.0.1:{anvil_server.port}/anvil/apps/core/" in log
-    assert "broken: FAILED: Server cell 1" in log
+    assert "broken: FAILED: Server cell 2" in log
     assert "not_json.ipynb: FAILED: cannot read the notebook" in log
 
 

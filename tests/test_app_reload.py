@@ -41,7 +41,7 @@ helper()
 
 def write_broken(path: Path) -> None:
     """Markdown and an untagged code cell before the server cells; the failing server cell
-    is the notebook's cell 4 (0-based), its failing line the 2nd; the error is raised in cell 3."""
+    is the notebook's 5th cell (index 4), its failing line the 2nd; the error is raised in the 4th."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# A broken app"), nbformat.v4.new_code_cell("print('not served')")]
     for source in (GOOD, HELPER, FAILING):
@@ -85,7 +85,7 @@ def test_a_load_error_names_its_cell_among_all_cells_and_its_line(server: AnvilS
     assert_fits(broken, api.ListedApp)
     assert broken["status"] == "error" and "boom in the helper" in broken["error"]
     assert broken["error_location"] == {"notebook": "broken.ipynb", "cell": 4, "line": 2}
-    assert "Server cell 4" in broken["error"]  # the message and the location agree
+    assert "Server cell 5 " in broken["error"]  # the message counts as people do: index 4 is the 5th cell
     assert server.apps()["fine"]["error_location"] is None
 
 
@@ -153,9 +153,9 @@ def test_reload_of_an_unknown_app_is_404_and_needs_the_token(server: AnvilServer
 
 
 def test_the_location_is_the_innermost_frame_in_the_failing_cell() -> None:
-    detail = {"cell": 4, "line": 2, "trace": [["nb.ipynb cell 3", 2], ["nb.ipynb cell 4", 7]]}
+    detail = {"cell": 4, "line": 2, "trace": [["nb.ipynb cell 4", 2], ["nb.ipynb cell 5", 7]]}
     assert load_error_location("nb.ipynb", detail) == {"notebook": "nb.ipynb", "cell": 4, "line": 7}
-    syntax = {"cell": 0, "trace": [["nb.ipynb cell 0", 3]]}
+    syntax = {"cell": 0, "trace": [["nb.ipynb cell 1", 3]]}
     assert load_error_location("nb.ipynb", syntax) == {"notebook": "nb.ipynb", "cell": 0, "line": 3}
     assert load_error_location("nb.ipynb", {"cell": 2}) == {"notebook": "nb.ipynb", "cell": 2, "line": None}
     for bad in ({}, {"cell": None}, {"cell": "2"}, {"cell": True}, {"cell": -1}):

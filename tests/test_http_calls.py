@@ -97,11 +97,11 @@ def test_an_exception_gives_its_class_name_and_no_traceback(anvil_server: AnvilS
     error = error_of(response)
     assert error["type"] == "ValueError" and error["message"] == "bad value"
     assert "Traceback" not in response.text and "/" not in str(error.get("trace"))
-    assert error["trace"] == [["core.ipynb cell 2", 4]]  # file/line relative to the notebook's cells
+    assert error["trace"] == [["core.ipynb cell 3", 4]]  # file/line relative to the notebook's cells
     # the whole traceback goes to the app log, for the author, from their code down
     logged = [r for r in anvil_server.admin("anvil/api/logs", app="core")["records"] if r["function"] == "boom"]
     assert logged and logged[-1]["stream"] == "traceback"
-    assert 'File "core.ipynb cell 2", line 4, in boom' in logged[-1]["text"]
+    assert 'File "core.ipynb cell 3", line 4, in boom' in logged[-1]["text"]
     assert "ValueError: bad value" in logged[-1]["text"] and "runtime.py" not in logged[-1]["text"]
 
 

@@ -104,13 +104,13 @@ def test_an_app_with_schedules_loads_and_serves(server: AnvilServer) -> None:
 def test_its_schedule_problems_are_listed_with_the_app(server: AnvilServer) -> None:
     problems = server.apps()["scheduled"]["schedule_problems"]
     assert problems == [
-        f"server cell 1: the schedule 'lunar' of task 'lunar': {spec_error('every blue moon')}",
-        "server cell 1: 'plain' is not a @server.background_task, so no schedule can launch it; stack "
+        f"server cell 2: the schedule 'lunar' of task 'lunar': {spec_error('every blue moon')}",
+        "server cell 2: 'plain' is not a @server.background_task, so no schedule can launch it; stack "
         f"@server.scheduled on a background task, e.g. {EXAMPLE} above def plain(): ...",
-        "server cell 1: the schedule 'late' of task 'late': misfire is 'skip' or 'run_once', not 'later': "
+        "server cell 2: the schedule 'late' of task 'late': misfire is 'skip' or 'run_once', not 'later': "
         'e.g. @server.scheduled("every day at 09:00", misfire="skip")',
-        "server cell 1: the schedule 'weekdays' of task 'clash' has the name of the schedule of task 'digest' in "
-        "server cell 0: each schedule of an app has its own name, whatever its task, e.g. "
+        "server cell 2: the schedule 'weekdays' of task 'clash' has the name of the schedule of task 'digest' in "
+        "server cell 1: each schedule of an app has its own name, whatever its task, e.g. "
         '@server.scheduled("every day at 09:00", name="morning")',
         "metadata.jupyter_anvil.scheduled_tasks[1] (job_id 'YKTLUUWJ'): task_name 'nope' is not a "
         "@server.background_task of this app (its background tasks: 'clash', 'digest', 'late', 'lunar', "
@@ -182,9 +182,9 @@ async def test_a_real_kernel_reports_every_declaration_with_its_cell(tmp_path: P
     args, kwargs, objects = call_arguments(by_id[definition_id("scheduled", "notebook", "below")].args, {})
     assert wire.decode({"args": args, "kwargs": kwargs}, objects) == {"args": [SINCE], "kwargs": {}}
     assert [p.split(":")[0] for p in found.problems] == [
-        "server cell 5",
-        "server cell 5",
-        "server cell 5",
-        "server cell 5",
+        "server cell 6",
+        "server cell 6",
+        "server cell 6",
+        "server cell 6",
         "metadata.jupyter_anvil.scheduled_tasks[1] (job_id 'YKTLUUWJ')",
     ]

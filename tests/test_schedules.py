@@ -316,7 +316,7 @@ def test_a_notebook_save_changes_its_schedules(server: AnvilServer) -> None:
     broken = saved("every blue moon", lambda: (s := schedule())["problem"] and s, "the broken spec")
     assert broken["next_run"] is None and "every blue moon" in broken["problem"]
     (problem,) = server.apps()["sched"]["schedule_problems"]
-    assert problem.startswith("server cell 1: the schedule 'morning' of task 'morning': ")
+    assert problem.startswith("server cell 2: the schedule 'morning' of task 'morning': ")
     assert server.apps()["sched"]["error"] is None  # the app itself is well
     assert run["seq"] in [r["seq"] for r in runs(server, sid)]
     # gone from the notebook: gone

@@ -118,7 +118,7 @@ async def test_errors_and_special_values_over_the_socket(anvil_server: AnvilServ
     assert connection.replies["e"]["error"] == {
         "type": "ValueError",
         "message": "bad value",
-        "trace": [["core.ipynb cell 2", 4]],
+        "trace": [["core.ipynb cell 3", 4]],
     }
     assert connection.replies["m"]["error"]["type"] == "anvil.server.NoServerFunctionError"
     assert connection.replies["s"]["error"]["type"] == "anvil.server.PermissionDenied"

@@ -93,7 +93,8 @@ class ErrorLocation(TypedDict):
 
     notebook: str  # relative to the server root
     #: the failing server cell's index among ALL the notebook's cells (0-based: markdown and
-    #: untagged cells count), as the kernel names it ("notes.ipynb cell 3"); None when the
+    #: untagged cells count); messages and tracebacks count from 1, so index 2 is
+    #: "notes.ipynb cell 3" (wire.cell_file); None when the
     #: notebook itself is at fault (its metadata, unreadable)
     cell: int | None
     line: int | None  # 1-based, within that cell (None if unknown)

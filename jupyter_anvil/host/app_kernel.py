@@ -483,8 +483,10 @@ def gateway_error(e: BaseException) -> str:
 def describe_load_error(error: dict[str, Any]) -> str:
     """``Server cell 3 (`import foo`) raised ModuleNotFoundError: No module named 'foo' (line 1)``."""
     line = f" (line {error['line']})" if error.get("line") else ""
+    cell = error.get("cell")
+    number = wire.cell_number(cell) if isinstance(cell, int) and not isinstance(cell, bool) else "?"
     return (
-        f"Server cell {error.get('cell')} (`{error.get('first_line', '')}`) raised "
+        f"Server cell {number} (`{error.get('first_line', '')}`) raised "
         f"{error.get('type')}: {error.get('message')}{line}"
     )
 

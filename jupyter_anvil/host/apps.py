@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast, get_args
 
+from .. import wire
 from .app_changes import AppChanges
 from .app_kernel import KernelLoadError
 from .envs.request import EnvRequest
@@ -105,13 +106,13 @@ _LISTED: Final = frozenset(
 def load_error_location(notebook: str, detail: dict[str, Any]) -> ErrorLocation | None:
     """Where a load error (the kernel's wire error, app_kernel.KernelLoadError.detail) is:
     the cell that failed, by its index among all the notebook's cells (the kernel runs
-    each server cell as the file ``"<notebook> cell <index>"``), and the line in that cell
+    each server cell as the file ``wire.cell_file(notebook, index)``), and the line in that cell
     of the innermost frame there (the error may be raised deeper, in a function another
     cell defined)."""
     cell = detail.get("cell")
     if not isinstance(cell, int) or isinstance(cell, bool) or cell < 0:
         return None
-    label = f"{notebook} cell {cell}"
+    label = wire.cell_file(notebook, cell)
     trace = detail.get("trace")
     frames = [f for f in trace if isinstance(f, list) and len(f) == 2] if isinstance(trace, list) else []
     line = next((f[1] for f in frames if f[0] == label and isinstance(f[1], int)), None)  # innermost first

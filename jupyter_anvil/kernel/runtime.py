@@ -113,7 +113,7 @@ class Runtime:
         try:
             for cell in data.get("cells", []):
                 index, source = int(cell["index"]), str(cell["source"])
-                filename = f"{notebook} cell {index}"
+                filename = wire.cell_file(notebook, index)
                 self.cell_labels[filename] = filename
                 linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
                 registry.loading_cell = index  # what @server.scheduled says its problems come from

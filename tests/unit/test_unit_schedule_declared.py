@@ -31,7 +31,7 @@ from jupyter_anvil.protocol import ScheduleDeclaration
 
 @pytest.fixture
 def cells() -> Iterator[None]:
-    """A clean registry, as if the runtime were running server cell 3 (restored after)."""
+    """A clean registry, as if the runtime were running the cell at index 3 (restored after)."""
     saved = {kind: dict(names) for kind, names in registry.registrations.items()}
     saved_schedules = list(registry.schedules)
     for names in registry.registrations.values():
@@ -371,8 +371,8 @@ def test_good_declarations_become_schedules() -> None:
         ),
     ]  # fmt: skip
     assert found.where == {
-        definition_id("shop", "notebook", "paris"): "server cell 2: the schedule 'paris' of task 'job'",
-        definition_id("shop", "notebook", "other"): "server cell 4: the schedule 'other' of task 'other'",
+        definition_id("shop", "notebook", "paris"): "server cell 3: the schedule 'paris' of task 'job'",
+        definition_id("shop", "notebook", "other"): "server cell 5: the schedule 'other' of task 'other'",
         definition_id("shop", "metadata", "QMUPCYEH"): "metadata.jupyter_anvil.scheduled_tasks[0] (job_id 'QMUPCYEH'), "
         "task 'job'",
     }
@@ -386,10 +386,10 @@ def test_problems_the_kernel_found_name_their_cell_and_schedule() -> None:
             declared(problem=["odd"]),
         ]
     ) == [
-        "server cell 4: the schedule 'job' of task 'job': misfire is 'skip' or 'run_once', not 'x': "
+        "server cell 5: the schedule 'job' of task 'job': misfire is 'skip' or 'run_once', not 'x': "
         'e.g. misfire="skip"',
         "a server cell: 'plain' is not a @server.background_task, so ...",
-        "server cell 2: the schedule 'job' of task 'job': ['odd']",
+        "server cell 3: the schedule 'job' of task 'job': ['odd']",
     ]
 
 
@@ -413,30 +413,30 @@ def test_problems_the_host_finds_in_declarations() -> None:
         ]
     ) == [
         f"schedule 0 of the load reply is 'junk', not a declaration: {SAME_VERSION}",
-        f"server cell 2: 'nope' {NOT_A_TASK}"
+        f"server cell 3: 'nope' {NOT_A_TASK}"
         '@server.scheduled("every day at 09:00") above @server.background_task above def nope(): ...',
-        f"server cell 2: None {NOT_A_TASK}"
+        f"server cell 3: None {NOT_A_TASK}"
         '@server.scheduled("every day at 09:00") above @server.background_task above def report(): ...',
-        "server cell 2: the schedule of task 'job' has the name '': a name is a str of 1 to 255 characters, "
+        "server cell 3: the schedule of task 'job' has the name '': a name is a str of 1 to 255 characters, "
         'e.g. @server.scheduled("every day at 09:00", name="morning")',
-        f"server cell 2: the schedule of task 'job' has the name '{'n' * 76}...: a name is a str of 1 to 255 "
+        f"server cell 3: the schedule of task 'job' has the name '{'n' * 76}...: a name is a str of 1 to 255 "
         'characters, e.g. @server.scheduled("every day at 09:00", name="morning")',
-        "server cell 5: the schedule 'dup' of task 'job' has the name of the schedule of task 'job' in server cell 2: "
+        "server cell 6: the schedule 'dup' of task 'job' has the name of the schedule of task 'job' in server cell 3: "
         'each schedule of an app has its own name, whatever its task, e.g. @server.scheduled("every day at 09:00", '
         'name="morning")',
-        "server cell 6: the schedule 'dup' of task 'other' has the name of the schedule of task 'job' in server cell "
-        '2: each schedule of an app has its own name, whatever its task, e.g. @server.scheduled("every day at 09:00", '
+        "server cell 7: the schedule 'dup' of task 'other' has the name of the schedule of task 'job' in server cell "
+        '3: each schedule of an app has its own name, whatever its task, e.g. @server.scheduled("every day at 09:00", '
         'name="morning")',
-        "server cell 2: the schedule 's1' of task 'job': a schedule is a str or an Anvil time_spec dict, not 5, "
+        "server cell 3: the schedule 's1' of task 'job': a schedule is a str or an Anvil time_spec dict, not 5, "
         'e.g. @server.scheduled("every day at 09:00")',
-        "server cell 2: the schedule 's2' of task 'job': tz is a zone name, not 5: e.g. tz=\"Europe/Paris\"",
-        "server cell 2: the schedule 's3' of task 'job': misfire is \"skip\" or \"run_once\", not 'never': "
+        "server cell 3: the schedule 's2' of task 'job': tz is a zone name, not 5: e.g. tz=\"Europe/Paris\"",
+        "server cell 3: the schedule 's3' of task 'job': misfire is \"skip\" or \"run_once\", not 'never': "
         'e.g. misfire="skip"',
-        f"server cell 2: the schedule 's4' of task 'job': its args are not encoded values ([1]): {SAME_VERSION}",
-        f"server cell 2: the schedule 's5' of task 'job': its kwargs are not encoded values ({{'a': 1}}): "
+        f"server cell 3: the schedule 's4' of task 'job': its args are not encoded values ([1]): {SAME_VERSION}",
+        f"server cell 3: the schedule 's5' of task 'job': its kwargs are not encoded values ({{'a': 1}}): "
         f"{SAME_VERSION}",
         # what launcher.call_arguments would refuse at every run is refused here, at the load
-        f"server cell 2: the schedule 's6' of task 'job': its args are not encoded values "
+        f"server cell 3: the schedule 's6' of task 'job': its args are not encoded values "
         f"([{{'v': 1, 'objects': [], 'extra': 2}}]): {SAME_VERSION}",
     ]
 
@@ -453,7 +453,7 @@ def test_problems_the_host_finds_in_declarations() -> None:
 )
 def test_specs_and_zones_are_checked_by_parse_spec(spec: Any, tz: str) -> None:
     found = definitions_for("shop", [declared(name="bad", spec=spec, tz=tz)], None, TASKS)
-    assert found.problems == [f"server cell 2: the schedule 'bad' of task 'job': {spec_error(spec, tz)}"]
+    assert found.problems == [f"server cell 3: the schedule 'bad' of task 'job': {spec_error(spec, tz)}"]
     # whole but for its spec or zone: broken, kept (with its problem) by the store, never run
     assert found.runnable == [] and found.broken == [
         ScheduleDefinition(definition_id("shop", "notebook", "bad"), "shop", "job", "bad", spec, tz)
@@ -555,8 +555,8 @@ def test_a_lone_surrogate_is_a_problem_not_a_failed_sync() -> None:
     ]
     found = definitions_for("shop", declarations, entries, TASKS)
     assert found.problems == [
-        *[f"server cell 2: a schedule {not_text}"] * 3,
-        f"server cell 3: a schedule {not_text}",
+        *[f"server cell 3: a schedule {not_text}"] * 3,
+        f"server cell 4: a schedule {not_text}",
         f"metadata.jupyter_anvil.scheduled_tasks[0] {not_text}",
         f"metadata.jupyter_anvil.scheduled_tasks[1] {not_text}",
     ]
@@ -566,7 +566,7 @@ def test_a_lone_surrogate_is_a_problem_not_a_failed_sync() -> None:
 
 def test_an_app_without_background_tasks_says_so() -> None:
     assert definitions_for("shop", [declared()], None, []).problems == [
-        "server cell 2: 'job' is not a @server.background_task of this app (it has none), so no schedule can launch "
+        "server cell 3: 'job' is not a @server.background_task of this app (it has none), so no schedule can launch "
         'it; schedule a background task, e.g. @server.scheduled("every day at 09:00") above @server.background_task '
         "above def job(): ..."
     ]
@@ -619,7 +619,7 @@ async def test_the_scheduler_takes_the_definitions_as_they_are(store: Store) -> 
         records = await scheduler.sync_app("shop", [*found.runnable, *found.broken], background_tasks=TASKS)
     finally:
         await scheduler.stop()
-    assert len(found.problems) == 1 and found.problems[0].startswith("server cell 2: the schedule 'bad'")
+    assert len(found.problems) == 1 and found.problems[0].startswith("server cell 3: the schedule 'bad'")
     assert {r.id: (r.source, r.problem) for r in records} == {
         definition_id("shop", "notebook", "paris"): ("notebook", None),
         definition_id("shop", "notebook", "a b"): ("notebook", None),

@@ -78,7 +78,7 @@ async def test_a_save_that_breaks_a_spec_keeps_the_schedule_and_its_history(sche
     await scheduler.update(sid, paused=True)
     # a save with a typo in the spec: the app's problem says what and where, once
     problems = await loads.served("shop", app_spec(), FakePool((declared("report", "every blue moon"),)))  # type: ignore[arg-type]
-    assert len(problems) == 1 and problems[0].startswith("server cell 1: the schedule 'report' of task 'report': ")
+    assert len(problems) == 1 and problems[0].startswith("server cell 2: the schedule 'report' of task 'report': ")
     assert "'every blue moon' is not a schedule" in problems[0]
     broken = await scheduler.get(sid)
     assert broken.spec == "every blue moon" and broken.problem and "every blue moon" in broken.problem
@@ -143,8 +143,8 @@ async def test_what_only_the_store_can_tell_is_said_once_with_where(scheduler: S
     with pytest.raises(ScheduleSpecError) as spec_problem:
         parse_spec("every blue moon", "UTC")
     assert problems == [
-        f"server cell 2: the schedule 'nightly' of task 'report': {spec_problem.value}",
-        f"server cell 1: the schedule 'report' of task 'report': its id {sid} is another schedule's; it was not kept",
+        f"server cell 3: the schedule 'nightly' of task 'report': {spec_problem.value}",
+        f"server cell 2: the schedule 'report' of task 'report': its id {sid} is another schedule's; it was not kept",
     ]
     assert [(s.name, s.problem is not None) for s in await scheduler.list("shop")] == [("nightly", True)]
     assert (await scheduler.get(sid)).app == "other"
@@ -153,5 +153,5 @@ async def test_what_only_the_store_can_tell_is_said_once_with_where(scheduler: S
 async def test_a_lone_surrogate_leaves_one_schedule_out_not_the_app_s_sync(scheduler: Scheduler) -> None:
     loads = AppSchedules(scheduler)
     problems = await loads.served("shop", app_spec(), FakePool((declared("\ud800"), declared("report"))))  # type: ignore[arg-type]
-    assert len(problems) == 1 and problems[0].startswith("server cell 1: a schedule holds a lone surrogate")
+    assert len(problems) == 1 and problems[0].startswith("server cell 2: a schedule holds a lone surrogate")
     assert [s.name for s in await scheduler.list("shop")] == ["report"]

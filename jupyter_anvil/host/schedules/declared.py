@@ -124,7 +124,7 @@ class _Checker:
         cell = declaration.get("cell")
         if isinstance(cell, bool) or not isinstance(cell, int):
             cell = None
-        where = f"server cell {cell}" if cell is not None else "a server cell"
+        where = f"server cell {wire.cell_number(cell)}" if cell is not None else "a server cell"
         if _not_text(declaration):
             self.problems.append(f"{where}: a schedule {_NOT_TEXT}")
             return
