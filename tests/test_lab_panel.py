@@ -190,17 +190,48 @@ def test_panel_lists_the_example_app(lab: Lab, page: Any) -> None:
     shoot(page, "apps-light")
 
 
-def test_the_tabs_fit_one_line_at_the_default_sidebar_width(lab: Lab, page: Any) -> None:
-    fit = page.evaluate(
-        """() => {
-            const bar = document.querySelector('.jp-Anvil-panel .jp-Anvil-tabs');
-            const tops = [...bar.querySelectorAll('.jp-Anvil-tab')].map(t => t.offsetTop);
-            const wrap = getComputedStyle(bar).flexWrap;
-            return { lines: new Set(tops).size, tops, scroll: bar.scrollWidth, width: bar.clientWidth, wrap };
-        }"""
-    )
-    assert fit["lines"] == 1 and fit["scroll"] <= fit["width"], fit
+TAB_FIT = """() => {
+    const bar = document.querySelector('.jp-Anvil-panel .jp-Anvil-tabs');
+    const tabs = [...bar.querySelectorAll('.jp-Anvil-tab')];
+    return {
+        rows: new Set(tabs.map(t => t.offsetTop)).size,
+        scroll: bar.scrollWidth, width: bar.clientWidth,
+        clipped: tabs.filter(t => t.scrollWidth > t.clientWidth).map(t => t.textContent),
+    };
+}"""
+
+
+def test_the_tabs_are_whole_in_a_narrow_sidebar_and_one_row_in_a_wide_one(lab: Lab, page: Any) -> None:
+    """Six labels and their counts never clipped or scrolled: two rows of three at the
+    default 250 px, one row once the sidebar is dragged wide (a thousand tasks' count: below)."""
+    narrow = page.evaluate(TAB_FIT)
+    assert narrow["rows"] == 2 and narrow["scroll"] <= narrow["width"] and narrow["clipped"] == [], narrow
     shoot(page, "tabs-light")
+    panel = page.locator(".jp-Anvil-panel")
+    before = panel.bounding_box()["width"]
+    drag_sidebar_edge(page, 300)  # as a user widens the sidebar: by its split handle
+    try:
+        wait_until(lambda: page.evaluate(TAB_FIT)["rows"] == 1, message="the tabs stayed in two rows when wide")
+        wide = page.evaluate(TAB_FIT)
+        assert wide["scroll"] <= wide["width"] and wide["clipped"] == [], wide
+        assert panel.bounding_box()["width"] >= 480
+        shoot(page, "tabs-wide-light")
+    finally:
+        drag_sidebar_edge(page, before - panel.bounding_box()["width"])
+
+
+def drag_sidebar_edge(page: Any, by: float) -> None:
+    """Drag the handle between the left sidebar and the main area ``by`` pixels right."""
+    right = page.locator(".jp-Anvil-panel").bounding_box()
+    x, y = right["x"] + right["width"], right["y"] + right["height"] / 2
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle:not(.lm-mod-hidden)").first
+    box = handle.bounding_box()
+    x, y = box["x"] + box["width"] / 2, y
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + by / 2, y)
+    page.mouse.move(x + by, y)
+    page.mouse.up()
 
 
 def test_a_task_shows_progress_tails_its_output_and_is_killed(lab: Lab, page: Any) -> None:
@@ -393,6 +424,8 @@ def test_a_thousand_tasks_page_and_filter_smoothly(lab: Lab, page: Any) -> None:
     assert 0 < timing["rows"] <= 100, timing
     assert timing["filtered"] < 2000, timing  # generous: tens of ms expected
     shoot(page, "tasks-thousand-light")
+    fit = page.evaluate(TAB_FIT)  # a four-digit count still fits its tab
+    assert fit["clipped"] == [] and fit["scroll"] <= fit["width"], fit
 
 
 def test_toggling_the_server_tag_makes_an_app(lab: Lab, page: Any) -> None:
