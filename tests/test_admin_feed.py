@@ -6,7 +6,6 @@ subscriptions, and Jupyter auth."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import socket
@@ -20,6 +19,7 @@ import pytest
 import websockets
 from conftest import AnvilServer, private_server
 from notebook_files import write_notebook
+from raw_websocket import raw_socket_client
 from shapes import assert_fits
 
 from jupyter_anvil.host import api_types as api
@@ -258,24 +258,8 @@ def test_closed_feeds_leave_no_subscription_behind(server: AnvilServer) -> None:
 
 
 def raw_feed(server: AnvilServer) -> socket.socket:
-    """A WebSocket client on a bare socket that never reads after the handshake, its
-    receive buffer small so that the server's messages pile up on the server's side."""
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.connect(("127.0.0.1", server.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    raw.sendall(
-        (
-            "GET /anvil/api/feed HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Authorization: {AUTH['Authorization']}\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += raw.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return raw
+    """An admin feed client that never reads after the handshake."""
+    return raw_socket_client(server, "/anvil/api/feed", AUTH)
 
 
 def test_a_reader_that_does_not_read_is_cut_at_the_bound(server: AnvilServer) -> None:

@@ -8,12 +8,9 @@ The server's RSS numbers are printed (run with ``-s`` to see them).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import socket
 import sqlite3
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ import pytest
 import websockets
 from conftest import AnvilServer, private_server
 from notebook_files import write_notebook
+from raw_websocket import raw_socket_client, text_frame
 
 MIB = 1024 * 1024
 
@@ -275,48 +273,6 @@ async def test_big_replies_reach_a_client_that_reads(media_server: AnvilServer) 
 
 
 # -- 3.5: a client that never reads its replies is cut off, and its memory freed ----------------
-def raw_socket_client(server: AnvilServer, path: str) -> socket.socket:
-    """A WebSocket client that does the handshake, then only writes."""
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
-    raw.connect(("127.0.0.1", server.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    raw.sendall(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += raw.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return raw
-
-
-def text_frame(text: str) -> bytes:
-    payload = text.encode()
-    mask = os.urandom(4)
-    length = len(payload)
-    if length < 126:
-        head = struct.pack("!BB", 0x81, 0x80 | length)
-    elif length < 65536:
-        head = struct.pack("!BBH", 0x81, 0x80 | 126, length)
-    else:
-        head = struct.pack("!BBQ", 0x81, 0x80 | 127, length)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload[:4096])) + _mask_tail(payload, mask)
-    return head + mask + masked
-
-
-def _mask_tail(payload: bytes, mask: bytes) -> bytes:
-    tail = payload[4096:]
-    if not tail:
-        return b""
-    # 4096 is a multiple of 4, so the mask lines up again: xor as big integers
-    key = (mask * (len(tail) // 4 + 1))[: len(tail)]
-    return (int.from_bytes(tail, "big") ^ int.from_bytes(key, "big")).to_bytes(len(tail), "big")
-
-
 def read_to_end(raw: socket.socket, timeout: float) -> bool:
     """Drain the socket; True if the server closed it within ``timeout``."""
     raw.settimeout(timeout)
