@@ -429,3 +429,41 @@ def test_calls_queued_in_an_expired_session_go_on_when_the_page_renews_it(
     assert isinstance(token, str) and token != BOGUS_TOKEN
     sent = [r.headers.get("x-anvil-session") for r in tab.posts("record")]
     assert sent[0] == BOGUS_TOKEN and sent[1:] == [token, token]
+
+
+def test_a_call_whose_reply_was_lost_is_not_run_again_when_its_session_expired_meanwhile(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """The server ran the call; its reply was lost; the page stayed offline longer than a
+    session lives and renews its session when told. The call is answered from its key's
+    outcome (found by the token it was sent with), not run again in the new session; a call
+    that never ran goes on in the new session."""
+    trace = tmp_path / "trace"
+    with (
+        offline_site(tmp_path_factory, "offline-expiry", "--AnvilApp.session_idle_minutes=0.05") as quick,
+        browser_context(browser, quick.forwarder) as context,
+    ):
+        tab = Tab(context, quick.app_url())
+        tab.run("await server.enableOffline(); await server.call('session_put', 'k', 1);")
+        tab.run("server.onSessionExpired(() => server.resetSession());")
+        quick.forwarder.swallow_replies = True
+        try:
+            queue(tab, [["record", str(trace), "ran"]])
+            wait_for(lambda: lines_of(trace) == ["ran"], what="the call to run")
+            wait_for(lambda: quick.forwarder.swallowed > 0, what="the server's answer")
+            quick.cut(context)
+        finally:
+            quick.forwarder.swallow_replies = False
+        tab.page.wait_for_function("handles[0].state === 'queued'")
+        queue(tab, [["record", str(trace), "never sent"]])
+        old_token = tab.run("return server.sessionToken;")
+        tab.page.wait_for_timeout(4000)  # the session (3 s idle at most) expires
+        quick.restore(context)
+        results = settle_all(tab)
+        assert [r["ok"]["value"] for r in results] == ["ran", "never sent"]
+        assert lines_of(trace) == ["ran", "never sent"]  # each ran once
+        replies = [(r.headers.get("x-anvil-session"), r.response()) for r in tab.posts("record")]
+        answered = [(token, response.headers.get("idempotency-replayed")) for token, response in replies if response]
+        new_token = tab.run("return server.sessionToken;")
+        assert new_token != old_token
+        assert (old_token, "true") in answered and answered[-1] == (new_token, None), answered

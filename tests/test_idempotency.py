@@ -465,6 +465,57 @@ def test_expired_outcomes_run_again(tmp_path_factory: pytest.TempPathFactory) ->
         assert REPLAYED not in again.headers and runs_of(runs, "e") == 2
 
 
+def write_apps_and_a_broken_one(runs: Path) -> Any:
+    def write(root: Path) -> None:
+        write_apps(runs)(root)
+        write_notebook(root / "broken.ipynb", ["from jupyter_anvil import server\n1 / 0"])
+
+    return write
+
+
+def test_a_lost_reply_is_replayed_after_its_session_expired_and_never_run_again(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A client offline longer than its session lives sends a call again whose reply was
+    lost: the server answers from the key's outcome (found by the token the call was sent
+    with), where a call that never ran is refused as any call of an expired session."""
+    runs = tmp_path_factory.mktemp("gone-session") / "runs.txt"
+    with private_server(
+        tmp_path_factory, "gone-session", write_apps_and_a_broken_one(runs), "--AnvilApp.session_idle_minutes=0.03"
+    ) as quick:
+        quick.wait_until_loaded(("once",))
+        token, the_key, tag = session_token(quick), key(), f"gone-{key()}"
+        first = post(quick, "bump", tag, **{SESSION: token, KEY: the_key})
+        assert first.status_code == 200 and runs_of(runs, tag) == 1
+        time.sleep(2.5)  # the session (1.8 s idle at most) is gone
+        again = post(quick, "bump", tag, **{SESSION: token, KEY: the_key})
+        assert again.status_code == 200, again.text
+        assert again.headers.get(REPLAYED) == "true" and again.json() == first.json()
+        assert runs_of(runs, tag) == 1
+        never_ran = post(quick, "bump", tag, **{SESSION: token, KEY: key()})
+        assert never_ran.json()["error"]["type"] == "anvil.server.SessionExpiredError"
+        assert "Retry-After" not in never_ran.headers and runs_of(runs, tag) == 1
+
+
+def test_a_keyed_call_refused_for_a_cause_that_may_pass_says_when_to_send_it_again(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """An offline queue sends again what did not run for a passing cause (Retry-After), and
+    gives up on what would fail the same way again."""
+    runs = tmp_path_factory.mktemp("retry") / "runs.txt"
+    with private_server(tmp_path_factory, "retry", write_apps_and_a_broken_one(runs)) as started:
+        started.wait_until_loaded(("once", "broken"))
+        token = session_token(started)
+        unavailable = post(started, "anything", app="broken", **{KEY: key()})  # (a session of its own)
+        assert unavailable.status_code == 503, unavailable.text
+        assert unavailable.headers.get("Retry-After") == "2"
+        assert "Retry-After" not in post(started, "anything", app="broken").headers  # no key: not queued
+        missing = post(started, "no_such_function", **{SESSION: token, KEY: key()})
+        assert missing.status_code == 404 and "Retry-After" not in missing.headers
+        raised = post(started, "fails", "retry-fails", **{SESSION: token, KEY: key()})
+        assert raised.status_code == 500 and "Retry-After" not in raised.headers  # it ran: final
+
+
 def test_a_negative_setting_stops_the_server_with_a_clear_message(tmp_path_factory: pytest.TempPathFactory) -> None:
     root = tmp_path_factory.mktemp("negative-root")
     write_apps(tmp_path_factory.mktemp("negative") / "runs.txt")(root)

@@ -131,7 +131,7 @@ def assert_at_head(path: Path) -> None:
     assert {"anvil_schedules", "anvil_schedule_runs", "anvil_mail", "anvil_idempotency"} <= tables
     assert {"owner", "schedule_id"} <= columns
     assert "AUTOINCREMENT" in log_sql.upper()
-    assert revision == head_revision() == "0007"
+    assert revision == head_revision() == "0008"
     db = sqlite3.connect(path)
     try:
         keyed = [row[1] for row in db.execute("PRAGMA table_info(anvil_idempotency)")]
@@ -139,8 +139,8 @@ def assert_at_head(path: Path) -> None:
         primary = [row[1] for row in columns_info if row[5]]
     finally:
         db.close()
-    assert keyed == ["app", "session_id", "key", "state", "owner", "created", "finished", "reply", "size"]
-    assert primary == ["app", "session_id", "key"]
+    assert keyed == ["app", "session_token_hash", "key", "state", "owner", "created", "finished", "reply", "size"]
+    assert primary == ["app", "session_token_hash", "key"]
 
 
 async def assert_rows_intact(store: Store) -> None:

@@ -194,3 +194,33 @@ def test_the_server_opens_the_sqlite_store_of_the_release_before(tmp_path_factor
         assert texts[:3] == ["line 1", "line 2", "line 3"]
     finally:
         server.stop()
+
+
+async def test_idempotency_keys_of_live_sessions_are_kept_by_token_at_revision_0008(database_url: str) -> None:
+    """Keys were scoped by the session's public id until 0007; from 0008 by its token's hash,
+    which outlives the session in a client's queue: the keys of live sessions carry over
+    (their outcomes still replayed), those of sessions already gone are dropped."""
+    upgrade_to(database_url, "0007")
+    engine = sa.create_engine(database_url)
+    with engine.begin() as db:
+        db.execute(
+            sa.text("INSERT INTO anvil_sessions VALUES ('hash-live', 'id-live', 'shop', 'browser', '{}', :now, :now)"),
+            {"now": NOW},
+        )
+        for session_id, key in (("id-live", "key-kept-1"), ("id-gone", "key-gone-1")):
+            db.execute(
+                sa.text(
+                    "INSERT INTO anvil_idempotency (app, session_id, key, state, owner, created, finished, reply, size)"
+                    " VALUES ('shop', :s, :k, 'done', 'server-1', :now, :now, :reply, 3)"
+                ),
+                {"s": session_id, "k": key, "now": NOW, "reply": b"abc"},
+            )
+    engine.dispose()
+    store = Store(database_url)
+    store.create_schema()
+    try:
+        with store.engine.connect() as db:
+            rows = db.execute(sa.text("SELECT app, session_token_hash, key, reply FROM anvil_idempotency")).all()
+        assert [tuple(r) for r in rows] == [("shop", "hash-live", "key-kept-1", b"abc")]
+    finally:
+        store.close()

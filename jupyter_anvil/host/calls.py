@@ -19,11 +19,11 @@ from ..protocol import MAX_CALL_DEPTH
 from .app_kernel import AppKernel
 from .apps import App, AppManager
 from .host_services import HostCall, HostServices
-from .idempotency import Attempt, Idempotency, Scope
+from .idempotency import Attempt, Idempotency, Replied, Scope
 from .logs import AppLog
 from .messages import Caller, CallReply, CallRequest
 from .pool import KernelPool
-from .sessions import Session, SessionExpired, SessionService
+from .sessions import Session, SessionExpired, SessionService, hash_token
 
 log = logging.getLogger(__name__)
 _EXPIRED = errors.SessionExpiredError.wire_name
@@ -43,10 +43,21 @@ class CallOutcome:
     session_token: str | None
     #: the reply is the stored outcome of an earlier run of the call's idempotency key
     replayed: bool = False
+    #: a keyed call that did not run, for a cause that may pass (the app still starting, no
+    #: kernel free, its key still running elsewhere): seconds after which to send it again
+    #: (HTTP's Retry-After), so an offline queue keeps it instead of failing it for good
+    retry_after: float | None = None
 
 
 #: a replay waits for the first run of its key this much longer than a call may run
 REPLAY_GRACE_SECONDS = 10.0
+#: the errors of a keyed call refused before it ran that may pass if it is sent again
+#: later; "no such function", "permission denied" or a malformed call would fail again
+TRANSIENT_REFUSALS = frozenset(
+    errors.wire_name_of(cls("")) for cls in (errors.RuntimeUnavailableError, errors.TimeoutError, errors.InternalError)
+)
+#: the Retry-After a transient refusal of a keyed call carries
+RETRY_AFTER_SECONDS = 2.0
 
 
 def _session_lost(attempt: Attempt) -> bool:
@@ -100,9 +111,44 @@ class CallService:
         :class:`Caller` (ip, cookies) for the session. Raises only what
         :meth:`open_session` raises: the call never ran, and the transport refuses it
         as it refuses a request it cannot parse."""
-        session = await self.open_session(app_name, token, client_type)
+        try:
+            session = await self.open_session(app_name, token, client_type)
+        except errors.SessionExpiredError:
+            replayed = await self._replay_in_gone_session(app_name, request, token)
+            if replayed is None:
+                raise
+            return replayed
         request.caller = caller_for(session)
         return await self.call(app_name, request)
+
+    async def _replay_in_gone_session(
+        self, app_name: str, request: CallRequest, token: str | None
+    ) -> CallOutcome | None:
+        """A keyed call sent again after its session expired (a client offline longer than a
+        session lives, whose reply was lost): the outcome of its run, found by the token it
+        was sent with, so it is not run a second time in a new session. None if the key has
+        no run kept (it never ran): the session's expiry stands."""
+        if not token or request.idempotency_key is None or self.idempotency is None:
+            return None
+        scope = Scope(app_name, hash_token(token), request.idempotency_key)
+        replied = await self.idempotency.replay(scope, self._replay_wait(app_name))
+        if replied is None:
+            return None
+        return CallOutcome(replied.reply, None, replied.replayed, self._retry_after(replied.reply, None, replied))
+
+    def _replay_wait(self, app_name: str) -> float:
+        app = self.apps.apps.get(app_name)
+        return ((app.call_timeout if app is not None else None) or self.apps.defaults.call_timeout) + (
+            REPLAY_GRACE_SECONDS
+        )
+
+    @staticmethod
+    def _retry_after(reply: CallReply, reached: bool | None, replied: Replied | None) -> float | None:
+        """RETRY_AFTER_SECONDS for a keyed call that did not run (``reached`` False, or no
+        run at all: None) for a transient cause; None for any final answer."""
+        if reply.error is None or reached or (replied is not None and replied.replayed):
+            return None
+        return RETRY_AFTER_SECONDS if reply.error.get("type") in TRANSIENT_REFUSALS else None
 
     async def call(self, app_name: str, request: CallRequest) -> CallOutcome:
         """Run a call from a client (browser, HTTP) whose session is resolved
@@ -136,23 +182,26 @@ class CallService:
         try:
             await self.keep_session_for_key(caller)
         except errors.AnvilError as e:
-            return CallOutcome(CallReply.failure(e), None)
-        app = self.apps.apps.get(app_name)
-        wait = (app.call_timeout if app is not None else None) or self.apps.defaults.call_timeout
-        scope = Scope(app_name, caller.session.id, request.idempotency_key)
+            reply = CallReply.failure(e)
+            return CallOutcome(reply, None, retry_after=self._retry_after(reply, None, None))
+        scope = Scope(app_name, caller.session.record.token_hash, request.idempotency_key)
 
         lost = False
+        reached: bool | None = None  # None: it did not run here (replayed, or refused by the key)
 
         async def run() -> Attempt:
-            nonlocal lost
+            nonlocal lost, reached
             attempt = await self._attempt(app_name, request)
-            lost = _session_lost(attempt)
+            lost, reached = _session_lost(attempt), attempt.reached
             return attempt
 
-        replied = await self.idempotency.run_once(scope, run, wait + REPLAY_GRACE_SECONDS)
+        replied = await self.idempotency.run_once(scope, run, self._replay_wait(app_name))
+        retry_after = self._retry_after(replied.reply, reached, replied)
         if lost:
-            return CallOutcome(replied.reply, None)
-        return self._outcome(request, replied.reply, replied.replayed)
+            return CallOutcome(replied.reply, None, retry_after=retry_after)
+        outcome = self._outcome(request, replied.reply, replied.replayed)
+        outcome.retry_after = retry_after
+        return outcome
 
     def _outcome(self, request: CallRequest, reply: CallReply, replayed: bool) -> CallOutcome:
         caller = request.caller

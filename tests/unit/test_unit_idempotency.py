@@ -96,7 +96,7 @@ async def test_another_session_or_app_runs_the_same_key_anew(store: Store) -> No
     call = Counter()
     first = await keys.run_once(SCOPE, call, 5)
     other_session = await keys.run_once(Scope("app", "session-2", SCOPE.key), call, 5)
-    other_app = await keys.run_once(Scope("app2", SCOPE.session_id, SCOPE.key), call, 5)
+    other_app = await keys.run_once(Scope("app2", SCOPE.session_token_hash, SCOPE.key), call, 5)
     assert call.runs == 3
     assert [r.reply.response["run"] for r in (first, other_session, other_app)] == [1, 2, 3]
     assert not other_session.replayed and not other_app.replayed

@@ -122,7 +122,8 @@ def set_cors_headers(handler: web.RequestHandler, origin: str | None) -> None:
     if origin and not same_origin(handler, origin):
         handler.set_header("Access-Control-Allow-Origin", origin)
         handler.set_header("Access-Control-Allow-Credentials", "true")
-        handler.set_header("Access-Control-Expose-Headers", f"{SESSION_HEADER}, {COOKIES_HEADER}, {REPLAYED_HEADER}")
+        exposed = f"{SESSION_HEADER}, {COOKIES_HEADER}, {REPLAYED_HEADER}, Retry-After"
+        handler.set_header("Access-Control-Expose-Headers", exposed)
         handler.add_header("Vary", "Origin")
 
 

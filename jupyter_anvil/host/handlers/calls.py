@@ -187,6 +187,8 @@ class HttpCallHandler(PublicHandler):
         reply = outcome.reply
         if outcome.replayed:
             self.set_header(REPLAYED_HEADER, "true")
+        if outcome.retry_after is not None:  # it did not run: send it again then
+            self.set_header("Retry-After", str(max(1, round(outcome.retry_after))))
         if outcome.session_token is not None:
             self.set_header(SESSION_HEADER, outcome.session_token)
         for header in cookie_headers(self, app, reply.cookie_changes or {}):

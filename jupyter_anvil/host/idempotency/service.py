@@ -150,14 +150,29 @@ class Idempotency:
         """Run ``run`` unless ``scope``'s key ran before (its stored outcome, replayed) or
         runs now (waited for, up to ``wait_seconds``). Never raises for a store fault: the
         call is refused (InternalError) without running."""
+        replied = await self._settle(scope, run, wait_seconds)
+        assert replied is not None  # (None only when there is nothing to run)
+        return replied
+
+    async def replay(self, scope: Scope, wait_seconds: float) -> Replied | None:
+        """The outcome of ``scope``'s key, never running it: for a key sent again in a
+        session that is gone. None if the key has no run (never ran, released, or its
+        outcome expired): the caller refuses the call as it would without a key."""
+        return await self._settle(scope, None, wait_seconds)
+
+    async def _settle(
+        self, scope: Scope, run: Callable[[], Awaitable[Attempt]] | None, wait_seconds: float
+    ) -> Replied | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         try:
             while loop.time() < deadline:
-                if await self._claim(scope):
+                if run is not None and await self._claim(scope):
                     return Replied(await self._run_claimed(scope, run), replayed=False)
                 row = await self.rows.get(scope)
                 if row is None:
+                    if run is None:
+                        return None
                     continue  # released or pruned since: claim it again
                 if row.state == DONE:
                     if row.finished is not None and row.finished < time.time() - self.limits.keep_seconds:

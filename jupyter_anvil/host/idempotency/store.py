@@ -2,7 +2,7 @@
 outcome is encoded to bytes.
 
 A row is ``running`` from the moment one server claims its key (a plain INSERT on the
-primary key (app, session id, key): the database lets one through, whichever server
+primary key (app, session, key): the database lets one through, whichever server
 tries, so two can never both run it) until the call's reply is final, then ``done`` with
 that reply encoded. Never read-then-write: every change is one conditional statement.
 
@@ -33,10 +33,12 @@ _LENGTH = struct.Struct(">I")
 
 @dataclass(frozen=True)
 class Scope:
-    """What a key is unique within: one app, one session (its public id), the key."""
+    """What a key is unique within: one app, one session, the key. The session is named by
+    its token's hash, which its holder still has once the session expired: a reply lost
+    while a client was offline longer than a session lives is still found for its replay."""
 
     app: str
-    session_id: str
+    session_token_hash: str
     key: str
 
 
@@ -92,7 +94,7 @@ def decode_outcome(blob: bytes) -> CallReply:
 # -- the rows -----------------------------------------------------------------------------
 _by_scope = sa.and_(
     idempotency.c.app == sa.bindparam("a"),
-    idempotency.c.session_id == sa.bindparam("s"),
+    idempotency.c.session_token_hash == sa.bindparam("s"),
     idempotency.c.key == sa.bindparam("k"),
 )
 _SELECT = sa.select(idempotency.c.state, idempotency.c.owner, idempotency.c.finished, idempotency.c.reply).where(
@@ -101,7 +103,7 @@ _SELECT = sa.select(idempotency.c.state, idempotency.c.owner, idempotency.c.fini
 
 _CLAIM = idempotency.insert().values(
     app=sa.bindparam("a"),
-    session_id=sa.bindparam("s"),
+    session_token_hash=sa.bindparam("s"),
     key=sa.bindparam("k"),
     state=RUNNING,
     owner=sa.bindparam("o"),
@@ -113,7 +115,7 @@ _CLAIM = idempotency.insert().values(
 
 
 def _params(scope: Scope) -> dict[str, str]:
-    return {"a": scope.app, "s": scope.session_id, "k": scope.key}
+    return {"a": scope.app, "s": scope.session_token_hash, "k": scope.key}
 
 
 class IdempotencyStore:
@@ -204,7 +206,7 @@ class IdempotencyStore:
             if scope is not None:
                 where += [
                     idempotency.c.app == scope.app,
-                    idempotency.c.session_id == scope.session_id,
+                    idempotency.c.session_token_hash == scope.session_token_hash,
                     idempotency.c.key == scope.key,
                 ]
             with self.store.engine.begin() as db:

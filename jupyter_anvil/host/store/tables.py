@@ -166,7 +166,8 @@ idempotency = sa.Table(
     "anvil_idempotency",
     metadata,
     sa.Column("app", String(255), primary_key=True),
-    sa.Column("session_id", String(32), primary_key=True),
+    # the session by its token's hash: the token outlives the session in a client's queue
+    sa.Column("session_token_hash", String(64), primary_key=True),
     sa.Column("key", String(128), primary_key=True),
     sa.Column("state", String(8), nullable=False),  # running or done
     sa.Column("owner", String(32), nullable=False),  # the server instance that ran it

@@ -45,24 +45,18 @@ export function sessionExpiredError(error) {
 }
 
 const LOST = "Connection to the server was lost";
-// The server's answers to a keyed call that mean "it did not run to an answer yet; send it
-// again later" (host/idempotency/service.py).
-export const STILL_RUNNING = "This call is still running on the server";
-const NOT_RECORDED = "The server could not record this call's key";
 // A fetch that failed although the server answers a probe: a connection cut mid-call, or
 // a page of another origin the app does not list (offline.js)
 export const UNREACHABLE = "Could not reach the server";
 
 /** Whether `error` says the call may not have run to an answer the client got, so that
  * sending it again (with its idempotency key) is safe and useful: no connection, a
- * connection lost or cut, the server's "still running, try again shortly", or a key the
- * server could not record (it did not run the call). */
+ * connection lost or cut, or the server's word that it did not run the keyed call for a
+ * cause that may pass (Retry-After: the app still starting, no kernel free, the key still
+ * running elsewhere, a store fault). */
 export function isRetryable(error) {
   if (!(error instanceof AnvilError)) return false;
-  if (error.type === APP_OFFLINE) return true;
+  if (error.type === APP_OFFLINE || error.retryAfter > 0) return true;
   const message = error.message ?? "";
-  if (error.type === RUNTIME_UNAVAILABLE) {
-    return message === LOST || message.startsWith(STILL_RUNNING) || message.startsWith(UNREACHABLE);
-  }
-  return error.type === "anvil.server.InternalError" && message.startsWith(NOT_RECORDED);
+  return error.type === RUNTIME_UNAVAILABLE && (message === LOST || message.startsWith(UNREACHABLE));
 }

@@ -16,7 +16,9 @@
 //   (a server function that raised is never run again).
 // * A session that expired while offline: the window's onSessionExpired listeners are
 //   called; if one renewed the session (server.resetSession()), the calls of the old
-//   session go on in the new one; otherwise they fail with SessionExpiredError.
+//   session that never ran go on in the new one; otherwise they fail with
+//   SessionExpiredError. A call sent before (its reply lost) is never moved unasked: the
+//   server replays its key's outcome despite the expiry, or says it never ran.
 // * Finished records are kept KEEP_FINISHED_MS, so a handle in another tab or in the page
 //   after a reload still learns its outcome (BroadcastChannel tells other tabs at once).
 
@@ -240,6 +242,7 @@ export class CallQueue {
       const next = (await this._waitingRecords(queue))[0];
       if (!next) return null;
       next.state = "sending";
+      next.sent = true; // it may run from now on: never moved to another session unasked
       await done(queue.put(next));
       return next;
     });
@@ -295,7 +298,7 @@ export class CallQueue {
       if (isRetryable(error)) {
         await this._update(record.id, {state: "queued"});
         if (error.type !== APP_OFFLINE) { // the server answered: ask again in a while
-          this._retryTimer = setTimeout(() => this.replay(), this._retryDelay);
+          this._retryTimer = setTimeout(() => this.replay(), Math.max(this._retryDelay, (error.retryAfter ?? 0) * 1000));
           this._retryDelay = Math.min(this._retryDelay * 2, RETRY_MAX_MS);
         }
         return false;
@@ -314,6 +317,13 @@ export class CallQueue {
    * session (resetSession()) moves the waiting calls of the old session to the new one
    * (they never ran); otherwise they fail with SessionExpiredError. */
   async _sessionExpired(record, sent, epoch, error) {
+    if (record.follows) {
+      // its session was renewed while this call, sent before, might have run; the server
+      // has now said it keeps no run of its key (a run would have been replayed despite the
+      // expiry): it never ran, so it goes on in the window's session
+      await this._update(record.id, {token: null, follows: false, state: "queued"});
+      return true;
+    }
     const state = this._owner._session();
     if (sent && !isCurrent(state, sent) && state.epoch === epoch) notifyExpired(state, error);
     const renewed = state.epoch !== epoch;
@@ -321,8 +331,12 @@ export class CallQueue {
     const changed = await this._run("readwrite", async (queue) => {
       const records = (await this._waitingRecords(queue)).filter((r) => r.token === oldToken);
       for (const r of records) {
-        if (renewed) {
-          Object.assign(r, {token: null, state: "queued"});
+        if (renewed && (r.id === record.id || !r.sent)) {
+          Object.assign(r, {token: null, state: "queued"}); // never ran: on in the new session
+        } else if (renewed) {
+          // sent before, so it may have run: asked again in its own session, whose key's
+          // outcome the server still replays; only its word that it never ran moves it
+          Object.assign(r, {follows: true, state: "queued"});
         } else {
           Object.assign(r, {state: "failed", outcome: {error: error.error}, finished: Date.now()});
         }

@@ -417,6 +417,9 @@ export async function postCall(owner, name, json, objects, media, bytes, {sent, 
   owner._onlineState.set(true);
   if (reply?.error) {
     const error = new AnvilError(reply.error.type, reply.error.message, reply.error);
+    // the server did not run this keyed call, for a cause that may pass: send it again later
+    const retryAfter = Number(response.headers.get("Retry-After"));
+    if (key && retryAfter > 0) error.retryAfter = retryAfter;
     if (error.type === SESSION_EXPIRED) markExpired(state, sent, error);
     throw error;
   }
