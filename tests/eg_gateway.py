@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 VENV = Path(os.environ.get("ANVIL_EG_VENV", Path.home() / ".cache" / "jupyter-anvil-tests" / "eg-venv"))
 KERNEL_NAME = "anvil-python"
@@ -29,8 +28,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def gateway_program() -> Path:
-    """The venv's ``jupyter-enterprisegateway``, made if missing; skips (or fails) if not."""
+class GatewayUnavailable(Exception):
+    """Enterprise Gateway's own venv is missing and could not be made."""
+
+
+def find_or_make_program() -> Path:
+    """The venv's ``jupyter-enterprisegateway``, made if missing (bench/gateway.py uses it too)."""
     program = VENV / "bin" / "jupyter-enterprisegateway"
     if program.exists():
         return program
@@ -38,11 +41,20 @@ def gateway_program() -> Path:
         subprocess.run(["python3", "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "jupyter_enterprise_gateway"], check=True)
     except (OSError, subprocess.CalledProcessError) as e:
-        reason = f"could not make Enterprise Gateway's own venv at {VENV}: {e}"
-        if os.environ.get("ANVIL_REQUIRE_GATEWAY") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        raise GatewayUnavailable(f"could not make Enterprise Gateway's own venv at {VENV}: {e}") from e
     return program
+
+
+def gateway_program() -> Path:
+    """:func:`find_or_make_program`, or the test is skipped (failed if the gateway is required)."""
+    try:
+        return find_or_make_program()
+    except GatewayUnavailable as e:
+        import pytest  # only here: the benchmarks import this module without pytest
+
+        if os.environ.get("ANVIL_REQUIRE_GATEWAY") == "1":
+            pytest.fail(str(e))
+        pytest.skip(str(e))
 
 
 class Gateway:
