@@ -339,7 +339,7 @@ def fmt(x: float, digits: int = 2) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-TARGET_WIDTH = 25  # "anvil-http-session-write" and a space
+TARGET_WIDTH = 37  # "postgresql-async-http-session-write" (store.py) and a space
 
 HEAD = (
     f"  {'target':<{TARGET_WIDTH}}{'kernels':>7}{'C':>3}{'calls':>7}{'errors':>7}"
