@@ -50,6 +50,8 @@ def describe_media(m):
 def write_apps(root: Path) -> None:
     write_notebook(root / "gw.ipynb", [PING], {"kernels": {"min": 1, "max": 1}})
     write_jobs_app(root / "jobs.ipynb")
+    # packages per app are built on the server: a gateway's kernels cannot use them
+    write_notebook(root / "pkgs.ipynb", [PING], {"kernels": {"min": 1, "max": 1}, "requirements": ["six>=1.16"]})
 
 
 def gateway_options(gateway: Gateway) -> tuple[str, ...]:
@@ -142,6 +144,29 @@ def test_a_background_task_reports_progress_and_is_killed(server: AnvilServer, g
     assert killed["status"] == "killed" and killed["state"]["ticks"] > 3
     # the killed task's kernel is gone from the gateway too (a fresh warm one may start)
     wait_for(lambda: during - gateway_kernel_ids(gateway), 30, "the task kernel shut down on the gateway")
+
+
+def test_an_app_with_requirements_is_refused_with_a_clear_app_error(server: AnvilServer) -> None:
+    """Its environment would be built on the server, where the gateway's kernels cannot see
+    it: the app is not started without its packages, and says what to do instead."""
+    app = server.apps()["pkgs"]
+    assert app["status"] == "error", app
+    message = app["error"]
+    assert "packages per app need local kernels" in message and "six>=1.16" in message, message
+    assert "gateway's kernel image" in message and "Traceback" not in message, message
+    assert app["env"] is None, app  # nothing was built, so no environment (nor log) to show
+    assert server.admin("anvil/api/envs") in ([], {"envs": []}), "no environment built on the server"
+    # its callers hear it is unavailable (the reason is for its author: the app log)
+    for response in (
+        server.post("pkgs", "ping", {"args": [1]}),
+        httpx.post(f"{server.url}anvil/apps/pkgs/_/call/nested", content=b"{}", timeout=30),
+    ):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["type"] == "anvil.server.RuntimeUnavailableError", response.text
+        assert "Traceback" not in response.text, response.text
+    logged = [r["text"] for r in server.admin("anvil/api/logs", app="pkgs")["records"]]
+    assert any("packages per app need local kernels" in text for text in logged), logged
+    assert server.call("gw", "ping", 2)["x"] == 2  # the other apps are served as before
 
 
 def test_a_kernel_that_dies_on_the_gateway_fails_its_call_and_is_replaced(server: AnvilServer) -> None:
