@@ -60,7 +60,9 @@ def gateway_program() -> Path:
 class Gateway:
     """``jupyter enterprisegateway`` on a loopback port, with its local process proxy."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, start_delay_file: Path | None = None) -> None:
+        """``start_delay_file``: each kernel waits the seconds it holds (read as it starts)
+        before it runs: a slow gateway, made slower or faster while it runs."""
         self.workdir = workdir
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -71,7 +73,14 @@ class Gateway:
         spec = {
             "display_name": "Python with jupyter_anvil",
             "language": "python",
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "argv": [
+                *self._delay(start_delay_file),
+                sys.executable,
+                "-m",
+                "ipykernel_launcher",
+                "-f",
+                "{connection_file}",
+            ],
             "metadata": {
                 "process_proxy": {
                     "class_name": "enterprise_gateway.services.processproxies.processproxy.LocalProcessProxy"
@@ -79,6 +88,14 @@ class Gateway:
             },
         }
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
+
+    @staticmethod
+    def _delay(start_delay_file: Path | None) -> list[str]:
+        """A shell that sleeps what the file says, then runs the rest of the command line."""
+        if start_delay_file is None:
+            return []
+        script = f'sleep "$(cat {str(start_delay_file)!r} 2>/dev/null || echo 0)"; exec "$@"'
+        return ["/bin/sh", "-c", script, "delayed-kernel"]
 
     def start(self) -> None:
         program = gateway_program()

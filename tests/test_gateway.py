@@ -233,3 +233,38 @@ def test_a_gateway_that_goes_away_fails_calls_clearly_and_the_pool_recovers(
             wait_for(answered, 120, "a call answered once the gateway is back")
     finally:
         flaky.stop()
+
+
+def test_a_slow_gateway_is_a_clear_app_error_and_the_pool_recovers_when_it_is_fast_again(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Kernels that take longer to start on the gateway than ``load_timeout``: the app's
+    error says so (no traceback, its calls a 503), no kernel is left behind on the gateway,
+    and once kernels start in time again the app is loaded again on its own."""
+    folder = tmp_path_factory.mktemp("gateway-slow")
+    delay = folder / "start-delay"
+    delay.write_text("30")
+    slow = Gateway(folder, start_delay_file=delay)
+    slow.start()
+    try:
+        options = (*gateway_options(slow), "--AnvilApp.load_timeout=4")
+        with private_server(tmp_path_factory, "gw-slow", write_apps, *options) as running:
+            running.wait_until_loaded(("gw",), timeout=120)
+            app = running.apps()["gw"]
+            assert app["status"] == "error", app
+            message = app["error"]
+            assert "4 s" in message and "gateway" in message.lower() and "Traceback" not in message, message
+            failed = running.post("gw", "ping", {"args": [1]})
+            assert failed.status_code == 503 and "Traceback" not in failed.text, failed.text
+            delay.write_text("0")  # fast again: no reload asked
+            wait_for(lambda: running.apps()["gw"]["status"] == "ready", 90, "the app loaded once kernels start in time")
+            assert running.call("gw", "ping", 7)["x"] == 7
+            served = {str(k["id"]) for k in slow.kernels()}
+
+            # the kernels that started too late were shut down on the gateway, not left running
+            def only_serving_kernels() -> bool:
+                return len(served) <= 4 and {str(k["id"]) for k in slow.kernels()} <= served
+
+            wait_for(only_serving_kernels, 60, "no late kernel left on the gateway")
+    finally:
+        slow.stop()
