@@ -268,3 +268,44 @@ def test_a_slow_gateway_is_a_clear_app_error_and_the_pool_recovers_when_it_is_fa
             wait_for(only_serving_kernels, 60, "no late kernel left on the gateway")
     finally:
         slow.stop()
+
+
+def test_a_gateway_that_turns_slow_fails_calls_clearly_and_the_pool_recovers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A served app whose kernel dies while the gateway is slow: its replacement times out
+    (retried by the pool, with a back-off), calls meanwhile are a clear 503, and the pool
+    serves again once the gateway starts kernels in time, with no reload asked."""
+    folder = tmp_path_factory.mktemp("gateway-turns-slow")
+    delay = folder / "start-delay"
+    delay.write_text("0")
+    gateway = Gateway(folder, start_delay_file=delay)
+    gateway.start()
+    try:
+        options = (*gateway_options(gateway), "--AnvilApp.load_timeout=4")
+        with private_server(tmp_path_factory, "gw-turns-slow", write_apps, *options) as running:
+            running.wait_until_loaded(("gw",), timeout=120)
+            before = running.call("gw", "ping", 1)["pid"]
+            delay.write_text("30")
+            died = running.post("gw", "die", timeout=60)
+            assert died.status_code != 200 and "Traceback" not in died.text, died.text
+
+            def problem() -> str | None:
+                error = running.apps()["gw"]["error"]  # the pool's problem, while it has one
+                return error if error and "failed to start" in error else None
+
+            said = wait_for(problem, 60, "the pool's replacement timing out")
+            assert "4 s" in said and "Traceback" not in said, said
+            failed = running.post("gw", "ping", {"args": [2]}, timeout=60)
+            assert failed.status_code == 503, failed.text
+            assert failed.json()["error"]["type"] == "anvil.server.RuntimeUnavailableError", failed.text
+            assert "Traceback" not in failed.text
+            delay.write_text("0")
+
+            def answered() -> bool:
+                response = running.post("gw", "ping", {"args": [3]}, timeout=60)
+                return response.status_code == 200 and response.json()["response"]["pid"] != before
+
+            wait_for(answered, 90, "a call answered by a new kernel once the gateway is fast again")
+    finally:
+        gateway.stop()
