@@ -306,10 +306,16 @@ def failed_cell(target: str, kernels: int, conc: int, e: Exception) -> Cell:
 
 
 async def bench_http_session(
-    url: str, write: bool, kernels: int, conc: int, args: argparse.Namespace, server: ServerProcess
+    url: str,
+    write: bool,
+    kernels: int,
+    conc: int,
+    args: argparse.Namespace,
+    server: ServerProcess,
+    label: str = "anvil",
 ) -> Cell:
     """``session_read`` / ``session_write`` over HTTP, each caller with its own token."""
-    target = f"anvil-http-session-{'write' if write else 'read'}"
+    target = f"{label}-http-session-{'write' if write else 'read'}"
     client = HttpClient(args.http_client, conc)
     try:
         caller = HttpSessionCaller(client, url, write)
@@ -324,11 +330,17 @@ async def bench_http_session(
 
 
 async def bench_ws_session(
-    url: str, write: bool, kernels: int, conc: int, args: argparse.Namespace, server: ServerProcess
+    url: str,
+    write: bool,
+    kernels: int,
+    conc: int,
+    args: argparse.Namespace,
+    server: ServerProcess,
+    label: str = "anvil",
 ) -> Cell:
     """The same over the WebSocket: a connection per caller, each opened with HELLO.
     (``--ws-mux`` does not apply: one connection is one session.)"""
-    target = f"anvil-ws-session-{'write' if write else 'read'}"
+    target = f"{label}-ws-session-{'write' if write else 'read'}"
     caller = WsSessionCaller(url, write)
     try:
         await caller.prepare(conc)
@@ -341,8 +353,19 @@ async def bench_ws_session(
     return cell
 
 
-async def bench_anvil(kernels: int, args: argparse.Namespace, workdir: Path) -> list[Cell]:
-    folder = workdir / f"anvil-{kernels}"
+async def bench_anvil(
+    kernels: int,
+    args: argparse.Namespace,
+    workdir: Path,
+    label: str = "anvil",
+    options: tuple[str, ...] = (),
+    companions: frozenset[int] = frozenset(),
+) -> list[Cell]:
+    """The anvil targets on one server of ``kernels`` kernels. ``label`` names the targets
+    (``<label>-http``, ``<label>-ws``, ...) and the server's folder, so that other benchmarks
+    (gateway.py, store.py) can run several anvil servers in one table; ``options`` are added to
+    ``--anvil-option``s; ``companions``: processes whose CPU is counted as the server's."""
+    folder = workdir / f"{label}-{kernels}"
     folder.mkdir()
     meta = {"jupyter_anvil": {"kernels": {"min": kernels, "max": kernels}}}
     nb = notebook([code_cell(ANVIL_SERVER_CELL.replace("{spin4}", spin(" " * 4, args.work_ms)), tags=["server"])], meta)
@@ -350,7 +373,7 @@ async def bench_anvil(kernels: int, args: argparse.Namespace, workdir: Path) -> 
     port = free_port()
     token = secrets.token_hex(16)
     server = ServerProcess(
-        f"jupyter-anvil ({kernels} kernel{'s' if kernels > 1 else ''})",
+        f"jupyter-anvil{'' if label == 'anvil' else ' ' + label} ({kernels} kernel{'s' if kernels > 1 else ''})",
         [
             sys.executable,
             "-m",
@@ -362,10 +385,12 @@ async def bench_anvil(kernels: int, args: argparse.Namespace, workdir: Path) -> 
             f"--ServerApp.token={token}",
             "--ServerApp.open_browser=False",
             *args.anvil_option,
+            *options,
         ],
         folder,
-        workdir / f"anvil-{kernels}.log",
+        workdir / f"{label}-{kernels}.log",
     )
+    server.companions = companions
     base = f"http://{HOST}:{port}"
     last_seen: list[object] = []
 
@@ -403,23 +428,23 @@ async def bench_anvil(kernels: int, args: argparse.Namespace, workdir: Path) -> 
             client = HttpClient(args.http_client, c)
             try:
                 call = client.poster(f"{calls_url}/add", check_anvil_reply)
-                cells.append(await measure("anvil-http", kernels, c, call, args, server.meter()))
+                cells.append(await measure(f"{label}-http", kernels, c, call, args, server.meter()))
             finally:
                 await client.close()
             server.check_alive()
             if "session" in args.targets:
                 for write in (False, True):
-                    cells.append(await bench_http_session(calls_url, write, kernels, c, args, server))
+                    cells.append(await bench_http_session(calls_url, write, kernels, c, args, server, label))
             ws = WsCaller(ws_url, 1 if args.ws_mux else c)
             try:
                 await ws.open()
-                cells.append(await measure("anvil-ws", kernels, c, ws.call, args, server.meter()))
+                cells.append(await measure(f"{label}-ws", kernels, c, ws.call, args, server.meter()))
             finally:
                 await ws.close()
             server.check_alive()
             if "session" in args.targets:
                 for write in (False, True):
-                    cells.append(await bench_ws_session(ws_url, write, kernels, c, args, server))
+                    cells.append(await bench_ws_session(ws_url, write, kernels, c, args, server, label))
     finally:
         server.stop()
     if any(cell.errors for cell in cells):

@@ -54,6 +54,7 @@ class Cell:
     errors: int = 0
     wall_s: float = 0.0
     p50_ms: float = math.nan
+    p95_ms: float = math.nan
     p99_ms: float = math.nan
     mean_ms: float = math.nan
     max_ms: float = math.nan
@@ -146,6 +147,7 @@ async def measure(
     if lat:
         ms = sorted(x * 1000 for x in lat)
         cell.p50_ms = percentile(ms, 0.50)
+        cell.p95_ms = percentile(ms, 0.95)
         cell.p99_ms = percentile(ms, 0.99)
         cell.mean_ms = sum(ms) / len(ms)
         cell.max_ms = ms[-1]
@@ -211,10 +213,12 @@ def descendants(table: dict[int, Proc], root: int) -> set[int]:
 
 class CpuMeter:
     """CPU seconds spent by this process ("bench"), the server under test and every
-    other process below us (the kernels), between two snapshots."""
+    other process below us (the kernels), between two snapshots. ``companions``: other
+    serving processes counted with the server (a gateway that relays the kernels)."""
 
-    def __init__(self, server_pid: int | None = None) -> None:
+    def __init__(self, server_pid: int | None = None, companions: frozenset[int] = frozenset()) -> None:
         self.server_pid = server_pid
+        self.server_pids = companions | ({server_pid} if server_pid is not None else set())
 
     def snapshot(self) -> dict[int, tuple[int, float]]:
         table = proc_table()
@@ -232,7 +236,7 @@ class CpuMeter:
         for pid, (start, cpu) in after.items():
             then = before.get(pid)
             delta = cpu - then[1] if then and then[0] == start else cpu
-            role = "bench" if pid == me else "server" if pid == self.server_pid else "kernels"
+            role = "bench" if pid == me else "server" if pid in self.server_pids else "kernels"
             spent[role] += delta
             if role == "kernels":
                 per_kernel.append(delta)
@@ -254,6 +258,7 @@ class ServerProcess:
         self.cwd = cwd
         self.log_path = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.companions: frozenset[int] = frozenset()  # pids whose CPU is counted as the server's
 
     def start(self) -> None:
         env = dict(os.environ)
@@ -273,7 +278,7 @@ class ServerProcess:
         )
 
     def meter(self) -> CpuMeter:
-        return CpuMeter(self.proc.pid if self.proc is not None else None)
+        return CpuMeter(self.proc.pid if self.proc is not None else None, self.companions)
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
@@ -334,11 +339,11 @@ def fmt(x: float, digits: int = 2) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-TARGET_WIDTH = 25  # "anvil-http-session-write" and a space
+TARGET_WIDTH = 37  # "postgresql-async-http-session-write" (store.py) and a space
 
 HEAD = (
     f"  {'target':<{TARGET_WIDTH}}{'kernels':>7}{'C':>3}{'calls':>7}{'errors':>7}"
-    f"{'p50 ms':>8}{'p99 ms':>8}{'calls/s':>8}"
+    f"{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'calls/s':>8}"
     f"   {'CPU ms per call: bench':>22}{'server':>7}{'kernels':>8}{'cores busy':>11}"
 )
 
@@ -346,7 +351,7 @@ HEAD = (
 def row(c: Cell) -> str:
     line = (
         f"  {c.target:<{TARGET_WIDTH}}{c.kernels:>7}{c.concurrency:>3}{c.calls:>7}{c.errors:>7}"
-        f"{fmt(c.p50_ms):>8}{fmt(c.p99_ms):>8}{fmt(c.calls_per_s, 0):>8}"
+        f"{fmt(c.p50_ms):>8}{fmt(c.p95_ms):>8}{fmt(c.p99_ms):>8}{fmt(c.calls_per_s, 0):>8}"
         f"   {fmt(c.cpu_bench_ms):>22}{fmt(c.cpu_server_ms):>7}{fmt(c.cpu_kernels_ms):>8}{fmt(c.cores_busy):>11}"
     )
     if len(c.cpu_kernel_share) > 1:

@@ -2,9 +2,20 @@
 
 Run by hand, not by CI (needs Debian's ``postgresql`` and ``jupyter-anvil[postgresql]``):
 
-    python bench/store.py                      # about 1 minute
-    python bench/store.py --ops 500 --json out.json
-    python bench/store.py --threads 1,4        # also PostgreSQL with 4 store threads
+    python bench/store.py                      # both parts, about 3 minutes
+    python bench/store.py --part store --ops 500 --json out.json
+    python bench/store.py --part store --threads 1,4   # also PostgreSQL with 4 store threads
+    python bench/store.py --part calls --calls 300     # the end-to-end part alone
+
+Two parts, each over both engines in the one run, on one PostgreSQL cluster it starts:
+
+* ``store``: the ``Store`` methods alone, timed from the event loop (below);
+* ``calls``: end to end, a real ``python -m jupyter_anvil`` on each database
+  (``--AnvilApp.database_url``), one after the other: bench/calls.py's plain call and its
+  ``session_read`` / ``session_write`` calls over HTTP and the WebSocket, each caller in a
+  session of its own, every answer checked against the session's counter. Sessions are read
+  from the store on every call (no cached copy a write on another server could make stale),
+  so a read costs a ``load`` and a write a ``load`` and a ``save``.
 
 The operations are the ``Store`` methods a call uses for its session (host/sessions.py):
 
@@ -40,15 +51,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import os
 import platform
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness import git_commit, percentile, write_json
+from calls import bench_anvil
+from calls import summary_order as _summary_order
+from harness import HEAD, Cell, git_commit, percentile, row, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -144,33 +159,122 @@ async def bench_database(name: str, url: str, ops: int, threads: int) -> list[di
     return cells
 
 
+DATABASES = ("sqlite", "postgresql", "postgresql-async")
+
+
+def call_args(args: argparse.Namespace) -> argparse.Namespace:
+    """What bench_anvil (calls.py) reads, for the end-to-end part."""
+    return argparse.Namespace(
+        calls=args.calls,
+        warmup=args.warmup,
+        concurrency=args.concurrency,
+        cell_budget=120.0,
+        http_client="aiohttp",
+        ws_mux=False,
+        work_ms=0.0,
+        anvil_option=[],
+        targets={"anvil", "session"},
+        raw=False,
+        verbose=False,
+    )
+
+
+async def bench_calls(urls: dict[str, str], args: argparse.Namespace, workdir: Path) -> list[Cell]:
+    """One server per database, one after the other: plain and session calls."""
+    cells: list[Cell] = []
+    print(f"\ncalls: one server per database, 1 kernel; {args.calls} calls per cell, {args.warmup} warm-up")
+    print(HEAD, flush=True)
+    for name, url in urls.items():
+        cells += await bench_anvil(1, call_args(args), workdir, label=name, options=(f"--AnvilApp.database_url={url}",))
+    return cells
+
+
+def by_database(cell: Cell) -> tuple[Any, ...]:
+    """The table grouped by concurrency and target kind, the databases side by side."""
+    database = next(d for d in sorted(DATABASES, key=len, reverse=True) if cell.target.startswith(d))
+    kind = cell.target[len(database) :]
+    return (cell.concurrency, _summary_order(Cell("anvil" + kind, 1, 1)), DATABASES.index(database))
+
+
+def session_costs(cells: list[Cell]) -> list[dict[str, Any]]:
+    """p50 of each session call minus the plain call's on the same server, and its calls/s."""
+    plain = {(c.target, c.concurrency): c for c in cells if "-session-" not in c.target and c.calls}
+    out = []
+    for c in cells:
+        family, found, _ = c.target.partition("-session-")
+        base = plain.get((family, c.concurrency))
+        if found and base is not None and c.calls:
+            out.append(
+                {
+                    "target": c.target,
+                    "concurrency": c.concurrency,
+                    "p50_ms": c.p50_ms,
+                    "p95_ms": c.p95_ms,
+                    "p50_added_ms": c.p50_ms - base.p50_ms,
+                    "calls_per_s": c.calls_per_s,
+                }
+            )
+    return out
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ops", type=int, default=2000, help="operations per cell (default 2000)")
-    parser.add_argument("--threads", default="1", help="store threads to try on PostgreSQL, e.g. 1,4")
+    parser.add_argument("--part", default="store,calls", help="store, calls or both (default)")
+    parser.add_argument("--ops", type=int, default=2000, help="store part: operations per cell (default 2000)")
+    parser.add_argument("--threads", default="1", help="store part: store threads to try on PostgreSQL, e.g. 1,4")
+    parser.add_argument("--calls", type=int, default=300, help="calls part: measured calls per cell (default 300)")
+    parser.add_argument("--warmup", type=int, default=50, help="calls part: warm-up calls per cell (default 50)")
+    parser.add_argument(
+        "--concurrency", type=lambda t: [int(x) for x in t.split(",")], default=[1, 8], help="calls part: callers"
+    )
     parser.add_argument("--json", help="also write the raw numbers here ('-': stdout)")
     args = parser.parse_args()
+    parts = {p.strip() for p in args.part.split(",")}
     thread_counts = [int(t) for t in args.threads.split(",")]
     reason = missing_reason()
     bin_dir = find_bin_dir()
     if reason is not None or bin_dir is None:
         sys.exit(f"cannot run: {reason}")
-    print(f"store benchmark on {platform.node()} ({git_commit()}), {args.ops} ops per cell")
-    print(f"{'database':<18} {'thr':>3} {'C':>3} {'op':<7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"store benchmark on {platform.node()} ({git_commit()}), cpus {os.cpu_count()}")
     cells: list[dict[str, Any]] = []
+    call_cells: list[Cell] = []
     cluster = PostgresCluster(bin_dir, durable=True)
     cluster.start()
     try:
         with tempfile.TemporaryDirectory() as folder:
-            cells += await bench_database("sqlite", f"sqlite:///{Path(folder) / 'anvil.db'}", args.ops, 1)
-        for threads in thread_counts:
-            cells += await bench_database("postgresql", cluster.create_database(), args.ops, threads)
-            async_commit = cluster.create_database() + "?options=-csynchronous_commit%3Doff"
-            cells += await bench_database("postgresql-async", async_commit, args.ops, threads)
+            if "store" in parts:
+                print(f"\nstore: {args.ops} ops per cell")
+                print(f"{'database':<18} {'thr':>3} {'C':>3} {'op':<7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+                cells += await bench_database("sqlite", f"sqlite:///{Path(folder) / 'anvil.db'}", args.ops, 1)
+                for threads in thread_counts:
+                    cells += await bench_database("postgresql", cluster.create_database(), args.ops, threads)
+                    async_commit = cluster.create_database() + "?options=-csynchronous_commit%3Doff"
+                    cells += await bench_database("postgresql-async", async_commit, args.ops, threads)
+            if "calls" in parts:
+                urls = {
+                    "sqlite": f"sqlite:///{Path(folder) / 'calls.db'}",
+                    "postgresql": cluster.create_database(),
+                    "postgresql-async": cluster.create_database() + "?options=-csynchronous_commit%3Doff",
+                }
+                call_cells = await bench_calls(urls, args, Path(folder))
     finally:
         cluster.stop()
+    costs = session_costs(call_cells)
+    if call_cells:
+        print("\ncalls, the databases side by side")
+        print(HEAD)
+        for cell in sorted(call_cells, key=by_database):
+            print(row(cell))
+        print("\nwhat a session adds to a plain call on the same server (p50 ms)")
+        for cost in costs:
+            print(
+                f"  {cost['target']:<36} C={cost['concurrency']:<3} p50 {cost['p50_ms']:>7.2f}"
+                f"  added {cost['p50_added_ms']:>+7.2f}  calls/s {cost['calls_per_s']:>6.0f}"
+            )
     if args.json:
-        write_json({"commit": git_commit(), "ops": args.ops, "cells": cells}, args.json)
+        result = {"commit": git_commit(), "ops": args.ops, "cells": cells}
+        result.update(calls=[asdict(c) for c in call_cells], session_costs=costs)
+        write_json(result, args.json)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 VENV = Path(os.environ.get("ANVIL_EG_VENV", Path.home() / ".cache" / "jupyter-anvil-tests" / "eg-venv"))
 KERNEL_NAME = "anvil-python"
@@ -29,8 +28,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def gateway_program() -> Path:
-    """The venv's ``jupyter-enterprisegateway``, made if missing; skips (or fails) if not."""
+class GatewayUnavailable(Exception):
+    """Enterprise Gateway's own venv is missing and could not be made."""
+
+
+def find_or_make_program() -> Path:
+    """The venv's ``jupyter-enterprisegateway``, made if missing (bench/gateway.py uses it too)."""
     program = VENV / "bin" / "jupyter-enterprisegateway"
     if program.exists():
         return program
@@ -38,17 +41,28 @@ def gateway_program() -> Path:
         subprocess.run(["python3", "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "jupyter_enterprise_gateway"], check=True)
     except (OSError, subprocess.CalledProcessError) as e:
-        reason = f"could not make Enterprise Gateway's own venv at {VENV}: {e}"
-        if os.environ.get("ANVIL_REQUIRE_GATEWAY") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        raise GatewayUnavailable(f"could not make Enterprise Gateway's own venv at {VENV}: {e}") from e
     return program
+
+
+def gateway_program() -> Path:
+    """:func:`find_or_make_program`, or the test is skipped (failed if the gateway is required)."""
+    try:
+        return find_or_make_program()
+    except GatewayUnavailable as e:
+        import pytest  # only here: the benchmarks import this module without pytest
+
+        if os.environ.get("ANVIL_REQUIRE_GATEWAY") == "1":
+            pytest.fail(str(e))
+        pytest.skip(str(e))
 
 
 class Gateway:
     """``jupyter enterprisegateway`` on a loopback port, with its local process proxy."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, start_delay_file: Path | None = None) -> None:
+        """``start_delay_file``: each kernel waits the seconds it holds (read as it starts)
+        before it runs: a slow gateway, made slower or faster while it runs."""
         self.workdir = workdir
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -59,7 +73,14 @@ class Gateway:
         spec = {
             "display_name": "Python with jupyter_anvil",
             "language": "python",
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "argv": [
+                *self._delay(start_delay_file),
+                sys.executable,
+                "-m",
+                "ipykernel_launcher",
+                "-f",
+                "{connection_file}",
+            ],
             "metadata": {
                 "process_proxy": {
                     "class_name": "enterprise_gateway.services.processproxies.processproxy.LocalProcessProxy"
@@ -67,6 +88,14 @@ class Gateway:
             },
         }
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
+
+    @staticmethod
+    def _delay(start_delay_file: Path | None) -> list[str]:
+        """A shell that sleeps what the file says, then runs the rest of the command line."""
+        if start_delay_file is None:
+            return []
+        script = f'sleep "$(cat {str(start_delay_file)!r} 2>/dev/null || echo 0)"; exec "$@"'
+        return ["/bin/sh", "-c", script, "delayed-kernel"]
 
     def start(self) -> None:
         program = gateway_program()

@@ -50,6 +50,8 @@ def describe_media(m):
 def write_apps(root: Path) -> None:
     write_notebook(root / "gw.ipynb", [PING], {"kernels": {"min": 1, "max": 1}})
     write_jobs_app(root / "jobs.ipynb")
+    # packages per app are built on the server: a gateway's kernels cannot use them
+    write_notebook(root / "pkgs.ipynb", [PING], {"kernels": {"min": 1, "max": 1}, "requirements": ["six>=1.16"]})
 
 
 def gateway_options(gateway: Gateway) -> tuple[str, ...]:
@@ -94,6 +96,23 @@ def test_calls_and_nested_calls_run_on_gateway_kernels(server: AnvilServer, gate
     assert time.monotonic() - started < 20
 
 
+def test_a_call_through_the_gateway_is_not_held_back_by_delayed_acks(server: AnvilServer) -> None:
+    """The gateway leaves Nagle's algorithm on for its WebSocket, so unless the server
+    acknowledges each frame at once, every call waited ~40 ms for a delayed ACK (p50 48 ms
+    against 2.5 ms for local kernels; now about 5 ms)."""
+    url = f"{server.url}anvil/apps/gw/_/call/ping"
+    took = []
+    with httpx.Client(timeout=30) as client:  # one connection: only the call is timed
+        for i in range(35):
+            started = time.perf_counter()
+            response = client.post(url, json={"args": [i]})
+            took.append(time.perf_counter() - started)
+            assert response.status_code == 200 and response.json()["response"]["x"] == i, response.text
+    took = sorted(took[5:])  # the first ones open the connection
+    took.sort()
+    assert took[len(took) // 2] < 0.025, [round(t * 1000, 1) for t in took]
+
+
 def test_media_crosses_the_gateway_both_ways(server: AnvilServer) -> None:
     """Media travel as binary buffers: binary WebSocket frames to and from the gateway."""
     body = server.post("gw", "make_media").json()
@@ -125,6 +144,29 @@ def test_a_background_task_reports_progress_and_is_killed(server: AnvilServer, g
     assert killed["status"] == "killed" and killed["state"]["ticks"] > 3
     # the killed task's kernel is gone from the gateway too (a fresh warm one may start)
     wait_for(lambda: during - gateway_kernel_ids(gateway), 30, "the task kernel shut down on the gateway")
+
+
+def test_an_app_with_requirements_is_refused_with_a_clear_app_error(server: AnvilServer) -> None:
+    """Its environment would be built on the server, where the gateway's kernels cannot see
+    it: the app is not started without its packages, and says what to do instead."""
+    app = server.apps()["pkgs"]
+    assert app["status"] == "error", app
+    message = app["error"]
+    assert "packages per app need local kernels" in message and "six>=1.16" in message, message
+    assert "gateway's kernel image" in message and "Traceback" not in message, message
+    assert app["env"] is None, app  # nothing was built, so no environment (nor log) to show
+    assert server.admin("anvil/api/envs") in ([], {"envs": []}), "no environment built on the server"
+    # its callers hear it is unavailable (the reason is for its author: the app log)
+    for response in (
+        server.post("pkgs", "ping", {"args": [1]}),
+        httpx.post(f"{server.url}anvil/apps/pkgs/_/call/nested", content=b"{}", timeout=30),
+    ):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["type"] == "anvil.server.RuntimeUnavailableError", response.text
+        assert "Traceback" not in response.text, response.text
+    logged = [r["text"] for r in server.admin("anvil/api/logs", app="pkgs")["records"]]
+    assert any("packages per app need local kernels" in text for text in logged), logged
+    assert server.call("gw", "ping", 2)["x"] == 2  # the other apps are served as before
 
 
 def test_a_kernel_that_dies_on_the_gateway_fails_its_call_and_is_replaced(server: AnvilServer) -> None:
@@ -191,3 +233,79 @@ def test_a_gateway_that_goes_away_fails_calls_clearly_and_the_pool_recovers(
             wait_for(answered, 120, "a call answered once the gateway is back")
     finally:
         flaky.stop()
+
+
+def test_a_slow_gateway_is_a_clear_app_error_and_the_pool_recovers_when_it_is_fast_again(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Kernels that take longer to start on the gateway than ``load_timeout``: the app's
+    error says so (no traceback, its calls a 503), no kernel is left behind on the gateway,
+    and once kernels start in time again the app is loaded again on its own."""
+    folder = tmp_path_factory.mktemp("gateway-slow")
+    delay = folder / "start-delay"
+    delay.write_text("30")
+    slow = Gateway(folder, start_delay_file=delay)
+    slow.start()
+    try:
+        options = (*gateway_options(slow), "--AnvilApp.load_timeout=4")
+        with private_server(tmp_path_factory, "gw-slow", write_apps, *options) as running:
+            running.wait_until_loaded(("gw",), timeout=120)
+            app = running.apps()["gw"]
+            assert app["status"] == "error", app
+            message = app["error"]
+            assert "4 s" in message and "gateway" in message.lower() and "Traceback" not in message, message
+            failed = running.post("gw", "ping", {"args": [1]})
+            assert failed.status_code == 503 and "Traceback" not in failed.text, failed.text
+            delay.write_text("0")  # fast again: no reload asked
+            wait_for(lambda: running.apps()["gw"]["status"] == "ready", 90, "the app loaded once kernels start in time")
+            assert running.call("gw", "ping", 7)["x"] == 7
+            served = {str(k["id"]) for k in slow.kernels()}
+
+            # the kernels that started too late were shut down on the gateway, not left running
+            def only_serving_kernels() -> bool:
+                return len(served) <= 4 and {str(k["id"]) for k in slow.kernels()} <= served
+
+            wait_for(only_serving_kernels, 60, "no late kernel left on the gateway")
+    finally:
+        slow.stop()
+
+
+def test_a_gateway_that_turns_slow_fails_calls_clearly_and_the_pool_recovers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A served app whose kernel dies while the gateway is slow: its replacement times out
+    (retried by the pool, with a back-off), calls meanwhile are a clear 503, and the pool
+    serves again once the gateway starts kernels in time, with no reload asked."""
+    folder = tmp_path_factory.mktemp("gateway-turns-slow")
+    delay = folder / "start-delay"
+    delay.write_text("0")
+    gateway = Gateway(folder, start_delay_file=delay)
+    gateway.start()
+    try:
+        options = (*gateway_options(gateway), "--AnvilApp.load_timeout=4")
+        with private_server(tmp_path_factory, "gw-turns-slow", write_apps, *options) as running:
+            running.wait_until_loaded(("gw",), timeout=120)
+            before = running.call("gw", "ping", 1)["pid"]
+            delay.write_text("30")
+            died = running.post("gw", "die", timeout=60)
+            assert died.status_code != 200 and "Traceback" not in died.text, died.text
+
+            def problem() -> str | None:
+                error = running.apps()["gw"]["error"]  # the pool's problem, while it has one
+                return error if error and "failed to start" in error else None
+
+            said = wait_for(problem, 60, "the pool's replacement timing out")
+            assert "4 s" in said and "Traceback" not in said, said
+            failed = running.post("gw", "ping", {"args": [2]}, timeout=60)
+            assert failed.status_code == 503, failed.text
+            assert failed.json()["error"]["type"] == "anvil.server.RuntimeUnavailableError", failed.text
+            assert "Traceback" not in failed.text
+            delay.write_text("0")
+
+            def answered() -> bool:
+                response = running.post("gw", "ping", {"args": [3]}, timeout=60)
+                return response.status_code == 200 and response.json()["response"]["pid"] != before
+
+            wait_for(answered, 90, "a call answered by a new kernel once the gateway is fast again")
+    finally:
+        gateway.stop()

@@ -148,8 +148,12 @@ class AppKernel:
         try:
             self.client = self.manager.client()
             # a gateway client's start_channels is a coroutine (it opens the WebSocket)
-            await ensure_async(self.client.start_channels())
-            await self.client.wait_for_ready(timeout=load_timeout)
+            opening = ensure_async(self.client.start_channels())
+            if self.remote:
+                await self._remote_ready(opening, load_timeout)
+            else:
+                await opening
+                await self.client.wait_for_ready(timeout=load_timeout)
             await self._install_runtime(load_timeout)
             if self.remote:
                 gateway.forward_iopub(self.client, self._on_remote_iopub, self._remote_closed)
@@ -187,6 +191,24 @@ class AppKernel:
         except Exception as e:  # noqa: BLE001 - tornado's HTTPError or a connection error: its words say what
             raise KernelLoadError(
                 f"The kernel gateway could not start a kernel: {gateway_error(e)}", retry=True
+            ) from None
+
+    async def _remote_ready(self, opening: Awaitable[Any], timeout: float) -> None:
+        """Open the gateway kernel's WebSocket and wait for its first reply, each within
+        ``timeout``. The gateway answers the WebSocket only once its kernel answers (or after
+        its own minute), so a gateway slow to start kernels would hold the load past
+        ``load_timeout``: it is a :class:`KernelLoadError` instead, tried again later (the
+        kernel, started late, is shut down on the gateway by :meth:`start`)."""
+        late = f"The kernel gateway started a kernel, but it did not answer within {timeout:g} s"
+        try:
+            await asyncio.wait_for(opening, timeout)
+            await self.client.wait_for_ready(timeout=timeout)
+        except asyncio.TimeoutError:
+            raise KernelLoadError(late, retry=True) from None
+        except RuntimeError as e:  # wait_for_ready's: "Kernel didn't respond in N seconds", or it died
+            said = str(e)
+            raise KernelLoadError(
+                late if "respond" in said else f"The kernel gateway's kernel stopped: {said}", retry=True
             ) from None
 
     @property

@@ -13,7 +13,7 @@ from .. import wire
 from .app_changes import AppChanges
 from .app_kernel import KernelLoadError
 from .envs.request import EnvRequest
-from .envs.service import EnvBuildFailed, EnvInfo
+from .envs.service import EnvBuildFailed, EnvInfo, EnvRefused
 from .logs import AppLog
 from .notebooks import AppSpec, NotebookProblem, Scanner
 from .pool import KernelPool, PoolLimits
@@ -425,6 +425,10 @@ class AppManager:
         try:
             env = await self.envs.ensure(request, app.name)
         except Exception as e:
+            if isinstance(e, EnvRefused):  # nothing was built: no environment, no log to point at
+                if not self._overtaken(app, fingerprint):
+                    self._load_failed(app, spec, str(e), first)
+                return False
             if isinstance(e, EnvBuildFailed):
                 message = str(e)  # the installer's own
             else:

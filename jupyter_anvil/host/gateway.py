@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -122,6 +123,7 @@ class BinaryGatewayKernelClient(GatewayKernelClient):  # type: ignore[misc]
                 raw = self.channel_socket.recv()
                 if not raw:
                     break
+                _ack_at_once(self.channel_socket.sock)
                 message = deserialize_binary_message(raw) if isinstance(raw, bytes) else json.loads(raw)  # type: ignore[no-untyped-call]
                 queue = (self._channel_queues or {}).get(message.get("channel"))
                 if queue is not None:
@@ -131,3 +133,21 @@ class BinaryGatewayKernelClient(GatewayKernelClient):  # type: ignore[misc]
                 self.log.warning("[jupyter-anvil] gateway WebSocket of kernel %s closed: %s", self.kernel_id, e)
         for queue in list((self._channel_queues or {}).values()):
             queue.response_router_finished = True
+
+
+#: Linux only; elsewhere the delayed ACKs stay
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+def _ack_at_once(sock: socket.socket | None) -> None:
+    """Acknowledge what the gateway sends at once, not up to 40 ms later.
+
+    The gateway's WebSocket handler (tornado) leaves Nagle's algorithm on: it holds back the
+    second small frame of a reply (a comm message after the kernel's busy status) until the
+    first is acknowledged, and a Linux receiver delays that ACK by up to 40 ms, so each call
+    waited ~40 ms on nothing. The kernel clears quick-ACK mode by itself, hence after each read.
+    """
+    if sock is None or _TCP_QUICKACK is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)

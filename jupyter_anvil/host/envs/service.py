@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..gateway import gateway_enabled
 from .builder import INSTALLER_CHOICES, BuildContext, BuildError, Installer, build_env, find_installer, open_log
 from .cache import BUILD_LOG, EnvCache, ReadyEnv, env_id, id_material, is_env_id
 from .kernelspecs import EnvKernelSpecs, kernel_name
@@ -61,6 +62,21 @@ class EnvInfo:
 
 class EnvBuildFailed(Exception):
     """str(e): the installer's message (what could not be resolved, which conflict), or why not."""
+
+
+class EnvRefused(EnvBuildFailed):
+    """No environment can serve the app here, whatever it asks for: str(e) says why and what to do."""
+
+
+#: An environment is built on this machine, and a gateway's kernels run on its own machines
+#: (a kernel image), which cannot see it: starting the app there would run it without its
+#: packages, failing later on an import with a message that does not say why.
+GATEWAY_REFUSAL = (
+    "packages per app need local kernels, and this server's kernels run on a kernel gateway "
+    "(GatewayClient.url), which cannot use an environment built on the server: install the "
+    "packages ({requirements}) in the gateway's kernel image or kernel spec, then remove "
+    "them from the app's requirements"
+)
 
 
 def _info_of(ready: ReadyEnv) -> EnvInfo:
@@ -154,10 +170,14 @@ class EnvService:
     async def ensure(self, request: EnvRequest, app: str) -> EnvInfo:
         """The ready environment for request: at once if built, else after its build.
 
-        Raises EnvBuildFailed with the installer's message (or the timeout) if it cannot be built.
+        Raises EnvBuildFailed with the installer's message (or the timeout) if it cannot be built,
+        EnvRefused (nothing built) if kernels run on a gateway.
         """
         if request.empty:
             raise ValueError("an empty request needs no environment: the app runs on the default kernel")
+        if gateway_enabled():
+            shown = ", ".join(request.requirements) + (f"; Python {request.python}" if request.python else "")
+            raise EnvRefused(GATEWAY_REFUSAL.format(requirements=shown))
         eid = self.env_id(request)
         waiting = self._waiting.setdefault(eid, set())
         waiting.add(app)
