@@ -309,3 +309,22 @@ def test_a_gateway_that_turns_slow_fails_calls_clearly_and_the_pool_recovers(
             wait_for(answered, 90, "a call answered by a new kernel once the gateway is fast again")
     finally:
         gateway.stop()
+
+
+def test_a_gateway_allowed_to_receive_the_servers_token_stops_the_server_clearly(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """jupyter_server sends the variables GatewayClient.allowed_envs lists to every kernel:
+    naming a credential of the server there would hand it to server code."""
+    unused = Gateway(tmp_path_factory.mktemp("gateway-unused"))  # never started: the server stops first
+    root = tmp_path_factory.mktemp("gw-leak-root")
+    write_apps(root)
+    server = AnvilServer(
+        root,
+        tmp_path_factory.mktemp("gw-leak"),
+        *gateway_options(unused),
+        "--GatewayClient.allowed_envs=LANG,JUPYTER_TOKEN",
+    )
+    with pytest.raises(AssertionError):
+        server.start()
+    assert "--GatewayClient.allowed_envs lists JUPYTER_TOKEN" in server.log_path.read_text()

@@ -140,8 +140,9 @@ class AppKernel:
         """
         env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
         if self.remote:
-            # the gateway's manager takes the kernel spec's name here, not from itself; and
-            # only KERNEL_* variables go to the gateway: none of the server's
+            # the gateway's manager takes the kernel spec's name here, not from itself; it sends
+            # the server's KERNEL_* variables and those GatewayClient.allowed_envs lists (the
+            # server refuses to start if that names one of SECRET_ENV), not the rest
             await self._start_remote(cwd, load_timeout)
         else:
             await self.manager.start_kernel(env=env, cwd=cwd)

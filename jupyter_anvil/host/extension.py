@@ -20,7 +20,7 @@ from traitlets import Bool, Dict, Float, Int, List, Type, Unicode
 from .. import __version__
 from ..protocol import BACKGROUND_TASK, LoadSettings, log_name
 from . import gateway
-from .app_kernel import AppKernel
+from .app_kernel import SECRET_ENV, AppKernel
 from .apps import AppDefaults, AppManager, ServedListeners
 from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
@@ -242,6 +242,12 @@ class AnvilApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         idempotency_limits = self._idempotency_limits()  # checked before anything is opened
+        leaked = gateway.secrets_sent_to_kernels(SECRET_ENV)
+        if leaked:
+            listed = ", ".join(leaked)
+            reason = "the server's credentials never go to kernels (server code could read them there)"
+            print(f"{PREFIX} --GatewayClient.allowed_envs lists {listed}: {reason}", file=sys.stderr, flush=True)
+            raise SystemExit(2)
         root = Path(self.server.root_dir).resolve()
         pool = PoolLimits(
             min=self.kernels_min,

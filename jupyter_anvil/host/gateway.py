@@ -25,12 +25,22 @@ from jupyter_server.gateway.gateway_client import GatewayClient
 from jupyter_server.gateway.managers import GatewayKernelClient, GatewayKernelManager
 from jupyter_server.services.kernels.connection.base import deserialize_binary_message, serialize_binary_message
 
-__all__ = ["forward_iopub", "gateway_enabled", "is_gateway_kernel", "new_manager"]
+__all__ = ["forward_iopub", "gateway_enabled", "is_gateway_kernel", "new_manager", "secrets_sent_to_kernels"]
 
 
 def gateway_enabled() -> bool:
     """Whether kernels are to be started on a gateway (jupyter_server's own setting)."""
     return bool(GatewayClient.initialized() and GatewayClient.instance().gateway_enabled)
+
+
+def secrets_sent_to_kernels(secret_names: frozenset[str]) -> list[str]:
+    """The names of the server's credentials that ``GatewayClient.allowed_envs`` would send
+    to every kernel on the gateway (jupyter_server sends the server's own ``KERNEL_*``
+    variables and those it lists): server code could read them there."""
+    if not gateway_enabled():
+        return []
+    listed = {name.strip() for name in str(GatewayClient.instance().allowed_envs or "").split(",")}
+    return sorted(listed & secret_names)
 
 
 def new_manager(kernel_name: str, parent: Any) -> AsyncKernelManager:

@@ -202,8 +202,8 @@ class AppLog:
             log.exception("[jupyter-anvil] could not store app log records (will try again)")
 
         def work() -> list[LogRecord]:
-            # a BIGINT parameter: PostgreSQL's seq column is INTEGER, and a caller's since past
-            # its range (anvil/api/logs takes up to 2**63) is no rows there, not an error
+            # a BIGINT parameter, as the seq column is on PostgreSQL (migration 0006): a caller's
+            # since up to 2**63 (anvil/api/logs takes that much) is no rows, not a range error
             after = log_records.c.seq > sa.literal(since, sa.BigInteger)
             query = sa.select(log_records).where(after).order_by(log_records.c.seq).limit(limit)
             if app:

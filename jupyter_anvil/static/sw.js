@@ -66,8 +66,12 @@ async function fromCache(request) {
  * 200), else the cached copy; with nothing cached, whatever the network gives in the end. */
 async function networkFirst(event) {
   const request = event.request;
-  const network = fetch(request).then(async (response) => {
-    if (worthKeeping(response)) await keep(request.url, response.clone());
+  const network = fetch(request).then((response) => {
+    // kept beside the answer, not before it: a cache that refuses it (quota) or is slow to
+    // take a big file never holds back or fails what the network answered
+    if (worthKeeping(response)) {
+      event.waitUntil(keep(request.url, response.clone()).catch(() => undefined));
+    }
     return response;
   });
   event.waitUntil(network.catch(() => null)); // a late answer still refreshes the cache

@@ -185,7 +185,7 @@ class ScheduleStore:
                 .order_by(schedule_runs.c.seq.desc())
                 .limit(limit)
             )
-            if before is not None:  # BIGINT: a number past PostgreSQL's INTEGER column is no error
+            if before is not None:  # BIGINT, as the column (migration 0006): a huge number is no error
                 query = query.where(schedule_runs.c.seq < sa.literal(before, sa.BigInteger))
             with self.store.engine.begin() as db:
                 return [_run(row) for row in db.execute(query).mappings()]
