@@ -1,7 +1,7 @@
 """The rows of ``anvil_idempotency``: claims and the outcomes of keyed calls, and how an
 outcome is encoded to bytes.
 
-A row is ``running`` from the moment one server claims its key (a plain INSERT on the
+A row is ``running`` from the moment one server claims its key (an INSERT that does nothing on a conflict on the
 primary key (app, session, key): the database lets one through, whichever server
 tries, so two can never both run it) until the call's reply is final, then ``done`` with
 that reply encoded. Never read-then-write: every change is one conditional statement.
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ... import errors
 from ..messages import CallReply
@@ -101,17 +103,28 @@ _SELECT = sa.select(idempotency.c.state, idempotency.c.owner, idempotency.c.fini
     _by_scope
 )
 
-_CLAIM = idempotency.insert().values(
-    app=sa.bindparam("a"),
-    session_token_hash=sa.bindparam("s"),
-    key=sa.bindparam("k"),
-    state=RUNNING,
-    owner=sa.bindparam("o"),
-    created=sa.bindparam("t"),
-    finished=None,
-    reply=None,
-    size=0,
-)
+_CLAIM_VALUES: dict[str, Any] = {
+    "app": sa.bindparam("a"),
+    "session_token_hash": sa.bindparam("s"),
+    "key": sa.bindparam("k"),
+    "state": RUNNING,
+    "owner": sa.bindparam("o"),
+    "created": sa.bindparam("t"),
+    "finished": None,
+    "reply": None,
+    "size": 0,
+}
+_KEY_COLUMNS = [idempotency.c.app, idempotency.c.session_token_hash, idempotency.c.key]
+#: a claim that finds the key taken inserts nothing: no error (PostgreSQL would log one per
+#: replay of a held key) and no rolled-back transaction; both engines the store runs on
+#: (RETURNING tells whether it inserted: psycopg's rowcount is -1 for it)
+_CLAIMS = {
+    name: insert(idempotency)
+    .values(_CLAIM_VALUES)
+    .on_conflict_do_nothing(index_elements=_KEY_COLUMNS)
+    .returning(idempotency.c.key)
+    for name, insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
+}
 
 
 def _params(scope: Scope) -> dict[str, str]:
@@ -129,12 +142,9 @@ class IdempotencyStore:
         False if a row was there (whoever wrote it, on whichever server)."""
 
         def work() -> bool:
-            try:
-                with self.store.engine.begin() as db:
-                    db.execute(_CLAIM, {**_params(scope), "o": owner, "t": time.time()})
-                return True
-            except sa.exc.IntegrityError:
-                return False
+            with self.store.engine.begin() as db:
+                inserted = db.execute(_CLAIMS[db.dialect.name], {**_params(scope), "o": owner, "t": time.time()})
+                return inserted.first() is not None
 
         return await self.store.run(work)
 
