@@ -24,8 +24,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: seconds calls in flight get to finish when the server stops
 STOP_GRACE = 5.0
-#: how soon an app whose kernels could not be had (its gateway down) is loaded again
+#: how soon an app whose kernels could not be had (its gateway down) is loaded again, the
+#: wait doubling with each failure in a row up to the most: an outage of hours neither floods
+#: the app log (two records a try) nor leaves the app unserved long after the gateway is back
 RETRY_LOAD_SECONDS = 5.0
+RETRY_LOAD_MAX_SECONDS = 60.0
 
 #: where an app is: ``building`` the Python environment its requirements ask for (before
 #: its first version loads), ``loading`` its first version, ``ready`` (served), ``error``
@@ -242,6 +245,8 @@ class AppManager:
         self.scanned = asyncio.Event()
         self._scanner = Scanner(root)
         self._loads: set[asyncio.Task[None]] = set()
+        #: the first loads in a row of each app that failed for want of kernels (a gateway down)
+        self._failed_loads: dict[str, int] = {}
         self._stopping = False
         #: told of each version served and of apps no longer served (set by the extension)
         self.listener: ServedListener | None = None
@@ -376,7 +381,10 @@ class AppManager:
                 self.app_log.write(app.name, "(load)", "-", "traceback", e.traceback)
             self._load_failed(app, spec, str(e), first, load_error_location(spec.notebook, e.detail))
             if e.retry and first:  # a kernel gateway that is down: loaded again once it may be back
-                self._spawn(self._reload_later(app.name))
+                tries = self._failed_loads[app.name] = self._failed_loads.get(app.name, 0) + 1
+                self._spawn(
+                    self._reload_later(app.name, min(RETRY_LOAD_SECONDS * 2 ** (tries - 1), RETRY_LOAD_MAX_SECONDS))
+                )
             return
         except Exception as e:
             log.exception("[jupyter-anvil] app %s failed to start", app.name)
@@ -396,6 +404,7 @@ class AppManager:
                     self._unserved(app.name)
                 return
             old, app.pool, app.spec = app.pool, pool, spec
+            self._failed_loads.pop(app.name, None)
             app.status, app.error, app.error_at, app.schedule_problems = "ready", None, None, problems
             app.env_id = env.id if env is not None else None
             self._use_env(app.name, app.env_id)
@@ -501,8 +510,8 @@ class AppManager:
         app.status, app.error, app.error_at = "error", message, where
         app.loaded.set()
 
-    async def _reload_later(self, name: str) -> None:
-        await asyncio.sleep(RETRY_LOAD_SECONDS)
+    async def _reload_later(self, name: str, delay: float) -> None:
+        await asyncio.sleep(delay)
         app = self.apps.get(name)
         if app is not None and app.status == "error" and app.pool is None:
             await self.reload(name)
