@@ -212,6 +212,27 @@ def test_a_call_refused_before_it_ran_releases_its_key(server: AnvilServer, runs
     assert scoped.status_code == 403
 
 
+def test_a_keyed_call_to_no_app_stores_nothing(server: AnvilServer) -> None:
+    """A key sent to a name no app has is refused before a session or claim is stored."""
+    database = server.workdir / "jupyter_data_dir" / "jupyter_anvil" / "anvil.db"
+
+    def rows() -> tuple[int, int]:
+        db = sqlite3.connect(database, timeout=5)
+        try:
+            counts = [
+                db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("anvil_sessions", "anvil_idempotency")
+            ]
+        finally:
+            db.close()
+        return counts[0], counts[1]
+
+    before = rows()
+    for n in range(5):
+        refused = post(server, "bump", app=f"no-app-{n}", **{KEY: key()})
+        assert refused.status_code == 404 and SESSION not in refused.headers, refused.text
+    assert rows() == before
+
+
 @pytest.mark.parametrize(
     "bad",
     ["short", "x" * 129, "has space in it", "semi;colon;key", "a/b/c/d/e/f", "é" * 12, "k" * 10_000],

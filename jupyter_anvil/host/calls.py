@@ -60,6 +60,10 @@ TRANSIENT_REFUSALS = frozenset(
 RETRY_AFTER_SECONDS = 2.0
 
 
+def no_such_app(app_name: str) -> errors.NoServerFunctionError:
+    return errors.NoServerFunctionError(f'No app named "{app_name}" is served here')
+
+
 def _session_lost(attempt: Attempt) -> bool:
     """The call was refused because its session expired: no token to hand back."""
     error = attempt.reply.error
@@ -179,6 +183,8 @@ class CallService:
 
     async def _call_once(self, app_name: str, request: CallRequest, caller: Caller) -> CallOutcome:
         assert self.idempotency is not None and request.idempotency_key is not None
+        if await self.apps.get(app_name) is None:  # nothing is stored for a name no app has
+            return CallOutcome(CallReply.failure(no_such_app(app_name)), None)
         try:
             await self.keep_session_for_key(caller)
         except errors.AnvilError as e:
@@ -233,7 +239,7 @@ class CallService:
             raise errors.PermissionDenied(f'Cannot call scoped server function "{command}" from client code')
         app = await self.apps.get(app_name)
         if app is None:
-            raise errors.NoServerFunctionError(f'No app named "{app_name}" is served here')
+            raise no_such_app(app_name)
         host_service = self.host_services.find(command, request.from_client)
         if host_service is not None:
             context = request.caller.context() if request.caller else {}
