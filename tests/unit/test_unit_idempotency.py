@@ -249,3 +249,25 @@ async def test_a_call_that_raises_inside_is_final(store: Store) -> None:
     call = Counter()
     assert (await keys.run_once(SCOPE, call, 5)).replayed and call.runs == 0
     assert time.time() > 0
+
+
+async def test_an_outcome_the_store_could_not_take_ends_terminated_on_replay(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store failed as this server wrote a run's outcome: the caller had its reply, the
+    key stays ``running`` under this server. A replay is not told "still running" until the
+    server restarts: the run is over here, so the key ends terminated, never run again."""
+    keys = await service(store)
+    call = Counter()
+
+    async def refuse(*args: object) -> bool:
+        raise sa.exc.OperationalError("UPDATE", {}, Exception("the database went away"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(keys.rows, "finish", refuse)
+        first = await keys.run_once(SCOPE, call, 5)
+    assert first.reply.response == {"run": 1} and [r["state"] for r in rows(store)] == ["running"]
+    started = time.monotonic()
+    replay = await keys.run_once(SCOPE, call, 5)
+    assert replay.replayed and replay.reply.error is not None and replay.reply.error["message"] == TERMINATED
+    assert call.runs == 1 and time.monotonic() - started < 2

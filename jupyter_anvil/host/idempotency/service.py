@@ -167,8 +167,28 @@ class Idempotency:
         deadline = loop.time() + wait_seconds
         try:
             while loop.time() < deadline:
-                if run is not None and await self._claim(scope):
-                    return Replied(await self._run_claimed(scope, run), replayed=False)
+                here = self._running.get(scope)
+                if here is not None:  # claimed or running in this process: its outcome
+                    seen = await self._wait_here(here, deadline)
+                    if isinstance(seen, CallReply):
+                        return Replied(seen, replayed=True)
+                    if seen is _Look.STILL:
+                        break
+                    continue
+                if run is not None:
+                    # registered before the claim, so a replay here that sees the claimed row
+                    # before this run starts waits for it (not taking it for an orphan)
+                    future: asyncio.Future[CallReply | None] = loop.create_future()
+                    self._running[scope] = future
+                    claimed = False
+                    try:
+                        claimed = await self._claim(scope)
+                    finally:
+                        if not claimed:
+                            self._running.pop(scope, None)
+                            future.set_result(None)
+                    if claimed:
+                        return Replied(await self._run_claimed(scope, run, future), replayed=False)
                 row = await self.rows.get(scope)
                 if row is None:
                     if run is None:
@@ -212,9 +232,9 @@ class Idempotency:
             await self.rows.trim_bytes(app, limits.total_bytes - limits.total_bytes // 100)
             usage.rows, usage.bytes = await self.rows.usage(app)
 
-    async def _run_claimed(self, scope: Scope, run: Callable[[], Awaitable[Attempt]]) -> CallReply:
-        future: asyncio.Future[CallReply | None] = asyncio.get_running_loop().create_future()
-        self._running[scope] = future
+    async def _run_claimed(
+        self, scope: Scope, run: Callable[[], Awaitable[Attempt]], future: asyncio.Future[CallReply | None]
+    ) -> CallReply:
         outcome: CallReply | None = None
         try:
             attempt = await run()
@@ -276,11 +296,12 @@ class Idempotency:
         loop = asyncio.get_running_loop()
         future = self._running.get(scope)
         if future is not None:
-            try:
-                outcome = await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
-                return _Look.STILL
-            return _Look.AGAIN if outcome is None else outcome
+            return await self._wait_here(future, deadline)
+        if row.owner == self.server_id:
+            # this server's run of it is over (none is registered) but its outcome was not
+            # stored (the store failed then): it ran, or may have; never again
+            await self.rows.settle_abandoned(self.server_id, _terminated_blob(), scope)
+            return _Look.AGAIN
         polls = 0
         while loop.time() < deadline:
             if polls % GONE_CHECK_EVERY == 0 and await self.instances.is_gone(row.owner):
@@ -293,6 +314,16 @@ class Idempotency:
                 return _Look.AGAIN
             row = seen
         return _Look.STILL
+
+    @staticmethod
+    async def _wait_here(future: asyncio.Future[CallReply | None], deadline: float) -> CallReply | _Look:
+        """Wait for this process's run of a key: its reply, AGAIN (released) or STILL."""
+        remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(future), remaining)
+        except asyncio.TimeoutError:
+            return _Look.STILL
+        return _Look.AGAIN if outcome is None else outcome
 
     def _decode(self, row: Row) -> CallReply:
         if row.reply is None:
