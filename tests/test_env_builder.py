@@ -382,6 +382,24 @@ def test_live_output_tells_the_log_offset_after_each_chunk(tmp_path: Path) -> No
         assert data[start:offset].decode() == text
 
 
+def test_the_offset_counts_the_files_bytes_not_the_text_shown(tmp_path: Path) -> None:
+    """An installer's byte that is not UTF-8 is shown as U+FFFD (three bytes in UTF-8) but is
+    one byte of build.log, and the live-only note past the live bound is in no file: the
+    offsets told stay build.log's, or a panel would skip or repeat output."""
+    path = tmp_path / "build.log"
+    told: list[tuple[str, int]] = []
+    log = BuildLog(path, lambda text, offset: told.append((text, offset)))
+    log.write(b"bad \xff\xfe bytes\n")
+    log.new_section()
+    log.write(b"x" * (MAX_LIVE_OUTPUT + 10))
+    log.new_section()
+    log.close()
+    data = path.read_bytes()
+    assert told[0] == ("bad \ufffd\ufffd bytes\n", len(b"bad \xff\xfe bytes\n"))
+    assert "more output in the build log" in told[-1][0]
+    assert told[-1][1] == len(data)
+
+
 @pytest.mark.skipif(
     not os.environ.get("ANVIL_TEST_OTHER_PYTHON"), reason="set ANVIL_TEST_OTHER_PYTHON=3.N (needs an index)"
 )

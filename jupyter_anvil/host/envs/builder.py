@@ -190,9 +190,11 @@ class BuildLog:
         self._pending_size = 0
         self._last_flush = time.monotonic()
         self._live = 0
-        # the UTF-8 bytes of output told live so far: the build.log offset after each chunk (as
-        # ``log()`` counts it), so a reader that fetched the log up to N skips what it holds
-        self._told_bytes = 0
+        # the build.log offset after the output told live so far (raw bytes, as ``log()``
+        # reads the file: an invalid byte shown as U+FFFD, or the live-only marker below, does
+        # not move it), so a reader that fetched the log up to N skips what it holds
+        self._read_bytes = 0  # what the decoder took in, a character cut at the end excluded
+        self._pending_offset = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def write(self, data: bytes) -> None:
@@ -204,6 +206,8 @@ class BuildLog:
             self._written += len(data)
             self._file.flush()
         text = self._decoder.decode(data)  # a character cut between two reads is kept whole
+        self._read_bytes += len(data)
+        offset = self._read_bytes - len(self._decoder.getstate()[0])
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()[-2000:]
         self._tail.extend(line.rstrip("\r")[:2000] for line in lines)
@@ -213,6 +217,7 @@ class BuildLog:
                 text += "\n[more output in the build log]\n"
             self._pending.append(text)
             self._pending_size += len(text)
+            self._pending_offset = offset
             self.maybe_flush()
 
     def note(self, text: str) -> None:
@@ -226,8 +231,7 @@ class BuildLog:
             self._pending.clear()
             self._pending_size = 0
             self._last_flush = time.monotonic()
-            self._told_bytes += len(text.encode("utf-8", "replace"))
-            self._on_output(text, self._told_bytes)
+            self._on_output(text, self._pending_offset)
 
     def new_section(self) -> None:
         """What follows is a new command's: an error quotes only its output."""
