@@ -29,7 +29,7 @@ class AppChanges:
         self.feed: EventFeed[AppEvent | AppRemovedEvent] = EventFeed("apps feed")
         self._published: dict[str, ListedApp] = {}
         self._published_at: dict[str, float] = {}
-        self._due: dict[str, asyncio.TimerHandle] = {}
+        self._due: dict[str, asyncio.Handle] = {}
 
     def changed(self, name: str) -> None:
         """Something the listing of ``name`` shows may have changed."""
@@ -44,8 +44,11 @@ class AppChanges:
         except RuntimeError:  # an app changed outside the event loop (a test's setup)
             return
         wait = self._published_at.get(name, float("-inf")) + self.interval - loop.time()
+        # never at once: a change is often several fields assigned in a row (status, then its
+        # error), and told from inside whatever made it (a pool releasing a kernel), which a
+        # failing listing must not break; the next turn of the loop sees them all
         if wait <= 0:
-            self._publish(name)
+            self._due[name] = loop.call_soon(self._publish, name)
         else:
             self._due[name] = loop.call_later(wait, self._publish, name)
 

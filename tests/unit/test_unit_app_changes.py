@@ -1,4 +1,5 @@
-"""The live feed's app events are coalesced: the first change at once, then at most one
+"""The live feed's app events are coalesced: the first change on the loop's next turn (so
+fields assigned in a row go out together), then at most one
 per interval with the latest state, none when nothing shown changed, none while nobody
 follows; a removed app is said at once."""
 
@@ -25,7 +26,9 @@ async def test_first_change_at_once_then_the_latest_per_interval() -> None:
     unsubscribe = changes.feed.subscribe(events.append)
     listing.apps["a"] = {"name": "a", "busy": 1}
     changes.changed("a")
-    assert events == [{"type": "app", "app": {"name": "a", "busy": 1}}]  # at once
+    assert events == []  # not from inside the change...
+    await asyncio.sleep(0)
+    assert events == [{"type": "app", "app": {"name": "a", "busy": 1}}]  # ...but at the loop's next turn
     for busy in (2, 3, 0):  # within the interval: only the last is sent, at its end
         listing.apps["a"] = {"name": "a", "busy": busy}
         changes.changed("a")
@@ -70,3 +73,26 @@ async def test_a_change_back_within_the_interval_sends_nothing_more() -> None:
     changes.changed("a")
     await asyncio.sleep(0.2)
     assert [e["app"]["busy"] for e in events] == [1]  # the state at the interval's end is the one sent
+
+
+async def test_fields_assigned_in_a_row_go_out_together_and_a_failing_listing_breaks_no_change() -> None:
+    """``app.status, app.error = "error", message`` tells twice; the panel must never see the
+    error status with the previous (empty) error. A listing that raises is the loop's to log,
+    never the changer's (a pool releasing a kernel) to suffer."""
+    listing = Listing()
+    changes = AppChanges(listing, interval=0.05)
+    events: list[Any] = []
+    changes.feed.subscribe(events.append)
+    listing.apps["a"] = {"name": "a", "status": "error", "error": None}
+    changes.changed("a")
+    listing.apps["a"] = {"name": "a", "status": "error", "error": "boom"}
+    changes.changed("a")
+    await asyncio.sleep(0.01)
+    assert [e["app"] for e in events] == [{"name": "a", "status": "error", "error": "boom"}]
+
+    def broken(name: str) -> Any:
+        raise RuntimeError("a listing bug")
+
+    failing = AppChanges(broken, interval=0.05)
+    failing.feed.subscribe(events.append)
+    failing.changed("a")  # does not raise here
