@@ -148,13 +148,17 @@ class TaskOutputHandler(AdminHandler):
 
 
 class TaskKillHandler(AdminHandler):
-    """``POST anvil/api/tasks/<id>/kill``: the record after the kill."""
+    """``POST anvil/api/tasks/<id>/kill``: the record after the kill: 200 once it is over,
+    202 if it still runs (another server runs it and has not acted on the kill yet: it will
+    at its next look at the store, or the task goes ``missing`` with that server)."""
 
     @web.authenticated
     @authorized
     async def post(self, task_id: str) -> None:
         await find(self, task_id)
         record = await services(self).tasks.kill(task_id)
+        if not is_finished(record.status):
+            self.set_status(202)
         self.finish(json.dumps(summary_json(record), default=str))
 
 
