@@ -47,7 +47,7 @@ class Refusal:
 class HostService:
     name: str
     handler: HostHandler
-    #: None: a browser may call it too (it only reads); else what a browser is told
+    #: None: a browser may call it too (it touches only the caller's own session); else what it is told
     browser_refusal: Refusal | None
 
     def check_caller(self, from_client: bool) -> None:
