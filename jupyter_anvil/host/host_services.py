@@ -68,6 +68,11 @@ def browser_readable(name: str, handler: HostHandler) -> HostService:
     return HostService(name, handler, None)
 
 
+def on_callers_session(name: str, handler: HostHandler) -> HostService:
+    """An entry a browser may call too: it must touch nothing but the caller's own session."""
+    return HostService(name, handler, None)
+
+
 def is_reserved(name: str) -> bool:
     return name.startswith(RESERVED_PREFIX)
 

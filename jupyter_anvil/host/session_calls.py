@@ -10,7 +10,7 @@ token comes back the usual way (``X-Anvil-Session``, or the WebSocket's SESSION 
 from __future__ import annotations
 
 from ..protocol import RESERVED_PREFIX
-from .host_services import HostCall, HostService
+from .host_services import HostCall, HostService, on_callers_session
 from .messages import CallReply
 
 KEEP_SESSION = f"{RESERVED_PREFIX}session.keep"
@@ -22,4 +22,4 @@ def host_services() -> list[HostService]:
         return CallReply(response=None, session_changes={"persist": True})
 
     # a browser may call it: it only stores the caller's own (empty) session
-    return [HostService(KEEP_SESSION, keep, None)]
+    return [on_callers_session(KEEP_SESSION, keep)]
