@@ -4,6 +4,7 @@ down at start (a clear app error, then the app loads once it is up)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,18 +236,30 @@ def test_a_gateway_that_goes_away_fails_calls_clearly_and_the_pool_recovers(
         flaky.stop()
 
 
+@contextlib.contextmanager
+def delayed_gateway(
+    tmp_path_factory: pytest.TempPathFactory, label: str, seconds: int
+) -> Iterator[tuple[Gateway, Path]]:
+    """A gateway whose kernels wait as many seconds as the file it yields says before they
+    start (``seconds`` at first): a slow gateway, made slow or fast again by the test."""
+    folder = tmp_path_factory.mktemp(label)
+    delay = folder / "start-delay"
+    delay.write_text(str(seconds))
+    gateway = Gateway(folder, start_delay_file=delay)
+    gateway.start()
+    try:
+        yield gateway, delay
+    finally:
+        gateway.stop()
+
+
 def test_a_slow_gateway_is_a_clear_app_error_and_the_pool_recovers_when_it_is_fast_again(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """Kernels that take longer to start on the gateway than ``load_timeout``: the app's
     error says so (no traceback, its calls a 503), no kernel is left behind on the gateway,
     and once kernels start in time again the app is loaded again on its own."""
-    folder = tmp_path_factory.mktemp("gateway-slow")
-    delay = folder / "start-delay"
-    delay.write_text("30")
-    slow = Gateway(folder, start_delay_file=delay)
-    slow.start()
-    try:
+    with delayed_gateway(tmp_path_factory, "gateway-slow", 30) as (slow, delay):
         options = (*gateway_options(slow), "--AnvilApp.load_timeout=4")
         with private_server(tmp_path_factory, "gw-slow", write_apps, *options) as running:
             running.wait_until_loaded(("gw",), timeout=120)
@@ -266,8 +279,6 @@ def test_a_slow_gateway_is_a_clear_app_error_and_the_pool_recovers_when_it_is_fa
                 return len(served) <= 4 and {str(k["id"]) for k in slow.kernels()} <= served
 
             wait_for(only_serving_kernels, 60, "no late kernel left on the gateway")
-    finally:
-        slow.stop()
 
 
 def test_a_gateway_that_turns_slow_fails_calls_clearly_and_the_pool_recovers(
@@ -276,12 +287,7 @@ def test_a_gateway_that_turns_slow_fails_calls_clearly_and_the_pool_recovers(
     """A served app whose kernel dies while the gateway is slow: its replacement times out
     (retried by the pool, with a back-off), calls meanwhile are a clear 503, and the pool
     serves again once the gateway starts kernels in time, with no reload asked."""
-    folder = tmp_path_factory.mktemp("gateway-turns-slow")
-    delay = folder / "start-delay"
-    delay.write_text("0")
-    gateway = Gateway(folder, start_delay_file=delay)
-    gateway.start()
-    try:
+    with delayed_gateway(tmp_path_factory, "gateway-turns-slow", 0) as (gateway, delay):
         options = (*gateway_options(gateway), "--AnvilApp.load_timeout=4")
         with private_server(tmp_path_factory, "gw-turns-slow", write_apps, *options) as running:
             running.wait_until_loaded(("gw",), timeout=120)
@@ -307,8 +313,6 @@ def test_a_gateway_that_turns_slow_fails_calls_clearly_and_the_pool_recovers(
                 return response.status_code == 200 and response.json()["response"]["pid"] != before
 
             wait_for(answered, 90, "a call answered by a new kernel once the gateway is fast again")
-    finally:
-        gateway.stop()
 
 
 def test_a_gateway_allowed_to_receive_the_servers_token_stops_the_server_clearly(
