@@ -26,22 +26,7 @@ from .calls import CallService
 from .cookies import CookieSealer, CookieTickets
 from .envs.service import EnvInfo, EnvService
 from .feed import EventFeed
-from .handlers import (
-    admin,
-    apps_off,
-    calls,
-    env_admin,
-    feed,
-    mail_admin,
-    online,
-    public_tasks,
-    schedule_admin,
-    service_worker,
-    socket,
-    socket_limits,
-    static,
-    task_admin,
-)
+from .handlers import routes, socket_limits
 from .handlers.socket_limits import MediaBudget
 from .host_services import HostServices
 from .idempotency import Idempotency, IdempotencyLimits
@@ -460,52 +445,7 @@ class AnvilApp(ExtensionApp):
         return SmtpRelay(config)
 
     def initialize_handlers(self) -> None:
-        app = r"(?P<app>[A-Za-z0-9_][A-Za-z0-9_.\-]*)"
-        task_id = r"(?P<task_id>[a-z2-7]{25})"
-        schedule_id = r"(?P<schedule_id>[^/]+)"  # any id the store has; an unknown one is a 404 of ours
-        mail_id = r"(?P<mail_id>[a-z2-7]{26})"
-        if self.serve_apps:
-            self.handlers.extend(
-                [
-                    (r"/anvil/(client\.js|client/.*)", static.ClientScriptHandler),
-                    (rf"/anvil/apps/{app}/_/call/(?P<function>[^/]+)", calls.HttpCallHandler),
-                    (rf"/anvil/apps/{app}/_/ws", socket.CallSocketHandler),
-                    (rf"/anvil/apps/{app}/_/cookies", calls.CookieTicketHandler),
-                    (rf"/anvil/apps/{app}/_/tasks/(?P<task_id>[^/]*)", public_tasks.PublicTaskHandler),
-                    (rf"/anvil/apps/{app}/_/check-app-online", online.CheckAppOnlineHandler),
-                    (rf"/anvil/apps/{app}/sw\.js", service_worker.ServiceWorkerHandler),
-                    (rf"/anvil/apps/{app}/(?P<path>(?!_/).*)", static.AppStaticHandler),
-                    (r"/anvil/api/apps", admin.AppsHandler),
-                    (rf"/anvil/api/apps/{app}/requirements", env_admin.RequirementsHandler),
-                    (rf"/anvil/api/apps/{app}/reload", admin.AppReloadHandler),
-                ]
-            )
-        else:  # no app surface at all: its URLs answer 404
-            self.handlers.append((r"/anvil/(?:client\.js|client/.*|apps/.*)", apps_off.AppsOffSurfaceHandler))
-            self.handlers.append((r"/anvil/api/apps", apps_off.AppsOffHandler))
-            self.handlers.append((r"/anvil/api/apps/.+", apps_off.AppsOffAppHandler))
-        self.handlers.extend(
-            [
-                (r"/anvil/api/logs", admin.LogsHandler),
-                (r"/anvil/api/envs", env_admin.EnvsHandler),
-                (r"/anvil/api/envs/(?P<env_id>[^/]+)/log", env_admin.EnvLogHandler),
-                (r"/anvil/api/tasks", task_admin.TasksHandler),
-                (r"/anvil/api/feed", feed.FeedHandler),
-                (r"/anvil/api/tasks/feed", feed.TaskFeedHandler),  # the feed as it was, for its clients
-                (rf"/anvil/api/tasks/{task_id}", task_admin.TaskHandler),
-                (rf"/anvil/api/tasks/{task_id}/output", task_admin.TaskOutputHandler),
-                (rf"/anvil/api/tasks/{task_id}/kill", task_admin.TaskKillHandler),
-                (rf"/anvil/api/tasks/{task_id}/media/(?P<media_id>\d{{1,6}})", task_admin.TaskMediaHandler),
-                (r"/anvil/api/schedules", schedule_admin.SchedulesHandler),
-                (rf"/anvil/api/schedules/{schedule_id}", schedule_admin.ScheduleHandler),
-                (rf"/anvil/api/schedules/{schedule_id}/run", schedule_admin.ScheduleRunHandler),
-                (rf"/anvil/api/schedules/{schedule_id}/runs", schedule_admin.ScheduleRunsHandler),
-                (r"/anvil/api/mail", mail_admin.MailListHandler),
-                (rf"/anvil/api/mail/{mail_id}", mail_admin.MailHandler),
-                (rf"/anvil/api/mail/{mail_id}/raw", mail_admin.MailRawHandler),
-                (rf"/anvil/api/mail/{mail_id}/parts/(?P<index>\d{{1,4}})", mail_admin.MailPartHandler),
-            ]
-        )
+        self.handlers.extend(routes.anvil_handlers(self.serve_apps))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:  # type: ignore[override]
         await start_services(self.lifecycle)
