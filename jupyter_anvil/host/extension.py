@@ -147,6 +147,20 @@ class AnvilApp(ExtensionApp):
         "server ran it is at most this many seconds old (else the missed runs are skipped).",
     ).tag(config=True)
     schedule_history = Int(100, help="Runs kept in each schedule's history (the newest).").tag(config=True)
+    # -- several servers over one store ------------------------------------------------------
+    server_heartbeat_seconds = Float(
+        5.0,
+        help="Seconds between this server's heartbeats in the store; at each, it also looks for servers "
+        "sharing the store that are gone (and marks their running tasks 'missing').",
+    ).tag(config=True)
+    server_gone_seconds = Float(
+        60.0,
+        help="A server on another host whose heartbeat is older than this is taken for gone: within this "
+        "plus server_heartbeat_seconds after it died, a live server marks its running tasks 'missing' and "
+        "the mail it was handling failed (its schedules never wait: any live server fires them). A server "
+        "on this host is known gone at the next heartbeat, by its process. At least twice "
+        "server_heartbeat_seconds; the clocks of the servers must agree within it.",
+    ).tag(config=True)
     # -- email -------------------------------------------------------------------------------
     smtp_relay_url = Unicode(
         "",
@@ -269,7 +283,7 @@ class AnvilApp(ExtensionApp):
             records_kept=self.task_records_kept,
             records_days=self.task_records_days,
         )
-        self.instances = ServerInstances(self.store)
+        self.instances = self._instances()
         self.tasks = TaskService(self.apps, TaskStore(self.store), self.sessions, task_limits, self.instances)
         self.schedule_feed = ScheduleFeed()
         self.schedules = Scheduler(
@@ -315,6 +329,8 @@ class AnvilApp(ExtensionApp):
             server_id=self.instances.id,
             owner_is_gone=self.instances.is_gone,
         )
+        # the mail a crashed server sharing the store was handling: marked failed once it is gone
+        self.instances.on_gone(self.mail_server.sweep)
         self.apps.listener = ServedListeners(
             AppSchedules(self.schedules),
             StartOnHandler(self.mail_server, self.app_log, enabled=self.smtp_server_port != 0),
@@ -383,6 +399,18 @@ class AnvilApp(ExtensionApp):
             self.idempotency_kept,
             self.idempotency_total_bytes,
         )
+
+    def _instances(self) -> ServerInstances:
+        """This server among those sharing the store; a heartbeat that is no positive number
+        of seconds stops the server, said in one line."""
+        beat = self.server_heartbeat_seconds
+        if not 0 < beat < float("inf"):
+            print(f"{PREFIX} --AnvilApp.server_heartbeat_seconds must be above 0 (got {beat})", file=sys.stderr)
+            raise SystemExit(2)
+        gone = self.server_gone_seconds
+        if not gone >= 2 * beat:  # NaN too: a bound under two beats takes a server a little late for gone
+            gone = 2 * beat
+        return ServerInstances(self.store, beat_every=beat, stale_after=gone)
 
     def _open_store(self) -> Store:
         """The store at this release's schema; a database it cannot use or reach stops the

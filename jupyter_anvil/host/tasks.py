@@ -132,6 +132,7 @@ class TaskService:
             try:
                 await self.instances.beat()
                 await self._mark_orphans()
+                await self.instances.after_sweep()  # e.g. the mail a gone server was handling
             except Exception:  # the next beat tries again
                 log.exception("[jupyter-anvil] could not renew this server's heartbeat in the store")
 
