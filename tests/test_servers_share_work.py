@@ -357,3 +357,77 @@ def test_a_server_of_another_host_is_taken_for_gone_once_its_heartbeat_is_stale(
     assert inbox(pair.b)[mail.subject]["status"] == "received"
     assert_taken_over(pair, task_id, mail, killed, within=6 + 1 + 4)  # stale, the next beat, a busy machine
     assert_schedule_goes_on(pair, killed)  # every due time since the kill ran once, on B: none waited
+
+
+# -- 3. an inbound mail is handled once ---------------------------------------------------------------
+def test_an_inbound_mail_is_handled_once_by_the_server_that_took_it(pair: Pair) -> None:
+    ids = {"A": server_id(pair.a), "B": server_id(pair.b)}
+    for name, server in (("A", pair.a), ("B", pair.b)):
+        for n in range(2):
+            assert send_mail(server, f"to {name} {n}") == {}  # 250: its handler ran, on that server
+    time.sleep(2 * 1.0)  # beats and sweeps of both servers: nothing is handled again
+    for name in ("A", "B"):
+        for n in range(2):
+            subject = f"to {name} {n}"
+            assert len(pair.lines(f"mail {subject}")) == 1, pair.lines("mail ")
+            for reader in (pair.a, pair.b):
+                record = inbox(reader)[subject]
+                assert record["status"] == "handled" and record["owner"] == ids[name], record
+
+
+# -- 4. a task on one server, followed from the other's feed ---------------------------------------
+def follow_task_on_other_server(pair: Pair, path: str) -> tuple[list[dict[str, Any]], list[float], str]:
+    """Launch a printing task on A while following B's feed at ``path``: B's events of the
+    task, the delay of each line (from its print on A to its event on B), the task's id."""
+
+    async def run() -> tuple[list[dict[str, Any]], list[float], str]:
+        url = f"ws://127.0.0.1:{pair.b.port}/{path}"
+        headers = {"Authorization": f"token {pair.b.token}"}
+        async with websockets.connect(url, additional_headers=headers, max_size=None) as socket:
+            task_id = await asyncio.to_thread(pair.a.call, "work", "start", "printer", 6, 0.5)
+            events: list[dict[str, Any]] = []
+            delays: list[float] = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                event = json.loads(await asyncio.wait_for(socket.recv(), deadline - time.monotonic()))
+                if event.get("id") == task_id or event.get("task", {}).get("id") == task_id:
+                    events.append(event)
+                    if event["type"] == "task_output":
+                        printed = [float(line.split(" at ")[1]) for line in event["text"].splitlines()]
+                        delays += [time.time() - at for at in printed]
+                    if event["type"] == "task" and event["task"]["status"] not in ("queued", "running"):
+                        return events, delays, task_id
+            raise AssertionError(f"B's feed did not tell the task's end: {events}")
+
+    return asyncio.run(run())
+
+
+def test_a_task_running_on_one_server_is_followed_live_from_the_others_feed(pair: Pair) -> None:
+    events, delays, task_id = follow_task_on_other_server(pair, "anvil/api/feed")
+    text = "".join(e["text"] for e in events if e["type"] == "task_output")
+    assert [line.split(" at ")[0] for line in text.splitlines()] == [f"line {i}" for i in range(6)], events
+    offsets = [e["offset"] for e in events if e["type"] == "task_output"]
+    assert offsets == sorted(offsets) and offsets[-1] == len(text)
+    assert max(delays) < 2.5, delays  # each line on B's feed within about 2 s of its print on A
+    statuses = [e["task"]["status"] for e in events if e["type"] == "task"]
+    assert statuses[-1] == "completed" and "running" in statuses, statuses
+    assert task(pair.b, task_id)["status"] == "completed"
+    assert admin(pair.b, "GET", f"tasks/{task_id}/output")["text"] == text
+
+
+def test_the_older_task_feed_of_one_server_tells_a_task_of_the_other(pair: Pair) -> None:
+    events, _, _ = follow_task_on_other_server(pair, "anvil/api/tasks/feed")
+    assert all(e["type"] == "task" for e in events)  # this feed never carried output
+    statuses = [e["task"]["status"] for e in events]
+    assert statuses[-1] == "completed" and "running" in statuses, statuses
+
+
+def test_a_tasks_output_is_read_through_the_other_server_while_it_runs(pair: Pair) -> None:
+    task_id = pair.a.call("work", "start", "printer", 8, 0.5)
+    wait_for(
+        lambda: "line 2 " in admin(pair.b, "GET", f"tasks/{task_id}/output")["text"],
+        timeout=10,
+        what="the output on B while the task runs on A",
+    )
+    assert task(pair.b, task_id)["status"] == "running"
+    wait_for(lambda: task(pair.b, task_id)["status"] == "completed", what="the end, as B sees it")
