@@ -431,3 +431,55 @@ def test_a_tasks_output_is_read_through_the_other_server_while_it_runs(pair: Pai
     )
     assert task(pair.b, task_id)["status"] == "running"
     wait_for(lambda: task(pair.b, task_id)["status"] == "completed", what="the end, as B sees it")
+
+
+# -- 5. cookie keys shared through configuration ---------------------------------------------------
+def browser_call(server: AnvilServer, cookies: dict[str, str], function: str, *args: Any) -> httpx.Response:
+    """A browser's call (client.js marks it), carrying ``cookies``."""
+    with httpx.Client(base_url=server.url, cookies=cookies, timeout=60) as client:
+        return client.post(f"anvil/apps/work/_/call/{function}", json={"args": list(args)}, headers=BROWSER)
+
+
+def set_cookies_through(server: AnvilServer) -> dict[str, str]:
+    """A browser's cookies after it set one of each kind through ``server``."""
+    jar: dict[str, str] = {}
+    for kind, value in (("local", "Ada"), ("shared", "dark")):
+        response = browser_call(server, jar, "set_cookie", kind, "k", value)
+        assert response.status_code == 200, response.text
+        jar.update(response.cookies)
+    assert set(jar) == {"anvil-local", "anvil-shared"}, jar
+    return jar
+
+
+def test_a_cookie_set_through_one_server_is_read_through_the_other(pair: Pair) -> None:
+    """Both are given one cookie keys file (``--AnvilApp.cookie_keys_file``)."""
+    jar = set_cookies_through(pair.a)
+    for kind, value in (("local", "Ada"), ("shared", "dark")):
+        response = browser_call(pair.b, jar, "get_cookie", kind, "k")
+        assert response.status_code == 200 and response.json()["response"] == value, response.text
+
+
+def test_with_other_cookie_keys_a_server_takes_the_others_cookie_for_absent(
+    pair: Pair, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A third server over the same store and notebooks, with cookie keys of its own: the
+    cookies A sealed do not open there; they are absent, never an error."""
+    workdir = tmp_path_factory.mktemp("c")
+    options = [f"--AnvilApp.cookie_keys_file={workdir / 'own_keys'}", "--AnvilApp.task_spares=0"]
+    if pair.database_url is None:
+        (workdir / "jupyter_data_dir").symlink_to(pair.a.workdir / "jupyter_data_dir", target_is_directory=True)
+    else:
+        options.append(f"--AnvilApp.database_url={pair.database_url}")
+    c = AnvilServer(pair.a.root, workdir, *options)
+    c.start(wait_for=("work",))
+    try:
+        jar = set_cookies_through(pair.a)
+        for kind in ("local", "shared"):
+            response = browser_call(c, jar, "get_cookie", kind, "k")
+            assert response.status_code == 200 and response.json()["response"] == "missing", response.text
+        assert "could not be decrypted" in c.log_tail(200)
+        own = set_cookies_through(c)  # its own cookies open there, and not on A
+        assert browser_call(c, own, "get_cookie", "local", "k").json()["response"] == "Ada"
+        assert browser_call(pair.a, own, "get_cookie", "local", "k").json()["response"] == "missing"
+    finally:
+        c.stop()

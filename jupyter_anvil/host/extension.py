@@ -131,7 +131,12 @@ class AnvilApp(ExtensionApp):
     )
     session_idle_minutes = Float(30.0, help="Sessions expire after this many idle minutes.").tag(config=True)
     cookie_keys_file = Unicode(
-        "", help="File of cookie encryption keys, newest first (default: in the Jupyter data folder)."
+        "",
+        help="File of cookie encryption keys, newest first (default: in the Jupyter data folder, made at the "
+        "first start). Servers behind one address must share it: point each at one copy of the file (a "
+        "shared mount, or the file copied to each machine, owner-only); a cookie sealed by a server with "
+        "other keys is taken for absent. Read at start: after `jupyter anvil rotate-cookie-key FILE`, "
+        "copy it to each machine and restart every server.",
     ).tag(config=True)
     task_concurrency = Int(4, help="Background tasks one app runs at once; more wait in launch order.").tag(config=True)
     task_spares = Int(1, help="Warm kernels kept ready per app for background tasks.").tag(config=True)
