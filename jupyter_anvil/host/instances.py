@@ -84,6 +84,8 @@ class ServerInstances:
         self.beat_every = beat_every
         self.stale_after = stale_after
         self._on_gone: list[Callable[[], Awaitable[None]]] = []
+        #: live servers sharing the store, but this one, at the last sweep
+        self.others = 0
         #: set by a sweep (on the store's thread) that found a server gone; read by ``after_sweep``
         self._found_gone = False
 
@@ -117,10 +119,13 @@ class ServerInstances:
         (see the module's docstring) and return their ids."""
         now = time.time()
         gone = []
+        others = 0
         for row in db.execute(sa.select(servers).where(servers.c.id != self.id)).mappings():
+            others += 1
             stale = row["beat"] < now - self.stale_after
             if stale or (row["host"] == self.host and not process_exists(row["pid"], row["pid_started"])):
                 gone.append(str(row["id"]))
+        self.others = others - len(gone)
         if gone:
             db.execute(servers.delete().where(servers.c.id.in_(gone)))
             self._found_gone = True

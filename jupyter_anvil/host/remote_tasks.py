@@ -81,7 +81,9 @@ class RemoteTasks:
 
     ``server_id``: this server's (its own tasks are published as they happen, not here);
     ``following``: whether anyone follows now; ``on_task``: told a changed summary;
-    ``on_output``: told a task_output event."""
+    ``on_output``: told a task_output event; ``others``: whether other servers share the
+    store (None: assume so); alone, with no task of another left to follow to its end, the
+    store is not polled."""
 
     def __init__(
         self,
@@ -91,6 +93,7 @@ class RemoteTasks:
         on_task: Callable[[TaskSummary], None],
         on_output: Callable[[TaskOutputEvent], None],
         every: float = POLL_EVERY,
+        others: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
         self.server_id = server_id
@@ -98,6 +101,7 @@ class RemoteTasks:
         self.on_task = on_task
         self.on_output = on_output
         self.every = every
+        self.others = others
         #: the tasks of other servers seen unfinished at the last poll; None: not polled since nobody followed
         self._seen: dict[str, _Seen] | None = None
         #: when someone began to follow (give or take a poll): what was printed before is fetched, not told
@@ -108,7 +112,8 @@ class RemoteTasks:
         """Poll while anyone follows, until cancelled."""
         while True:
             await asyncio.sleep(self.every)
-            if not self.following():
+            alone = self.others is not None and not self.others() and not self._seen
+            if alone or not self.following():
                 self._seen = None  # the next follower is told what happens from then on
                 continue
             if self._seen is None:

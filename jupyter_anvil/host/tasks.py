@@ -121,6 +121,7 @@ class TaskService:
             following=lambda: bool(self._subscribers or self.output_feed.subscribers),
             on_task=self._publish_summary,
             on_output=self.output_feed.publish,
+            others=lambda: self.instances.others > 0,
         )
 
     async def start(self) -> None:

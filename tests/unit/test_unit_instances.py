@@ -31,8 +31,10 @@ async def test_on_gone_runs_once_after_a_sweep_that_found_a_server_gone(store: S
         with store.engine.begin() as db:
             db.execute(servers.update().where(servers.c.id == gone.id).values(beat=time.time() - 120))
 
+    assert me.others == 2  # what the live feed asks before it polls for other servers' tasks
     await store.run(stale)
     assert await me.is_gone(gone.id)
+    assert me.others == 1
     await me.after_sweep()
     assert calls == ["failing", "take_over"]  # one that fails does not stop the others
     await me.after_sweep()  # nothing new found gone: nothing runs again
