@@ -352,7 +352,7 @@ def test_a_server_of_another_host_is_taken_for_gone_once_its_heartbeat_is_stale(
     pair.execute("UPDATE anvil_servers SET host = %s WHERE id = %s", "another-host.invalid", server_id(pair.a))
     task_id, mail = crash_while_busy(pair, "slow other host")
     killed = kill(pair.a)
-    time.sleep(max(0.0, killed + 4 - time.monotonic()))
+    time.sleep(max(0.0, killed + 3 - time.monotonic()))
     assert task(pair.b, task_id)["status"] == "running"  # its heartbeat is not stale yet: not taken for gone
     assert inbox(pair.b)[mail.subject]["status"] == "received"
     assert_taken_over(pair, task_id, mail, killed, within=6 + 1 + 4)  # stale, the next beat, a busy machine
@@ -365,7 +365,7 @@ def test_an_inbound_mail_is_handled_once_by_the_server_that_took_it(pair: Pair) 
     for name, server in (("A", pair.a), ("B", pair.b)):
         for n in range(2):
             assert send_mail(server, f"to {name} {n}") == {}  # 250: its handler ran, on that server
-    time.sleep(2 * 1.0)  # beats and sweeps of both servers: nothing is handled again
+    time.sleep(2)  # a while longer: nothing is handled again, by either server
     for name in ("A", "B"):
         for n in range(2):
             subject = f"to {name} {n}"
@@ -408,7 +408,9 @@ def test_a_task_running_on_one_server_is_followed_live_from_the_others_feed(pair
     assert [line.split(" at ")[0] for line in text.splitlines()] == [f"line {i}" for i in range(6)], events
     offsets = [e["offset"] for e in events if e["type"] == "task_output"]
     assert offsets == sorted(offsets) and offsets[-1] == len(text)
-    assert max(delays) < 2.5, delays  # each line on B's feed within about 2 s of its print on A
+    # each line on B's feed about 2 s after its print on A at most: A writes output each second,
+    # B polls each half second (with room for a busy machine)
+    assert max(delays) < 3 and sorted(delays)[len(delays) // 2] < 2, delays
     statuses = [e["task"]["status"] for e in events if e["type"] == "task"]
     assert statuses[-1] == "completed" and "running" in statuses, statuses
     assert task(pair.b, task_id)["status"] == "completed"
