@@ -334,8 +334,10 @@ class AnvilApp(ExtensionApp):
             server_id=self.instances.id,
             owner_is_gone=self.instances.is_gone,
         )
-        # the mail a crashed server sharing the store was handling: marked failed once it is gone
+        # what a crashed server sharing the store left, once it is found gone: the inbound mail
+        # it was handling is marked failed; the mail it was sending is sent by one live server
         self.instances.on_gone(self.mail_server.sweep)
+        self.instances.on_gone(self.mail_sender.resume)
         self.apps.listener = ServedListeners(
             AppSchedules(self.schedules),
             StartOnHandler(self.mail_server, self.app_log, enabled=self.smtp_server_port != 0),
