@@ -9,6 +9,7 @@ marked failed (on this host at once; on another host once its heartbeat is stale
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import smtplib
@@ -23,7 +24,9 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from conftest import AnvilServer
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from conftest import AnvilServer, free_port
 from notebook_files import write_notebook
 from pg_cluster import PostgresCluster
 from test_app_loading import wait_for
@@ -70,6 +73,10 @@ def set_cookie(kind, key, value):
 @server.callable
 def get_cookie(kind, key):
     return getattr(server.cookies, kind).get(key, "missing")
+
+@server.callable
+def send_mail(subject):
+    return email.send(to="ann@example.org", subject=subject, text="Hello.").message_id
 
 @email.handle_message
 def incoming(msg):
@@ -357,6 +364,60 @@ def test_a_server_of_another_host_is_taken_for_gone_once_its_heartbeat_is_stale(
     assert inbox(pair.b)[mail.subject]["status"] == "received"
     assert_taken_over(pair, task_id, mail, killed, within=6 + 1 + 4)  # stale, the next beat, a busy machine
     assert_schedule_goes_on(pair, killed)  # every due time since the kill ran once, on B: none waited
+
+
+class Relay:
+    """A mail relay on loopback that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.received.append(bytes(envelope.original_content or b""))
+        return "250 2.0.0 Ok"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def relay_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pair, int]]:
+    """A pair whose mail relay is a port nothing listens on (yet)."""
+    port = free_port()
+    started = start_pair(request, tmp_path_factory, *BEATS, f"--AnvilApp.smtp_relay_url=smtp+plain://127.0.0.1:{port}")
+    try:
+        yield started, port
+    finally:
+        stop_pair(started)
+
+
+def test_the_mail_a_sigkilled_server_was_sending_is_sent_once_by_the_survivor(relay_pair: tuple[Pair, int]) -> None:
+    """A's relay is down: its message waits in the outbox (queued, owned by A). A is killed;
+    B takes the message over and sends it, once, when the relay is back."""
+    pair, port = relay_pair
+    relay = Relay()
+    controller = Controller(relay, hostname="127.0.0.1", port=port)
+    try:
+
+        def send() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # A is killed while the call waits for the relay
+                pair.a.post("work", "send_mail", {"args": ["kept"]})
+
+        threading.Thread(target=send, daemon=True).start()
+
+        def outbox() -> dict[str, Any]:
+            """The message as B lists it (in the outbox while it waits, then among the sent)."""
+            found = admin(pair.b, "GET", "mail", app="work", limit=500)["messages"]
+            return {m["subject"]: m for m in found}.get("kept") or {}
+
+        wait_for(lambda: outbox().get("attempts", 0) >= 1, what="A's first attempt at the relay")
+        assert outbox()["status"] == "queued" and outbox()["owner"] == server_id(pair.a)
+        kill(pair.a)
+        controller.start()
+        wait_for(lambda: outbox().get("status") == "sent", timeout=40, what="B to send A's message")
+        assert outbox()["owner"] == server_id(pair.b)
+        time.sleep(2)
+        assert len(relay.received) == 1 and b"Subject: kept" in relay.received[0]
+    finally:
+        with contextlib.suppress(AssertionError):  # not started: nothing to stop
+            controller.stop()
 
 
 # -- 3. an inbound mail is handled once ---------------------------------------------------------------
