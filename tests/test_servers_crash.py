@@ -187,3 +187,15 @@ def test_the_mail_a_sigkilled_server_was_sending_is_sent_once_by_the_survivor(re
     finally:
         with contextlib.suppress(AssertionError):  # not started: nothing to stop
             controller.stop()
+
+
+@pytest.mark.parametrize("beat", ["0", "-1", "nan"])
+def test_a_heartbeat_that_is_no_positive_time_stops_the_server_with_a_clear_message(
+    beat: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    option = f"--AnvilApp.server_heartbeat_seconds={beat}"
+    server = AnvilServer(tmp_path_factory.mktemp("beat-root"), tmp_path_factory.mktemp("beat"), option)
+    with pytest.raises(AssertionError):
+        server.start()
+    assert server.process is not None and server.process.wait(10) == 2
+    assert "server_heartbeat_seconds must be above 0" in server.log_path.read_text()

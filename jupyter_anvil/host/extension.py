@@ -412,7 +412,8 @@ class AnvilApp(ExtensionApp):
         of seconds stops the server, said in one line."""
         beat = self.server_heartbeat_seconds
         if not 0 < beat < float("inf"):
-            print(f"{PREFIX} --AnvilApp.server_heartbeat_seconds must be above 0 (got {beat})", file=sys.stderr)
+            message = f"{PREFIX} --AnvilApp.server_heartbeat_seconds must be above 0 (got {beat})"
+            print(message, file=sys.stderr, flush=True)
             raise SystemExit(2)
         gone = self.server_gone_seconds
         if not gone >= 2 * beat:  # NaN too: a bound under two beats takes a server a little late for gone

@@ -19,8 +19,9 @@ provably gone; never merely because another server started. An owner is gone whe
 
 So a live server takes over what a crashed one left within ``beat_every`` (same host) or
 ``stale_after + beat_every`` (another host) seconds: the sweep of each beat marks the
-crashed server's tasks ``missing``, and whatever was told ``on_gone`` (the inbound mail it
-was handling, marked failed) runs after it.
+crashed server's tasks ``missing``, and whatever was told ``on_gone`` runs after it (the
+inbound mail it was handling is marked failed; the mail it was sending is sent by one live
+server).
 
 Assumptions: servers on different machines (or containers, whose process ids are not
 this host's) have different host names, and their clocks agree within ``stale_after``.

@@ -146,7 +146,8 @@ class TaskService:
             try:
                 await self.instances.beat()
                 await self._mark_orphans()
-                await self.instances.after_sweep()  # e.g. the mail a gone server was handling
+                # what a gone server left (its mail), on the side: the next beat never waits for it
+                spawn(self.instances.after_sweep())
             except Exception:  # the next beat tries again
                 log.exception("[jupyter-anvil] could not renew this server's heartbeat in the store")
 
