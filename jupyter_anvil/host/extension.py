@@ -116,7 +116,12 @@ class AnvilApp(ExtensionApp):
     )
     session_idle_minutes = Float(30.0, help="Sessions expire after this many idle minutes.").tag(config=True)
     cookie_keys_file = Unicode(
-        "", help="File of cookie encryption keys, newest first (default: in the Jupyter data folder)."
+        "",
+        help="File of cookie encryption keys, newest first (default: in the Jupyter data folder, made at the "
+        "first start). Servers behind one address must share it: point each at one copy of the file (a "
+        "shared mount, or the file copied to each machine, owner-only); a cookie sealed by a server with "
+        "other keys is taken for absent. Read at start: after `jupyter anvil rotate-cookie-key FILE`, "
+        "copy it to each machine and restart every server.",
     ).tag(config=True)
     task_concurrency = Int(4, help="Background tasks one app runs at once; more wait in launch order.").tag(config=True)
     task_spares = Int(1, help="Warm kernels kept ready per app for background tasks.").tag(config=True)
@@ -132,6 +137,20 @@ class AnvilApp(ExtensionApp):
         "server ran it is at most this many seconds old (else the missed runs are skipped).",
     ).tag(config=True)
     schedule_history = Int(100, help="Runs kept in each schedule's history (the newest).").tag(config=True)
+    # -- several servers over one store ------------------------------------------------------
+    server_heartbeat_seconds = Float(
+        5.0,
+        help="Seconds between this server's heartbeats in the store; at each, it also looks for servers "
+        "sharing the store that are gone (and marks their running tasks 'missing').",
+    ).tag(config=True)
+    server_gone_seconds = Float(
+        60.0,
+        help="A server on another host whose heartbeat is older than this is taken for gone: within this "
+        "plus server_heartbeat_seconds after it died, a live server marks its running tasks 'missing' and "
+        "the mail it was handling failed (its schedules never wait: any live server fires them). A server "
+        "on this host is known gone at the next heartbeat, by its process. At least twice "
+        "server_heartbeat_seconds; the clocks of the servers must agree within it.",
+    ).tag(config=True)
     # -- email -------------------------------------------------------------------------------
     smtp_relay_url = Unicode(
         "",
@@ -260,7 +279,7 @@ class AnvilApp(ExtensionApp):
             records_kept=self.task_records_kept,
             records_days=self.task_records_days,
         )
-        self.instances = ServerInstances(self.store)
+        self.instances = self._instances()
         self.tasks = TaskService(self.apps, TaskStore(self.store), self.sessions, task_limits, self.instances)
         self.schedule_feed = ScheduleFeed()
         self.schedules = Scheduler(
@@ -306,6 +325,10 @@ class AnvilApp(ExtensionApp):
             server_id=self.instances.id,
             owner_is_gone=self.instances.is_gone,
         )
+        # what a crashed server sharing the store left, once it is found gone: the inbound mail
+        # it was handling is marked failed; the mail it was sending is sent by one live server
+        self.instances.on_gone(self.mail_server.sweep)
+        self.instances.on_gone(self.mail_sender.resume)
         self.apps.listener = ServedListeners(
             AppSchedules(self.schedules),
             StartOnHandler(self.mail_server, self.app_log, enabled=self.smtp_server_port != 0),
@@ -374,6 +397,19 @@ class AnvilApp(ExtensionApp):
             self.idempotency_kept,
             self.idempotency_total_bytes,
         )
+
+    def _instances(self) -> ServerInstances:
+        """This server among those sharing the store; a heartbeat that is no positive number
+        of seconds stops the server, said in one line."""
+        beat = self.server_heartbeat_seconds
+        if not 0 < beat < float("inf"):
+            message = f"{PREFIX} --AnvilApp.server_heartbeat_seconds must be above 0 (got {beat})"
+            print(message, file=sys.stderr, flush=True)
+            raise SystemExit(2)
+        gone = self.server_gone_seconds
+        if not gone >= 2 * beat:  # NaN too: a bound under two beats takes a server a little late for gone
+            gone = 2 * beat
+        return ServerInstances(self.store, beat_every=beat, stale_after=gone)
 
     def _open_store(self) -> Store:
         """The store at this release's schema; a database it cannot use or reach stops the

@@ -17,6 +17,12 @@ provably gone; never merely because another server started. An owner is gone whe
 * its heartbeat is older than ``stale_after`` (for a crash on another host, or a process
   this host cannot see): every live server sweeps for these on each beat.
 
+So a live server takes over what a crashed one left within ``beat_every`` (same host) or
+``stale_after + beat_every`` (another host) seconds: the sweep of each beat marks the
+crashed server's tasks ``missing``, and whatever was told ``on_gone`` runs after it (the
+inbound mail it was handling is marked failed; the mail it was sending is sent by one live
+server).
+
 Assumptions: servers on different machines (or containers, whose process ids are not
 this host's) have different host names, and their clocks agree within ``stale_after``.
 
@@ -33,6 +39,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -77,6 +84,11 @@ class ServerInstances:
         self.pid_started = process_start_time(self.pid)
         self.beat_every = beat_every
         self.stale_after = stale_after
+        self._on_gone: list[Callable[[], Awaitable[None]]] = []
+        #: live servers sharing the store, but this one, at the last sweep
+        self.others = 0
+        #: set by a sweep (on the store's thread) that found a server gone; read by ``after_sweep``
+        self._found_gone = False
 
     def _row(self, now: float) -> dict[str, object]:
         return {
@@ -108,13 +120,34 @@ class ServerInstances:
         (see the module's docstring) and return their ids."""
         now = time.time()
         gone = []
+        others = 0
         for row in db.execute(sa.select(servers).where(servers.c.id != self.id)).mappings():
+            others += 1
             stale = row["beat"] < now - self.stale_after
             if stale or (row["host"] == self.host and not process_exists(row["pid"], row["pid_started"])):
                 gone.append(str(row["id"]))
+        self.others = others - len(gone)
         if gone:
             db.execute(servers.delete().where(servers.c.id.in_(gone)))
+            self._found_gone = True
         return gone
+
+    def on_gone(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """``callback`` runs (on the event loop) after a sweep found a server gone: what
+        that server left unfinished is for it to take over."""
+        self._on_gone.append(callback)
+
+    async def after_sweep(self) -> None:
+        """Run the ``on_gone`` callbacks if a sweep since the last call found a server gone
+        (each beat calls it); one that fails is logged, and the others still run."""
+        if not self._found_gone:
+            return
+        self._found_gone = False
+        for callback in self._on_gone:
+            try:
+                await callback()
+            except Exception:
+                log.exception("[jupyter-anvil] could not take over what a gone server left")
 
     async def is_gone(self, server_id: str) -> bool:
         """Whether the server ``server_id`` is gone (after a sweep): what it left unfinished

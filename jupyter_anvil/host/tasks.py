@@ -32,6 +32,7 @@ from .background import spawn
 from .feed import EventFeed
 from .instances import ServerInstances
 from .messages import Caller, CallReply, CallRequest, scheduled_frame
+from .remote_tasks import RemoteTasks
 from .sessions import SessionService
 from .store import TaskRecord, TaskStore, TaskSummary
 
@@ -113,11 +114,24 @@ class TaskService:
         #: what running tasks print, batched, for the live feed
         self.output_feed: EventFeed[TaskOutputEvent] = EventFeed("task output feed")
         self._output_due: asyncio.TimerHandle | None = None
+        #: other servers' tasks (sharing the store), told on this server's feed while anyone follows
+        self.remote = RemoteTasks(
+            store.store,
+            instances.id,
+            following=lambda: bool(self._subscribers or self.output_feed.subscribers),
+            on_task=self._publish_summary,
+            on_output=self.output_feed.publish,
+            others=lambda: self.instances.others > 0,
+        )
 
     async def start(self) -> None:
         await self.instances.register()
         await self._mark_orphans()
-        self._loops = [spawn(self._beat_periodically()), spawn(self._write_output_periodically())]
+        self._loops = [
+            spawn(self._beat_periodically()),
+            spawn(self._write_output_periodically()),
+            spawn(self.remote.run()),
+        ]
 
     async def _mark_orphans(self) -> None:
         missing = await self.store.mark_orphans(self.instances.sweep)
@@ -132,6 +146,8 @@ class TaskService:
             try:
                 await self.instances.beat()
                 await self._mark_orphans()
+                # what a gone server left (its mail), on the side: the next beat never waits for it
+                spawn(self.instances.after_sweep())
             except Exception:  # the next beat tries again
                 log.exception("[jupyter-anvil] could not renew this server's heartbeat in the store")
 
@@ -474,7 +490,9 @@ class TaskService:
         return lambda: self._subscribers.discard(callback)
 
     def _publish(self, record: TaskRecord) -> None:
-        summary = record.summary()
+        self._publish_summary(record.summary())
+
+    def _publish_summary(self, summary: TaskSummary) -> None:
         for callback in list(self._subscribers):
             try:
                 callback(summary)

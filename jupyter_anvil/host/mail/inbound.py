@@ -201,7 +201,9 @@ class MailServer:
     async def sweep(self) -> None:
         """Records left ``received`` by a run that stopped before their handler answered:
         the sender was never answered 250, so it will send again; the record says so.
-        (A server sharing the store that is handling one now stores its outcome over this.)"""
+        (A server sharing the store that is handling one now stores its outcome over this.)
+        Run at start, and whenever a server sharing the store is found gone (a crash):
+        the mail it was handling is then marked failed by a live server, never lost silently."""
         try:
             left = await self.mail.find(box="inbox", status="received")
         except Exception:

@@ -106,7 +106,18 @@ class MailSender:
         at least, even if its deadline passed while no server ran), but those of another
         server that ``owner_is_gone`` says is still running."""
         self._stopping = False
-        queued = [r for r in await self.mail.find(box="outbox", status="queued") if await self._ours(r)]
+        await self.resume()
+
+    async def resume(self) -> None:
+        """Send the ``queued`` records of servers that are gone (each taken over first, so
+        of several live servers only one sends it): at start, and whenever a server sharing
+        the store is found gone (a crash). Never this server's own (each process has an id
+        of its own: at start it has none; later, its own are being sent already, or about
+        to be by the ``send`` that stored them). Not while stopping."""
+        if self._stopping:
+            return
+        found = await self.mail.find(box="outbox", status="queued")
+        queued = [r for r in found if (self.server_id is None or r.owner != self.server_id) and await self._ours(r)]
         if not queued:
             return
         if not self.transport.sends_mail:
@@ -118,9 +129,15 @@ class MailSender:
             return
         self.log.info("[jupyter-anvil] sending %d queued messages via %s", len(queued), self.transport.shown)
         for record in queued:
-            if record.id not in self._deliveries:
-                if self.server_id is not None and record.owner != self.server_id:
-                    await self._write(record, {"owner": self.server_id})
+            if record.id not in self._deliveries and not self._stopping:
+                if self.server_id is not None:
+                    try:
+                        if not await self.mail.take_over(record.id, record.owner, self.server_id):
+                            continue  # another live server took it over first, or it was sent meanwhile
+                    except Exception:
+                        self.log.exception("[jupyter-anvil] could not take over mail %s", record.id)
+                        continue
+                    record.owner = self.server_id
                 self._deliver_later(record)
 
     async def _ours(self, record: MailRecord) -> bool:

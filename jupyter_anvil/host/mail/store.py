@@ -128,6 +128,20 @@ class MailStore:
             self._publish({"type": "mail", "mail": summary})
         return summary
 
+    async def take_over(self, mail_id: str, owner: str | None, new_owner: str) -> bool:
+        """Make ``new_owner`` the owner of a queued message if ``owner`` still is (a
+        conditional update): of several live servers taking over a gone one's outbox, one
+        wins each message, and only it sends it."""
+        same_owner = mail.c.owner.is_(None) if owner is None else mail.c.owner == owner
+        values = {"owner": new_owner, "updated": time.time()}
+
+        def work() -> bool:
+            with self.store.engine.begin() as db:
+                query = mail.update().where(mail.c.id == mail_id, mail.c.status == "queued", same_owner)
+                return bool(db.execute(query.values(values)).rowcount)
+
+        return await self.store.run(work)
+
     async def get(self, mail_id: str) -> MailRecord | None:
         def work() -> MailRecord | None:
             with self.store.engine.begin() as db:
