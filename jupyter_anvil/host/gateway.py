@@ -133,7 +133,7 @@ class BinaryGatewayKernelClient(GatewayKernelClient):  # type: ignore[misc]
                 raw = self.channel_socket.recv()
                 if not raw:
                     break
-                _ack_at_once(self.channel_socket.sock)
+                _ack_at_once(getattr(self.channel_socket, "sock", None))
                 message = deserialize_binary_message(raw) if isinstance(raw, bytes) else json.loads(raw)  # type: ignore[no-untyped-call]
                 queue = (self._channel_queues or {}).get(message.get("channel"))
                 if queue is not None:
